@@ -1,0 +1,84 @@
+#include "cgroupfs/file_reader.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace oomguard::cgroupfs {
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
+Result<UniqueFd> openDirectory(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return systemError(errno, path, "cannot open directory");
+  }
+  return UniqueFd(fd);
+}
+
+Result<std::string_view> FileReader::read(int directory_fd, const char* name,
+                                          const std::string& path_for_errors) {
+  constexpr size_t kInitialCapacity = 4096;
+  const int fd = ::openat(directory_fd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return systemError(errno, path_for_errors, "cannot open");
+  }
+  const UniqueFd file(fd);
+  if (buffer_.size() < kInitialCapacity) {
+    buffer_.resize(kInitialCapacity);
+  }
+  size_t used = 0;
+  for (;;) {
+    if (used == buffer_.size()) {
+      buffer_.resize(buffer_.size() * 2);
+    }
+    const ssize_t got = ::read(fd, buffer_.data() + used, buffer_.size() - used);
+    if (got < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return systemError(errno, path_for_errors, "cannot read");
+    }
+    if (got == 0) {
+      break;
+    }
+    used += static_cast<size_t>(got);
+  }
+  return std::string_view(buffer_.data(), used);
+}
+
+Result<std::string_view> FileReader::read(const std::string& path) { return read(AT_FDCWD, path.c_str(), path); }
+
+Result<bool> writeFileAt(int directory_fd, const char* name, std::string_view text,
+                         const std::string& path_for_errors) {
+  const int fd = ::openat(directory_fd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return systemError(errno, path_for_errors, "cannot open for writing");
+  }
+  const UniqueFd file(fd);
+  const ssize_t wrote = ::write(fd, text.data(), text.size());
+  if (wrote < 0) {
+    return systemError(errno, path_for_errors, "cannot write");
+  }
+  if (static_cast<size_t>(wrote) != text.size()) {
+    return systemError(EIO, path_for_errors, "short write");
+  }
+  return true;
+}
+
+}  // namespace oomguard::cgroupfs

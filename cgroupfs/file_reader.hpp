@@ -1,0 +1,50 @@
+// Whole-file reads of small kernel files, through directory fds, into one reusable buffer.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "cgroupfs/result.hpp"
+
+namespace oomguard::cgroupfs {
+
+// Owns one file descriptor; closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  ~UniqueFd();
+
+  [[nodiscard]] int get() const { return fd_; }
+  [[nodiscard]] bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens a directory as an O_PATH handle for later openat() calls. The handle pins the directory: a
+// /proc/<pid> or cgroup removed and recreated under the same name is not confused with the old one.
+Result<UniqueFd> openDirectory(const std::string& path);
+
+class FileReader {
+ public:
+  // Reads the whole of `name` under `directory_fd` (or an absolute name with AT_FDCWD). The view stays
+  // valid until the next read. `path_for_errors` names the file in an Error.
+  Result<std::string_view> read(int directory_fd, const char* name, const std::string& path_for_errors);
+  Result<std::string_view> read(const std::string& path);
+
+ private:
+  std::string buffer_;
+};
+
+// Writes `text` to `name` under `directory_fd` in one write() (kernel control files need that).
+Result<bool> writeFileAt(int directory_fd, const char* name, std::string_view text,
+                         const std::string& path_for_errors);
+
+}  // namespace oomguard::cgroupfs

@@ -1,0 +1,184 @@
+#include "cgroupfs/procfs.hpp"
+
+#include <dirent.h>
+
+#include <charconv>
+#include <memory>
+
+#include "cgroupfs/parse.hpp"
+
+namespace oomguard::cgroupfs {
+
+void ReadCounters::record(const Error& error) {
+  constexpr size_t kKeptErrors = 16;
+  if (error.vanished()) {
+    ++vanished;
+    return;
+  }
+  if (error.malformed()) {
+    ++malformed;
+  } else {
+    ++failed;
+  }
+  if (errors.size() < kKeptErrors) {
+    errors.push_back(error);
+  }
+}
+
+ProcFs::ProcFs(std::string root) : root_(std::move(root)) {
+  while (root_.size() > 1 && root_.ends_with('/')) {
+    root_.pop_back();
+  }
+}
+
+Result<std::vector<pid_t>> ProcFs::listPids() const {
+  const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(root_.c_str()), ::closedir);
+  if (!dir) {
+    return systemError(errno, root_, "cannot list");
+  }
+  std::vector<pid_t> pids;
+  while (const dirent* entry = ::readdir(dir.get())) {
+    const std::string_view name(entry->d_name);
+    pid_t pid = 0;
+    const auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
+    if (ec == std::errc() && ptr == name.data() + name.size() && pid > 0) {
+      pids.push_back(pid);
+    }
+  }
+  return pids;
+}
+
+Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup) {
+  const std::string directory = root_ + "/" + std::to_string(pid);
+  auto handle = openDirectory(directory);
+  if (!handle) {
+    return handle.error();
+  }
+  const int fd = handle.value().get();
+  ProcessSnapshot process;
+  process.pid = pid;
+
+  auto status_text = reader_.read(fd, "status", directory + "/status");
+  if (!status_text) {
+    return status_text.error();
+  }
+  auto status = parseProcStatus(status_text.value()).withPath(directory + "/status");
+  if (!status) {
+    return status.error();
+  }
+  process.status = std::move(status).value();
+
+  auto adj_text = reader_.read(fd, "oom_score_adj", directory + "/oom_score_adj");
+  if (!adj_text) {
+    return adj_text.error();
+  }
+  auto adj = parseOomScoreAdj(adj_text.value()).withPath(directory + "/oom_score_adj");
+  if (!adj) {
+    return adj.error();
+  }
+  process.oom_score_adj = adj.value();
+
+  if (with_cgroup) {
+    auto cgroup_text = reader_.read(fd, "cgroup", directory + "/cgroup");
+    if (!cgroup_text) {
+      return cgroup_text.error();
+    }
+    auto cgroup = parseCgroupV2Path(cgroup_text.value()).withPath(directory + "/cgroup");
+    if (!cgroup) {
+      return cgroup.error();
+    }
+    process.cgroup = std::move(cgroup).value();
+  }
+  return process;
+}
+
+std::vector<ProcessSnapshot> ProcFs::readProcesses(std::span<const pid_t> pids, bool with_cgroup,
+                                                   ReadCounters& counters) {
+  std::vector<pid_t> listed;
+  if (pids.empty()) {
+    auto all = listPids();
+    if (!all) {
+      counters.record(all.error());
+      return {};
+    }
+    listed = std::move(all).value();
+    pids = listed;
+  }
+  std::vector<ProcessSnapshot> processes;
+  processes.reserve(pids.size());
+  for (const pid_t pid : pids) {
+    auto process = readProcess(pid, with_cgroup);
+    if (process) {
+      processes.push_back(std::move(process).value());
+    } else {
+      counters.record(process.error());
+    }
+  }
+  return processes;
+}
+
+Result<std::string_view> ProcFs::readFile(std::string_view relative) {
+  return reader_.read(root_ + "/" + std::string(relative));
+}
+
+Result<std::string> ProcFs::readCgroupPath(pid_t pid) {
+  const std::string path = root_ + "/" + std::to_string(pid) + "/cgroup";
+  auto text = reader_.read(path);
+  if (!text) {
+    return text.error();
+  }
+  return parseCgroupV2Path(text.value()).withPath(path);
+}
+
+Result<long> ProcFs::readOomScore(pid_t pid) {
+  const std::string path = root_ + "/" + std::to_string(pid) + "/oom_score";
+  auto text = reader_.read(path);
+  if (!text) {
+    return text.error();
+  }
+  return parseInteger(text.value()).withPath(path);
+}
+
+namespace {
+
+// Reads a file and parses it, attributing parse errors to the file.
+template <class Parser>
+auto readParsed(ProcFs& procfs, FileReader& reader, std::string_view relative, Parser parser)
+    -> decltype(parser(std::string_view())) {
+  const std::string path = procfs.root() + "/" + std::string(relative);
+  auto text = reader.read(path);
+  if (!text) {
+    return text.error();
+  }
+  return parser(text.value()).withPath(path);
+}
+
+}  // namespace
+
+Result<MemInfo> ProcFs::readMemInfo() { return readParsed(*this, reader_, "meminfo", parseMemInfo); }
+
+Result<Pressure> ProcFs::readPressure(std::string_view resource) {
+  return readParsed(*this, reader_, "pressure/" + std::string(resource), parsePressure);
+}
+
+Result<long> ProcFs::readSysctl(std::string_view name) {
+  return readParsed(*this, reader_, "sys/" + std::string(name), parseInteger);
+}
+
+Result<KernelVersion> ProcFs::readKernelVersion() {
+  return readParsed(*this, reader_, "sys/kernel/osrelease", parseKernelRelease);
+}
+
+Result<std::vector<BuddyZone>> ProcFs::readBuddyInfo() {
+  return readParsed(*this, reader_, "buddyinfo", parseBuddyInfo);
+}
+
+Result<std::string> ProcFs::readText(std::string_view relative) {
+  auto text = readFile(relative);
+  if (!text) {
+    return text.error();
+  }
+  return std::string(text.value());
+}
+
+}  // namespace oomguard::cgroupfs

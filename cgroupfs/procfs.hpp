@@ -1,0 +1,60 @@
+// Reading /proc (or a copy of it under another root, e.g. /host/proc or a fixture tree).
+#pragma once
+
+#include <sys/types.h>
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cgroupfs/file_reader.hpp"
+#include "cgroupfs/result.hpp"
+#include "cgroupfs/types.hpp"
+
+namespace oomguard::cgroupfs {
+
+// What a bulk read skipped. Vanished entries are normal churn; malformed ones are kept as errors.
+struct ReadCounters {
+  uint64_t vanished = 0;
+  uint64_t malformed = 0;
+  uint64_t failed = 0;         // other I/O errors (EACCES, ...)
+  std::vector<Error> errors;   // the first few malformed/failed ones, for reporting
+
+  void record(const Error& error);
+};
+
+class ProcFs {
+ public:
+  explicit ProcFs(std::string root);
+  [[nodiscard]] const std::string& root() const { return root_; }
+
+  // The numeric entries of the root (processes; threads are not listed there).
+  Result<std::vector<pid_t>> listPids() const;
+  // status and oom_score_adj (and, when asked, cgroup) read through one /proc/<pid> directory handle.
+  Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup);
+  Result<std::string> readCgroupPath(pid_t pid);
+  Result<long> readOomScore(pid_t pid);
+  Result<MemInfo> readMemInfo();
+  // resource: "memory", "cpu" or "io".
+  Result<Pressure> readPressure(std::string_view resource);
+  // A numeric sysctl by its path under sys/, e.g. "vm/panic_on_oom".
+  Result<long> readSysctl(std::string_view name);
+  Result<KernelVersion> readKernelVersion();
+  Result<std::vector<BuddyZone>> readBuddyInfo();
+  // Any file under the root, as text (e.g. "sys/kernel/core_pattern", "swaps").
+  Result<std::string> readText(std::string_view relative);
+
+  // Every process, in the order of `pids` (listPids() when empty), skipping those that vanish or do
+  // not parse (counted).
+  std::vector<ProcessSnapshot> readProcesses(std::span<const pid_t> pids, bool with_cgroup,
+                                             ReadCounters& counters);
+
+ private:
+  Result<std::string_view> readFile(std::string_view relative);
+
+  std::string root_;
+  FileReader reader_;
+};
+
+}  // namespace oomguard::cgroupfs

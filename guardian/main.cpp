@@ -1,0 +1,72 @@
+// The `oomguard` command. CLI11 parses the command line (Debian's libcli11-dev): subcommands, typed
+// options, validation and help text without hand-written parsing.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "guardian/commands.hpp"
+#include "guardian/version.hpp"
+
+int main(int argc, char** argv) {
+  using namespace oomguard::guardian;
+  CLI::App app{"oomguard: the kernel's OOM victim model, exactly, for the host and every cgroup with a limit"};
+  app.set_version_flag("--version", std::string(kVersion));
+  app.fallthrough();
+  app.require_subcommand(1);
+  std::string proc_root = "/proc";
+  std::string cgroup_root = "/sys/fs/cgroup";
+  app.add_option("--proc-root", proc_root, "Where /proc is (e.g. /host/proc in a container)")->capture_default_str();
+  app.add_option("--cgroup-root", cgroup_root, "Where the cgroup v2 hierarchy is mounted")->capture_default_str();
+
+  TopOptions top_options;
+  bool top_all = false;
+  std::string top_by = "process";
+  auto* top = app.add_subcommand("top", "The victim ranking of one OOM domain, the kernel's next victim first");
+  top->add_flag("--json", top_options.json, "JSON output (see DESIGN.md section 4)");
+  auto* limit = top->add_option("--limit", top_options.limit, "Show the first N killable candidates")
+                    ->check(CLI::PositiveNumber)
+                    ->capture_default_str();
+  top->add_flag("--all", top_all, "Show every process of the domain, unkillable ones last")->excludes(limit);
+  top->add_option("--domain", top_options.domain, "\"host\" or a cgroup path with a memory.max, e.g. /pods/a")
+      ->capture_default_str();
+  top->add_option("--by", top_by, "Rank processes, or cgroups (the unit a kill takes)")
+      ->check(CLI::IsMember({"process", "cgroup"}))
+      ->capture_default_str();
+
+  ExplainOptions explain_options;
+  auto* explain = app.add_subcommand("explain", "How each term of a process's score arises, in every domain it is in");
+  explain->add_option("pid", explain_options.pid, "The process")->required()->check(CLI::PositiveNumber);
+  explain->add_flag("--json", explain_options.json, "JSON output");
+
+  DoctorOptions doctor_options;
+  auto* doctor = app.add_subcommand("doctor", "This node's OOM behaviour in plain words, with warnings");
+  doctor->add_flag("--json", doctor_options.json, "JSON output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForVersion& version) {
+    return app.exit(version);
+  } catch (const CLI::ParseError& error) {
+    app.exit(error);
+    return kExitUsage;
+  }
+
+  Node node(proc_root, cgroup_root);
+  if (top->parsed()) {
+    top_options.by_cgroup = top_by == "cgroup";
+    if (top_all) {
+      top_options.limit = 0;
+    }
+    return runTop(node, top_options, std::cout, std::cerr);
+  }
+  if (explain->parsed()) {
+    return runExplain(node, explain_options, std::cout, std::cerr);
+  }
+  if (doctor->parsed()) {
+    return runDoctor(node, doctor_options, std::cout, std::cerr);
+  }
+  return kExitUsage;
+}
