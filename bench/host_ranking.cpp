@@ -1,0 +1,149 @@
+// Whole-host ranking cost against its floor.
+//
+// Spawns N idle processes (default 5000), then times, interleaved over R rounds:
+//   floor:   list /proc, then open+read+close /proc/<pid>/status and /proc/<pid>/oom_score_adj per pid
+//            (the least any ranking must do);
+//   ranking: guardian::Node::rankHost(): the same reads through a held /proc/<pid> handle, parsing,
+//            the badness model and the sort.
+// Prints both medians and their ratio. Target: ratio <= 1.3. Every spawned process is killed and reaped.
+//
+// Usage: bench_host_ranking [--processes N] [--rounds R] [--proc-root DIR]
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "guardian/node.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<pid_t> spawnIdle(size_t count) {
+  std::vector<pid_t> pids;
+  pids.reserve(count);
+  const pid_t parent = ::getpid();
+  for (size_t i = 0; i < count; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      std::fprintf(stderr, "fork failed after %zu processes: %s\n", i, std::strerror(errno));
+      break;
+    }
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) {
+        ::_exit(0);
+      }
+      for (;;) {
+        ::pause();
+      }
+    }
+    pids.push_back(pid);
+  }
+  return pids;
+}
+
+void reap(const std::vector<pid_t>& pids) {
+  for (const pid_t pid : pids) {
+    ::kill(pid, SIGKILL);
+  }
+  for (const pid_t pid : pids) {
+    ::waitpid(pid, nullptr, 0);
+  }
+}
+
+// The floor: no parsing, no model, just the two reads per pid.
+size_t floorPass(const std::string& proc_root, std::vector<char>& buffer) {
+  oomguard::cgroupfs::ProcFs procfs(proc_root);
+  const auto pids = procfs.listPids();
+  size_t bytes = 0;
+  if (!pids) {
+    return 0;
+  }
+  std::string path;
+  for (const pid_t pid : pids.value()) {
+    for (const char* name : {"/status", "/oom_score_adj"}) {
+      path = proc_root + "/" + std::to_string(pid) + name;
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        continue;
+      }
+      ssize_t got = 0;
+      while ((got = ::read(fd, buffer.data(), buffer.size())) > 0) {
+        bytes += static_cast<size_t>(got);
+      }
+      ::close(fd);
+    }
+  }
+  return bytes;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t processes = 5000;
+  int rounds = 15;
+  std::string proc_root = "/proc";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--processes") {
+      processes = std::strtoul(argv[i + 1], nullptr, 10);
+    } else if (flag == "--rounds") {
+      rounds = std::atoi(argv[i + 1]);
+    } else if (flag == "--proc-root") {
+      proc_root = argv[i + 1];
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  const auto spawned = spawnIdle(processes);
+  oomguard::guardian::Node node(proc_root, "/sys/fs/cgroup");
+  const auto facts = node.readFacts();
+  if (!facts) {
+    reap(spawned);
+    std::fprintf(stderr, "%s\n", facts.error().describe().c_str());
+    return 1;
+  }
+  std::vector<char> buffer(4096);
+  std::vector<double> floor_ms;
+  std::vector<double> ranking_ms;
+  size_t ranked = 0;
+  size_t sink = 0;
+  // One warm-up of each, then interleaved rounds so drift on a shared machine hits both alike.
+  sink += floorPass(proc_root, buffer);
+  ranked = node.rankHost(facts.value(), false).candidates.size();
+  for (int round = 0; round < rounds; ++round) {
+    auto start = Clock::now();
+    sink += floorPass(proc_root, buffer);
+    floor_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    start = Clock::now();
+    const auto ranking = node.rankHost(facts.value(), false);
+    ranking_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    ranked = ranking.candidates.size();
+  }
+  reap(spawned);
+  const double floor_median = median(floor_ms);
+  const double ranking_median = median(ranking_ms);
+  const double ratio = ranking_median / floor_median;
+  std::printf("host ranking: %zu spawned, %zu processes ranked, %d rounds (%zu bytes read by the floor)\n",
+              spawned.size(), ranked, rounds, sink);
+  std::printf("  floor   (open+read status and oom_score_adj)  median %8.2f ms\n", floor_median);
+  std::printf("  ranking (read, parse, model, sort)             median %8.2f ms\n", ranking_median);
+  std::printf("  ratio %.3f (target <= 1.30): %s\n", ratio, ratio <= 1.3 ? "met" : "NOT met");
+  return 0;
+}

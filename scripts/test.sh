@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds oomguard and runs every test:
+#   1. unit + integration tests (ctest; integration runs against this machine's live /proc)
+#   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   3. every parser's libFuzzer target for FUZZ_SECONDS each (default 20)
+#   4. the end-to-end suite in a real kernel under QEMU (tests/e2e), when present
+# Installs what it needs first (scripts/install-deps.sh). Skipped checks are listed at the end, and the
+# last line is "total: N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+passed=0
+failed=0
+skipped=0
+skipped_list=()
+failed_list=()
+
+section() { printf '\n===== %s =====\n' "$*"; }
+
+# Adds a ctest run's outcome to the totals: "N% tests passed, F tests failed out of T".
+count_ctest() {
+  local log=$1 label=$2 line total bad skips
+  line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1)
+  if [ -z "$line" ]; then
+    failed=$((failed + 1)); failed_list+=("$label: ctest did not run")
+    return
+  fi
+  total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
+  bad=$(sed -E 's/.* ([0-9]+) tests failed.*/\1/' <<<"$line")
+  skips=$(grep -cE '\*\*\*Skipped|Skipped +[0-9.]+ sec' "$log" || true)
+  passed=$((passed + total - bad - skips))
+  failed=$((failed + bad))
+  skipped=$((skipped + skips))
+  [ "$bad" -eq 0 ] || failed_list+=("$label: $bad failed")
+  while read -r name; do
+    [ -n "$name" ] && skipped_list+=("$label: $name")
+  done < <(grep -E '\*\*\*Skipped|Skipped +[0-9.]+ sec' "$log" | sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/')
+}
+
+section "dependencies"
+scripts/install-deps.sh test || { echo "install-deps failed" >&2; exit 1; }
+
+section "build (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build build -j"$jobs" || {
+  echo "build failed" >&2; echo "total: $passed passed, 1 failed, $skipped skipped"; exit 1; }
+
+section "unit + integration tests"
+(cd build && ctest --output-on-failure -j"$jobs") 2>&1 | tee build/ctest.log
+count_ctest build/ctest.log "ctest"
+
+section "unit + integration tests under ASan + UBSan"
+if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOOMGUARD_SANITIZE=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
+   cmake --build build-asan -j"$jobs"; then
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+     ctest --output-on-failure -j"$jobs") 2>&1 | tee build-asan/ctest.log
+  count_ctest build-asan/ctest.log "asan+ubsan"
+else
+  failed=$((failed + 1)); failed_list+=("asan+ubsan: build failed")
+fi
+
+section "parser fuzzers (${FUZZ_SECONDS:-20} s each)"
+tests/fuzz/run-fuzzers.sh build-fuzz 2>&1 | tee build/fuzz.log
+fuzz_line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed' build/fuzz.log | tail -1)
+if [ -n "$fuzz_line" ]; then
+  passed=$((passed + $(sed -E 's/fuzz: ([0-9]+) passed.*/\1/' <<<"$fuzz_line")))
+  fuzz_failed=$(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$fuzz_line")
+  failed=$((failed + fuzz_failed))
+  [ "$fuzz_failed" -eq 0 ] || failed_list+=("fuzz: $fuzz_failed targets failed")
+else
+  failed=$((failed + 1)); failed_list+=("fuzz: did not run")
+fi
+
+section "end-to-end suite (real kernel under QEMU)"
+if [ -x tests/e2e/run-suite.sh ]; then
+  if tests/e2e/run-suite.sh 2>&1 | tee build/e2e.log; then
+    e2e_ok=1
+  else
+    e2e_ok=0
+  fi
+  if [ -f build/e2e/results.json ]; then
+    read -r e2e_passed e2e_failed < <(python3 -c '
+import json
+s = json.load(open("build/e2e/results.json"))["scenarios"]
+print(sum(1 for x in s if x["passed"]), sum(1 for x in s if not x["passed"]))')
+    passed=$((passed + e2e_passed))
+    failed=$((failed + e2e_failed))
+    [ "$e2e_failed" -eq 0 ] || failed_list+=("e2e: $e2e_failed scenarios failed")
+    if [ "$e2e_ok" -eq 0 ] && [ "$e2e_failed" -eq 0 ]; then
+      failed=$((failed + 1)); failed_list+=("e2e: the suite failed (see build/e2e.log)")
+    fi
+  else
+    failed=$((failed + 1)); failed_list+=("e2e: no results (see build/e2e.log)")
+  fi
+else
+  skipped=$((skipped + 1)); skipped_list+=("e2e: tests/e2e/run-suite.sh not present")
+fi
+
+section "summary"
+for item in "${skipped_list[@]}"; do echo "SKIPPED  $item"; done
+for item in "${failed_list[@]}"; do echo "FAILED   $item"; done
+echo "total: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
