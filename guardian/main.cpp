@@ -4,9 +4,13 @@
 #include <iostream>
 
 #include "guardian/commands.hpp"
+#include "guardian/config.hpp"
+#include "guardian/run.hpp"
 #include "guardian/version.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int runMain(int argc, char** argv) {
   using namespace oomguard::guardian;
   CLI::App app{"oomguard: the kernel's OOM victim model, exactly, for the host and every cgroup with a limit"};
   app.set_version_flag("--version", std::string(kVersion));
@@ -41,6 +45,16 @@ int main(int argc, char** argv) {
   auto* doctor = app.add_subcommand("doctor", "This node's OOM behaviour in plain words, with warnings");
   doctor->add_flag("--json", doctor_options.json, "JSON output");
 
+  std::optional<std::string> config_path;
+  bool dry_run = false;
+  auto* run = app.add_subcommand("run", "The event-driven daemon; with no config it only observes and logs");
+  run->add_option("--config", config_path, "JSON config file (see examples/oomguard.json)");
+  run->add_flag("--dry-run", dry_run, "Decide and log as configured, but act on nothing");
+
+  std::string check_path;
+  auto* check = app.add_subcommand("check-config", "Validate a config file; errors name the JSON path");
+  check->add_option("file", check_path, "The config file")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {
@@ -68,5 +82,29 @@ int main(int argc, char** argv) {
   if (doctor->parsed()) {
     return runDoctor(node, doctor_options, std::cout, std::cerr);
   }
+  if (check->parsed()) {
+    try {
+      const Config config = loadConfigFile(check_path);
+      std::cout << check_path << ": valid (mode " << config.mode << ", " << config.cgroups.size() << " cgroup rules)\n";
+      return kExitOk;
+    } catch (const ConfigError& error) {
+      std::cerr << "oomguard: " << error.what() << "\n";
+      return kExitUsage;
+    }
+  }
+  if (run->parsed()) {
+    return runDaemon(RunOptions{proc_root, cgroup_root, config_path, dry_run}, std::cout, std::cerr);
+  }
   return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return runMain(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "oomguard: " << error.what() << "\n";
+    return oomguard::guardian::kExitFailure;
+  }
 }

@@ -53,6 +53,7 @@ struct Row {
   size_t rank = 0;
   const policies::Candidate* candidate = nullptr;
   std::optional<std::string> group_kill_cgroup;
+  long oom_score = 0;  // what /proc/<pid>/oom_score shows, or the computed value where it cannot be read
 };
 
 void printDomainHeader(const policies::OomDomain& domain, const NodeFacts& facts, std::ostream& out) {
@@ -72,7 +73,12 @@ int topByProcess(Node& node, const NodeFacts& facts, DomainRanking& ranking, con
       break;  // a limited listing shows only what the kernel could pick
     }
     auto& process = ranking.processes[candidate.scan_index];
-    Row row{i + 1, &candidate, std::nullopt};
+    Row row{i + 1, &candidate, std::nullopt, candidate.oom_score};
+    // The kernel computes oom_score from approximate per-CPU counters (see perCpuCounterDriftPages), so
+    // its own number is shown where there is one; oom_score_computed keeps the model's.
+    if (auto kernel_score = node.procfs().readOomScore(process.pid)) {
+      row.oom_score = kernel_score.value();
+    }
     node.ensureCgroup(process);
     if (candidate.killable) {
       row.group_kill_cgroup = node.groupKillCgroup(process, ranking.domain);
@@ -90,7 +96,8 @@ int topByProcess(Node& node, const NodeFacts& facts, DomainRanking& ranking, con
                                 {"comm", process.status.comm},
                                 {"cgroup", nullable(process.cgroup)},
                                 {"points", candidate.killable ? candidate.points : 0},
-                                {"oom_score", candidate.oom_score},
+                                {"oom_score", row.oom_score},
+                                {"oom_score_computed", candidate.oom_score},
                                 {"oom_score_adj", process.oom_score_adj},
                                 {"rss_kb", rssKb(process)},
                                 {"swap_kb", process.status.swap_kb},
@@ -112,7 +119,7 @@ int topByProcess(Node& node, const NodeFacts& facts, DomainRanking& ranking, con
     out << rightColumn(std::to_string(row.rank), 4) << rightColumn(std::to_string(process.pid), 8) << "  "
         << column(process.status.comm, 16) << " " << column(process.cgroup.value_or("?"), 40)
         << rightColumn(candidate.killable ? std::to_string(candidate.points) : "never", 10)
-        << rightColumn(std::to_string(candidate.oom_score), 6)
+        << rightColumn(std::to_string(row.oom_score), 6)
         << rightColumn(std::to_string(process.oom_score_adj), 6) << rightColumn(mibFromKb(rssKb(process)), 9)
         << rightColumn(mibFromKb(process.status.swap_kb), 9) << rightColumn(mibFromKb(process.status.pgtables_kb), 8)
         << "  " << row.group_kill_cgroup.value_or("-") << "\n";

@@ -1,5 +1,7 @@
 #include "policies/badness.hpp"
 
+#include <algorithm>
+
 namespace oomguard::policies {
 
 const char* describe(UnkillableReason reason) {
@@ -62,6 +64,13 @@ long procOomScore(long badness, uint64_t host_totalpages, const cgroupfs::Kernel
   // give 0 for a small one.
   const long clamped = badness > 0 ? badness : 1;
   return clamped * 1000 / total;
+}
+
+long perCpuCounterDriftPages(int online_cpus) {
+  constexpr long kCounters = 4;
+  const long cpus = online_cpus > 0 ? online_cpus : 1;
+  const long batch = std::max(32L, 2 * cpus);
+  return kCounters * (batch - 1) * cpus;
 }
 
 int scoreAdjFromLegacyOomAdj(int oom_adj) {

@@ -47,6 +47,13 @@ long oomBadness(const cgroupfs::ProcessSnapshot& process, uint64_t totalpages, u
 // eligible task), range 0..1000, 0 when unkillable.
 long procOomScore(long badness, uint64_t host_totalpages, const cgroupfs::KernelVersion& kernel);
 
+// How far the kernel's own reading of a task's points may lie from what /proc/<pid>/status lets us
+// compute. Since the mm counters became per-CPU (6.2), oom_badness() reads them approximately (the global
+// count without the per-CPU deltas) while /proc/<pid>/status prints exact sums. Each of the four counters
+// (anon, file, shmem, swap entries) may hold up to batch - 1 pages per CPU in either direction, where
+// batch = max(32, 2 * online CPUs). Candidates whose points differ by less than this are a tie zone.
+long perCpuCounterDriftPages(int online_cpus);
+
 // The legacy /proc/<pid>/oom_adj interface (-17..15, -17 = OOM_DISABLE).
 int scoreAdjFromLegacyOomAdj(int oom_adj);
 int legacyOomAdjFromScoreAdj(int oom_score_adj);

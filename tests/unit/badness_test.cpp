@@ -96,6 +96,14 @@ TEST(ProcOomScore, BeforeFiveNine) {
   EXPECT_EQ(procOomScore(5000, 10000, KernelVersion{5, 9, 0, "5.9.0"}), 1000);
 }
 
+TEST(PerCpuCounterDrift, FourCountersTimesBatchMinusOnePerCpu) {
+  // batch = max(32, 2 * cpus): 1 CPU -> 4 * 31 * 1; 2 -> 4 * 31 * 2; 64 -> 4 * 127 * 64.
+  EXPECT_EQ(perCpuCounterDriftPages(1), 124);
+  EXPECT_EQ(perCpuCounterDriftPages(2), 248);
+  EXPECT_EQ(perCpuCounterDriftPages(64), 4 * 127 * 64);
+  EXPECT_EQ(perCpuCounterDriftPages(0), 124);
+}
+
 TEST(LegacyOomAdj, MappingBothWays) {
   // Writes: 15 -> 1000, otherwise adj * 1000 / 17 (truncating).
   EXPECT_EQ(scoreAdjFromLegacyOomAdj(15), 1000);

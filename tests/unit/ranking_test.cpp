@@ -189,9 +189,9 @@ TEST_F(FixtureTree, TopJsonMatchesTheContract) {
   ASSERT_EQ(guardian::runTop(node, {true, 2, "/pods", false}, out, err), 0) << err.str();
   EXPECT_EQ(out.str(),
             R"({"domain":{"kind":"memcg","cgroup":"/pods","totalpages":65536},"candidates":[)"
-            R"({"rank":1,"pid":103,"comm":"sidecar","cgroup":"/pods/b","points":65778,"oom_score":1333,)"
+            R"({"rank":1,"pid":103,"comm":"sidecar","cgroup":"/pods/b","points":65778,"oom_score":1333,"oom_score_computed":1333,)"
             R"("oom_score_adj":1000,"rss_kb":3072,"swap_kb":0,"pgtables_kb":40,"killable":true,"group_kill_cgroup":null},)"
-            R"({"rank":2,"pid":101,"comm":"php-fpm","cgroup":"/pods/a","points":53798,"oom_score":1044,)"
+            R"({"rank":2,"pid":101,"comm":"php-fpm","cgroup":"/pods/a","points":53798,"oom_score":1044,"oom_score_computed":1044,)"
             R"("oom_score_adj":500,"rss_kb":84992,"swap_kb":0,"pgtables_kb":200,"killable":true,)"
             R"("group_kill_cgroup":"/pods/a"}]})"
             "\n");

@@ -1,0 +1,344 @@
+#include "guardian/config.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace oomguard::guardian {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string typeName(const Json& value) { return value.type_name(); }
+
+// Reads one JSON object, tracking its path; finish() rejects keys nobody asked for.
+class ObjectReader {
+ public:
+  ObjectReader(const Json& value, std::string path) : value_(value), path_(std::move(path)) {
+    if (!value_.is_object()) {
+      fail(path_, "must be an object, got " + typeName(value_));
+    }
+  }
+
+  [[nodiscard]] std::string pathOf(std::string_view key) const { return path_ + "/" + std::string(key); }
+  [[noreturn]] static void fail(const std::string& path, const std::string& reason) {
+    throw ConfigError((path.empty() ? std::string("/") : path) + ": " + reason);
+  }
+
+  const Json* find(std::string_view key) {
+    known_.insert(std::string(key));
+    const auto found = value_.find(std::string(key));
+    return found == value_.end() ? nullptr : &*found;
+  }
+
+  bool boolean(std::string_view key, bool fallback) {
+    const Json* value = find(key);
+    if (value == nullptr) {
+      return fallback;
+    }
+    if (!value->is_boolean()) {
+      fail(pathOf(key), "must be true or false, got " + typeName(*value));
+    }
+    return value->get<bool>();
+  }
+
+  std::string string(std::string_view key, const std::string& fallback, std::initializer_list<const char*> allowed = {}) {
+    const Json* value = find(key);
+    if (value == nullptr) {
+      return fallback;
+    }
+    if (!value->is_string()) {
+      fail(pathOf(key), "must be a string, got " + typeName(*value));
+    }
+    auto text = value->get<std::string>();
+    if (allowed.size() > 0) {
+      std::string choices;
+      for (const char* choice : allowed) {
+        if (text == choice) {
+          return text;
+        }
+        choices += choices.empty() ? "" : ", ";
+        choices += std::string("\"") + choice + "\"";
+      }
+      fail(pathOf(key), "must be one of " + choices + ", got \"" + text + "\"");
+    }
+    return text;
+  }
+
+  std::string requiredString(std::string_view key) {
+    if (find(key) == nullptr) {
+      fail(pathOf(key), "is required");
+    }
+    return string(key, "");
+  }
+
+  // An integer in [min, max].
+  int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) {
+    const Json* value = find(key);
+    if (value == nullptr) {
+      return fallback;
+    }
+    if (!value->is_number_integer()) {
+      fail(pathOf(key), "must be an integer, got " + (value->is_number() ? std::string("a fraction") : typeName(*value)));
+    }
+    const auto number = value->is_number_unsigned() && value->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
+                            ? INT64_MAX
+                            : value->get<int64_t>();
+    if (number < min || number > max) {
+      fail(pathOf(key), "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
+                            std::to_string(number));
+    }
+    return number;
+  }
+
+  double number(std::string_view key, double fallback, double min, double max) {
+    const Json* value = find(key);
+    if (value == nullptr) {
+      return fallback;
+    }
+    if (!value->is_number()) {
+      fail(pathOf(key), "must be a number, got " + typeName(*value));
+    }
+    const double number = value->get<double>();
+    if (!(number >= min && number <= max)) {
+      std::ostringstream text;
+      text << "must be between " << min << " and " << max << ", got " << number;
+      fail(pathOf(key), text.str());
+    }
+    return number;
+  }
+
+  void finish() const {
+    for (const auto& [key, unused] : value_.items()) {
+      if (!known_.contains(key)) {
+        fail(pathOf(key), "unknown key");
+      }
+    }
+  }
+
+ private:
+  const Json& value_;
+  std::string path_;
+  std::set<std::string, std::less<>> known_;
+};
+
+PressureTrigger readPressure(const Json& value, const std::string& path) {
+  ObjectReader reader(value, path);
+  PressureTrigger trigger;
+  trigger.resource = reader.string("resource", trigger.resource, {"memory", "cpu", "io"});
+  trigger.kind = reader.string("kind", trigger.kind, {"some", "full"});
+  // The kernel takes windows of 500 ms to 10 s, and a stall time that fits in the window.
+  trigger.window_ms = static_cast<uint64_t>(reader.integer("window_ms", 1000, 500, 10000));
+  trigger.stall_us = static_cast<uint64_t>(reader.integer("stall_us", 150000, 1, 10000000));
+  if (trigger.stall_us > trigger.window_ms * 1000) {
+    ObjectReader::fail(reader.pathOf("stall_us"), "must be <= window_ms * 1000 (" +
+                                                      std::to_string(trigger.window_ms * 1000) + "), got " +
+                                                      std::to_string(trigger.stall_us));
+  }
+  reader.finish();
+  return trigger;
+}
+
+std::optional<PressureTrigger> readOptionalPressure(ObjectReader& parent, std::string_view key,
+                                                    const std::optional<PressureTrigger>& fallback) {
+  const Json* value = parent.find(key);
+  if (value == nullptr) {
+    return fallback;
+  }
+  if (value->is_null()) {
+    return std::nullopt;  // explicitly off
+  }
+  return readPressure(*value, parent.pathOf(key));
+}
+
+void validateListen(const std::string& listen, const std::string& path) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
+    ObjectReader::fail(path, "must be ADDRESS:PORT, got \"" + listen + "\"");
+  }
+  const std::string port = listen.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 || std::stoul(port) > 65535) {
+    ObjectReader::fail(path, "port must be 0..65535, got \"" + port + "\"");
+  }
+}
+
+// Line and column (1-based) of a byte offset, for syntax errors.
+std::pair<size_t, size_t> lineAndColumn(std::string_view text, size_t offset) {
+  size_t line = 1;
+  size_t column = 1;
+  for (size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return {line, column};
+}
+
+}  // namespace
+
+std::string PressureTrigger::triggerText() const {
+  return kind + " " + std::to_string(stall_us) + " " + std::to_string(window_ms * 1000);
+}
+
+Config parseConfig(std::string_view json_text, const std::string& source) {
+  Json document;
+  try {
+    document = Json::parse(json_text);
+  } catch (const Json::parse_error& error) {
+    // The byte reported is the one where parsing stopped, 1-based.
+    const auto [line, column] = lineAndColumn(json_text, error.byte == 0 ? 0 : error.byte - 1);
+    std::string reason = error.what();
+    const auto detail = reason.find("syntax error");
+    throw ConfigError(source + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " +
+                      (detail == std::string::npos ? reason : reason.substr(detail)));
+  }
+  try {
+    Config config;
+    ObjectReader root(document, "");
+    const int64_t version = root.integer("version", 1, 1, 1);
+    (void)version;
+    config.mode = root.string("mode", config.mode, {"observe"});
+    config.refresh_interval_s = root.number("refresh_interval_s", config.refresh_interval_s, 0.1, 3600);
+    config.rescan_candidates = static_cast<size_t>(root.integer("rescan_candidates", 8, 1, 1000));
+    config.log_candidates = static_cast<size_t>(root.integer("log_candidates", 5, 1, 100));
+    config.read_kmsg = root.boolean("read_kmsg", config.read_kmsg);
+    if (const Json* self = root.find("self")) {
+      ObjectReader reader(*self, "/self");
+      if (const Json* adj = reader.find("oom_score_adj"); adj != nullptr && adj->is_null()) {
+        config.self.oom_score_adj = std::nullopt;
+      } else {
+        config.self.oom_score_adj = static_cast<int>(reader.integer("oom_score_adj", -1000, -1000, 1000));
+      }
+      config.self.mlock = reader.boolean("mlock", config.self.mlock);
+      reader.finish();
+    }
+    if (const Json* metrics = root.find("metrics")) {
+      ObjectReader reader(*metrics, "/metrics");
+      config.metrics_listen = reader.string("listen", config.metrics_listen);
+      validateListen(config.metrics_listen, "/metrics/listen");
+      reader.finish();
+    }
+    if (const Json* host = root.find("host")) {
+      ObjectReader reader(*host, "/host");
+      config.host_pressure = readOptionalPressure(reader, "pressure", config.host_pressure);
+      reader.finish();
+    }
+    if (const Json* cgroups = root.find("cgroups")) {
+      if (!cgroups->is_array()) {
+        ObjectReader::fail("/cgroups", "must be an array, got " + typeName(*cgroups));
+      }
+      config.cgroups.clear();
+      for (size_t i = 0; i < cgroups->size(); ++i) {
+        const std::string path = "/cgroups/" + std::to_string(i);
+        ObjectReader reader((*cgroups)[i], path);
+        CgroupRule rule;
+        rule.match = reader.requiredString("match");
+        if (!rule.match.starts_with('/')) {
+          ObjectReader::fail(reader.pathOf("match"), "must start with /, got \"" + rule.match + "\"");
+        }
+        rule.watch_events = reader.boolean("watch_events", true);
+        rule.pressure = readOptionalPressure(reader, "pressure", std::nullopt);
+        rule.pressure_only_if_limited = reader.boolean("pressure_only_if_limited", true);
+        reader.finish();
+        config.cgroups.push_back(std::move(rule));
+      }
+    }
+    root.finish();
+    return config;
+  } catch (const ConfigError& error) {
+    throw ConfigError(source + ": " + error.what());
+  }
+}
+
+Config loadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw ConfigError(path + ": cannot read the file");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parseConfig(text.str(), path);
+}
+
+namespace {
+
+// Matches pattern segments against path segments; "**" matches zero or more segments.
+bool matchSegments(std::string_view pattern, std::string_view path) {
+  auto next = [](std::string_view& text) {
+    const auto slash = text.find('/');
+    const auto segment = text.substr(0, slash);
+    text = slash == std::string_view::npos ? std::string_view() : text.substr(slash + 1);
+    return segment;
+  };
+  auto segmentMatches = [](std::string_view glob, std::string_view segment) {
+    // "*" wildcards within one segment (simple backtracking).
+    size_t g = 0;
+    size_t s = 0;
+    size_t star = std::string_view::npos;
+    size_t mark = 0;
+    while (s < segment.size()) {
+      if (g < glob.size() && glob[g] == '*') {
+        star = g++;
+        mark = s;
+      } else if (g < glob.size() && glob[g] == segment[s]) {
+        ++g;
+        ++s;
+      } else if (star != std::string_view::npos) {
+        g = star + 1;
+        s = ++mark;
+      } else {
+        return false;
+      }
+    }
+    while (g < glob.size() && glob[g] == '*') {
+      ++g;
+    }
+    return g == glob.size();
+  };
+  if (pattern.empty()) {
+    return path.empty();
+  }
+  std::string_view rest_pattern = pattern;
+  const auto head = next(rest_pattern);
+  if (head == "**") {
+    if (matchSegments(rest_pattern, path)) {
+      return true;
+    }
+    if (path.empty()) {
+      return false;
+    }
+    std::string_view rest_path = path;
+    next(rest_path);
+    return matchSegments(pattern, rest_path);
+  }
+  if (path.empty()) {
+    return false;
+  }
+  std::string_view rest_path = path;
+  const auto segment = next(rest_path);
+  return segmentMatches(head, segment) && matchSegments(rest_pattern, rest_path);
+}
+
+}  // namespace
+
+bool cgroupMatches(std::string_view pattern, std::string_view path) {
+  // Both start with "/"; compare what follows ("" is the root).
+  pattern.remove_prefix(pattern.starts_with('/') ? 1 : 0);
+  path.remove_prefix(path.starts_with('/') ? 1 : 0);
+  return matchSegments(pattern, path);
+}
+
+const CgroupRule* ruleFor(const Config& config, std::string_view path) {
+  for (const auto& rule : config.cgroups) {
+    if (cgroupMatches(rule.match, path)) {
+      return &rule;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace oomguard::guardian

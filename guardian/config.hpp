@@ -1,0 +1,62 @@
+// The daemon's configuration: typed structs read from JSON. Reading throws ConfigError (start-up only),
+// whose message names the JSON path (RFC 6901 pointer, e.g. /cgroups/2/pressure/stall_us) or the line
+// and column of a syntax error. Unknown keys are errors. A Config that was returned is valid as a whole.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace oomguard::guardian {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A PSI trigger: "<kind> <stall_us> <window_us>" written to <resource>.pressure.
+struct PressureTrigger {
+  std::string resource = "memory";  // memory | cpu | io
+  std::string kind = "some";        // some | full
+  uint64_t stall_us = 150000;
+  uint64_t window_ms = 1000;        // 500..10000
+  [[nodiscard]] std::string triggerText() const;  // what is written to the file
+};
+
+// What to watch in the cgroups whose path matches `match` (the first matching rule applies).
+// Globs: "*" matches within one path segment, "**" any number of segments; "/" is the root.
+struct CgroupRule {
+  std::string match;
+  bool watch_events = true;                 // inotify on memory.events / memory.events.local
+  std::optional<PressureTrigger> pressure;  // a PSI trigger, if any
+  bool pressure_only_if_limited = true;     // arm it only where memory.max is finite (an OOM domain)
+};
+
+struct Config {
+  std::string mode = "observe";  // observe: never kills, never writes to anything but its own process
+  double refresh_interval_s = 5.0;
+  size_t rescan_candidates = 8;   // on an event, re-read this many top candidates of the domain
+  size_t log_candidates = 5;      // candidates listed in a decision log line
+  struct Self {
+    std::optional<int> oom_score_adj = -1000;
+    bool mlock = true;
+  } self;
+  std::string metrics_listen = "127.0.0.1:9743";
+  bool read_kmsg = true;
+  std::optional<PressureTrigger> host_pressure = PressureTrigger{};
+  std::vector<CgroupRule> cgroups = {CgroupRule{"/**", true, PressureTrigger{"memory", "some", 100000, 1000}, true}};
+};
+
+// Parses and validates. `source` names the input in messages (a file name).
+Config parseConfig(std::string_view json_text, const std::string& source);
+Config loadConfigFile(const std::string& path);
+
+// Glob match of a cgroup path against a rule's pattern (see CgroupRule).
+bool cgroupMatches(std::string_view pattern, std::string_view path);
+// The first rule matching `path`, or nullptr.
+const CgroupRule* ruleFor(const Config& config, std::string_view path);
+
+}  // namespace oomguard::guardian

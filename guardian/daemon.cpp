@@ -1,0 +1,759 @@
+#include "guardian/daemon.hpp"
+
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <ostream>
+
+#include "cgroupfs/parse.hpp"
+#include "cgroupfs/paths.hpp"
+#include "guardian/features.hpp"
+#include "guardian/version.hpp"
+#include "policies/badness.hpp"
+
+namespace oomguard::guardian {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr uint32_t kDirectoryMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR;
+constexpr size_t kPredictionHistory = 32;
+
+std::string childOf(const std::string& parent, const std::string& name) {
+  return parent == "/" ? "/" + name : parent + "/" + name;
+}
+
+Json eventsJson(const cgroupfs::MemoryEvents& events) {
+  return Json{{"low", events.low},   {"high", events.high},         {"max", events.max},
+              {"oom", events.oom},   {"oom_kill", events.oom_kill}, {"oom_group_kill", events.oom_group_kill}};
+}
+
+}  // namespace
+
+uint64_t monotonicNowUs() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000U + static_cast<uint64_t>(now.tv_nsec) / 1000U;
+}
+
+Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, std::ostream& summary,
+               MonotonicClock monotonic)
+    : io_(io),
+      config_(std::move(config)),
+      options_(std::move(options)),
+      log_(log),
+      summary_(summary),
+      monotonic_(std::move(monotonic)),
+      node_(options_.proc_root, options_.cgroup_root),
+      refresh_timer_(io) {}
+
+Daemon::~Daemon() { stop(); }
+
+void Daemon::start() {
+  if (auto facts = node_.readFacts()) {
+    facts_ = std::move(facts).value();
+  } else {
+    log_.write("read_error", Json{{"what", "node facts"}, {"error", facts.error().describe()}});
+  }
+  if (options_.protect_self) {
+    protectSelf();
+  }
+  if (options_.handle_signals) {
+    signals_.emplace(io_, SIGINT, SIGTERM, SIGHUP);
+    waitForSignal();
+  }
+
+  auto inotify = InotifyWatch::open(io_, [this](int wd, uint32_t mask, const std::string& name) {
+    onInotify(wd, mask, name);
+  });
+  if (inotify) {
+    inotify_ = std::move(inotify).value();
+  } else {
+    log_.write("read_error", Json{{"what", "inotify"}, {"error", inotify.error().describe()}});
+  }
+  armHost();
+  if (node_.cgroupfs().hasFile("/", "cgroup.procs")) {
+    addCgroup("/");
+  }
+  if (config_.read_kmsg) {
+    auto kmsg = KmsgWatch::open(io_, options_.kmsg_path, [this](const std::string& record) { onKmsg(record); });
+    if (kmsg) {
+      kmsg_ = std::move(kmsg).value();
+      kmsg_status_ = "reading " + options_.kmsg_path;
+    } else {
+      kmsg_status_ = "unavailable: " + kmsg.error().describe();
+    }
+  } else {
+    kmsg_status_ = "off (read_kmsg: false)";
+  }
+  refresh();
+  printSummary();
+  log_.write("started", Json{{"version", kVersion},
+                             {"mode", config_.mode},
+                             {"dry_run", options_.dry_run},
+                             {"watched_cgroups", cgroups_.size()},
+                             {"pressure_triggers", armedPressureTriggers()},
+                             {"domains", domains_.size()}});
+  scheduleRefresh();
+}
+
+void Daemon::waitForSignal() {
+  signals_->async_wait([this](const boost::system::error_code& error, int signal) {
+    if (error || stopped_) {
+      return;
+    }
+    if (signal == SIGHUP) {
+      reload();
+      waitForSignal();
+      return;
+    }
+    log_.write("stopping", Json{{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    stop();
+  });
+}
+
+void Daemon::protectSelf() {
+  std::string status;
+  if (config_.self.mlock) {
+    status += ::mlockall(MCL_CURRENT | MCL_FUTURE) == 0 ? "mlockall ok"
+                                                        : std::string("mlockall failed (") + std::strerror(errno) + ")";
+  } else {
+    status += "mlockall off";
+  }
+  if (config_.self.oom_score_adj) {
+    const std::string path = options_.proc_root + "/self/oom_score_adj";
+    std::ofstream adj(path);
+    adj << *config_.self.oom_score_adj << "\n";
+    adj.flush();
+    const bool ok = static_cast<bool>(adj);
+    status += ", oom_score_adj " + std::to_string(*config_.self.oom_score_adj) +
+              (ok ? " set" : " not set (needs CAP_SYS_RESOURCE to lower it)");
+  }
+  self_status_ = status;
+}
+
+void Daemon::printSummary() {
+  const auto features = probeKernelFeatures();
+  auto controllers = node_.cgroupfs().readControllers("/");
+  std::string controller_list;
+  if (controllers) {
+    for (const auto& name : controllers.value()) {
+      controller_list += (controller_list.empty() ? "" : " ") + name;
+    }
+  }
+  const bool memory = controller_list.find("memory") != std::string::npos;
+  size_t events_watches = 0;
+  for (const auto& [path, watched] : cgroups_) {
+    events_watches += watched.events_wd >= 0 ? 1 : 0;
+  }
+  summary_ << "oomguard " << kVersion << " run: mode " << config_.mode
+           << (config_.mode == "observe" ? " (never kills, never writes outside its own process)" : "")
+           << (options_.dry_run ? ", dry-run" : "") << "\n"
+           << "  kernel " << facts_.kernel.release << ": PSI "
+           << (node_.procfs().readPressure("memory") ? "yes" : "no") << ", pidfd "
+           << (features.pidfd_open && features.pidfd_send_signal ? "yes" : "no") << ", process_mrelease "
+           << (features.process_mrelease ? "yes" : "no") << ", cgroup.kill "
+           << (facts_.kernel.atLeast(5, 14) ? "yes" : "no") << ", memory.oom.group "
+           << (memory && facts_.kernel.atLeast(4, 19) ? "yes" : "no") << "\n"
+           << "  cgroup v2 at " << options_.cgroup_root << ": "
+           << (controllers ? "controllers [" + controller_list + "]" : "not found") << (memory ? "" : ", no memory controller")
+           << "\n"
+           << "  watching " << cgroups_.size() << " cgroups (" << events_watches << " memory.events, "
+           << armedPressureTriggers() << " PSI triggers), " << domains_.size() << " OOM domains\n"
+           << "  host PSI trigger: " << host_pressure_status_ << "\n"
+           << "  kernel OOM reports: " << kmsg_status_ << "\n"
+           << "  self: " << (self_status_.empty() ? "unprotected (protect_self off)" : self_status_) << "\n";
+  summary_.flush();
+}
+
+void Daemon::armHost() {
+  if (host_pressure_) {
+    host_pressure_->close();
+    host_pressure_.reset();
+  }
+  if (!config_.host_pressure) {
+    host_pressure_status_ = "off";
+    return;
+  }
+  const auto& trigger = *config_.host_pressure;
+  const std::string file = options_.proc_root + "/pressure/" + trigger.resource;
+  auto watch = PressureWatch::arm(io_, file, trigger, [this](bool gone, const std::string& text) {
+    onPressure("/", gone, text);
+  });
+  if (watch) {
+    host_pressure_ = std::move(watch).value();
+    host_pressure_status_ = host_pressure_->adjustment().empty()
+                                ? "\"" + trigger.triggerText() + "\" on " + file
+                                : host_pressure_->adjustment() + " on " + file;
+  } else {
+    host_pressure_status_ = "not armed: " + watch.error().describe();
+  }
+}
+
+void Daemon::addCgroup(const std::string& path) {
+  if (stopped_ || cgroups_.contains(path)) {
+    return;
+  }
+  auto& watched = cgroups_[path];
+  const std::string directory = node_.cgroupfs().directoryOf(path);
+  if (inotify_) {
+    if (auto wd = inotify_->add(directory, kDirectoryMask)) {
+      watched.directory_wd = wd.value();
+      watches_[wd.value()] = {path, WatchKind::kDirectory};
+    } else if (!wd.error().vanished()) {
+      ++stats_.read_errors;
+      log_.write("read_error", Json{{"what", "watch cgroup"}, {"error", wd.error().describe()}});
+    }
+  }
+  applyRule(path, watched);
+  ++stats_.cgroups_added;
+  if (stats_.refreshes > 0) {
+    log_.write("cgroup_added", Json{{"cgroup", path}, {"limited", watched.limited}});
+  }
+  // Children created before our directory watch existed.
+  if (auto children = node_.cgroupfs().listChildren(path)) {
+    for (const auto& child : children.value()) {
+      addCgroup(child);
+    }
+  }
+}
+
+void Daemon::applyRule(const std::string& path, WatchedCgroup& watched) {
+  const CgroupRule* rule = ruleFor(config_, path);
+  const std::string directory = node_.cgroupfs().directoryOf(path);
+  if (path != "/") {
+    if (auto max = node_.cgroupfs().readText(path, "memory.max")) {
+      auto limit = cgroupfs::parseLimit(max.value());
+      watched.limited = limit.ok() && limit.value().has_value();
+    } else {
+      watched.limited = false;
+    }
+  }
+  // memory.events (hierarchical) and memory.events.local.
+  const bool want_events = rule != nullptr && rule->watch_events && path != "/";
+  auto set_events_watch = [&](int& wd, const char* file, WatchKind kind, cgroupfs::MemoryEvents& last) {
+    if (want_events && wd < 0 && inotify_ && node_.cgroupfs().hasFile(path, file)) {
+      if (auto added = inotify_->add(directory + "/" + file, IN_MODIFY)) {
+        wd = added.value();
+        watches_[wd] = {path, kind};
+        if (auto events = node_.cgroupfs().readMemoryEvents(path, kind == WatchKind::kEventsLocal)) {
+          last = events.value();
+        }
+      }
+    } else if (!want_events && wd >= 0) {
+      inotify_->remove(wd);
+      watches_.erase(wd);
+      wd = -1;
+    }
+  };
+  set_events_watch(watched.events_wd, "memory.events", WatchKind::kEvents, watched.events);
+  set_events_watch(watched.events_local_wd, "memory.events.local", WatchKind::kEventsLocal, watched.events_local);
+
+  // The PSI trigger.
+  std::optional<PressureTrigger> trigger;
+  if (rule != nullptr && rule->pressure && (!rule->pressure_only_if_limited || watched.limited) && path != "/") {
+    trigger = rule->pressure;
+  }
+  const bool same = watched.pressure && trigger && watched.pressure->requested().triggerText() == trigger->triggerText() &&
+                    watched.pressure->requested().resource == trigger->resource;
+  if (same) {
+    return;
+  }
+  if (watched.pressure) {
+    watched.pressure->close();
+    watched.pressure.reset();
+  }
+  if (trigger) {
+    const std::string file = directory + "/" + trigger->resource + ".pressure";
+    auto watch = PressureWatch::arm(io_, file, *trigger, [this, path](bool gone, const std::string& text) {
+      onPressure(path, gone, text);
+    });
+    if (watch) {
+      watched.pressure = std::move(watch).value();
+      if (!watched.pressure->adjustment().empty()) {
+        log_.write("pressure_trigger_adjusted", Json{{"cgroup", path}, {"reason", watched.pressure->adjustment()}});
+      }
+    } else if (!watch.error().vanished()) {
+      ++stats_.read_errors;
+      log_.write("read_error", Json{{"what", "PSI trigger"}, {"cgroup", path}, {"error", watch.error().describe()}});
+    }
+  }
+}
+
+void Daemon::removeCgroup(const std::string& path) {
+  auto begin = cgroups_.lower_bound(path);
+  std::vector<std::string> gone;
+  for (auto it = begin; it != cgroups_.end() && cgroupfs::isSameOrBelow(it->first, path); ++it) {
+    gone.push_back(it->first);
+  }
+  for (const auto& cgroup : gone) {
+    auto& watched = cgroups_[cgroup];
+    if (watched.pressure) {
+      watched.pressure->close();
+    }
+    for (const int wd : {watched.directory_wd, watched.events_wd, watched.events_local_wd}) {
+      if (wd >= 0) {
+        if (inotify_) {
+          inotify_->remove(wd);  // already gone with the directory: harmless EINVAL
+        }
+        watches_.erase(wd);
+      }
+    }
+    cgroups_.erase(cgroup);
+    domains_.erase(cgroup);
+    ++stats_.cgroups_removed;
+    log_.write("cgroup_removed", Json{{"cgroup", cgroup}});
+  }
+}
+
+void Daemon::onInotify(int wd, uint32_t mask, const std::string& name) {
+  if ((mask & IN_Q_OVERFLOW) != 0) {
+    log_.write("inotify_overflow", Json::object());
+    resync();
+    return;
+  }
+  const auto found = watches_.find(wd);
+  if (found == watches_.end()) {
+    return;
+  }
+  const auto [path, kind] = found->second;
+  if ((mask & IN_IGNORED) != 0) {
+    watches_.erase(wd);
+    return;
+  }
+  if (kind == WatchKind::kDirectory && (mask & IN_ISDIR) != 0) {
+    if ((mask & (IN_CREATE | IN_MOVED_TO)) != 0) {
+      addCgroup(childOf(path, name));
+    } else if ((mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
+      removeCgroup(childOf(path, name));
+    }
+    return;
+  }
+  if ((mask & IN_MODIFY) != 0 && kind != WatchKind::kDirectory) {
+    onMemoryEvents(path, kind == WatchKind::kEventsLocal);
+  }
+}
+
+void Daemon::onMemoryEvents(const std::string& path, bool local) {
+  auto found = cgroups_.find(path);
+  if (found == cgroups_.end()) {
+    return;
+  }
+  auto events = node_.cgroupfs().readMemoryEvents(path, local);
+  if (!events) {
+    if (!events.error().vanished()) {
+      ++stats_.read_errors;
+    }
+    return;
+  }
+  auto& last = local ? found->second.events_local : found->second.events;
+  const auto& now = events.value();
+  const std::pair<const char*, std::pair<uint64_t, uint64_t>> keys[] = {
+      {"low", {last.low, now.low}},       {"high", {last.high, now.high}},         {"max", {last.max, now.max}},
+      {"oom", {last.oom, now.oom}},       {"oom_kill", {last.oom_kill, now.oom_kill}},
+      {"oom_group_kill", {last.oom_group_kill, now.oom_group_kill}}};
+  Json rose = Json::object();
+  bool pressure_sign = false;  // high/max: reclaim is failing to keep up; worth a fresh decision
+  for (const auto& [key, values] : keys) {
+    if (values.second > values.first) {
+      rose[key] = values.second - values.first;
+      pressure_sign = pressure_sign || std::string_view(key) == "high" || std::string_view(key) == "max";
+    }
+  }
+  last = now;
+  if (rose.empty()) {
+    return;
+  }
+  ++stats_.memory_events;
+  log_.write("memory_event",
+             Json{{"cgroup", path}, {"file", local ? "memory.events.local" : "memory.events"}, {"rose", rose},
+                  {"counters", eventsJson(now)}});
+  // Only the hierarchical file drives decisions, so one event is not decided twice; oom and oom_kill
+  // mean the kernel has already acted, and the prediction made before it must stand for the check.
+  if (!local && pressure_sign && !rose.contains("oom") && !rose.contains("oom_kill")) {
+    decide(path, Json{{"kind", "memory_event"}, {"cgroup", path}, {"rose", rose}});
+  }
+}
+
+void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string& text) {
+  if (gone) {
+    if (cgroup != "/") {
+      auto found = cgroups_.find(cgroup);
+      if (found != cgroups_.end()) {
+        found->second.pressure.reset();
+      }
+    }
+    log_.write("pressure_trigger_gone", Json{{"cgroup", cgroup}});
+    return;
+  }
+  ++stats_.pressure_events;
+  Json trigger{{"kind", "pressure"}, {"cgroup", cgroup}};
+  const auto* watch = cgroup == "/" ? host_pressure_.get()
+                                    : (cgroups_.contains(cgroup) ? cgroups_.at(cgroup).pressure.get() : nullptr);
+  if (watch != nullptr) {
+    trigger["resource"] = watch->trigger().resource;
+    trigger["trigger"] = watch->trigger().triggerText();
+  }
+  if (auto pressure = cgroupfs::parsePressure(text)) {
+    trigger["some_avg10"] = pressure.value().some.avg10 / 100.0;
+    if (pressure.value().full) {
+      trigger["full_avg10"] = pressure.value().full->avg10 / 100.0;
+    }
+  }
+  decide(cgroup, std::move(trigger));
+}
+
+std::string Daemon::domainFor(const std::string& cgroup) const {
+  for (std::string path = cgroup; !path.empty() && path != "/"; path = cgroupfs::parentCgroup(path)) {
+    const auto found = cgroups_.find(path);
+    if (found != cgroups_.end() && found->second.limited) {
+      return path;
+    }
+  }
+  return "/";
+}
+
+std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
+  // The host decision re-reads only the candidates the background ranking found on top; newer
+  // processes join at the next refresh. This keeps a whole-host scan off the reaction path.
+  std::vector<cgroupfs::ProcessSnapshot> processes;
+  const size_t count = std::min(config_.rescan_candidates, state.top.size());
+  cgroupfs::ReadCounters counters;
+  std::vector<pid_t> pids;
+  for (size_t i = 0; i < count; ++i) {
+    pids.push_back(state.top[i].pid);
+  }
+  std::sort(pids.begin(), pids.end());
+  processes = node_.procfs().readProcesses(pids, false, counters);
+  stats_.read_errors += counters.malformed + counters.failed;
+  const auto ranked = policies::rankDomain(
+      {processes, state.domain.totalpages, facts_.host_totalpages, facts_.kernel, facts_.page_size_bytes});
+  std::vector<Candidate> top;
+  for (const auto& candidate : ranked) {
+    if (!candidate.killable) {
+      break;
+    }
+    const auto& process = processes[candidate.scan_index];
+    const auto previous = std::find_if(state.top.begin(), state.top.end(),
+                                       [&](const Candidate& c) { return c.pid == process.pid; });
+    top.push_back(Candidate{process.pid, process.status.comm, previous != state.top.end() ? previous->cgroup : "",
+                            candidate.points, process.oom_score_adj});
+  }
+  return top;
+}
+
+void Daemon::decide(const std::string& cgroup, Json trigger) {
+  ++stats_.decisions;
+  const std::string domain_path = domainFor(cgroup);
+  auto found = domains_.find(domain_path);
+  std::vector<Candidate> top;
+  Json domain_json;
+  if (domain_path == "/") {
+    if (found == domains_.end()) {
+      return;
+    }
+    top = rerankHostTop(found->second);
+  } else {
+    auto ranking = node_.rankMemcg(facts_, domain_path);
+    if (!ranking) {
+      if (!ranking.error().vanished()) {
+        ++stats_.read_errors;
+      }
+      log_.write("decision", Json{{"trigger", trigger}, {"domain", Json{{"kind", "memcg"}, {"cgroup", domain_path}}},
+                                 {"action", "none"}, {"result", "no_data"}, {"error", ranking.error().describe()}});
+      return;
+    }
+    auto& state = domains_[domain_path];
+    state.domain = ranking.value().domain;
+    for (const auto& candidate : ranking.value().candidates) {
+      if (!candidate.killable) {
+        break;
+      }
+      const auto& process = ranking.value().processOf(candidate);
+      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
+                              process.oom_score_adj});
+    }
+    found = domains_.find(domain_path);
+  }
+  auto& state = found->second;
+  record(state, top, monotonic_(), true);
+  const auto& domain = state.domain;
+  domain_json = Json{{"kind", policies::toString(domain.kind)}, {"cgroup", domain.cgroup}, {"totalpages", domain.totalpages}};
+  Json victim = top.empty() ? Json(nullptr) : candidatesJson({top.front()}).front();
+  log_.write("decision", Json{{"trigger", std::move(trigger)},
+                              {"domain", std::move(domain_json)},
+                              {"candidates", candidatesJson(top)},
+                              {"victim", std::move(victim)},
+                              {"action", "none"},
+                              {"mode", config_.mode},
+                              {"result", top.empty() ? "no_candidate" : "observed"}});
+}
+
+void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change) {
+  const std::optional<Candidate> victim = top.empty() ? std::nullopt : std::optional<Candidate>(top.front());
+  const bool changed = state.history.empty() || state.history.back().victim.has_value() != victim.has_value() ||
+                       (victim && state.history.back().victim->pid != victim->pid);
+  state.top = std::move(top);
+  state.history.push_back(Prediction{at_us, victim});
+  if (state.history.size() > kPredictionHistory) {
+    state.history.pop_front();
+  }
+  if (changed && log_change) {
+    log_.write("next_victim",
+               Json{{"domain", Json{{"kind", policies::toString(state.domain.kind)}, {"cgroup", state.domain.cgroup},
+                                    {"totalpages", state.domain.totalpages}}},
+                    {"victim", victim ? candidatesJson({*victim}).front() : Json(nullptr)}});
+  }
+}
+
+Json Daemon::candidatesJson(const std::vector<Candidate>& top) const {
+  Json list = Json::array();
+  for (size_t i = 0; i < top.size() && i < config_.log_candidates; ++i) {
+    const auto& candidate = top[i];
+    list.push_back(Json{{"pid", candidate.pid},
+                        {"comm", candidate.comm},
+                        {"cgroup", candidate.cgroup.empty() ? Json(nullptr) : Json(candidate.cgroup)},
+                        {"points", candidate.points},
+                        {"oom_score_adj", candidate.oom_score_adj}});
+  }
+  return list;
+}
+
+void Daemon::onKmsg(const std::string& text) {
+  auto record = cgroupfs::parseKmsgRecord(text);
+  if (!record) {
+    return;
+  }
+  for (auto& event : oom_reports_.feed(record.value().message, record.value().timestamp_us)) {
+    if (const auto* kill = std::get_if<cgroupfs::KernelOomKill>(&event)) {
+      ++stats_.kernel_oom_kills;
+      const std::string domain = kill->summary.oom_memcg && !kill->summary.global_oom ? *kill->summary.oom_memcg : "/";
+      // The prediction in force when the OOM began: the newest one recorded before the report's first line.
+      std::optional<Candidate> predicted;
+      bool have_prediction = false;
+      if (const auto found = domains_.find(domain); found != domains_.end()) {
+        for (auto it = found->second.history.rbegin(); it != found->second.history.rend(); ++it) {
+          if (it->at_us <= kill->started_us || kill->started_us == 0) {
+            predicted = it->victim;
+            have_prediction = true;
+            break;
+          }
+        }
+      }
+      std::string result = "none";
+      if (have_prediction && predicted) {
+        result = predicted->pid == kill->victim.pid ? "match" : "mismatch";
+        ++(result == "match" ? stats_.predictions_match : stats_.predictions_mismatch);
+      } else {
+        ++stats_.predictions_missing;
+      }
+      log_.write("kernel_oom_kill",
+                 Json{{"constraint", kill->summary.constraint},
+                      {"domain", domain},
+                      {"oom_memcg", kill->summary.oom_memcg ? Json(*kill->summary.oom_memcg) : Json(nullptr)},
+                      {"task_memcg", kill->summary.task_memcg ? Json(*kill->summary.task_memcg) : Json(nullptr)},
+                      {"victim", Json{{"pid", kill->victim.pid},
+                                      {"comm", kill->victim.comm},
+                                      {"anon_rss_kb", kill->victim.anon_rss_kb.value_or(0)},
+                                      {"file_rss_kb", kill->victim.file_rss_kb.value_or(0)},
+                                      {"shmem_rss_kb", kill->victim.shmem_rss_kb.value_or(0)},
+                                      {"oom_score_adj", kill->victim.oom_score_adj ? Json(*kill->victim.oom_score_adj)
+                                                                                   : Json(nullptr)}}},
+                      {"allocating_task", kill->victim.allocating_task},
+                      {"invoked_by", kill->invocation.comm},
+                      {"predicted", predicted ? candidatesJson({*predicted}).front() : Json(nullptr)},
+                      {"prediction", result}});
+    } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&event)) {
+      log_.write("kernel_oom_group_kill", Json{{"cgroup", group->cgroup}});
+    } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&event)) {
+      log_.write("kernel_oom_group_member_killed",
+                 Json{{"cgroup", member->cgroup}, {"pid", member->process.pid}, {"comm", member->process.comm}});
+    }
+  }
+}
+
+void Daemon::scheduleRefresh() {
+  if (stopped_) {
+    return;
+  }
+  refresh_timer_.expires_after(std::chrono::microseconds(static_cast<int64_t>(config_.refresh_interval_s * 1e6)));
+  refresh_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    refresh();
+    scheduleRefresh();
+  });
+}
+
+void Daemon::refresh() {
+  ++stats_.refreshes;
+  if (auto facts = node_.readFacts()) {
+    facts_ = std::move(facts).value();
+  }
+  const uint64_t now_us = monotonic_();
+  // Limits can appear or go without any inotify event: re-read memory.max of the watched cgroups.
+  for (auto& [path, watched] : cgroups_) {
+    const bool was_limited = watched.limited;
+    applyRule(path, watched);
+    if (was_limited && !watched.limited) {
+      domains_.erase(path);
+    }
+  }
+  // One read of every process, then each domain ranked from it.
+  cgroupfs::ReadCounters counters;
+  auto host = node_.rankHost(facts_, false);
+  stats_.read_errors += host.counters.malformed + host.counters.failed;
+  {
+    std::vector<Candidate> top;
+    for (const auto& candidate : host.candidates) {
+      if (!candidate.killable || top.size() >= std::max(config_.rescan_candidates, config_.log_candidates)) {
+        break;
+      }
+      auto& process = host.processes[candidate.scan_index];
+      node_.ensureCgroup(process);
+      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
+                              process.oom_score_adj});
+    }
+    auto& state = domains_["/"];
+    state.domain = host.domain;
+    record(state, std::move(top), now_us, true);
+  }
+  std::unordered_map<pid_t, size_t> by_pid;
+  for (size_t i = 0; i < host.processes.size(); ++i) {
+    by_pid[host.processes[i].pid] = i;
+  }
+  std::vector<std::string> limited;
+  for (const auto& [path, watched] : cgroups_) {
+    if (watched.limited) {
+      limited.push_back(path);
+    }
+  }
+  for (const auto& path : limited) {
+    auto subtree = node_.cgroupfs().readSubtree(path, counters);
+    if (subtree.empty() || !subtree.front().memory_max_bytes) {
+      continue;
+    }
+    std::vector<cgroupfs::ProcessSnapshot> in_scan_order;
+    for (const auto& cgroup : subtree) {
+      for (const pid_t pid : cgroup.procs) {
+        if (const auto found = by_pid.find(pid); found != by_pid.end()) {
+          in_scan_order.push_back(host.processes[found->second]);
+          in_scan_order.back().cgroup = cgroup.path;
+        }
+      }
+    }
+    const auto& top_cgroup = subtree.front();
+    policies::OomDomain domain{policies::DomainKind::kMemcg, path,
+                               policies::memcgTotalPages(*top_cgroup.memory_max_bytes, top_cgroup.swap_max_bytes,
+                                                         facts_.meminfo.swap_total_kb * 1024, facts_.vm_swappiness,
+                                                         facts_.page_size_bytes)};
+    const auto ranked = policies::rankDomain(
+        {in_scan_order, domain.totalpages, facts_.host_totalpages, facts_.kernel, facts_.page_size_bytes});
+    std::vector<Candidate> top;
+    for (const auto& candidate : ranked) {
+      if (!candidate.killable || top.size() >= std::max(config_.rescan_candidates, config_.log_candidates)) {
+        break;
+      }
+      const auto& process = in_scan_order[candidate.scan_index];
+      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
+                              process.oom_score_adj});
+    }
+    auto& state = domains_[path];
+    state.domain = domain;
+    record(state, std::move(top), now_us, true);
+  }
+  stats_.read_errors += counters.malformed + counters.failed;
+}
+
+void Daemon::resync() {
+  // After an inotify overflow: drop what is gone, add what is new.
+  std::vector<std::string> gone;
+  for (const auto& [path, watched] : cgroups_) {
+    if (path != "/" && !node_.cgroupfs().hasFile(path, "cgroup.procs")) {
+      gone.push_back(path);
+    }
+  }
+  for (const auto& path : gone) {
+    if (cgroups_.contains(path)) {
+      removeCgroup(path);
+    }
+  }
+  cgroupfs::ReadCounters counters;
+  for (const auto& cgroup : node_.cgroupfs().readSubtree("/", counters)) {
+    addCgroup(cgroup.path);
+  }
+}
+
+bool Daemon::reload() {
+  if (!options_.config_path) {
+    log_.write("config_reload", Json{{"result", "ignored"}, {"reason", "started without --config"}});
+    return false;
+  }
+  try {
+    Config fresh = loadConfigFile(*options_.config_path);
+    config_ = std::move(fresh);
+  } catch (const ConfigError& error) {
+    log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});
+    return false;
+  }
+  armHost();
+  for (auto& [path, watched] : cgroups_) {
+    applyRule(path, watched);
+  }
+  refresh_timer_.cancel();
+  scheduleRefresh();
+  log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
+                                   {"pressure_triggers", armedPressureTriggers()}});
+  return true;
+}
+
+void Daemon::stop() {
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  refresh_timer_.cancel();
+  if (signals_) {
+    boost::system::error_code ignored;
+    signals_->cancel(ignored);
+  }
+  if (host_pressure_) {
+    host_pressure_->close();
+  }
+  for (auto& [path, watched] : cgroups_) {
+    if (watched.pressure) {
+      watched.pressure->close();
+    }
+  }
+  if (inotify_) {
+    inotify_->close();
+  }
+  if (kmsg_) {
+    kmsg_->close();
+  }
+}
+
+std::vector<std::string> Daemon::watchedCgroups() const {
+  std::vector<std::string> paths;
+  paths.reserve(cgroups_.size());
+  for (const auto& [path, watched] : cgroups_) {
+    paths.push_back(path);
+  }
+  return paths;
+}
+
+size_t Daemon::armedPressureTriggers() const {
+  size_t count = 0;
+  for (const auto& [path, watched] : cgroups_) {
+    count += watched.pressure ? 1 : 0;
+  }
+  return count;
+}
+
+}  // namespace oomguard::guardian

@@ -1,0 +1,150 @@
+// `oomguard run`: one io_context, one thread. Event sources (PSI triggers, inotify on the cgroup tree and
+// memory.events, /dev/kmsg, a refresh timer, signals) feed a decision path that re-reads only what an
+// event concerns. In observe mode (the only mode so far) a decision is a logged prediction: which task
+// the kernel would kill next in the affected OOM domain. Kernel OOM reports are checked against the
+// prediction made for their domain before the OOM.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cgroupfs/kmsg.hpp"
+#include "guardian/config.hpp"
+#include "guardian/event_log.hpp"
+#include "guardian/node.hpp"
+#include "guardian/watchers.hpp"
+
+namespace oomguard::guardian {
+
+// Microseconds on the clock the kernel stamps kmsg records with (CLOCK_MONOTONIC).
+using MonotonicClock = std::function<uint64_t()>;
+uint64_t monotonicNowUs();
+
+struct DaemonOptions {
+  std::string proc_root = "/proc";
+  std::string cgroup_root = "/sys/fs/cgroup";
+  std::string kmsg_path = "/dev/kmsg";
+  std::optional<std::string> config_path;  // for SIGHUP reloads
+  bool dry_run = false;
+  bool handle_signals = true;
+  bool protect_self = true;  // apply config.self (mlockall, oom_score_adj)
+};
+
+// What the daemon has done so far; read by tests and, later, the metrics exporter.
+struct DaemonStats {
+  uint64_t pressure_events = 0;
+  uint64_t memory_events = 0;
+  uint64_t decisions = 0;
+  uint64_t refreshes = 0;
+  uint64_t kernel_oom_kills = 0;
+  uint64_t predictions_match = 0;
+  uint64_t predictions_mismatch = 0;
+  uint64_t predictions_missing = 0;
+  uint64_t cgroups_added = 0;
+  uint64_t cgroups_removed = 0;
+  uint64_t read_errors = 0;
+};
+
+class Daemon {
+ public:
+  Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, std::ostream& summary,
+         MonotonicClock monotonic = monotonicNowUs);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Arms every source, takes the first ranking, and prints the start-up summary.
+  void start();
+  // Disarms everything; io.run() returns once the pending handlers have drained.
+  void stop();
+  // Re-reads the config file; a bad one is refused with a logged reason and the old one stays.
+  bool reload();
+
+  [[nodiscard]] std::vector<std::string> watchedCgroups() const;
+  [[nodiscard]] size_t armedPressureTriggers() const;
+  [[nodiscard]] const DaemonStats& stats() const { return stats_; }
+  [[nodiscard]] const Config& config() const { return config_; }
+
+ private:
+  struct Candidate {
+    pid_t pid = 0;
+    std::string comm;
+    std::string cgroup;
+    long points = 0;
+    int oom_score_adj = 0;
+  };
+  struct Prediction {
+    uint64_t at_us = 0;
+    std::optional<Candidate> victim;
+  };
+  struct DomainState {
+    policies::OomDomain domain;
+    std::vector<Candidate> top;           // highest first
+    std::deque<Prediction> history;       // newest last, bounded
+  };
+  struct WatchedCgroup {
+    int directory_wd = -1;
+    int events_wd = -1;
+    int events_local_wd = -1;
+    cgroupfs::MemoryEvents events;
+    cgroupfs::MemoryEvents events_local;
+    bool limited = false;
+    std::shared_ptr<PressureWatch> pressure;
+  };
+  enum class WatchKind { kDirectory, kEvents, kEventsLocal };
+
+  void waitForSignal();
+  void protectSelf();
+  void printSummary();
+  void armHost();
+  void addCgroup(const std::string& path);
+  void removeCgroup(const std::string& path);
+  void applyRule(const std::string& path, WatchedCgroup& watched);
+  void onInotify(int wd, uint32_t mask, const std::string& name);
+  void onMemoryEvents(const std::string& path, bool local);
+  void onPressure(const std::string& cgroup, bool gone, const std::string& text);
+  void onKmsg(const std::string& record);
+  void scheduleRefresh();
+  void refresh();
+  void resync();
+  // The OOM domain an event in `cgroup` concerns: the nearest limited cgroup at or above it, else the host.
+  std::string domainFor(const std::string& cgroup) const;
+  void decide(const std::string& cgroup, nlohmann::ordered_json trigger);
+  void record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change);
+  std::vector<Candidate> rerankHostTop(const DomainState& state);
+  nlohmann::ordered_json candidatesJson(const std::vector<Candidate>& top) const;
+
+  boost::asio::io_context& io_;
+  Config config_;
+  DaemonOptions options_;
+  EventLog& log_;
+  std::ostream& summary_;
+  MonotonicClock monotonic_;
+  Node node_;
+  NodeFacts facts_;
+  boost::asio::steady_timer refresh_timer_;
+  std::optional<boost::asio::signal_set> signals_;
+  std::unique_ptr<InotifyWatch> inotify_;
+  std::unique_ptr<KmsgWatch> kmsg_;
+  std::shared_ptr<PressureWatch> host_pressure_;
+  std::string host_pressure_status_;
+  std::string kmsg_status_;
+  std::string self_status_;
+  std::map<std::string, WatchedCgroup> cgroups_;
+  std::unordered_map<int, std::pair<std::string, WatchKind>> watches_;
+  std::map<std::string, DomainState> domains_;  // "/" is the host
+  cgroupfs::OomReportAssembler oom_reports_;
+  DaemonStats stats_;
+  bool stopped_ = false;
+};
+
+}  // namespace oomguard::guardian

@@ -1,0 +1,159 @@
+# guestlib.sh — shell helpers for e2e scenarios, sourced inside the VM (busybox sh).
+# vmrun.sh copies it to /vmrun/files/ when run-suite.sh passes `-f guest/guestlib.sh`.
+# shellcheck shell=sh
+
+CGROOT=/sys/fs/cgroup
+# shellcheck disable=SC2034  # used by the scenarios that source this file
+OUT=${VMRUN_SHARE:-/tmp}
+
+log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*"; }
+fail() { log "SCENARIO SETUP FAILED: $*"; exit 1; }
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# cg_new NAME MAX_MiB: a fresh cgroup with memory.max and no swap; prints its directory.
+cg_new() {
+  _d="$CGROOT/$1"
+  [ -d "$_d" ] && cg_remove "$_d"
+  mkdir "$_d" || fail "mkdir $_d"
+  echo "${2}M" > "$_d/memory.max" || fail "memory.max of $_d"
+  echo 0 > "$_d/memory.swap.max" || fail "memory.swap.max of $_d"
+  echo "$_d"
+}
+
+# cg_remove DIR: kill everything in the subtree, wait until it is empty, remove it.
+cg_remove() {
+  [ -d "$1" ] || return 0
+  echo 1 > "$1/cgroup.kill"
+  _n=0
+  while grep -q 'populated 1' "$1/cgroup.events"; do
+    _n=$((_n + 1))
+    [ "$_n" -lt 200 ] || fail "$1 still populated after cgroup.kill"
+    sleep 0.05
+  done
+  # Children first (depth-first), then the cgroup itself.
+  for _c in $(find "$1" -mindepth 1 -type d | sort -r); do rmdir "$_c" 2>/dev/null || true; done
+  _n=0
+  until rmdir "$1" 2>/dev/null; do
+    _n=$((_n + 1))
+    [ "$_n" -lt 100 ] || fail "cannot rmdir $1"
+    sleep 0.05
+  done
+}
+
+# cg_event DIR KEY: a counter from DIR/memory.events.
+cg_event() { awk -v k="$2" '$1 == k { print $2 }' "$1/memory.events"; }
+
+# vmstat KEY: a counter from /proc/vmstat.
+vmstat() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
+
+# kill_pids PID...: SIGKILL and wait until they are gone (they may be reparented to init).
+kill_pids() {
+  for _p in "$@"; do kill -9 "$_p" 2>/dev/null || true; done
+  for _p in "$@"; do
+    _n=0
+    while [ -e "/proc/$_p/status" ] && ! grep -q '^State:.*Z' "/proc/$_p/status" 2>/dev/null; do
+      _n=$((_n + 1))
+      [ "$_n" -lt 200 ] || fail "pid $_p survives SIGKILL"
+      sleep 0.05
+    done
+  done
+}
+
+# proc_snapshot PID...: one line per pid with what the kernel shows for it now.
+proc_snapshot() {
+  for _p in "$@"; do
+    [ -r "/proc/$_p/status" ] || { echo "$_p gone"; continue; }
+    awk -v pid="$_p" -v score="$(cat "/proc/$_p/oom_score" 2>/dev/null)" \
+        -v adj="$(cat "/proc/$_p/oom_score_adj" 2>/dev/null)" '
+      /^(Name|RssAnon|RssFile|RssShmem|VmSwap|VmPTE):/ { v[$1] = $2 }
+      END { printf "%s comm=%s oom_score=%s adj=%s RssAnon=%s RssFile=%s RssShmem=%s VmSwap=%s VmPTE=%s\n",
+              pid, v["Name:"], score, adj, v["RssAnon:"], v["RssFile:"], v["RssShmem:"], v["VmSwap:"], v["VmPTE:"] }
+    ' "/proc/$_p/status"
+  done
+}
+
+# all_oom_scores: "pid oom_score" for every process that has one.
+all_oom_scores() {
+  for _f in /proc/[0-9]*/oom_score; do
+    _p=${_f#/proc/}; _p=${_p%/oom_score}
+    _s=$(cat "$_f" 2>/dev/null) && echo "$_p $_s"
+  done
+}
+
+# gen_tasks SEED N BUDGET_MiB MIN_MiB UNIT_PAGES TRIGGER_MAX_MiB MARGIN_PAGES CASE
+# Draws N sleeping tasks ("task NAME SIZE_MiB ADJ" lines) whose sizes add up to about BUDGET_MiB,
+# such that the kernel's choice is well defined: by the estimate size*256 + adj*UNIT_PAGES
+# (UNIT_PAGES = totalpages/1000), the best killable task beats the second by MARGIN_PAGES and beats
+# a trigger of TRIGGER_MAX_MiB by MARGIN_PAGES. CASE picks the shape:
+#   size       all adj 0: the biggest task wins
+#   minus1000  the biggest task has adj -1000 (unkillable), another one wins
+#   positive   a task that is not the biggest wins thanks to a positive adj
+#   negative   the biggest task has a negative adj (> -1000) and loses
+#   mixed      at least one negative and one positive adj
+# The estimate only shapes the test; the assertion compares oomguard with the kernel.
+gen_tasks() {
+  awk -v seed="$1" -v n="$2" -v budget="$3" -v min="$4" -v unit="$5" -v trig="$6" \
+      -v margin="$7" -v kase="$8" '
+  BEGIN {
+    srand(seed)
+    nadj = split("-1000 -500 -300 -200 -100 -50 -20 0 0 0 20 50 100 200 300 500 1000", adjs, " ")
+    for (attempt = 0; attempt < 20000; attempt++) {
+      wsum = 0
+      for (k = 1; k <= n; k++) { w[k] = 1 + rand() * 5; wsum += w[k] }
+      used = 0; big = 1
+      for (k = 1; k <= n; k++) {
+        size[k] = int(budget * w[k] / wsum); if (size[k] < min) size[k] = min
+        used += size[k]
+        if (size[k] > size[big]) big = k
+      }
+      if (used > budget) continue
+      for (k = 1; k <= n; k++) adj[k] = (kase == "size") ? 0 : adjs[1 + int(rand() * nadj)]
+      if (kase == "minus1000") adj[big] = -1000
+      # sizes must be distinct so that "the biggest" is meaningful
+      dup = 0
+      for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (size[a] == size[b]) dup = 1
+      if (dup) continue
+      best = 0; second = 0; bestv = 0; secondv = 0; neg = 0; pos = 0
+      for (k = 1; k <= n; k++) {
+        if (adj[k] < 0) neg = 1
+        if (adj[k] > 0) pos = 1
+        if (adj[k] == -1000) continue
+        v = size[k] * 256 + adj[k] * unit
+        if (!best || v > bestv) { second = best; secondv = bestv; best = k; bestv = v }
+        else if (!second || v > secondv) { second = k; secondv = v }
+      }
+      if (!best) continue
+      if (second && bestv - secondv < margin) continue
+      if (bestv < trig * 256 + margin) continue
+      if (kase == "positive" && !(best != big && adj[best] > 0)) continue
+      if (kase == "negative" && !(adj[big] < 0 && adj[big] > -1000 && best != big)) continue
+      if (kase == "mixed" && !(neg && pos)) continue
+      for (k = 1; k <= n; k++) printf "task t%d %d %d\n", k, size[k], adj[k]
+      exit 0
+    }
+    print "gen_tasks: no parameters found" > "/dev/stderr"
+    exit 1
+  }'
+}
+
+# mem_available_mib: MemAvailable plus the pages parked on the per-CPU free lists, in MiB.
+# Since 6.7 the per-CPU lists auto-tune and can hold tens of MiB just freed by a dead process; they
+# are not in MemFree/MemAvailable but any allocation takes them first.
+mem_available_mib() {
+  _pcp=$(awk '$1 == "count:" { n += $2 } END { print n + 0 }' /proc/zoneinfo)
+  echo $(( ($(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo) + _pcp * 4) / 1024 ))
+}
+
+# settle_memory: wait (at most ~10 s) until MemAvailable stops moving, after processes died.
+settle_memory() {
+  _prev=$(mem_available_mib)
+  _n=0
+  while [ "$_n" -lt 50 ]; do
+    sleep 0.2
+    _cur=$(mem_available_mib)
+    [ $((_cur - _prev)) -le 1 ] && [ $((_prev - _cur)) -le 1 ] && return 0
+    _prev=$_cur
+    _n=$((_n + 1))
+  done
+}

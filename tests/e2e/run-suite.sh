@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# run-suite.sh — run every real-kernel e2e scenario (tests/e2e/scenarios/*.sh), each in its own VM,
+# gather their results into build/e2e/results.json and print a summary.
+#
+#   tests/e2e/run-suite.sh [--oomguard PATH] [--out DIR] [SCENARIO...]
+#
+# PATH defaults to $OOMGUARD_BIN, else build/bin/oomguard (relative to the repository root).
+# SCENARIO names pick scenarios (default: all). Exit 0 only if every scenario passed; 1 if any
+# failed; 2 if the suite cannot run at all (no oomguard binary, QEMU unusable, no compiler).
+# QEMU works on this project's machines: CI must treat "cannot run" as a failure, and it does.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+oomguard="${OOMGUARD_BIN:-$repo/build/bin/oomguard}"
+out="$repo/build/e2e"
+selected=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --oomguard) oomguard="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -*) echo "run-suite: unknown option $1" >&2; exit 2 ;;
+    *) selected+=("$1"); shift ;;
+  esac
+done
+
+say() { printf 'run-suite: %s\n' "$*" >&2; }
+# A results.json from an earlier run must never stand in for this one.
+rm -f "$out/results.json"
+cannot_run() {
+  printf '\nrun-suite: ==================================================================\n' >&2
+  printf 'run-suite: E2E SUITE CANNOT RUN: %s\n' "$*" >&2
+  printf 'run-suite: ==================================================================\n' >&2
+  exit 2
+}
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+python=/usr/bin/python3
+[ -x "$python" ] || python=$(command -v python3 || true)
+[ -n "$python" ] || cannot_run "no python3"
+
+case "$oomguard" in /*) ;; *) oomguard="$PWD/$oomguard" ;; esac
+[ -x "$oomguard" ] || cannot_run "oomguard binary not found or not executable: $oomguard (build it first, or pass --oomguard PATH / set OOMGUARD_BIN)"
+command -v gcc >/dev/null || cannot_run "no gcc to build the guest helpers"
+"$here/vmrun.sh" --check || cannot_run "QEMU cannot run here (see above); scripts/install-deps.sh test installs it"
+
+t_suite=$(now)
+mkdir -p "$out"
+
+# Guest helpers: static C programs, rebuilt when their source changes.
+bindir="$out/guest-bin"
+mkdir -p "$bindir"
+helpers=()
+for src in "$here"/guest/*.c; do
+  bin="$bindir/$(basename "$src" .c)"
+  if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ]; then
+    gcc -std=c11 -O2 -Wall -Wextra -Werror -static -o "$bin.tmp" "$src" || cannot_run "building $src failed"
+    mv "$bin.tmp" "$bin"
+  fi
+  helpers+=(-b "$bin")
+done
+
+t_prepare=$(now)
+"$here/vmrun.sh" --prepare || cannot_run "preparing the kernel and initramfs failed"
+prepare_seconds=$(since "$t_prepare")
+say "lab prepared in $prepare_seconds s"
+
+scenarios=()
+if [ "${#selected[@]}" -gt 0 ]; then
+  for name in "${selected[@]}"; do
+    [ -f "$here/scenarios/$name.sh" ] || cannot_run "no scenario $name in $here/scenarios"
+    scenarios+=("$here/scenarios/$name.sh")
+  done
+else
+  for s in "$here"/scenarios/*.sh; do scenarios+=("$s"); done
+fi
+[ "${#scenarios[@]}" -gt 0 ] || cannot_run "no scenarios in $here/scenarios"
+
+records="$out/.records.jsonl"
+: > "$records"
+for script in "${scenarios[@]}"; do
+  name=$(basename "$script" .sh)
+  share="$out/$name"
+  rm -rf "$share"
+  mkdir -p "$share"
+  read -r -a vm_args <<< "$(sed -n 's/^# vmrun-args:[[:space:]]*//p' "$script" | head -n1)"
+  say "scenario $name: vmrun ${vm_args[*]}"
+  t0=$(now)
+  vm_rc=0
+  "$here/vmrun.sh" "${vm_args[@]}" -d "$share" -l "$share/console.log" -f "$here/guest/guestlib.sh" \
+    "${helpers[@]}" -b "$oomguard" "$script" || vm_rc=$?
+  check="$here/scenarios/$name.check.py"
+  check_rc=0
+  if [ -f "$check" ]; then
+    "$python" -B "$check" "$share" || check_rc=$?
+  fi
+  wall=$(since "$t0")
+  "$python" - "$share" "$name" "$vm_rc" "$check_rc" "$wall" >> "$records" <<'PY'
+import json, os, sys
+share, name, vm_rc, check_rc, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+path = os.path.join(share, "result.json")
+result, problem = {}, None
+try:
+    with open(path) as f:
+        result = json.load(f)
+except (OSError, ValueError) as e:
+    problem = "no result.json (%s)" % e
+if vm_rc == 125:
+    problem = "infrastructure failure: the VM gave no exit marker (see console.log)"
+elif vm_rc != 0:
+    problem = problem or "the guest script exited %d" % vm_rc
+if check_rc != 0:
+    problem = problem or "the host check exited %d" % check_rc
+passed = bool(result.get("passed")) and problem is None
+print(json.dumps({"name": name, "passed": passed, "figures": result.get("figures", {}),
+                  "wall_seconds": wall, "vmrun_rc": vm_rc, "problem": problem,
+                  "result_file": path, "console_log": os.path.join(share, "console.log")}))
+PY
+done
+
+total=$(since "$t_suite")
+"$python" - "$records" "$out/results.json" "$prepare_seconds" "$total" <<'PY'
+import json, sys
+records, dest, prepare, total = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+scenarios = [json.loads(line) for line in open(records) if line.strip()]
+with open(dest, "w") as f:
+    json.dump({"scenarios": scenarios, "prepare_seconds": prepare, "total_seconds": total}, f, indent=1)
+    f.write("\n")
+
+def short(figures):
+    keep = []
+    for k, v in figures.items():
+        if isinstance(v, (dict, list)):
+            continue
+        keep.append("%s=%s" % (k, v))
+    return " ".join(keep)
+
+print()
+print("%-22s %-6s %8s  %s" % ("scenario", "result", "wall s", "figures"))
+print("-" * 100)
+for s in scenarios:
+    print("%-22s %-6s %8.1f  %s" % (s["name"], "PASS" if s["passed"] else "FAIL", s["wall_seconds"],
+                                    short(s["figures"])))
+    if s["problem"]:
+        print("%-22s        %s" % ("", s["problem"]))
+print("-" * 100)
+print("prepare %.1f s, suite %.1f s; results: %s" % (prepare, total, dest))
+npass = sum(1 for s in scenarios if s["passed"])
+print("e2e: %d passed, %d failed" % (npass, len(scenarios) - npass))
+sys.exit(0 if npass == len(scenarios) else 1)
+PY

@@ -1,0 +1,475 @@
+#!/usr/bin/env bash
+# vmrun.sh — run one guest script in a throwaway Debian 6.12 kernel under QEMU.
+#
+# Prepares (once, cached under ${OOMGUARD_LAB_CACHE:-/var/cache/oomguard-lab}) the kernel and a
+# busybox initramfs, then boots one VM that runs SCRIPT with ARGS and powers off. The exit code is
+# the script's, or 125 when the guest gave no exit marker (panic, hang, QEMU failure): an
+# infrastructure failure, reported as such on stderr. See tests/e2e/README.md.
+#
+# The guest's console goes to stdout (and to a log file); this script's own messages go to stderr.
+set -euo pipefail
+
+readonly VMRUN_FORMAT=3   # bump when the base initramfs layout or /init changes
+readonly META_PACKAGE=linux-image-6.12-amd64
+readonly MODULES_9P=(netfs 9pnet 9pnet_virtio 9p)
+readonly MODULES_ZRAM=(lz4_compress lz4hc_compress zram)
+readonly BASE_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libstdc++.so.6 libgcc_s.so.1
+                    libpthread.so.0 libdl.so.2 librt.so.1)
+readonly INFRA_RC=125
+
+cache="${OOMGUARD_LAB_CACHE:-/var/cache/oomguard-lab}"
+
+say() { printf 'vmrun: %s\n' "$*" >&2; }
+die() { printf 'vmrun: error: %s\n' "$*" >&2; exit "$INFRA_RC"; }
+
+usage() {
+  cat <<'EOF'
+usage: vmrun.sh [options] SCRIPT [ARGS...]
+       vmrun.sh --check | --prepare [--refresh-kernel]
+Boots a Debian 6.12 kernel in QEMU with a busybox initramfs and runs SCRIPT (busybox sh, or any
+shebang whose interpreter is in the guest) as root in the root cgroup; exits with its exit code.
+  -m MiB        guest memory (default 1024)
+  -c CPUS       vCPUs (default 1; with TCG, more than 1 uses single-threaded TCG)
+  -s SWAP_MiB   zram swap of this size (default 0: none)
+  -t SECONDS    wall-clock limit for the whole VM (default 120)
+  -b BINARY     copy a host binary and its ldd libraries into /usr/local/bin (repeatable)
+  -f FILE       copy a file into /vmrun/files/ in the guest (repeatable)
+  -d DIR        share this host directory at /mnt/host over 9p (the script runs there)
+  -a 'ARGS'     extra kernel command line
+  -l FILE       console log (default DIR/console.log with -d, else a temporary file)
+  --no-retry    do not retry a guest that died before the script started
+  --check       only report whether QEMU can run here (exit 0) or not (exit 1)
+  --prepare     only prepare the cache (kernel, initramfs)
+  --refresh-kernel  re-resolve linux-image-6.12-amd64 and re-pin (with --prepare or a run)
+Exit: the script's code; 125 = infrastructure failure (no exit marker: panic, timeout, QEMU error).
+Env: OOMGUARD_LAB_CACHE (cache dir), VMRUN_ACCEL=tcg|kvm (override the automatic choice).
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# options
+mem=1024 cpus=1 swap=0 timeout_s=120 share="" extra_cmdline="" log="" retry=1
+mode=run refresh_kernel=0
+binaries=() files=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) mem="$2"; shift 2 ;;
+    -c) cpus="$2"; shift 2 ;;
+    -s) swap="$2"; shift 2 ;;
+    -t) timeout_s="$2"; shift 2 ;;
+    -b) binaries+=("$2"); shift 2 ;;
+    -f) files+=("$2"); shift 2 ;;
+    -d) share="$2"; shift 2 ;;
+    -a) extra_cmdline="$2"; shift 2 ;;
+    -l) log="$2"; shift 2 ;;
+    --no-retry) retry=0; shift ;;
+    --check) mode=check; shift ;;
+    --prepare) mode=prepare; shift ;;
+    --refresh-kernel) refresh_kernel=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    -*) usage >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+for n in "$mem" "$cpus" "$swap" "$timeout_s"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { say "not a number: $n"; exit 2; }
+done
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---------------------------------------------------------------------------------------------
+# accelerator and --check
+choose_accel() {
+  if [ -n "${VMRUN_ACCEL:-}" ]; then echo "$VMRUN_ACCEL"; return; fi
+  if [ -w /dev/kvm ] && grep -Eqw 'vmx|svm' /proc/cpuinfo; then echo kvm; else echo tcg; fi
+}
+
+check_qemu() {
+  local missing=() tool
+  for tool in qemu-system-x86_64 timeout cpio gzip zstd xz dpkg-deb apt-get apt-cache flock awk; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  [ -x /bin/busybox ] || missing+=("/bin/busybox (busybox-static)")
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "QEMU cannot run here: missing ${missing[*]} (run scripts/install-deps.sh test)"
+    return 1
+  fi
+  local accel out
+  accel=$(choose_accel)
+  if ! out=$(echo quit | timeout 20 qemu-system-x86_64 -machine none -accel "$accel" -nodefaults \
+               -no-user-config -display none -monitor stdio 2>&1); then
+    say "QEMU cannot run here: qemu-system-x86_64 -accel $accel failed: $out"
+    return 1
+  fi
+  say "QEMU can run here: $(qemu-system-x86_64 --version | head -n1), accel=$accel"
+  return 0
+}
+
+if [ "$mode" = check ]; then
+  if check_qemu; then exit 0; else exit 1; fi
+fi
+check_qemu >/dev/null 2>&1 || { check_qemu || true; die "QEMU cannot run here"; }
+
+# ---------------------------------------------------------------------------------------------
+# cache: kernel
+mkdir -p "$cache" 2>/dev/null || die "cannot create cache dir $cache (set OOMGUARD_LAB_CACHE)"
+[ -w "$cache" ] || die "cache dir $cache is not writable (set OOMGUARD_LAB_CACHE)"
+exec 9>"$cache/.lock"
+flock 9   # one preparer at a time; released when this script exits
+
+resolve_kernel() {
+  local dep version
+  dep=$(apt-cache depends "$META_PACKAGE" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
+  if [ -z "$dep" ]; then
+    say "resolving $META_PACKAGE: apt-get update"
+    apt-get update -qq >&2 || die "apt-get update failed"
+    dep=$(apt-cache depends "$META_PACKAGE" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
+  fi
+  [ -n "$dep" ] || die "cannot resolve $META_PACKAGE (is bookworm-security in the apt sources?)"
+  version=$(apt-cache policy "$dep" | awk '/Candidate:/ { print $2; exit }')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then die "no candidate version for $dep"; fi
+  printf '%s=%s\n' "$dep" "$version"
+}
+
+bytes_at() {  # FILE OFFSET COUNT -> those bytes on stdout
+  dd if="$1" bs=64K iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none
+}
+
+extract_vmlinux() {  # bzImage -> the uncompressed ELF it carries (zstd payload), for PVH boot
+  local bz="$1" out="$2" setup_sects payload_off payload_len start want have
+  setup_sects=$(bytes_at "$bz" $((0x1f1)) 1 | od -An -tu1 | tr -d ' ')
+  read -r payload_off payload_len < <(bytes_at "$bz" $((0x248)) 8 | od -An -tu4)
+  start=$(( (setup_sects + 1) * 512 + payload_off ))
+  # The payload is one zstd frame followed by the 4-byte uncompressed size.
+  [ "$(bytes_at "$bz" "$start" 4 | od -An -tx1 | tr -d ' \n')" = 28b52ffd ] \
+    || die "the bzImage payload is not zstd"
+  bytes_at "$bz" "$start" $((payload_len - 4)) | zstd -q -dc > "$out" \
+    || die "zstd payload extraction failed"
+  want=$(bytes_at "$bz" $((start + payload_len - 4)) 4 | od -An -tu4 | tr -d ' ')
+  have=$(stat -c %s "$out")
+  [ "$want" = "$have" ] || die "vmlinux size $have != $want from the bzImage trailer"
+  [ "$(bytes_at "$out" 0 4 | od -An -c | tr -d ' ')" = '177ELF' ] || die "vmlinux is not an ELF file"
+}
+
+prepare_kernel() {
+  local pin_file="$cache/kernel.pin" pin pkg kdir tmp kver
+  if [ "$refresh_kernel" = 1 ] || [ ! -s "$pin_file" ]; then
+    pin=$(resolve_kernel)
+    echo "$pin" > "$pin_file.tmp" && mv "$pin_file.tmp" "$pin_file"
+    say "pinned kernel package $pin"
+  fi
+  pin=$(cat "$pin_file")
+  pkg=${pin%%=*}
+  kdir="$cache/kernel/$pkg"
+  if [ ! -e "$kdir/.complete" ]; then
+    local t0; t0=$(now)
+    say "fetching $pin (apt-get download, not installed)"
+    tmp=$(mktemp -d "$cache/tmp.kernel.XXXXXX")
+    chmod 755 "$tmp"   # apt's _apt sandbox user must be able to write there
+    local apt_opts=(-q)
+    # As root apt would warn that its _apt sandbox user cannot write the cache dir.
+    [ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
+    ( cd "$tmp" && apt-get download "${apt_opts[@]}" "$pin" >&2 ) \
+      || die "apt-get download $pin failed (re-resolve with --refresh-kernel)"
+    mkdir -p "$tmp/x" "$tmp/out/modules"
+    local patterns=('./boot/vmlinuz-*' './boot/config-*')
+    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do patterns+=("*/$m.ko.xz"); done
+    dpkg-deb --fsys-tarfile "$tmp"/*.deb | tar -x -C "$tmp/x" --wildcards "${patterns[@]}" \
+      || die "unpacking $pkg failed"
+    rm -f "$tmp"/*.deb
+    local vmlinuz config m f
+    vmlinuz=$(find "$tmp/x/boot" -name 'vmlinuz-*' | head -n1)
+    config=$(find "$tmp/x/boot" -name 'config-*' | head -n1)
+    if [ -z "$vmlinuz" ] || [ -z "$config" ]; then die "$pkg has no /boot/vmlinuz or config"; fi
+    kver=${vmlinuz##*/vmlinuz-}
+    cp "$vmlinuz" "$tmp/out/vmlinuz"
+    cp "$config" "$tmp/out/config"
+    echo "$kver" > "$tmp/out/release"
+    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do
+      f=$(find "$tmp/x" -name "$m.ko.xz" | head -n1)
+      [ -n "$f" ] || die "module $m not found in $pkg"
+      xz -dc "$f" > "$tmp/out/modules/$m.ko"
+    done
+    extract_vmlinux "$tmp/out/vmlinuz" "$tmp/out/vmlinux"
+    grep -q '^CONFIG_MEMCG=y' "$tmp/out/config" || die "$pkg lacks CONFIG_MEMCG"
+    touch "$tmp/out/.complete"
+    rm -rf "$kdir"
+    mkdir -p "$cache/kernel"
+    mv "$tmp/out" "$kdir"
+    rm -rf "$tmp"
+    say "kernel $kver ready in $(elapsed "$t0") s"
+  fi
+  kernel_dir="$kdir"
+  kernel_release=$(cat "$kdir/release")
+}
+
+# ---------------------------------------------------------------------------------------------
+# cache: base initramfs
+
+host_lib() {  # soname -> host path of the x86-64 library
+  local path
+  path=$(ldconfig -p | awk -v n="$1" '$1 == n && /x86-64/ { print $NF; exit }')
+  if [ -z "$path" ] && [ "$1" = ld-linux-x86-64.so.2 ]; then path=/lib64/ld-linux-x86-64.so.2; fi
+  [ -n "$path" ] && [ -e "$path" ] && readlink -f "$path"
+}
+
+guest_path() {  # host absolute path -> path in the merged-/usr guest tree (no leading slash)
+  local p="${1#/}"
+  case "$p" in
+    lib/*|lib64/*|bin/*|sbin/*) p="usr/$p" ;;
+  esac
+  printf '%s\n' "$p"
+}
+
+write_init() {
+  cat <<'INIT'
+#!/bin/sh
+# /init of the oomguard e2e lab (generated by tests/e2e/vmrun.sh)
+export PATH=/usr/local/bin:/usr/bin:/usr/sbin HOME=/root TERM=dumb
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+setup_failed() { printf '\n@@VMRUN-SETUP-FAILED: %s@@\n' "$*"; poweroff -f; sleep 10; }
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /dev/shm
+mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup || setup_failed "cgroup2 mount"
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+  echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control || setup_failed "enabling controller $c"
+done
+hostname vm
+share=0 swap=0
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    vmrun.share=*) share=${word#vmrun.share=} ;;
+    vmrun.swap=*) swap=${word#vmrun.swap=} ;;
+  esac
+done
+mods=/usr/lib/modules/$(uname -r)
+VMRUN_SHARE=
+if [ "$share" = 1 ]; then
+  for m in netfs 9pnet 9pnet_virtio 9p; do insmod "$mods/$m.ko" || setup_failed "insmod $m"; done
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none host /mnt/host \
+    || setup_failed "9p mount"
+  VMRUN_SHARE=/mnt/host
+fi
+if [ "$swap" -gt 0 ]; then
+  for m in lz4_compress lz4hc_compress zram; do insmod "$mods/$m.ko" || setup_failed "insmod $m"; done
+  echo "${swap}M" > /sys/block/zram0/disksize || setup_failed "zram disksize"
+  mkswap /dev/zram0 >/dev/null && swapon /dev/zram0 || setup_failed "zram swapon"
+fi
+export VMRUN_SHARE VMRUN_SWAP_MB="$swap" VMRUN_FILES=/vmrun/files
+set --
+[ -f /vmrun/args ] && . /vmrun/args
+if [ -n "$VMRUN_SHARE" ]; then cd "$VMRUN_SHARE"; else cd /tmp; fi
+if [ -x /vmrun/script ]; then
+  printf '\n@@VMRUN-START uptime=%s@@\n' "$(cut -d' ' -f1 /proc/uptime)"
+  /vmrun/script "$@" </dev/null
+  rc=$?
+else
+  echo "vmrun: no /vmrun/script in the initramfs"
+  rc=125
+fi
+sync
+printf '\n@@VMRUN-EXIT=%d@@\n' "$rc"
+poweroff -f
+sleep 10
+INIT
+}
+
+prepare_initramfs() {
+  local busybox=/bin/busybox lib key inputs=() name
+  busybox --list >/dev/null 2>&1 || die "/bin/busybox does not run"
+  if ldd "$busybox" 2>&1 | grep -q '=>'; then die "/bin/busybox is not static (install busybox-static)"; fi
+  declare -gA base_lib_paths=()
+  for name in "${BASE_LIBS[@]}"; do
+    lib=$(host_lib "$name") || true
+    if [ -z "$lib" ]; then
+      case "$name" in libpthread.so.0|libdl.so.2|librt.so.1) continue ;; esac
+      die "host library $name not found"
+    fi
+    base_lib_paths[$name]=$lib
+    inputs+=("$lib")
+  done
+  key=$( { echo "format $VMRUN_FORMAT $kernel_release"; write_init
+           sha256sum "$busybox" "${inputs[@]}" "$kernel_dir"/modules/*.ko | awk '{ print $1 }'
+           printf '%s\n' "${BASE_LIBS[@]}"; } | sha256sum | cut -c1-16)
+  base_initramfs="$cache/initramfs-$key.cpio.gz"
+  [ -s "$base_initramfs" ] && return 0
+
+  local t0 root applet
+  t0=$(now)
+  root=$(mktemp -d "$cache/tmp.initramfs.XXXXXX")
+  mkdir -p "$root"/usr/{bin,sbin,lib/x86_64-linux-gnu,lib64,local/bin} \
+           "$root"/{dev,proc,sys,tmp,run,root,etc,mnt/host,vmrun/files} \
+           "$root/usr/lib/modules/$kernel_release"
+  ln -s usr/bin "$root/bin"; ln -s usr/sbin "$root/sbin"
+  ln -s usr/lib "$root/lib"; ln -s usr/lib64 "$root/lib64"
+  cp "$busybox" "$root/usr/bin/busybox"
+  for applet in $("$busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/usr/bin/$applet"
+  done
+  for name in "${!base_lib_paths[@]}"; do
+    cp "${base_lib_paths[$name]}" "$root/usr/lib/x86_64-linux-gnu/$name"
+  done
+  ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
+  cp "$kernel_dir"/modules/*.ko "$root/usr/lib/modules/$kernel_release/"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+  printf 'root:x:0:\n' > "$root/etc/group"
+  write_init > "$root/init"
+  chmod 755 "$root/init"
+  # The kernel opens /dev/console before /init runs; without the node /init starts with no stdio
+  # (it re-opens the console after mounting devtmpfs anyway).
+  mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true
+  ( cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet ) \
+    | gzip -6 > "$base_initramfs.tmp"
+  mv "$base_initramfs.tmp" "$base_initramfs"
+  rm -rf "$root"
+  find "$cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -path "$base_initramfs" -delete
+  say "base initramfs built in $(elapsed "$t0") s ($(du -h "$base_initramfs" | cut -f1))"
+}
+
+t_prepare=$(now)
+prepare_kernel
+prepare_initramfs
+flock -u 9
+if [ "$mode" = prepare ]; then
+  say "prepared in $(elapsed "$t_prepare") s: kernel $kernel_release, $base_initramfs"
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# per-run initramfs
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+script="$1"; shift
+[ -f "$script" ] || die "no such script: $script"
+if [ -n "$share" ]; then
+  [ -d "$share" ] || die "share dir $share does not exist"
+  share=$(cd "$share" && pwd)
+fi
+
+rundir=$(mktemp -d "${TMPDIR:-/tmp}/vmrun.XXXXXX")
+cleanup() { rm -rf "$rundir"; }
+trap cleanup EXIT
+
+sq() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
+
+build_run_cpio() {
+  local root="$rundir/root" a b lib dest line
+  mkdir -p "$root/vmrun/files" "$root/usr/local/bin"
+  cp "$script" "$root/vmrun/script"
+  chmod 755 "$root/vmrun/script"
+  {
+    printf 'set --'
+    for a in "$@"; do printf ' %s' "$(sq "$a")"; done
+    printf '\n'
+  } > "$root/vmrun/args"
+  for a in "${files[@]}"; do
+    [ -f "$a" ] || die "no such file: $a"
+    cp "$a" "$root/vmrun/files/"
+  done
+  local -A in_base=()
+  for lib in "${base_lib_paths[@]}"; do in_base[$lib]=1; done
+  for b in "${binaries[@]}"; do
+    if [ ! -f "$b" ] || [ ! -x "$b" ]; then die "not an executable file: $b"; fi
+    cp "$(readlink -f "$b")" "$root/usr/local/bin/$(basename "$b")"
+    # Libraries the binary needs beyond the base set, at their host paths (merged /usr).
+    while read -r line; do
+      lib=$(printf '%s\n' "$line" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) { print $i; exit } }')
+      if [ -z "$lib" ] || [ ! -e "$lib" ]; then continue; fi
+      [ -n "${in_base[$(readlink -f "$lib")]:-}" ] && continue
+      dest="$root/$(guest_path "$lib")"
+      mkdir -p "$(dirname "$dest")"
+      cp -L "$lib" "$dest"
+    done < <(ldd "$b" 2>/dev/null || true)
+  done
+  ( cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet ) \
+    | gzip -1 > "$rundir/run.cpio.gz"
+  cat "$base_initramfs" "$rundir/run.cpio.gz" > "$rundir/initrd.cpio.gz"
+}
+build_run_cpio "$@"
+
+# ---------------------------------------------------------------------------------------------
+# boot
+accel=$(choose_accel)
+qemu_args=(-nodefaults -no-user-config -machine q35 -m "$mem" -smp "$cpus"
+           -display none -monitor none -chardev "stdio,id=con,signal=off" -serial chardev:con
+           -no-reboot -kernel "$kernel_dir/vmlinux" -initrd "$rundir/initrd.cpio.gz")
+if [ "$accel" = kvm ]; then
+  qemu_args+=(-accel kvm -cpu host)
+elif [ "$cpus" -gt 1 ]; then
+  qemu_args+=(-accel "tcg,thread=single" -cpu max)   # MTTCG with 2+ vCPUs oopses now and then
+else
+  qemu_args+=(-accel tcg -cpu max)
+fi
+share_flag=0
+if [ -n "$share" ]; then
+  share_flag=1
+  qemu_args+=(-fsdev "local,id=fs0,path=$share,security_model=none"
+              -device "virtio-9p-pci,fsdev=fs0,mount_tag=host")
+fi
+cmdline="console=ttyS0 panic=-1 oops=panic mitigations=off cryptomgr.notests psi=1 quiet loglevel=3"
+cmdline+=" vmrun.share=$share_flag vmrun.swap=$swap $extra_cmdline"
+qemu_args+=(-append "$cmdline")
+
+if [ -z "$log" ]; then
+  if [ -n "$share" ]; then log="$share/console.log"; else log="$rundir/console.log"; fi
+fi
+mkdir -p "$(dirname "$log")"
+
+boot_once() {  # sets vm_rc (qemu/timeout status) and boot_wall
+  local t0 status
+  t0=$(now)
+  set +e
+  timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" </dev/null 2>&1 \
+    | tr -d '\r' | tee "$log"
+  status=("${PIPESTATUS[@]}")
+  set -e
+  vm_rc=${status[0]}
+  boot_wall=$(elapsed "$t0")
+}
+
+attempt=1
+while :; do
+  say "boot $attempt: kernel $kernel_release, accel=$accel, -m $mem -c $cpus -s $swap, timeout $timeout_s s"
+  boot_once
+  start_line=$(grep -a -m1 '@@VMRUN-START' "$log" || true)
+  exit_line=$(grep -a -m1 -o '@@VMRUN-EXIT=[0-9]*@@' "$log" || true)
+  setup_line=$(grep -a -m1 -o '@@VMRUN-SETUP-FAILED:.*@@' "$log" || true)
+  if [ -n "$exit_line" ]; then
+    rc=${exit_line#@@VMRUN-EXIT=}; rc=${rc%@@}
+    up=$(printf '%s\n' "$start_line" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
+    say "exit $rc (wall ${boot_wall} s, guest uptime at script start ${up:-?} s, attempt $attempt)"
+    exit "$rc"
+  fi
+  panic_line=$(grep -a -m1 -E 'Kernel panic|BUG:|Oops' "$log" || true)
+  if [ "$vm_rc" = 124 ] || [ "$vm_rc" = 137 ]; then why="timed out after $timeout_s s"
+  elif [ -n "$panic_line" ]; then why="kernel died: $panic_line"
+  else why="QEMU exited with status $vm_rc and no exit marker"; fi
+  if [ -n "$setup_line" ]; then
+    say "INFRASTRUCTURE FAILURE: guest setup failed: $setup_line (log $log)"
+    exit "$INFRA_RC"
+  fi
+  if [ -z "$start_line" ] && [ "$retry" = 1 ] && [ "$attempt" = 1 ]; then
+    say "guest died before the script started ($why); retrying once"
+    cp "$log" "$log.attempt1"
+    attempt=2
+    continue
+  fi
+  if [ "$log" = "$rundir/console.log" ]; then   # keep the evidence past this script's cleanup
+    kept=$(mktemp "${TMPDIR:-/tmp}/vmrun-failure.XXXXXX.log")
+    cp "$log" "$kept"
+    log=$kept
+  fi
+  if [ -z "$start_line" ]; then
+    say "INFRASTRUCTURE FAILURE: the guest never started the script: $why (log $log)"
+  else
+    say "INFRASTRUCTURE FAILURE: no exit marker after the script started: $why (log $log)"
+  fi
+  exit "$INFRA_RC"
+done
