@@ -1,5 +1,6 @@
 #include "guardian/daemon.hpp"
 
+#include <dirent.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -65,6 +66,7 @@ void Daemon::start() {
   }
   if (options_.handle_signals) {
     signals_.emplace(io_, SIGINT, SIGTERM, SIGHUP);
+    signals_->add(SIGUSR1);
     waitForSignal();
   }
 
@@ -109,6 +111,11 @@ void Daemon::waitForSignal() {
     }
     if (signal == SIGHUP) {
       reload();
+      waitForSignal();
+      return;
+    }
+    if (signal == SIGUSR1) {
+      logWatchSet("watch_set");
       waitForSignal();
       return;
     }
@@ -717,6 +724,7 @@ void Daemon::stop() {
   if (stopped_) {
     return;
   }
+  logWatchSet("stopping_state");
   stopped_ = true;
   refresh_timer_.cancel();
   if (signals_) {
@@ -737,6 +745,37 @@ void Daemon::stop() {
   if (kmsg_) {
     kmsg_->close();
   }
+}
+
+size_t openFileDescriptors() {
+  size_t count = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* entry = ::readdir(dir)) {
+      count += entry->d_name[0] != '.' ? 1 : 0;
+    }
+    ::closedir(dir);
+    count = count > 0 ? count - 1 : 0;  // the directory stream's own fd
+  }
+  return count;
+}
+
+void Daemon::logWatchSet(const char* event) {
+  log_.write(event, Json{{"cgroups", watchedCgroups()},
+                         {"watched_cgroups", cgroups_.size()},
+                         {"inotify_watches", watches_.size()},
+                         {"pressure_triggers", armedPressureTriggers()},
+                         {"domains", domains_.size()},
+                         {"open_fds", openFileDescriptors()},
+                         {"stats", Json{{"pressure_events", stats_.pressure_events},
+                                        {"memory_events", stats_.memory_events},
+                                        {"decisions", stats_.decisions},
+                                        {"kernel_oom_kills", stats_.kernel_oom_kills},
+                                        {"predictions_match", stats_.predictions_match},
+                                        {"predictions_mismatch", stats_.predictions_mismatch},
+                                        {"predictions_missing", stats_.predictions_missing},
+                                        {"cgroups_added", stats_.cgroups_added},
+                                        {"cgroups_removed", stats_.cgroups_removed},
+                                        {"read_errors", stats_.read_errors}}}});
 }
 
 std::vector<std::string> Daemon::watchedCgroups() const {

@@ -103,6 +103,8 @@ class Daemon {
   enum class WatchKind { kDirectory, kEvents, kEventsLocal };
 
   void waitForSignal();
+  // Logs the watch set and counters (SIGUSR1, and on stop).
+  void logWatchSet(const char* event);
   void protectSelf();
   void printSummary();
   void armHost();

@@ -1,0 +1,120 @@
+#include <gtest/gtest.h>
+
+#include "guardian/config.hpp"
+#include "test_util.hpp"
+
+namespace oomguard::guardian {
+namespace {
+
+std::string errorOf(const std::string& json) {
+  try {
+    (void)parseConfig(json, "test.json");
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
+
+TEST(Config, EmptyObjectGivesTheDefaults) {
+  const Config config = parseConfig("{}", "test.json");
+  EXPECT_EQ(config.mode, "observe");
+  EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0);
+  EXPECT_EQ(config.self.oom_score_adj, std::optional<int>(-1000));
+  ASSERT_TRUE(config.host_pressure.has_value());
+  EXPECT_EQ(config.host_pressure->triggerText(), "some 150000 1000000");
+  ASSERT_EQ(config.cgroups.size(), 1U);
+  EXPECT_EQ(config.cgroups[0].match, "/**");
+}
+
+TEST(Config, TheExampleIsValid) {
+  const Config config = loadConfigFile(std::string(OOMGUARD_SOURCE_DIR) + "/examples/oomguard.json");
+  ASSERT_EQ(config.cgroups.size(), 3U);
+  EXPECT_EQ(config.cgroups[0].pressure->kind, "full");
+  EXPECT_FALSE(config.cgroups[1].pressure.has_value());
+  EXPECT_EQ(config.metrics_listen, "127.0.0.1:9743");
+}
+
+TEST(Config, NullTurnsThingsOff) {
+  const Config config = parseConfig(R"({"host":{"pressure":null},"self":{"oom_score_adj":null}})", "t");
+  EXPECT_FALSE(config.host_pressure.has_value());
+  EXPECT_FALSE(config.self.oom_score_adj.has_value());
+}
+
+struct BadConfig {
+  const char* name;
+  const char* json;
+  const char* error;  // the whole message must contain this
+};
+
+void PrintTo(const BadConfig& value, std::ostream* out) { *out << value.name; }
+
+class ConfigErrors : public ::testing::TestWithParam<BadConfig> {};
+
+TEST_P(ConfigErrors, NameThePathAndTheReason) {
+  const std::string message = errorOf(GetParam().json);
+  EXPECT_NE(message.find(GetParam().error), std::string::npos) << message;
+  EXPECT_EQ(message.rfind("test.json", 0), 0U) << message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ConfigErrors,
+    ::testing::Values(
+        BadConfig{"stall_above_window",
+                  R"({"cgroups":[{"match":"/a"},{"match":"/b"},{"match":"/c","pressure":{"stall_us":2000000,"window_ms":1000}}]})",
+                  "/cgroups/2/pressure/stall_us: must be <= window_ms * 1000 (1000000), got 2000000"},
+        BadConfig{"missing_match", R"({"cgroups":[{"watch_events":true}]})", "/cgroups/0/match: is required"},
+        BadConfig{"relative_match", R"({"cgroups":[{"match":"kubepods"}]})", "/cgroups/0/match: must start with /"},
+        BadConfig{"unknown_key", R"({"cgroups":[{"match":"/a","colour":"red"}]})", "/cgroups/0/colour: unknown key"},
+        BadConfig{"unknown_top_key", R"({"refresh":5})", "/refresh: unknown key"},
+        BadConfig{"wrong_type", R"({"refresh_interval_s":"5"})", "/refresh_interval_s: must be a number, got string"},
+        BadConfig{"out_of_range", R"({"refresh_interval_s":0})", "/refresh_interval_s: must be between 0.1 and 3600"},
+        BadConfig{"window_range", R"({"host":{"pressure":{"window_ms":200}}})",
+                  "/host/pressure/window_ms: must be between 500 and 10000, got 200"},
+        BadConfig{"fraction_for_integer", R"({"host":{"pressure":{"stall_us":1.5}}})",
+                  "/host/pressure/stall_us: must be an integer, got a fraction"},
+        BadConfig{"bad_kind", R"({"host":{"pressure":{"kind":"most"}}})",
+                  "/host/pressure/kind: must be one of \"some\", \"full\", got \"most\""},
+        BadConfig{"bad_resource", R"({"host":{"pressure":{"resource":"disk"}}})", "/host/pressure/resource: must be one of"},
+        BadConfig{"bad_mode", R"({"mode":"kill-worst"})", "/mode: must be one of \"observe\", got \"kill-worst\""},
+        BadConfig{"bad_listen", R"({"metrics":{"listen":"9743"}})", "/metrics/listen: must be ADDRESS:PORT"},
+        BadConfig{"bad_port", R"({"metrics":{"listen":"0.0.0.0:99999"}})", "/metrics/listen: port must be 0..65535"},
+        BadConfig{"adj_range", R"({"self":{"oom_score_adj":-1001}})", "/self/oom_score_adj: must be between -1000 and 1000"},
+        BadConfig{"cgroups_not_array", R"({"cgroups":{}})", "/cgroups: must be an array, got object"},
+        BadConfig{"root_not_object", R"([1,2])", "/: must be an object, got array"},
+        BadConfig{"version", R"({"version":2})", "/version: must be between 1 and 1, got 2"},
+        BadConfig{"syntax_error_line_column", "{\n  \"mode\": \"observe\",\n  \"refresh_interval_s\": ,\n}",
+                  "test.json:3:25: syntax error"},
+        BadConfig{"truncated", "{\"cgroups\": [", "test.json:1:"}),
+    [](const auto& test_info) { return std::string(test_info.param.name); });
+
+TEST(CgroupGlob, SegmentsAndDoubleStar) {
+  EXPECT_TRUE(cgroupMatches("/**", "/"));
+  EXPECT_TRUE(cgroupMatches("/**", "/a/b/c"));
+  EXPECT_TRUE(cgroupMatches("/", "/"));
+  EXPECT_FALSE(cgroupMatches("/", "/a"));
+  EXPECT_TRUE(cgroupMatches("/kubepods.slice/**", "/kubepods.slice"));
+  EXPECT_TRUE(cgroupMatches("/kubepods.slice/**", "/kubepods.slice/kubepods-burstable.slice/x.scope"));
+  EXPECT_FALSE(cgroupMatches("/kubepods.slice/**", "/kubepods.slicex"));
+  EXPECT_TRUE(cgroupMatches("/system.slice/*.service", "/system.slice/ssh.service"));
+  EXPECT_FALSE(cgroupMatches("/system.slice/*.service", "/system.slice/ssh.service/child"));
+  EXPECT_FALSE(cgroupMatches("/system.slice/*.service", "/system.slice/ssh.socket"));
+  EXPECT_TRUE(cgroupMatches("/a/**/leaf", "/a/leaf"));
+  EXPECT_TRUE(cgroupMatches("/a/**/leaf", "/a/x/y/leaf"));
+  EXPECT_FALSE(cgroupMatches("/a/**/leaf", "/a/x/y/leaf2"));
+  EXPECT_TRUE(cgroupMatches("/pod*/c?", "/pod123/c?"));
+  EXPECT_TRUE(cgroupMatches("/*", "/anything"));
+  EXPECT_FALSE(cgroupMatches("/*", "/"));
+}
+
+TEST(CgroupGlob, FirstMatchingRuleWins) {
+  const Config config = parseConfig(
+      R"({"cgroups":[{"match":"/k/**","pressure":null},{"match":"/**","pressure":{"kind":"full"}}]})", "t");
+  ASSERT_NE(ruleFor(config, "/k/pod"), nullptr);
+  EXPECT_FALSE(ruleFor(config, "/k/pod")->pressure.has_value());
+  EXPECT_EQ(ruleFor(config, "/other")->pressure->kind, "full");
+  const Config none = parseConfig(R"({"cgroups":[]})", "t");
+  EXPECT_EQ(ruleFor(none, "/x"), nullptr);
+}
+
+}  // namespace
+}  // namespace oomguard::guardian
