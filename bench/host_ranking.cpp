@@ -23,43 +23,13 @@
 #include <vector>
 
 #include "guardian/node.hpp"
+#include "idle_processes.hpp"
 
 namespace {
 
+using oomguard::bench::reap;
+using oomguard::bench::spawnIdle;
 using Clock = std::chrono::steady_clock;
-
-std::vector<pid_t> spawnIdle(size_t count) {
-  std::vector<pid_t> pids;
-  pids.reserve(count);
-  const pid_t parent = ::getpid();
-  for (size_t i = 0; i < count; ++i) {
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      std::fprintf(stderr, "fork failed after %zu processes: %s\n", i, std::strerror(errno));
-      break;
-    }
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) {
-        ::_exit(0);
-      }
-      for (;;) {
-        ::pause();
-      }
-    }
-    pids.push_back(pid);
-  }
-  return pids;
-}
-
-void reap(const std::vector<pid_t>& pids) {
-  for (const pid_t pid : pids) {
-    ::kill(pid, SIGKILL);
-  }
-  for (const pid_t pid : pids) {
-    ::waitpid(pid, nullptr, 0);
-  }
-}
 
 // The floor: no parsing, no model, just the two reads per pid.
 size_t floorPass(const std::string& proc_root, std::vector<char>& buffer) {

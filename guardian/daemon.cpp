@@ -207,6 +207,7 @@ void Daemon::addCgroup(const std::string& path) {
     return;
   }
   auto& watched = cgroups_[path];
+  watched.added_us = monotonic_();
   const std::string directory = node_.cgroupfs().directoryOf(path);
   if (inotify_) {
     if (auto wd = inotify_->add(directory, kDirectoryMask)) {
@@ -217,6 +218,7 @@ void Daemon::addCgroup(const std::string& path) {
       log_.write("read_error", Json{{"what", "watch cgroup"}, {"error", wd.error().describe()}});
     }
   }
+  readLimit(path, watched);
   applyRule(path, watched);
   ++stats_.cgroups_added;
   if (stats_.refreshes > 0) {
@@ -230,17 +232,41 @@ void Daemon::addCgroup(const std::string& path) {
   }
 }
 
+bool Daemon::readLimit(const std::string& path, WatchedCgroup& watched) {
+  const bool was_limited = watched.limited;
+  watched.limited = false;
+  watched.memory_max_bytes.reset();
+  watched.swap_max_bytes.reset();
+  if (path == "/") {
+    return was_limited;
+  }
+  if (auto max = node_.cgroupfs().readText(path, "memory.max")) {
+    if (auto limit = cgroupfs::parseLimit(max.value()); limit.ok() && limit.value()) {
+      watched.limited = true;
+      watched.memory_max_bytes = limit.value();
+      if (auto swap = node_.cgroupfs().readText(path, "memory.swap.max")) {
+        if (auto swap_limit = cgroupfs::parseLimit(swap.value())) {
+          watched.swap_max_bytes = swap_limit.value();
+        }
+      }
+    }
+  }
+  return was_limited != watched.limited;
+}
+
+void Daemon::limitChanged(const std::string& path) {
+  auto found = cgroups_.find(path);
+  if (found != cgroups_.end() && readLimit(path, found->second)) {
+    applyRule(path, found->second);
+    if (!found->second.limited) {
+      domains_.erase(path);
+    }
+  }
+}
+
 void Daemon::applyRule(const std::string& path, WatchedCgroup& watched) {
   const CgroupRule* rule = ruleFor(config_, path);
   const std::string directory = node_.cgroupfs().directoryOf(path);
-  if (path != "/") {
-    if (auto max = node_.cgroupfs().readText(path, "memory.max")) {
-      auto limit = cgroupfs::parseLimit(max.value());
-      watched.limited = limit.ok() && limit.value().has_value();
-    } else {
-      watched.limited = false;
-    }
-  }
   // memory.events (hierarchical) and memory.events.local.
   const bool want_events = rule != nullptr && rule->watch_events && path != "/";
   auto set_events_watch = [&](int& wd, const char* file, WatchKind kind, cgroupfs::MemoryEvents& last) {
@@ -292,12 +318,26 @@ void Daemon::applyRule(const std::string& path, WatchedCgroup& watched) {
   }
 }
 
-void Daemon::removeCgroup(const std::string& path) {
-  auto begin = cgroups_.lower_bound(path);
-  std::vector<std::string> gone;
-  for (auto it = begin; it != cgroups_.end() && cgroupfs::isSameOrBelow(it->first, path); ++it) {
-    gone.push_back(it->first);
+std::vector<std::string> Daemon::subtreeOf(const std::string& path) const {
+  // The cgroup itself, then everything in the key range [path + "/", path + "0"): exactly its
+  // descendants, since '0' follows '/'. (Stopping at the first non-descendant after lower_bound(path)
+  // would be wrong: "/a-x" sorts between "/a" and "/a/b".)
+  std::vector<std::string> paths;
+  if (cgroups_.contains(path)) {
+    paths.push_back(path);
   }
+  const std::string prefix = path == "/" ? "/" : path + "/";
+  const std::string end = prefix.substr(0, prefix.size() - 1) + "0";
+  for (auto it = cgroups_.lower_bound(prefix); it != cgroups_.end() && it->first < end; ++it) {
+    if (it->first != path) {
+      paths.push_back(it->first);
+    }
+  }
+  return paths;
+}
+
+void Daemon::removeCgroup(const std::string& path) {
+  const std::vector<std::string> gone = subtreeOf(path);
   for (const auto& cgroup : gone) {
     auto& watched = cgroups_[cgroup];
     if (watched.pressure) {
@@ -319,6 +359,7 @@ void Daemon::removeCgroup(const std::string& path) {
 }
 
 void Daemon::onInotify(int wd, uint32_t mask, const std::string& name) {
+  event_arrived_us_ = monotonic_();
   if ((mask & IN_Q_OVERFLOW) != 0) {
     log_.write("inotify_overflow", Json::object());
     resync();
@@ -360,6 +401,7 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
   }
   auto& last = local ? found->second.events_local : found->second.events;
   const auto& now = events.value();
+  limitChanged(path);
   const std::pair<const char*, std::pair<uint64_t, uint64_t>> keys[] = {
       {"low", {last.low, now.low}},       {"high", {last.high, now.high}},         {"max", {last.max, now.max}},
       {"oom", {last.oom, now.oom}},       {"oom_kill", {last.oom_kill, now.oom_kill}},
@@ -388,6 +430,7 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
 }
 
 void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string& text) {
+  event_arrived_us_ = monotonic_();
   if (gone) {
     if (cgroup != "/") {
       auto found = cgroups_.find(cgroup);
@@ -399,6 +442,9 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
     return;
   }
   ++stats_.pressure_events;
+  if (cgroup != "/") {
+    limitChanged(cgroup);
+  }
   Json trigger{{"kind", "pressure"}, {"cgroup", cgroup}};
   const auto* watch = cgroup == "/" ? host_pressure_.get()
                                     : (cgroups_.contains(cgroup) ? cgroups_.at(cgroup).pressure.get() : nullptr);
@@ -488,7 +534,9 @@ void Daemon::decide(const std::string& cgroup, Json trigger) {
     found = domains_.find(domain_path);
   }
   auto& state = found->second;
-  record(state, top, monotonic_(), true);
+  const uint64_t decided_us = monotonic_();
+  const uint64_t reaction_us = decided_us >= event_arrived_us_ ? decided_us - event_arrived_us_ : 0;
+  record(state, top, decided_us, true);
   const auto& domain = state.domain;
   domain_json = Json{{"kind", policies::toString(domain.kind)}, {"cgroup", domain.cgroup}, {"totalpages", domain.totalpages}};
   Json victim = top.empty() ? Json(nullptr) : candidatesJson({top.front()}).front();
@@ -498,7 +546,8 @@ void Daemon::decide(const std::string& cgroup, Json trigger) {
                               {"victim", std::move(victim)},
                               {"action", "none"},
                               {"mode", config_.mode},
-                              {"result", top.empty() ? "no_candidate" : "observed"}});
+                              {"result", top.empty() ? "no_candidate" : "observed"},
+                              {"reaction_us", reaction_us}});
 }
 
 void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change) {
@@ -506,11 +555,14 @@ void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_
   const bool changed = state.history.empty() || state.history.back().victim.has_value() != victim.has_value() ||
                        (victim && state.history.back().victim->pid != victim->pid);
   state.top = std::move(top);
+  if (!changed) {
+    return;  // the prediction in force stays the newest entry: steady state allocates nothing here
+  }
   state.history.push_back(Prediction{at_us, victim});
   if (state.history.size() > kPredictionHistory) {
     state.history.pop_front();
   }
-  if (changed && log_change) {
+  if (log_change) {
     log_.write("next_victim",
                Json{{"domain", Json{{"kind", policies::toString(state.domain.kind)}, {"cgroup", state.domain.cgroup},
                                     {"totalpages", state.domain.totalpages}}},
@@ -604,22 +656,35 @@ void Daemon::refresh() {
     facts_ = std::move(facts).value();
   }
   const uint64_t now_us = monotonic_();
-  // Limits can appear or go without any inotify event: re-read memory.max of the watched cgroups.
+  const size_t keep = std::max(config_.rescan_candidates, config_.log_candidates);
+  // Limits appear and go without any inotify event: re-read memory.max of every watched cgroup, and
+  // re-apply the rule (trigger, watches) only where that changed something.
+  // Limits are written right after a cgroup is made (runc, systemd) and seldom after: young cgroups are
+  // re-read every refresh, the rest every kFullLimitScanEvery-th one. An event in a cgroup re-reads its
+  // limit on the spot (see limitChanged()).
+  constexpr uint64_t kYoungCgroupUs = 30'000'000;
+  constexpr uint64_t kFullLimitScanEvery = 6;
+  const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
+  std::vector<std::string> limited;
   for (auto& [path, watched] : cgroups_) {
-    const bool was_limited = watched.limited;
-    applyRule(path, watched);
-    if (was_limited && !watched.limited) {
-      domains_.erase(path);
+    const bool young = now_us - watched.added_us < kYoungCgroupUs;
+    if ((full_scan || young) && readLimit(path, watched)) {
+      applyRule(path, watched);
+      if (!watched.limited) {
+        domains_.erase(path);
+      }
+    }
+    if (watched.limited) {
+      limited.push_back(path);
     }
   }
-  // One read of every process, then each domain ranked from it.
-  cgroupfs::ReadCounters counters;
+  // Every process read once; the host ranked from that.
   auto host = node_.rankHost(facts_, false);
   stats_.read_errors += host.counters.malformed + host.counters.failed;
   {
     std::vector<Candidate> top;
     for (const auto& candidate : host.candidates) {
-      if (!candidate.killable || top.size() >= std::max(config_.rescan_candidates, config_.log_candidates)) {
+      if (!candidate.killable || top.size() >= keep) {
         break;
       }
       auto& process = host.processes[candidate.scan_index];
@@ -631,43 +696,49 @@ void Daemon::refresh() {
     state.domain = host.domain;
     record(state, std::move(top), now_us, true);
   }
+  // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
+  // subtree (read once per refresh, however many domains nest). The tree is the watch set, kept by
+  // inotify; tasks are taken in pid order here (the decision path re-reads in the kernel's scan order).
   std::unordered_map<pid_t, size_t> by_pid;
+  by_pid.reserve(host.processes.size());
   for (size_t i = 0; i < host.processes.size(); ++i) {
     by_pid[host.processes[i].pid] = i;
   }
-  std::vector<std::string> limited;
-  for (const auto& [path, watched] : cgroups_) {
-    if (watched.limited) {
-      limited.push_back(path);
-    }
-  }
+  std::unordered_map<std::string, std::vector<pid_t>> procs;
   for (const auto& path : limited) {
-    auto subtree = node_.cgroupfs().readSubtree(path, counters);
-    if (subtree.empty() || !subtree.front().memory_max_bytes) {
-      continue;
-    }
-    std::vector<cgroupfs::ProcessSnapshot> in_scan_order;
-    for (const auto& cgroup : subtree) {
-      for (const pid_t pid : cgroup.procs) {
+    const auto& watched = cgroups_.at(path);
+    std::vector<cgroupfs::ProcessSnapshot> members;
+    for (const auto& member : subtreeOf(path)) {
+      auto cached = procs.find(member);
+      if (cached == procs.end()) {
+        std::vector<pid_t> pids;
+        if (auto text = node_.cgroupfs().readText(member, "cgroup.procs")) {
+          if (auto parsed = cgroupfs::parsePidList(text.value())) {
+            pids = std::move(parsed).value();
+          }
+        }
+        cached = procs.emplace(member, std::move(pids)).first;
+      }
+      for (const pid_t pid : cached->second) {
         if (const auto found = by_pid.find(pid); found != by_pid.end()) {
-          in_scan_order.push_back(host.processes[found->second]);
-          in_scan_order.back().cgroup = cgroup.path;
+          members.push_back(host.processes[found->second]);
+          members.back().cgroup = member;
         }
       }
     }
-    const auto& top_cgroup = subtree.front();
-    policies::OomDomain domain{policies::DomainKind::kMemcg, path,
-                               policies::memcgTotalPages(*top_cgroup.memory_max_bytes, top_cgroup.swap_max_bytes,
-                                                         facts_.meminfo.swap_total_kb * 1024, facts_.vm_swappiness,
-                                                         facts_.page_size_bytes)};
-    const auto ranked = policies::rankDomain(
-        {in_scan_order, domain.totalpages, facts_.host_totalpages, facts_.kernel, facts_.page_size_bytes});
+    std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.pid < b.pid; });
+    const policies::OomDomain domain{
+        policies::DomainKind::kMemcg, path,
+        policies::memcgTotalPages(*watched.memory_max_bytes, watched.swap_max_bytes, facts_.meminfo.swap_total_kb * 1024,
+                                  facts_.vm_swappiness, facts_.page_size_bytes)};
+    const auto ranked =
+        policies::rankDomain({members, domain.totalpages, facts_.host_totalpages, facts_.kernel, facts_.page_size_bytes});
     std::vector<Candidate> top;
     for (const auto& candidate : ranked) {
-      if (!candidate.killable || top.size() >= std::max(config_.rescan_candidates, config_.log_candidates)) {
+      if (!candidate.killable || top.size() >= keep) {
         break;
       }
-      const auto& process = in_scan_order[candidate.scan_index];
+      const auto& process = members[candidate.scan_index];
       top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
                               process.oom_score_adj});
     }
@@ -675,7 +746,6 @@ void Daemon::refresh() {
     state.domain = domain;
     record(state, std::move(top), now_us, true);
   }
-  stats_.read_errors += counters.malformed + counters.failed;
 }
 
 void Daemon::resync() {

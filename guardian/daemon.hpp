@@ -89,7 +89,7 @@ class Daemon {
   struct DomainState {
     policies::OomDomain domain;
     std::vector<Candidate> top;           // highest first
-    std::deque<Prediction> history;       // newest last, bounded
+    std::deque<Prediction> history;       // each change of the predicted victim, newest last, bounded
   };
   struct WatchedCgroup {
     int directory_wd = -1;
@@ -97,7 +97,10 @@ class Daemon {
     int events_local_wd = -1;
     cgroupfs::MemoryEvents events;
     cgroupfs::MemoryEvents events_local;
-    bool limited = false;
+    uint64_t added_us = 0;
+    bool limited = false;  // memory.max is finite: an OOM domain
+    std::optional<uint64_t> memory_max_bytes;
+    cgroupfs::LimitBytes swap_max_bytes;
     std::shared_ptr<PressureWatch> pressure;
   };
   enum class WatchKind { kDirectory, kEvents, kEventsLocal };
@@ -110,7 +113,14 @@ class Daemon {
   void armHost();
   void addCgroup(const std::string& path);
   void removeCgroup(const std::string& path);
+  // Re-reads memory.max (and memory.swap.max); returns whether the cgroup's "limited" changed.
+  bool readLimit(const std::string& path, WatchedCgroup& watched);
+  // Re-reads one cgroup's limit on an event there, re-applying its rule when it changed.
+  void limitChanged(const std::string& path);
+  // Arms or disarms the rule's watches and trigger for the cgroup as it is now.
   void applyRule(const std::string& path, WatchedCgroup& watched);
+  // The watched cgroup and all watched cgroups below it.
+  [[nodiscard]] std::vector<std::string> subtreeOf(const std::string& path) const;
   void onInotify(int wd, uint32_t mask, const std::string& name);
   void onMemoryEvents(const std::string& path, bool local);
   void onPressure(const std::string& cgroup, bool gone, const std::string& text);
@@ -146,6 +156,7 @@ class Daemon {
   std::map<std::string, DomainState> domains_;  // "/" is the host
   cgroupfs::OomReportAssembler oom_reports_;
   DaemonStats stats_;
+  uint64_t event_arrived_us_ = 0;  // when the event being handled reached the loop
   bool stopped_ = false;
 };
 
