@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
   config.refresh_interval_s = 3600;  // only the initial ranking: nothing in the background meanwhile
   config.read_kmsg = false;
   config.host_pressure.reset();
-  config.cgroups = {oomguard::guardian::CgroupRule{"/**", true, std::nullopt, true}};
+  config.cgroups = {oomguard::guardian::defaultCgroupRule()};
+  config.cgroups.front().pressure.reset();
   oomguard::guardian::DaemonOptions options;
   options.cgroup_root = root.string();
   options.handle_signals = false;
@@ -121,7 +122,9 @@ int main(int argc, char** argv) {
   std::ostringstream summary;
   oomguard::guardian::EventLog log(log_text, [] { return std::chrono::system_clock::now(); });
   boost::asio::io_context io(1);
-  oomguard::guardian::Daemon daemon(io, config, options, log, summary);
+  oomguard::guardian::NullMetrics metrics;
+  oomguard::guardian::DryRunActuator actuator;
+  oomguard::guardian::Daemon daemon(io, config, options, log, metrics, actuator, summary);
   daemon.start();
   std::thread loop([&] { io.run(); });
 

@@ -253,6 +253,7 @@ std::vector<KernelOomEvent> OomReportAssembler::feed(std::string_view message, u
   constexpr std::string_view kGroupSuffix = " are going to be killed due to memory.oom.group set";
   if (message.starts_with(kTasksIn) && message.ends_with(kGroupSuffix)) {
     group_cgroup_ = std::string(message.substr(kTasksIn.size(), message.size() - kTasksIn.size() - kGroupSuffix.size()));
+    group_last_us_ = timestamp_us;
     events.emplace_back(KernelOomGroupKill{*group_cgroup_});
     return events;
   }
@@ -261,13 +262,29 @@ std::vector<KernelOomEvent> OomReportAssembler::feed(std::string_view message, u
     if (!killed) {
       return events;
     }
+    // A group kill's members follow its "Tasks in" line within about a millisecond; another OOM, even
+    // a rate-limited one, comes much later.
+    constexpr uint64_t kGroupWindowUs = 20000;
+    const bool in_group = group_cgroup_ && (timestamp_us == 0 || group_last_us_ == 0 ||
+                                            timestamp_us - group_last_us_ <= kGroupWindowUs);
     if (summary_ && summary_->pid == killed.value().pid) {
       events.emplace_back(
-          KernelOomKill{started_us_, invocation_.value_or(OomInvocation{}), *summary_, std::move(killed).value()});
+          KernelOomKill{started_us_, false, invocation_.value_or(OomInvocation{}), *summary_, std::move(killed).value()});
       summary_.reset();
       invocation_.reset();
-    } else if (group_cgroup_) {
+    } else if (in_group) {
+      group_last_us_ = timestamp_us;
       events.emplace_back(KernelGroupMemberKilled{*group_cgroup_, std::move(killed).value()});
+    } else {
+      // The report was rate-limited away: only the kill line is left.
+      group_cgroup_.reset();
+      OomKillSummary summary;
+      const bool memcg = killed.value().reason.starts_with("Memory cgroup");
+      summary.constraint = memcg ? "CONSTRAINT_MEMCG" : "CONSTRAINT_NONE";
+      summary.global_oom = !memcg;
+      summary.pid = killed.value().pid;
+      summary.task_comm = killed.value().comm;
+      events.emplace_back(KernelOomKill{timestamp_us, true, OomInvocation{}, std::move(summary), std::move(killed).value()});
     }
   }
   return events;

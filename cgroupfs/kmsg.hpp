@@ -67,6 +67,9 @@ Result<KilledProcess> parseKilledProcess(std::string_view message);
 // The events an OOM report yields, in kernel order.
 struct KernelOomKill {
   uint64_t started_us = 0;   // kmsg timestamp of the report's first line (the OOM itself)
+  // The kernel rate-limits the report (10 per 5 s) but never the "Killed process" line: a kill seen
+  // without its report has rate_limited set, a constraint inferred from the line's prefix, and no memcg.
+  bool rate_limited = false;
   OomInvocation invocation;  // empty when the "invoked oom-killer" line was not seen (e.g. start-up)
   OomKillSummary summary;
   KilledProcess victim;
@@ -89,6 +92,7 @@ class OomReportAssembler {
 
  private:
   uint64_t started_us_ = 0;
+  uint64_t group_last_us_ = 0;  // the group line or its latest member: members follow within kGroupWindowUs
   std::optional<OomInvocation> invocation_;
   std::optional<OomKillSummary> summary_;
   std::optional<std::string> group_cgroup_;

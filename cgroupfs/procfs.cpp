@@ -94,16 +94,6 @@ Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup) {
 
 std::vector<ProcessSnapshot> ProcFs::readProcesses(std::span<const pid_t> pids, bool with_cgroup,
                                                    ReadCounters& counters) {
-  std::vector<pid_t> listed;
-  if (pids.empty()) {
-    auto all = listPids();
-    if (!all) {
-      counters.record(all.error());
-      return {};
-    }
-    listed = std::move(all).value();
-    pids = listed;
-  }
   std::vector<ProcessSnapshot> processes;
   processes.reserve(pids.size());
   for (const pid_t pid : pids) {

@@ -45,8 +45,8 @@ class ProcFs {
   // Any file under the root, as text (e.g. "sys/kernel/core_pattern", "swaps").
   Result<std::string> readText(std::string_view relative);
 
-  // Every process, in the order of `pids` (listPids() when empty), skipping those that vanish or do
-  // not parse (counted).
+  // Exactly the processes of `pids` (none when it is empty), in that order, skipping those that vanish
+  // or do not parse (counted).
   std::vector<ProcessSnapshot> readProcesses(std::span<const pid_t> pids, bool with_cgroup,
                                              ReadCounters& counters);
 

@@ -16,7 +16,8 @@ struct Error {
   std::string message;  // the reason, without the path
 
   // A pid or cgroup that went away between listing and reading: a normal outcome, not a failure.
-  [[nodiscard]] bool vanished() const { return errno_value == ENOENT || errno_value == ESRCH; }
+  // ENODEV: a file of a cgroup removed while it was open (kernfs deactivates it).
+  [[nodiscard]] bool vanished() const { return errno_value == ENOENT || errno_value == ESRCH || errno_value == ENODEV; }
   [[nodiscard]] bool malformed() const { return errno_value == 0; }
   // "path: message (strerror)" for logs and error messages.
   [[nodiscard]] std::string describe() const;

@@ -152,6 +152,54 @@ std::optional<PressureTrigger> readOptionalPressure(ObjectReader& parent, std::s
   return readPressure(*value, parent.pathOf(key));
 }
 
+ActRule readAct(const Json& value, const std::string& path, bool host) {
+  ObjectReader reader(value, path);
+  ActRule act;
+  const std::string action = reader.string("action", "observe", {"observe", "kill-worst", "kill-allocating", "panic"});
+  act.action = *policies::parseAction(action);
+  act.sigterm_grace_ms = static_cast<uint32_t>(reader.integer("sigterm_grace_ms", 0, 0, 600000));
+  if (const Json* when = reader.find("when")) {
+    const std::string when_path = reader.pathOf("when");
+    ObjectReader conditions(*when, when_path);
+    auto& t = act.when;
+    if (const Json* pressure = conditions.find("pressure")) {
+      ObjectReader p(*pressure, conditions.pathOf("pressure"));
+      t.pressure_kind = p.string("kind", "some", {"some", "full"});
+      t.pressure_avg10 = p.number("avg10", 0.2, 0.0, 1.0);
+      t.pressure_held_us = static_cast<uint64_t>(p.number("held_s", 0, 0, 3600) * 1e6);
+      p.finish();
+    }
+    if (conditions.find("headroom_below") != nullptr) {
+      if (host) {
+        ObjectReader::fail(conditions.pathOf("headroom_below"), "applies to cgroups (memory.max); the host has mem_available_below");
+      }
+      t.headroom_below = conditions.number("headroom_below", 0, 0.0, 1.0);
+    }
+    if (conditions.find("mem_available_below") != nullptr || conditions.find("swap_free_below") != nullptr) {
+      if (!host) {
+        ObjectReader::fail(when_path, "mem_available_below and swap_free_below apply to the host only");
+      }
+      if (conditions.find("mem_available_below") != nullptr) {
+        t.mem_available_below = conditions.number("mem_available_below", 0, 0.0, 1.0);
+      }
+      if (conditions.find("swap_free_below") != nullptr) {
+        t.swap_free_below = conditions.number("swap_free_below", 0, 0.0, 1.0);
+      }
+    }
+    t.on_memory_max = conditions.boolean("on_memory_max", false);
+    t.on_memory_high = conditions.boolean("on_memory_high", false);
+    conditions.finish();
+    if (!t.pressure_avg10 && !t.headroom_below && !t.mem_available_below && !t.swap_free_below && !t.on_memory_max &&
+        !t.on_memory_high && act.action != policies::Action::kObserve) {
+      ObjectReader::fail(when_path, "names no condition: the action would never run");
+    }
+  } else if (act.action != policies::Action::kObserve) {
+    ObjectReader::fail(reader.pathOf("when"), "is required for action \"" + action + "\"");
+  }
+  reader.finish();
+  return act;
+}
+
 void validateListen(const std::string& listen, const std::string& path) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
@@ -180,6 +228,13 @@ std::pair<size_t, size_t> lineAndColumn(std::string_view text, size_t offset) {
 
 }  // namespace
 
+CgroupRule defaultCgroupRule() {
+  CgroupRule rule;
+  rule.match = "/**";
+  rule.pressure = PressureTrigger{"memory", "some", 100000, 1000};
+  return rule;
+}
+
 std::string PressureTrigger::triggerText() const {
   return kind + " " + std::to_string(stall_us) + " " + std::to_string(window_ms * 1000);
 }
@@ -201,7 +256,7 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
     ObjectReader root(document, "");
     const int64_t version = root.integer("version", 1, 1, 1);
     (void)version;
-    config.mode = root.string("mode", config.mode, {"observe"});
+    config.mode = root.string("mode", config.mode, {"observe", "act"});
     config.refresh_interval_s = root.number("refresh_interval_s", config.refresh_interval_s, 0.1, 3600);
     config.rescan_candidates = static_cast<size_t>(root.integer("rescan_candidates", 8, 1, 1000));
     config.log_candidates = static_cast<size_t>(root.integer("log_candidates", 5, 1, 100));
@@ -220,11 +275,46 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
       ObjectReader reader(*metrics, "/metrics");
       config.metrics_listen = reader.string("listen", config.metrics_listen);
       validateListen(config.metrics_listen, "/metrics/listen");
+      config.metrics_top_k = static_cast<size_t>(reader.integer("top_k", 10, 1, 100));
       reader.finish();
     }
     if (const Json* host = root.find("host")) {
       ObjectReader reader(*host, "/host");
       config.host_pressure = readOptionalPressure(reader, "pressure", config.host_pressure);
+      if (const Json* act = reader.find("act")) {
+        config.host_act = readAct(*act, "/host/act", true);
+      }
+      reader.finish();
+    }
+    if (const Json* sysctls = root.find("sysctls")) {
+      ObjectReader reader(*sysctls, "/sysctls");
+      struct Allowed {
+        const char* name;
+        long min;
+        long max;
+      };
+      // The OOM-relevant ones, with the values the kernel accepts.
+      constexpr Allowed kAllowed[] = {{"vm.panic_on_oom", 0, 2},          {"kernel.panic", -1, 86400},
+                                      {"vm.oom_kill_allocating_task", 0, 1}, {"vm.oom_dump_tasks", 0, 1},
+                                      {"vm.overcommit_memory", 0, 2},     {"vm.overcommit_ratio", 0, 100}};
+      if (const Json* values = reader.find("values")) {
+        ObjectReader names(*values, "/sysctls/values");
+        for (const auto& allowed : kAllowed) {
+          if (names.find(allowed.name) != nullptr) {
+            config.sysctls[allowed.name] = names.integer(allowed.name, 0, allowed.min, allowed.max);
+          }
+        }
+        names.finish();
+      }
+      config.enforce_sysctls = reader.boolean("enforce", false);
+      reader.finish();
+    }
+    if (const Json* policy = root.find("policy")) {
+      ObjectReader reader(*policy, "/policy");
+      config.cooldown_s = reader.number("cooldown_s", config.cooldown_s, 0, 3600);
+      config.max_kills_per_minute = static_cast<size_t>(reader.integer("max_kills_per_minute", 6, 1, 1000));
+      config.trend_window_s = reader.number("trend_window_s", config.trend_window_s, 1, 3600);
+      config.panic_allowed = reader.boolean("allow_panic", false);
       reader.finish();
     }
     if (const Json* cgroups = root.find("cgroups")) {
@@ -243,11 +333,41 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
         rule.watch_events = reader.boolean("watch_events", true);
         rule.pressure = readOptionalPressure(reader, "pressure", std::nullopt);
         rule.pressure_only_if_limited = reader.boolean("pressure_only_if_limited", true);
+        if (const Json* protection = reader.find("protection")) {
+          if (protection->is_string()) {
+            const auto level = policies::parseProtectionClass(protection->get<std::string>());
+            if (!level) {
+              ObjectReader::fail(reader.pathOf("protection"),
+                                 "must be critical, high, normal, low, sacrificial or an oom_score_adj, got \"" +
+                                     protection->get<std::string>() + "\"");
+            }
+            rule.oom_score_adj = policies::oomScoreAdjFor(*level);
+          } else {
+            rule.oom_score_adj = static_cast<int>(reader.integer("protection", 0, -1000, 1000));
+          }
+        }
+        if (const Json* group = reader.find("oom_group"); group != nullptr) {
+          rule.oom_group = reader.boolean("oom_group", false);
+        }
+        rule.preference = *policies::parsePreference(
+            reader.string("preference", "none", {"prefer", "none", "avoid", "omit"}));
+        if (const Json* act = reader.find("act")) {
+          rule.act = readAct(*act, reader.pathOf("act"), false);
+        }
         reader.finish();
         config.cgroups.push_back(std::move(rule));
       }
     }
     root.finish();
+    auto check_panic = [&](const std::optional<ActRule>& act, const std::string& path) {
+      if (act && act->action == policies::Action::kPanic && !config.panic_allowed) {
+        ObjectReader::fail(path, "\"panic\" needs the second opt-in /policy/allow_panic: true");
+      }
+    };
+    check_panic(config.host_act, "/host/act/action");
+    for (size_t i = 0; i < config.cgroups.size(); ++i) {
+      check_panic(config.cgroups[i].act, "/cgroups/" + std::to_string(i) + "/act/action");
+    }
     return config;
   } catch (const ConfigError& error) {
     throw ConfigError(source + ": " + error.what());

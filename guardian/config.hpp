@@ -4,11 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "policies/act.hpp"
 
 namespace oomguard::guardian {
 
@@ -26,6 +29,13 @@ struct PressureTrigger {
   [[nodiscard]] std::string triggerText() const;  // what is written to the file
 };
 
+// When and how oomguard acts in one OOM domain (mode "act" only).
+struct ActRule {
+  policies::Action action = policies::Action::kObserve;
+  policies::Thresholds when;
+  uint32_t sigterm_grace_ms = 0;
+};
+
 // What to watch in the cgroups whose path matches `match` (the first matching rule applies).
 // Globs: "*" matches within one path segment, "**" any number of segments; "/" is the root.
 struct CgroupRule {
@@ -33,10 +43,21 @@ struct CgroupRule {
   bool watch_events = true;                 // inotify on memory.events / memory.events.local
   std::optional<PressureTrigger> pressure;  // a PSI trigger, if any
   bool pressure_only_if_limited = true;     // arm it only where memory.max is finite (an OOM domain)
+  // Protections, applied in mode "act" to every process of the cgroup (and re-applied on refresh).
+  std::optional<int> oom_score_adj;
+  std::optional<bool> oom_group;
+  policies::Preference preference = policies::Preference::kNone;
+  // Acting before the kernel in this cgroup's OOM domain (only where memory.max is finite).
+  std::optional<ActRule> act;
 };
 
+// Every cgroup: memory.events watched, a memory "some 100 ms / 1 s" trigger where memory.max is finite.
+CgroupRule defaultCgroupRule();
+
 struct Config {
-  std::string mode = "observe";  // observe: never kills, never writes to anything but its own process
+  // observe: never kills, never writes to anything but its own process.
+  // act: applies the protections and the act rules (--dry-run: decides and logs, touches nothing).
+  std::string mode = "observe";
   double refresh_interval_s = 5.0;
   size_t rescan_candidates = 8;   // on an event, re-read this many top candidates of the domain
   size_t log_candidates = 5;      // candidates listed in a decision log line
@@ -45,9 +66,21 @@ struct Config {
     bool mlock = true;
   } self;
   std::string metrics_listen = "127.0.0.1:9743";
+  size_t metrics_top_k = 10;  // victims exported per domain
   bool read_kmsg = true;
   std::optional<PressureTrigger> host_pressure = PressureTrigger{};
-  std::vector<CgroupRule> cgroups = {CgroupRule{"/**", true, PressureTrigger{"memory", "some", 100000, 1000}, true}};
+  std::optional<ActRule> host_act;
+  // No kill storms: after a kill a domain waits cooldown_s (less if its memory is seen freed), and all
+  // domains together make at most max_kills_per_minute.
+  double cooldown_s = 10;
+  size_t max_kills_per_minute = 6;
+  double trend_window_s = 10;  // kill-allocating: growth is measured over this window
+  bool panic_allowed = false;  // the second opt-in an act rule with action "panic" needs
+  // The kernel's side of OOM handling, declared: applied at start (mode act), drift reported (metric and
+  // log) at every refresh, and written back only when enforce is true.
+  std::map<std::string, long> sysctls;  // "vm.panic_on_oom" -> 0
+  bool enforce_sysctls = false;
+  std::vector<CgroupRule> cgroups = {defaultCgroupRule()};
 };
 
 // Parses and validates. `source` names the input in messages (a file name).

@@ -42,16 +42,20 @@ uint64_t monotonicNowUs() {
   return static_cast<uint64_t>(now.tv_sec) * 1000000U + static_cast<uint64_t>(now.tv_nsec) / 1000U;
 }
 
-Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, std::ostream& summary,
-               MonotonicClock monotonic)
+Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, Metrics& metrics,
+               Actuator& actuator, std::ostream& summary, MonotonicClock monotonic)
     : io_(io),
       config_(std::move(config)),
       options_(std::move(options)),
       log_(log),
+      metrics_(metrics),
+      actuator_(actuator),
       summary_(summary),
       monotonic_(std::move(monotonic)),
       node_(options_.proc_root, options_.cgroup_root),
-      refresh_timer_(io) {}
+      refresh_timer_(io),
+      gate_(static_cast<uint64_t>(config_.cooldown_s * 1e6), config_.max_kills_per_minute),
+      growth_(static_cast<uint64_t>(config_.trend_window_s * 1e6)) {}
 
 Daemon::~Daemon() { stop(); }
 
@@ -63,6 +67,14 @@ void Daemon::start() {
   }
   if (options_.protect_self) {
     protectSelf();
+  }
+  // Never kill oomguard itself or the processes that started it.
+  for (pid_t pid = ::getpid(); pid > 1 && never_kill_.insert(pid).second;) {
+    auto process = node_.procfs().readProcess(pid, false);
+    if (!process) {
+      break;
+    }
+    pid = process.value().status.ppid;
   }
   if (options_.handle_signals) {
     signals_.emplace(io_, SIGINT, SIGTERM, SIGHUP);
@@ -93,6 +105,7 @@ void Daemon::start() {
   } else {
     kmsg_status_ = "off (read_kmsg: false)";
   }
+  checkSysctls(true);
   refresh();
   printSummary();
   log_.write("started", Json{{"version", kVersion},
@@ -352,7 +365,10 @@ void Daemon::removeCgroup(const std::string& path) {
       }
     }
     cgroups_.erase(cgroup);
-    domains_.erase(cgroup);
+    if (domains_.erase(cgroup) > 0) {
+      metrics_.forgetDomain(cgroup);
+    }
+    metrics_.forgetCgroup(cgroup);
     ++stats_.cgroups_removed;
     log_.write("cgroup_removed", Json{{"cgroup", cgroup}});
   }
@@ -411,6 +427,9 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
   for (const auto& [key, values] : keys) {
     if (values.second > values.first) {
       rose[key] = values.second - values.first;
+      if (!local) {
+        metrics_.countMemoryEvent(path, key, values.second - values.first);
+      }
       pressure_sign = pressure_sign || std::string_view(key) == "high" || std::string_view(key) == "max";
     }
   }
@@ -425,7 +444,10 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
   // Only the hierarchical file drives decisions, so one event is not decided twice; oom and oom_kill
   // mean the kernel has already acted, and the prediction made before it must stand for the check.
   if (!local && pressure_sign && !rose.contains("oom") && !rose.contains("oom_kill")) {
-    decide(path, Json{{"kind", "memory_event"}, {"cgroup", path}, {"rose", rose}});
+    policies::DomainObservation observation;
+    observation.events_high = rose.value("high", uint64_t{0});
+    observation.events_max = rose.value("max", uint64_t{0});
+    decide(path, Json{{"kind", "memory_event"}, {"cgroup", path}, {"rose", rose}}, observation);
   }
 }
 
@@ -452,13 +474,21 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
     trigger["resource"] = watch->trigger().resource;
     trigger["trigger"] = watch->trigger().triggerText();
   }
+  policies::DomainObservation observation;
   if (auto pressure = cgroupfs::parsePressure(text)) {
+    if (watch != nullptr && watch->trigger().resource == "memory") {
+      metrics_.setPressure(cgroup, pressure.value());
+      observation.some_avg10 = pressure.value().some.avg10 / 100.0;
+      if (pressure.value().full) {
+        observation.full_avg10 = pressure.value().full->avg10 / 100.0;
+      }
+    }
     trigger["some_avg10"] = pressure.value().some.avg10 / 100.0;
     if (pressure.value().full) {
       trigger["full_avg10"] = pressure.value().full->avg10 / 100.0;
     }
   }
-  decide(cgroup, std::move(trigger));
+  decide(cgroup, std::move(trigger), observation);
 }
 
 std::string Daemon::domainFor(const std::string& cgroup) const {
@@ -494,13 +524,12 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
     const auto& process = processes[candidate.scan_index];
     const auto previous = std::find_if(state.top.begin(), state.top.end(),
                                        [&](const Candidate& c) { return c.pid == process.pid; });
-    top.push_back(Candidate{process.pid, process.status.comm, previous != state.top.end() ? previous->cgroup : "",
-                            candidate.points, process.oom_score_adj});
+    top.push_back(candidateOf(process, candidate, previous != state.top.end() ? previous->cgroup : ""));
   }
   return top;
 }
 
-void Daemon::decide(const std::string& cgroup, Json trigger) {
+void Daemon::decide(const std::string& cgroup, Json trigger, policies::DomainObservation observation, bool may_act) {
   ++stats_.decisions;
   const std::string domain_path = domainFor(cgroup);
   auto found = domains_.find(domain_path);
@@ -528,26 +557,358 @@ void Daemon::decide(const std::string& cgroup, Json trigger) {
         break;
       }
       const auto& process = ranking.value().processOf(candidate);
-      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
-                              process.oom_score_adj});
+      top.push_back(candidateOf(process, candidate, process.cgroup.value_or("")));
     }
     found = domains_.find(domain_path);
   }
   auto& state = found->second;
   const uint64_t decided_us = monotonic_();
   const uint64_t reaction_us = decided_us >= event_arrived_us_ ? decided_us - event_arrived_us_ : 0;
+  metrics_.observeReaction(static_cast<double>(reaction_us) / 1e6);
   record(state, top, decided_us, true);
   const auto& domain = state.domain;
   domain_json = Json{{"kind", policies::toString(domain.kind)}, {"cgroup", domain.cgroup}, {"totalpages", domain.totalpages}};
   Json victim = top.empty() ? Json(nullptr) : candidatesJson({top.front()}).front();
-  log_.write("decision", Json{{"trigger", std::move(trigger)},
-                              {"domain", std::move(domain_json)},
-                              {"candidates", candidatesJson(top)},
-                              {"victim", std::move(victim)},
-                              {"action", "none"},
-                              {"mode", config_.mode},
-                              {"result", top.empty() ? "no_candidate" : "observed"},
-                              {"reaction_us", reaction_us}});
+  Json outcome{{"action", "none"}, {"result", top.empty() ? "no_candidate" : "observed"}};
+  if (const ActRule* rule = actRuleFor(domain_path); may_act && rule != nullptr && config_.mode == "act") {
+    outcome = act(domain_path, state, *rule, observation, decided_us);
+  }
+  Json line{{"trigger", std::move(trigger)},
+            {"domain", std::move(domain_json)},
+            {"candidates", candidatesJson(top)},
+            {"victim", std::move(victim)},
+            {"mode", config_.mode},
+            {"dry_run", options_.dry_run},
+            {"reaction_us", reaction_us}};
+  for (const auto& [key, value] : outcome.items()) {
+    line[key] = value;
+  }
+  const bool panicking = outcome.value("action", "") == "panic";
+  log_.write("decision", line);
+  if (panicking) {
+    // The decision is on stdout (flushed) before the kernel goes down.
+    const auto result = actuator_.panic();
+    log_.write("panic_failed", Json{{"detail", result.detail}});
+  }
+}
+
+const ActRule* Daemon::actRuleFor(const std::string& domain) const {
+  if (domain == "/") {
+    return config_.host_act ? &*config_.host_act : nullptr;
+  }
+  const CgroupRule* rule = ruleFor(config_, domain);
+  return rule != nullptr && rule->act ? &*rule->act : nullptr;
+}
+
+namespace {
+
+// A short, bounded name for what crossed a threshold (a metric label).
+std::string reasonKind(const std::string& reason) {
+  if (reason.starts_with("memory.events max")) return "memory_max";
+  if (reason.starts_with("memory.events high")) return "memory_high";
+  if (reason.starts_with("headroom")) return "headroom";
+  if (reason.starts_with("MemAvailable")) return "mem_available";
+  if (reason.starts_with("SwapFree")) return "swap_free";
+  if (reason.starts_with("PSI")) return "pressure";
+  return "other";
+}
+
+}  // namespace
+
+bool Daemon::readOomGroup(const std::string& cgroup) {
+  auto text = node_.cgroupfs().readText(cgroup, "memory.oom.group");
+  return text && text.value().starts_with('1');
+}
+
+void Daemon::observe(const std::string& domain_path, const ActRule& rule, policies::DomainObservation& observation) {
+  // What the thresholds look at, read now.
+  if (domain_path == "/") {
+    observation.mem_total_kb = facts_.meminfo.mem_total_kb;
+    if (auto meminfo = node_.procfs().readMemInfo()) {
+      observation.mem_available_kb = meminfo.value().mem_available_kb;
+      observation.swap_free_kb = meminfo.value().swap_free_kb;
+      observation.swap_total_kb = meminfo.value().swap_total_kb;
+    }
+  } else {
+    if (const auto watched = cgroups_.find(domain_path); watched != cgroups_.end()) {
+      observation.memory_max_bytes = watched->second.memory_max_bytes;
+    }
+    if (auto current = node_.cgroupfs().readText(domain_path, "memory.current")) {
+      if (auto bytes = cgroupfs::parseInteger(current.value()); bytes && bytes.value() >= 0) {
+        observation.memory_current_bytes = static_cast<uint64_t>(bytes.value());
+      }
+    }
+  }
+  if (rule.when.pressure_avg10 && !observation.some_avg10) {
+    auto pressure = domain_path == "/" ? node_.procfs().readPressure("memory")
+                                       : node_.cgroupfs().readPressure(domain_path, "memory");
+    if (pressure) {
+      observation.some_avg10 = pressure.value().some.avg10 / 100.0;
+      if (pressure.value().full) {
+        observation.full_avg10 = pressure.value().full->avg10 / 100.0;
+      }
+    }
+  }
+}
+
+void Daemon::checkLevels(uint64_t now_us) {
+  // Level thresholds (headroom, MemAvailable, SwapFree, held PSI) need looking at even when no event
+  // comes: a cheap reading per acting domain, and a full decision only when one is crossed.
+  if (config_.mode != "act") {
+    return;
+  }
+  std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
+  for (const auto& [path, state] : domains_) {
+    const ActRule* rule = actRuleFor(path);
+    if (rule == nullptr || rule->action == policies::Action::kObserve) {
+      continue;
+    }
+    const auto& when = rule->when;
+    if (!when.headroom_below && !when.mem_available_below && !when.swap_free_below && !when.pressure_avg10) {
+      continue;
+    }
+    policies::DomainObservation observation;
+    observe(path, *rule, observation);
+    if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
+      crossed.emplace_back(path, observation);
+    }
+  }
+  for (auto& [path, observation] : crossed) {
+    event_arrived_us_ = monotonic_();
+    decide(path, Json{{"kind", "threshold"}, {"cgroup", path}}, observation);
+  }
+}
+
+Json Daemon::act(const std::string& domain_path, DomainState& state, const ActRule& rule,
+                 policies::DomainObservation observation, uint64_t now_us) {
+  Json outcome{{"policy", policies::toString(rule.action)}};
+  observe(domain_path, rule, observation);
+  const auto crossed = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain_path], now_us);
+  if (!crossed) {
+    outcome["action"] = "none";
+    outcome["result"] = "below_threshold";
+    return outcome;
+  }
+  outcome["reason"] = *crossed;
+  if (auto refusal = gate_.refusal(domain_path, now_us)) {
+    ++stats_.kills_held;
+    outcome["action"] = "none";
+    outcome["result"] = "held";
+    outcome["held_by"] = *refusal;
+    return outcome;
+  }
+  if (rule.action == policies::Action::kPanic) {
+    outcome["action"] = "panic";
+    outcome["result"] = options_.dry_run ? "dry_run" : "panicking";
+    return outcome;
+  }
+  // The candidates in the guardian's view: the kernel's ranking plus the operator's protections.
+  const policies::OomDomain& domain = state.domain;
+  std::vector<policies::VictimCandidate> candidates;
+  auto add = [&](const Candidate& candidate) {
+    policies::VictimCandidate c;
+    c.pid = candidate.pid;
+    c.comm = candidate.comm;
+    c.cgroup = candidate.cgroup;
+    c.points = candidate.points;
+    c.oom_score_adj = candidate.oom_score_adj;
+    c.never_kill = never_kill_.contains(candidate.pid);
+    if (const CgroupRule* cgroup_rule = candidate.cgroup.empty() ? nullptr : ruleFor(config_, candidate.cgroup)) {
+      c.preference = cgroup_rule->preference;
+    }
+    c.growth_pages = growth_.growth(candidate.pid);
+    if (!candidate.cgroup.empty()) {
+      c.group_kill_cgroup = policies::oomGroupCgroup(candidate.cgroup, domain,
+                                                     [this](std::string_view cgroup) { return readOomGroup(std::string(cgroup)); });
+    }
+    candidates.push_back(std::move(c));
+  };
+  for (const auto& candidate : state.top) {
+    add(candidate);
+  }
+  if (rule.action == policies::Action::kKillAllocating) {
+    for (const auto& candidate : state.growers) {
+      if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return c.pid == candidate.pid; })) {
+        add(candidate);
+      }
+    }
+  }
+  const auto choice = policies::chooseVictim(rule.action, candidates);
+  if (!choice.victim) {
+    outcome["action"] = "none";
+    outcome["result"] = "no_victim";
+    outcome["why"] = choice.reason;
+    return outcome;
+  }
+  outcome["chosen_because"] = choice.reason;
+  auto kill = killVictim(domain_path, *choice.victim, rule, reasonKind(*crossed), now_us);
+  for (const auto& [key, value] : kill.items()) {
+    outcome[key] = value;
+  }
+  return outcome;
+}
+
+Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCandidate& victim, const ActRule& rule,
+                        const std::string& reason_kind, uint64_t now_us) {
+  Json outcome{{"target", Json{{"pid", victim.pid}, {"comm", victim.comm}, {"cgroup", victim.cgroup},
+                               {"points", victim.points}}}};
+  const std::string policy = policies::toString(rule.action);
+  if (victim.group_kill_cgroup) {
+    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
+    outcome["action"] = "kill_cgroup";
+    outcome["cgroup"] = *victim.group_kill_cgroup;
+    const auto result = actuator_.killCgroup(*victim.group_kill_cgroup);
+    outcome["result"] = result.ok ? (options_.dry_run ? "dry_run" : "killed") : "failed";
+    outcome["detail"] = result.detail;
+    metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
+    if (result.ok) {
+      ++stats_.kills;
+      gate_.recordKill(domain_path, now_us);
+      cooling_[domain_path] = Cooling{nullptr, *victim.group_kill_cgroup};
+    }
+    return outcome;
+  }
+  outcome["action"] = "kill";
+  auto pinned = actuator_.pin(victim.pid);
+  if (!pinned) {
+    outcome["result"] = "gone";
+    outcome["detail"] = pinned.error().describe();
+    metrics_.countKill(policy, reason_kind, "gone");
+    return outcome;
+  }
+  // Now that the pid is pinned, what /proc and the tree show belong to the pinned process: check it is
+  // the one chosen. Membership is checked in the tree (cgroup.procs), where it was found: paths in
+  // /proc/<pid>/cgroup are relative to the reader's cgroup namespace.
+  auto now = node_.procfs().readProcess(victim.pid, false);
+  bool member = victim.cgroup.empty();
+  if (!member) {
+    if (auto procs = node_.cgroupfs().readText(victim.cgroup, "cgroup.procs")) {
+      if (auto pids = cgroupfs::parsePidList(procs.value())) {
+        member = std::find(pids.value().begin(), pids.value().end(), victim.pid) != pids.value().end();
+      }
+    }
+  }
+  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member;
+  if (!same) {
+    ++stats_.kills_no_data;
+    outcome["result"] = "changed";
+    outcome["detail"] = now ? "pid " + std::to_string(victim.pid) + " is no longer the chosen process" : now.error().describe();
+    metrics_.countKill(policy, reason_kind, "gone");
+    return outcome;
+  }
+  const auto result = actuator_.kill(pinned.value(), rule.sigterm_grace_ms);
+  outcome["result"] = result.ok ? (options_.dry_run ? "dry_run" : "killed") : "failed";
+  outcome["detail"] = result.detail;
+  metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
+  if (result.ok) {
+    ++stats_.kills;
+    gate_.recordKill(domain_path, now_us);
+    cooling_[domain_path] = Cooling{pinned.value(), {}};
+  }
+  return outcome;
+}
+
+void Daemon::checkSysctls(bool at_start) {
+  for (const auto& [name, wanted] : config_.sysctls) {
+    std::string relative = name;
+    std::replace(relative.begin(), relative.end(), '.', '/');
+    auto current = node_.procfs().readSysctl(relative);
+    if (!current) {
+      log_.write("sysctl", Json{{"name", name}, {"result", "unreadable"}, {"error", current.error().describe()}});
+      continue;
+    }
+    const bool drifted = current.value() != wanted;
+    const bool may_write = config_.mode == "act" && (at_start || config_.enforce_sysctls);
+    if (drifted && may_write) {
+      const auto result = actuator_.writeSysctl(name, wanted);
+      log_.write("sysctl", Json{{"name", name}, {"from", current.value()}, {"to", wanted},
+                                {"result", result.ok ? (at_start ? "applied" : "enforced") : "failed"},
+                                {"detail", result.detail}});
+      if (result.ok && !options_.dry_run) {
+        metrics_.setSysctlDrift(name, false);
+        sysctl_drift_[name] = false;
+        continue;
+      }
+    }
+    metrics_.setSysctlDrift(name, drifted);
+    const auto previous = sysctl_drift_.find(name);
+    if (previous == sysctl_drift_.end() || previous->second != drifted) {
+      if (drifted) {
+        log_.write("sysctl_drift", Json{{"name", name}, {"wanted", wanted}, {"current", current.value()},
+                                        {"enforce", config_.enforce_sysctls}});
+      } else if (previous != sysctl_drift_.end()) {
+        log_.write("sysctl_drift_cleared", Json{{"name", name}, {"value", current.value()}});
+      }
+      sysctl_drift_[name] = drifted;
+    }
+  }
+}
+
+void Daemon::releaseCooldowns() {
+  // A domain's cooldown ends early once its victim is seen gone (its memory is back).
+  for (auto it = cooling_.begin(); it != cooling_.end();) {
+    bool freed = false;
+    if (it->second.victim) {
+      freed = it->second.victim->exited();
+    } else {
+      auto procs = node_.cgroupfs().readText(it->second.killed_cgroup, "cgroup.procs");
+      freed = !procs || procs.value().empty();
+    }
+    if (freed) {
+      gate_.release(it->first);
+      log_.write("cooldown_released", Json{{"domain", it->first}, {"reason", "victim gone"}});
+      it = cooling_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
+                              const std::vector<cgroupfs::ProcessSnapshot>& processes) {
+  if (config_.mode != "act") {
+    return;  // observe: never writes
+  }
+  for (const auto& [path, watched] : cgroups_) {
+    const CgroupRule* rule = ruleFor(config_, path);
+    if (rule == nullptr) {
+      continue;
+    }
+    if (rule->oom_group && path != "/" && readOomGroup(path) != *rule->oom_group) {
+      const auto result = actuator_.setOomGroup(path, *rule->oom_group);
+      ++stats_.protections_applied;
+      log_.write("protection", Json{{"cgroup", path}, {"memory.oom.group", *rule->oom_group}, {"ok", result.ok},
+                                    {"detail", result.detail}});
+    }
+    if (!rule->oom_score_adj) {
+      continue;
+    }
+    auto text = node_.cgroupfs().readText(path, "cgroup.procs");
+    if (!text) {
+      continue;
+    }
+    auto pids = cgroupfs::parsePidList(text.value());
+    if (!pids) {
+      continue;
+    }
+    for (const pid_t pid : pids.value()) {
+      const auto found = by_pid.find(pid);
+      if (found == by_pid.end() || never_kill_.contains(pid) ||
+          processes[found->second].oom_score_adj == *rule->oom_score_adj) {
+        continue;
+      }
+      const auto result = actuator_.setOomScoreAdj(pid, *rule->oom_score_adj);
+      ++stats_.protections_applied;
+      log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", *rule->oom_score_adj},
+                                    {"ok", result.ok}, {"detail", result.detail}});
+    }
+  }
+}
+
+Daemon::Candidate Daemon::candidateOf(const cgroupfs::ProcessSnapshot& process, const policies::Candidate& ranked,
+                                      std::string cgroup) {
+  return Candidate{process.pid, process.status.comm, std::move(cgroup), ranked.points, process.oom_score_adj,
+                   ranked.oom_score, std::nullopt};
 }
 
 void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change) {
@@ -555,6 +916,7 @@ void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_
   const bool changed = state.history.empty() || state.history.back().victim.has_value() != victim.has_value() ||
                        (victim && state.history.back().victim->pid != victim->pid);
   state.top = std::move(top);
+  publishRanking(state);
   if (!changed) {
     return;  // the prediction in force stays the newest entry: steady state allocates nothing here
   }
@@ -568,6 +930,18 @@ void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_
                                     {"totalpages", state.domain.totalpages}}},
                     {"victim", victim ? candidatesJson({*victim}).front() : Json(nullptr)}});
   }
+}
+
+void Daemon::publishRanking(const DomainState& state) {
+  std::vector<RankedVictim> top;
+  const std::string domain = state.domain.kind == policies::DomainKind::kHost ? "host" : state.domain.cgroup;
+  for (size_t i = 0; i < state.top.size() && i < config_.metrics_top_k; ++i) {
+    const auto& candidate = state.top[i];
+    top.push_back(RankedVictim{i + 1, candidate.cgroup, candidate.comm, candidate.points, candidate.oom_score, {}});
+  }
+  // Until protections exist (the policies), oomguard's order is the kernel's.
+  metrics_.setVictimRanking(domain, "kernel", top);
+  metrics_.setVictimRanking(domain, "oomguard", top);
 }
 
 Json Daemon::candidatesJson(const std::vector<Candidate>& top) const {
@@ -588,14 +962,18 @@ void Daemon::onKmsg(const std::string& text) {
   if (!record) {
     return;
   }
+  std::vector<std::string> reranks;  // domains whose prediction a kernel kill has made stale
   for (auto& event : oom_reports_.feed(record.value().message, record.value().timestamp_us)) {
     if (const auto* kill = std::get_if<cgroupfs::KernelOomKill>(&event)) {
       ++stats_.kernel_oom_kills;
+      metrics_.countKernelOomKill(kill->summary.constraint);
       const std::string domain = kill->summary.oom_memcg && !kill->summary.global_oom ? *kill->summary.oom_memcg : "/";
+      // cpuset and mempolicy OOMs scan only the tasks allowed on those nodes: not modelled here.
+      const bool modelled = kill->summary.constraint == "CONSTRAINT_NONE" || kill->summary.constraint == "CONSTRAINT_MEMCG";
       // The prediction in force when the OOM began: the newest one recorded before the report's first line.
       std::optional<Candidate> predicted;
       bool have_prediction = false;
-      if (const auto found = domains_.find(domain); found != domains_.end()) {
+      if (const auto found = domains_.find(domain); modelled && found != domains_.end()) {
         for (auto it = found->second.history.rbegin(); it != found->second.history.rend(); ++it) {
           if (it->at_us <= kill->started_us || kill->started_us == 0) {
             predicted = it->victim;
@@ -605,12 +983,29 @@ void Daemon::onKmsg(const std::string& text) {
         }
       }
       std::string result = "none";
-      if (have_prediction && predicted) {
+      if (!modelled) {
+        result = "unmodelled";
+        ++stats_.predictions_missing;
+      } else if (kill->rate_limited && !kill->summary.oom_memcg && kill->summary.constraint == "CONSTRAINT_MEMCG") {
+        result = "none";  // the report that names the memcg was rate-limited away
+        ++stats_.predictions_missing;
+      } else if (have_prediction && predicted && kernel_killed_.contains(predicted->pid) &&
+                 predicted->pid != kill->victim.pid) {
+        // The prediction still names an earlier victim: a second OOM came before a fresh ranking.
+        result = "stale";
+        ++stats_.predictions_missing;
+      } else if (have_prediction && predicted) {
         result = predicted->pid == kill->victim.pid ? "match" : "mismatch";
         ++(result == "match" ? stats_.predictions_match : stats_.predictions_mismatch);
+        metrics_.countPrediction(result);
       } else {
         ++stats_.predictions_missing;
       }
+      kernel_killed_.insert(kill->victim.pid);
+      if (kernel_killed_.size() > 4096) {
+        kernel_killed_.erase(kernel_killed_.begin());
+      }
+      reranks.push_back(modelled ? domain : "/");
       log_.write("kernel_oom_kill",
                  Json{{"constraint", kill->summary.constraint},
                       {"domain", domain},
@@ -624,15 +1019,22 @@ void Daemon::onKmsg(const std::string& text) {
                                       {"oom_score_adj", kill->victim.oom_score_adj ? Json(*kill->victim.oom_score_adj)
                                                                                    : Json(nullptr)}}},
                       {"allocating_task", kill->victim.allocating_task},
+                      {"report_rate_limited", kill->rate_limited},
                       {"invoked_by", kill->invocation.comm},
                       {"predicted", predicted ? candidatesJson({*predicted}).front() : Json(nullptr)},
                       {"prediction", result}});
     } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&event)) {
       log_.write("kernel_oom_group_kill", Json{{"cgroup", group->cgroup}});
     } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&event)) {
+      kernel_killed_.insert(member->process.pid);
       log_.write("kernel_oom_group_member_killed",
                  Json{{"cgroup", member->cgroup}, {"pid", member->process.pid}, {"comm", member->process.comm}});
     }
+  }
+  // A fresh prediction for each domain the kernel just acted in (logged; never acts: the kernel did).
+  for (const auto& domain : reranks) {
+    event_arrived_us_ = monotonic_();
+    decide(domain, Json{{"kind", "kernel_oom_kill"}, {"cgroup", domain}}, policies::DomainObservation{}, false);
   }
 }
 
@@ -652,6 +1054,7 @@ void Daemon::scheduleRefresh() {
 
 void Daemon::refresh() {
   ++stats_.refreshes;
+  const uint64_t scan_started_us = monotonic_();
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
   }
@@ -689,12 +1092,11 @@ void Daemon::refresh() {
       }
       auto& process = host.processes[candidate.scan_index];
       node_.ensureCgroup(process);
-      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
-                              process.oom_score_adj});
+      top.push_back(candidateOf(process, candidate, process.cgroup.value_or("")));
     }
     auto& state = domains_["/"];
     state.domain = host.domain;
-    record(state, std::move(top), now_us, true);
+    record(state, std::move(top), monotonic_(), true);  // stamped once its data is read
   }
   // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
   // subtree (read once per refresh, however many domains nest). The tree is the watch set, kept by
@@ -703,6 +1105,37 @@ void Daemon::refresh() {
   by_pid.reserve(host.processes.size());
   for (size_t i = 0; i < host.processes.size(); ++i) {
     by_pid[host.processes[i].pid] = i;
+  }
+  applyProtections(by_pid, host.processes);
+  releaseCooldowns();
+  checkSysctls(false);
+  // Growth over the trend window (kill-allocating), only where a rule could use it.
+  const bool tracks_growth =
+      (config_.host_act && config_.host_act->action == policies::Action::kKillAllocating) ||
+      std::any_of(config_.cgroups.begin(), config_.cgroups.end(), [](const CgroupRule& rule) {
+        return rule.act && rule.act->action == policies::Action::kKillAllocating;
+      });
+  if (tracks_growth) {
+    const long page_kb = static_cast<long>(facts_.page_size_bytes / 1024);
+    std::vector<Candidate> growers;
+    for (const auto& process : host.processes) {
+      const auto& st = process.status;
+      growth_.sample(process.pid, now_us,
+                     static_cast<long>(st.rss_anon_kb + st.rss_file_kb + st.rss_shmem_kb + st.swap_kb) / page_kb);
+      if (const auto grew = growth_.growth(process.pid); grew && *grew > 0 && st.has_mm) {
+        growers.push_back(Candidate{process.pid, process.status.comm, "", 0, process.oom_score_adj, 0, *grew});
+      }
+    }
+    growth_.forgetOlderThan(now_us - std::min(now_us, static_cast<uint64_t>(2 * config_.trend_window_s * 1e6)));
+    std::sort(growers.begin(), growers.end(), [](const auto& a, const auto& b) { return *a.growth_pages > *b.growth_pages; });
+    growers.resize(std::min(growers.size(), keep));
+    for (auto& grower : growers) {
+      auto& process = host.processes[by_pid[grower.pid]];
+      node_.ensureCgroup(process);
+      grower.cgroup = process.cgroup.value_or("");
+      grower.points = policies::oomBadness(process, facts_.host_totalpages, facts_.page_size_bytes);
+    }
+    domains_["/"].growers = std::move(growers);
   }
   std::unordered_map<std::string, std::vector<pid_t>> procs;
   for (const auto& path : limited) {
@@ -739,13 +1172,26 @@ void Daemon::refresh() {
         break;
       }
       const auto& process = members[candidate.scan_index];
-      top.push_back(Candidate{process.pid, process.status.comm, process.cgroup.value_or(""), candidate.points,
-                              process.oom_score_adj});
+      top.push_back(candidateOf(process, candidate, process.cgroup.value_or("")));
     }
     auto& state = domains_[path];
     state.domain = domain;
-    record(state, std::move(top), now_us, true);
+    record(state, std::move(top), monotonic_(), true);  // stamped once its data is read
   }
+  // Memory PSI for the metrics: the host every refresh, the OOM domains with the full limit scans
+  // (and whenever their trigger fires).
+  if (auto pressure = node_.procfs().readPressure("memory")) {
+    metrics_.setPressure("/", pressure.value());
+  }
+  if (full_scan) {
+    for (const auto& path : limited) {
+      if (auto pressure = node_.cgroupfs().readPressure(path, "memory")) {
+        metrics_.setPressure(path, pressure.value());
+      }
+    }
+  }
+  metrics_.observeScanDuration(static_cast<double>(monotonic_() - scan_started_us) / 1e6);
+  checkLevels(now_us);
 }
 
 void Daemon::resync() {

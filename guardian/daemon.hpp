@@ -18,8 +18,11 @@
 #include <vector>
 
 #include "cgroupfs/kmsg.hpp"
+#include "guardian/actuator.hpp"
 #include "guardian/config.hpp"
+#include "policies/act.hpp"
 #include "guardian/event_log.hpp"
+#include "guardian/metrics.hpp"
 #include "guardian/node.hpp"
 #include "guardian/watchers.hpp"
 
@@ -52,12 +55,16 @@ struct DaemonStats {
   uint64_t cgroups_added = 0;
   uint64_t cgroups_removed = 0;
   uint64_t read_errors = 0;
+  uint64_t kills = 0;
+  uint64_t kills_held = 0;       // a threshold was crossed but the kill gate refused
+  uint64_t kills_no_data = 0;    // a decision that could not read what it needed: no kill
+  uint64_t protections_applied = 0;
 };
 
 class Daemon {
  public:
-  Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, std::ostream& summary,
-         MonotonicClock monotonic = monotonicNowUs);
+  Daemon(boost::asio::io_context& io, Config config, DaemonOptions options, EventLog& log, Metrics& metrics,
+         Actuator& actuator, std::ostream& summary, MonotonicClock monotonic = monotonicNowUs);
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -81,6 +88,8 @@ class Daemon {
     std::string cgroup;
     long points = 0;
     int oom_score_adj = 0;
+    long oom_score = 0;  // on the host's scale, as /proc/<pid>/oom_score
+    std::optional<long> growth_pages;  // over the trend window
   };
   struct Prediction {
     uint64_t at_us = 0;
@@ -89,6 +98,7 @@ class Daemon {
   struct DomainState {
     policies::OomDomain domain;
     std::vector<Candidate> top;           // highest first
+    std::vector<Candidate> growers;       // the host's fastest growers at the last refresh (kill-allocating)
     std::deque<Prediction> history;       // each change of the predicted victim, newest last, bounded
   };
   struct WatchedCgroup {
@@ -130,8 +140,31 @@ class Daemon {
   void resync();
   // The OOM domain an event in `cgroup` concerns: the nearest limited cgroup at or above it, else the host.
   std::string domainFor(const std::string& cgroup) const;
-  void decide(const std::string& cgroup, nlohmann::ordered_json trigger);
+  // A fresh ranking of the domain `cgroup` belongs to, logged as a decision; in mode act (and when
+  // may_act) the domain's act rule runs on it.
+  void decide(const std::string& cgroup, nlohmann::ordered_json trigger, policies::DomainObservation observation,
+              bool may_act = true);
+  // Mode "act": the act rule of a domain ("/" = host), or nullptr.
+  const ActRule* actRuleFor(const std::string& domain) const;
+  // Thresholds, kill gate, victim, kill. Returns the decision's action/result fields.
+  nlohmann::ordered_json act(const std::string& domain_path, DomainState& state, const ActRule& rule,
+                             policies::DomainObservation observation, uint64_t now_us);
+  // Fills what a domain's thresholds look at (memory.current, MemAvailable, PSI), read now.
+  void observe(const std::string& domain_path, const ActRule& rule, policies::DomainObservation& observation);
+  // At each refresh: the level thresholds of every acting domain.
+  void checkLevels(uint64_t now_us);
+  nlohmann::ordered_json killVictim(const std::string& domain_path, const policies::VictimCandidate& victim,
+                                    const ActRule& rule, const std::string& reason_kind, uint64_t now_us);
+  void applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
+                        const std::vector<cgroupfs::ProcessSnapshot>& processes);
+  void releaseCooldowns();
+  // Declared sysctls: applied at start (mode act), compared at every refresh.
+  void checkSysctls(bool at_start);
+  bool readOomGroup(const std::string& cgroup);
   void record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change);
+  void publishRanking(const DomainState& state);
+  static Candidate candidateOf(const cgroupfs::ProcessSnapshot& process, const policies::Candidate& ranked,
+                               std::string cgroup);
   std::vector<Candidate> rerankHostTop(const DomainState& state);
   nlohmann::ordered_json candidatesJson(const std::vector<Candidate>& top) const;
 
@@ -139,6 +172,8 @@ class Daemon {
   Config config_;
   DaemonOptions options_;
   EventLog& log_;
+  Metrics& metrics_;
+  Actuator& actuator_;
   std::ostream& summary_;
   MonotonicClock monotonic_;
   Node node_;
@@ -155,6 +190,17 @@ class Daemon {
   std::unordered_map<int, std::pair<std::string, WatchKind>> watches_;
   std::map<std::string, DomainState> domains_;  // "/" is the host
   cgroupfs::OomReportAssembler oom_reports_;
+  policies::KillGate gate_;
+  policies::GrowthTracker growth_;
+  std::map<std::string, policies::ThresholdState> threshold_states_;
+  std::set<pid_t> never_kill_;  // oomguard and its parent chain
+  struct Cooling {
+    std::shared_ptr<PinnedProcess> victim;  // null for a cgroup kill
+    std::string killed_cgroup;
+  };
+  std::map<std::string, Cooling> cooling_;
+  std::map<std::string, bool> sysctl_drift_;
+  std::set<pid_t> kernel_killed_;  // victims of kernel OOM kills seen on kmsg (bounded)  // the last drift state logged, per sysctl
   DaemonStats stats_;
   uint64_t event_arrived_us_ = 0;  // when the event being handled reached the loop
   bool stopped_ = false;

@@ -5,6 +5,7 @@
 
 #include "guardian/commands.hpp"
 #include "guardian/config.hpp"
+#include "guardian/metrics_prometheus.hpp"
 #include "guardian/run.hpp"
 #include "guardian/version.hpp"
 
@@ -50,6 +51,10 @@ int runMain(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "The event-driven daemon; with no config it only observes and logs");
   run->add_option("--config", config_path, "JSON config file (see examples/oomguard.json)");
   run->add_flag("--dry-run", dry_run, "Decide and log as configured, but act on nothing");
+  std::optional<std::string> metrics_listen;
+  run->add_option("--metrics-listen", metrics_listen,
+                  "Serve /metrics and /healthz on ADDR:PORT (default: the config's metrics.listen, 127.0.0.1:9743)")
+      ->check([](const std::string& value) { return listenAddressError(value).value_or(""); });
 
   std::string check_path;
   auto* check = app.add_subcommand("check-config", "Validate a config file; errors name the JSON path");
@@ -93,7 +98,7 @@ int runMain(int argc, char** argv) {
     }
   }
   if (run->parsed()) {
-    return runDaemon(RunOptions{proc_root, cgroup_root, config_path, dry_run}, std::cout, std::cerr);
+    return runDaemon(RunOptions{proc_root, cgroup_root, config_path, dry_run, metrics_listen}, std::cout, std::cerr);
   }
   return kExitUsage;
 }

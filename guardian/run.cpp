@@ -1,12 +1,26 @@
 #include "guardian/run.hpp"
 
+#include <sys/utsname.h>
+
 #include <boost/asio/io_context.hpp>
 #include <ostream>
 
 #include "guardian/commands.hpp"
+#include "guardian/actuator.hpp"
 #include "guardian/daemon.hpp"
+#include "guardian/metrics_prometheus.hpp"
+#include "guardian/version.hpp"
 
 namespace oomguard::guardian {
+
+namespace {
+
+std::string kernelRelease() {
+  utsname names{};
+  return ::uname(&names) == 0 ? std::string(names.release) : std::string("unknown");
+}
+
+}  // namespace
 
 int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   Config config;
@@ -25,7 +39,29 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   daemon_options.cgroup_root = options.cgroup_root;
   daemon_options.config_path = options.config_path;
   daemon_options.dry_run = options.dry_run;
-  Daemon daemon(io, std::move(config), daemon_options, log, err);
+  if (options.metrics_listen) {
+    config.metrics_listen = *options.metrics_listen;
+  }
+  // The exporter serves from its own threads, started before the daemon so that an address already in
+  // use stops oomguard at once, before it has watched or armed anything.
+  if (auto error = listenAddressError(config.metrics_listen)) {
+    err << "oomguard: metrics listen address " << *error << "\n";
+    return kExitUsage;
+  }
+  PrometheusMetrics metrics(config.metrics_top_k, kVersion, kernelRelease());
+  try {
+    metrics.serve(config.metrics_listen);
+  } catch (const std::exception& error) {
+    err << "oomguard: " << error.what() << "\n";
+    return kExitFailure;
+  }
+  const auto ports = metrics.listeningPorts();
+  log.write("metrics_listening", nlohmann::ordered_json{{"listen", config.metrics_listen},
+                                                        {"port", ports.empty() ? 0 : ports.front()}});
+  SystemActuator system_actuator(io, options.proc_root, options.cgroup_root);
+  DryRunActuator dry_run_actuator;
+  Actuator& actuator = options.dry_run ? static_cast<Actuator&>(dry_run_actuator) : system_actuator;
+  Daemon daemon(io, std::move(config), daemon_options, log, metrics, actuator, err);
   daemon.start();
   io.run();
   log.write("stopped", nlohmann::ordered_json{{"decisions", daemon.stats().decisions},

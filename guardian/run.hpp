@@ -12,6 +12,7 @@ struct RunOptions {
   std::string cgroup_root = "/sys/fs/cgroup";
   std::optional<std::string> config_path;
   bool dry_run = false;
+  std::optional<std::string> metrics_listen;  // --metrics-listen: overrides the config's metrics.listen
 };
 
 // Returns the exit code: 0 after SIGTERM/SIGINT, 2 for a bad config (nothing started then).

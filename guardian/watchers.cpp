@@ -1,5 +1,7 @@
 #include "guardian/watchers.hpp"
 
+#include "cgroupfs/parse.hpp"
+
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -61,6 +63,12 @@ cgroupfs::Result<std::shared_ptr<PressureWatch>> PressureWatch::arm(boost::asio:
   auto watch = std::make_shared<PressureWatch>(io, fd, file, effective, std::move(callback));
   watch->adjusted_ = std::move(adjusted);
   watch->requested_ = trigger;
+  // The stall total at arming: a fire must grow it.
+  std::string initial(512, '\0');
+  if (const ssize_t got = ::pread(fd, initial.data(), initial.size(), 0); got > 0) {
+    initial.resize(static_cast<size_t>(got));
+    watch->last_total_us_ = watch->stallTotal(initial);
+  }
   watch->wait();
   return watch;
 }
@@ -83,8 +91,28 @@ void PressureWatch::wait() {
                            }
                            const std::string text(self->buffer_.data(), got > 0 ? static_cast<size_t>(got) : 0);
                            self->wait();
+                           // A real fire means stall time accrued: a wake-up whose total did not grow is
+                           // not the kernel's trigger (readiness left over from another, closed descriptor).
+                           const auto total = self->stallTotal(text);
+                           if (total && self->last_total_us_ && *total <= *self->last_total_us_) {
+                             return;
+                           }
+                           if (total) {
+                             self->last_total_us_ = total;
+                           }
                            self->callback_(false, text);
                          });
+}
+
+std::optional<uint64_t> PressureWatch::stallTotal(const std::string& text) const {
+  auto pressure = cgroupfs::parsePressure(text);
+  if (!pressure) {
+    return std::nullopt;
+  }
+  if (trigger_.kind == "full") {
+    return pressure.value().full ? std::optional<uint64_t>(pressure.value().full->total_us) : std::nullopt;
+  }
+  return pressure.value().some.total_us;
 }
 
 void PressureWatch::close() {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,8 @@ class PressureWatch : public std::enable_shared_from_this<PressureWatch> {
   std::string buffer_;
   std::string adjusted_;
   PressureTrigger requested_;
+  std::optional<uint64_t> last_total_us_;  // the trigger kind's stall total at arming / the last fire
+  [[nodiscard]] std::optional<uint64_t> stallTotal(const std::string& text) const;
 };
 
 // One inotify instance. Callbacks get the watch descriptor, the mask and the name (for directory events).

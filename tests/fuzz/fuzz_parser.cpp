@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "cgroupfs/kmsg.hpp"
 #include "cgroupfs/parse.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -25,6 +25,7 @@ seeds_for() {
     parseWordList) ls "$fixtures"/host-*/*cgroup.controllers "$fixtures"/*/cgroup/cgroup.controllers ;;
     parseBuddyInfo) ls "$fixtures"/host-*/buddyinfo ;;
     parseKernelRelease) ls "$fixtures"/host-*/osrelease "$fixtures"/*/proc/sys/kernel/osrelease ;;
+    parseKmsgRecord|parseOomKillSummary|parseKilledProcess|OomReportAssembler) ls "$fixtures"/kmsg-*/*.txt ;;
   esac 2>/dev/null || true
 }
 

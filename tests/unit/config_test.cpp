@@ -28,7 +28,7 @@ TEST(Config, EmptyObjectGivesTheDefaults) {
 
 TEST(Config, TheExampleIsValid) {
   const Config config = loadConfigFile(std::string(OOMGUARD_SOURCE_DIR) + "/examples/oomguard.json");
-  ASSERT_EQ(config.cgroups.size(), 3U);
+  ASSERT_EQ(config.cgroups.size(), 4U);
   EXPECT_EQ(config.cgroups[0].pressure->kind, "full");
   EXPECT_FALSE(config.cgroups[1].pressure.has_value());
   EXPECT_EQ(config.metrics_listen, "127.0.0.1:9743");
@@ -75,7 +75,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"bad_kind", R"({"host":{"pressure":{"kind":"most"}}})",
                   "/host/pressure/kind: must be one of \"some\", \"full\", got \"most\""},
         BadConfig{"bad_resource", R"({"host":{"pressure":{"resource":"disk"}}})", "/host/pressure/resource: must be one of"},
-        BadConfig{"bad_mode", R"({"mode":"kill-worst"})", "/mode: must be one of \"observe\", got \"kill-worst\""},
+        BadConfig{"bad_mode", R"({"mode":"kill-worst"})", "/mode: must be one of \"observe\", \"act\", got \"kill-worst\""},
         BadConfig{"bad_listen", R"({"metrics":{"listen":"9743"}})", "/metrics/listen: must be ADDRESS:PORT"},
         BadConfig{"bad_port", R"({"metrics":{"listen":"0.0.0.0:99999"}})", "/metrics/listen: port must be 0..65535"},
         BadConfig{"adj_range", R"({"self":{"oom_score_adj":-1001}})", "/self/oom_score_adj: must be between -1000 and 1000"},
@@ -84,8 +84,64 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"version", R"({"version":2})", "/version: must be between 1 and 1, got 2"},
         BadConfig{"syntax_error_line_column", "{\n  \"mode\": \"observe\",\n  \"refresh_interval_s\": ,\n}",
                   "test.json:3:25: syntax error"},
-        BadConfig{"truncated", "{\"cgroups\": [", "test.json:1:"}),
+        BadConfig{"truncated", "{\"cgroups\": [", "test.json:1:"},
+        BadConfig{"panic_needs_second_opt_in", R"({"host":{"act":{"action":"panic","when":{"mem_available_below":0.01}}}})",
+                  "/host/act/action: \"panic\" needs the second opt-in /policy/allow_panic: true"},
+        BadConfig{"act_without_when", R"({"cgroups":[{"match":"/a","act":{"action":"kill-worst"}}]})",
+                  "/cgroups/0/act/when: is required for action \"kill-worst\""},
+        BadConfig{"act_when_empty", R"({"cgroups":[{"match":"/a","act":{"action":"kill-worst","when":{}}}]})",
+                  "/cgroups/0/act/when: names no condition"},
+        BadConfig{"bad_protection_class", R"({"cgroups":[{"match":"/a","protection":"vip"}]})",
+                  "/cgroups/0/protection: must be critical, high, normal, low, sacrificial or an oom_score_adj"},
+        BadConfig{"protection_range", R"({"cgroups":[{"match":"/a","protection":-2000}]})",
+                  "/cgroups/0/protection: must be between -1000 and 1000"},
+        BadConfig{"host_floor_on_cgroup", R"({"cgroups":[{"match":"/a","act":{"action":"kill-worst","when":{"mem_available_below":0.1}}}]})",
+                  "/cgroups/0/act/when: mem_available_below and swap_free_below apply to the host only"},
+        BadConfig{"headroom_on_host", R"({"host":{"act":{"action":"kill-worst","when":{"headroom_below":0.1}}}})",
+                  "/host/act/when/headroom_below: applies to cgroups"},
+        BadConfig{"unknown_sysctl", R"({"sysctls":{"values":{"vm.swappiness":10}}})", "/sysctls/values/vm.swappiness: unknown key"},
+        BadConfig{"sysctl_range", R"({"sysctls":{"values":{"vm.panic_on_oom":3}}})",
+                  "/sysctls/values/vm.panic_on_oom: must be between 0 and 2, got 3"},
+        BadConfig{"bad_preference", R"({"cgroups":[{"match":"/a","preference":"never"}]})", "/cgroups/0/preference: must be one of"},
+        BadConfig{"bad_action", R"({"host":{"act":{"action":"reboot"}}})", "/host/act/action: must be one of"},
+        BadConfig{"pressure_ratio_range", R"({"host":{"act":{"action":"kill-worst","when":{"pressure":{"avg10":20}}}}})",
+                  "/host/act/when/pressure/avg10: must be between 0 and 1"}),
     [](const auto& test_info) { return std::string(test_info.param.name); });
+
+TEST(Config, ActRulesAndProtections) {
+  const Config config = parseConfig(R"({"mode": "act",
+    "policy": {"cooldown_s": 5, "max_kills_per_minute": 3, "trend_window_s": 20, "allow_panic": true},
+    "host": {"act": {"action": "panic", "when": {"mem_available_below": 0.02, "pressure": {"kind": "full", "avg10": 0.5, "held_s": 3}}}},
+    "cgroups": [{"match": "/k/**", "protection": "critical", "oom_group": true, "preference": "avoid",
+                 "act": {"action": "kill-allocating", "sigterm_grace_ms": 500, "when": {"headroom_below": 0.05, "on_memory_max": true}}},
+                {"match": "/batch/*", "protection": 700}]})",
+                                    "t");
+  EXPECT_EQ(config.mode, "act");
+  EXPECT_DOUBLE_EQ(config.cooldown_s, 5);
+  EXPECT_TRUE(config.panic_allowed);
+  ASSERT_TRUE(config.host_act);
+  EXPECT_EQ(config.host_act->action, policies::Action::kPanic);
+  EXPECT_EQ(config.host_act->when.pressure_held_us, 3000000U);
+  EXPECT_EQ(config.host_act->when.pressure_kind, std::optional<std::string>("full"));
+  const auto& k = config.cgroups[0];
+  EXPECT_EQ(k.oom_score_adj, std::optional<int>(-998));
+  EXPECT_EQ(k.oom_group, std::optional<bool>(true));
+  EXPECT_EQ(k.preference, policies::Preference::kAvoid);
+  ASSERT_TRUE(k.act);
+  EXPECT_EQ(k.act->action, policies::Action::kKillAllocating);
+  EXPECT_EQ(k.act->sigterm_grace_ms, 500U);
+  EXPECT_TRUE(k.act->when.on_memory_max);
+  EXPECT_EQ(config.cgroups[1].oom_score_adj, std::optional<int>(700));
+  EXPECT_FALSE(config.cgroups[1].oom_group.has_value());
+}
+
+TEST(Config, Sysctls) {
+  const Config config =
+      parseConfig(R"({"sysctls": {"values": {"vm.panic_on_oom": 0, "kernel.panic": 10}, "enforce": true}})", "t");
+  EXPECT_EQ(config.sysctls.at("vm.panic_on_oom"), 0);
+  EXPECT_EQ(config.sysctls.at("kernel.panic"), 10);
+  EXPECT_TRUE(config.enforce_sysctls);
+}
 
 TEST(CgroupGlob, SegmentsAndDoubleStar) {
   EXPECT_TRUE(cgroupMatches("/**", "/"));

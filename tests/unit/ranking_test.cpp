@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "guardian/commands.hpp"
@@ -151,6 +155,23 @@ TEST_F(FixtureTree, MemcgDomainNestedWithSwap) {
   EXPECT_EQ(pointsOf(ranking.value()), (std::vector<P>{{103, 778 + 1000 * 98},   // 98778
                                                        {102, 28800 - 500 * 98},  // -20200
                                                        {105, policies::kUnkillablePoints}}));
+}
+
+TEST(EmptyDomain, AnEmptyMemcgDomainHasNoCandidates) {
+  // A limited cgroup with no tasks ranks nothing: never the rest of the host.
+  namespace fs = std::filesystem;
+  const fs::path copy = fs::temp_directory_path() / ("oomguard-empty-" + std::to_string(::getpid()));
+  fs::copy(fixturePath("tree-basic"), copy, fs::copy_options::recursive);
+  fs::create_directories(copy / "cgroup/empty");
+  std::ofstream(copy / "cgroup/empty/memory.max") << "67108864\n";
+  std::ofstream(copy / "cgroup/empty/cgroup.procs") << "";
+  guardian::Node node((copy / "proc").string(), (copy / "cgroup").string());
+  const auto facts = node.readFacts().value();
+  const auto ranking = node.rankMemcg(facts, "/empty");
+  ASSERT_TRUE(ranking.ok()) << ranking.error().describe();
+  EXPECT_TRUE(ranking.value().candidates.empty());
+  EXPECT_TRUE(ranking.value().processes.empty());
+  fs::remove_all(copy);
 }
 
 TEST_F(FixtureTree, NotADomain) {

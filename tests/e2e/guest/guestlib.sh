@@ -157,3 +157,97 @@ settle_memory() {
     _n=$((_n + 1))
   done
 }
+
+# --- oomguard run (the daemon) in the guest -----------------------------------------------------
+# daemon_start JSON: writes JSON as the config, starts `oomguard run --config` in the background with
+# its JSON log in $OUT/daemon.jsonl and its summary in $OUT/daemon.err; sets DAEMON_PID and waits
+# (at most 30 s) for the "started" line.
+DAEMON_LOG=$OUT/daemon.jsonl
+daemon_start() {
+  printf '%s\n' "$1" > "$OUT/daemon-config.json"
+  oomguard run --config "$OUT/daemon-config.json" > "$DAEMON_LOG" 2> "$OUT/daemon.err" &
+  DAEMON_PID=$!
+  echo "$DAEMON_PID" > "$OUT/daemon.pid"
+  daemon_wait_for '"event":"started"' 30 0 || fail "the daemon did not start: $(cat "$OUT/daemon.err")"
+}
+
+# daemon_lines: how many lines the daemon has logged so far.
+daemon_lines() { wc -l < "$DAEMON_LOG" | tr -d ' '; }
+
+# daemon_wait_for TEXT SECONDS [AFTER_LINE]: wait until a line after line AFTER_LINE (default 0)
+# contains TEXT (a fixed string). Returns 1 on timeout.
+daemon_wait_for() {
+  _deadline=$(awk -v n="$(uptime_s)" -v t="$2" 'BEGIN { printf "%.2f", n + t }')
+  while ! tail -n +"$((${3:-0} + 1))" "$DAEMON_LOG" | grep -qF -- "$1"; do
+    awk -v n="$(uptime_s)" -v d="$_deadline" 'BEGIN { exit !(n < d) }' || return 1
+    sleep 0.05
+  done
+  return 0
+}
+
+# daemon_alive: 0 if the daemon process exists and is not a zombie.
+daemon_alive() {
+  [ -r "/proc/$DAEMON_PID/status" ] && ! grep -q '^State:.*Z' "/proc/$DAEMON_PID/status" 2>/dev/null
+}
+
+# daemon_watch_set NAME: SIGUSR1, wait for the new watch_set line, save it as $OUT/NAME.json.
+daemon_watch_set() {
+  _from=$(daemon_lines)
+  kill -USR1 "$DAEMON_PID" || fail "cannot signal the daemon"
+  daemon_wait_for '"event":"watch_set"' 10 "$_from" || fail "no watch_set line after SIGUSR1"
+  tail -n +"$((_from + 1))" "$DAEMON_LOG" | grep -F '"event":"watch_set"' | head -n 1 > "$OUT/$1.json"
+}
+
+# daemon_stop: SIGTERM; records in $OUT/daemon.stop whether it was alive before, how long it took to
+# exit (ms, from /proc/uptime: 10 ms resolution) and its exit code ("timeout" after 5 s, then SIGKILL).
+daemon_stop() {
+  _alive=0
+  daemon_alive && _alive=1
+  _t0=$(uptime_s)
+  kill -TERM "$DAEMON_PID" 2>/dev/null
+  _n=0
+  while daemon_alive && [ "$_n" -lt 250 ]; do
+    sleep 0.02
+    _n=$((_n + 1))
+  done
+  _t1=$(uptime_s)
+  if daemon_alive; then
+    kill -9 "$DAEMON_PID" 2>/dev/null
+    wait "$DAEMON_PID" 2>/dev/null
+    _rc=timeout
+  else
+    wait "$DAEMON_PID"
+    _rc=$?
+  fi
+  {
+    echo "alive_before_stop $_alive"
+    echo "stop_ms $(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%d", (b - a) * 1000 }')"
+    echo "exit_code $_rc"
+  } > "$OUT/daemon.stop"
+}
+
+# cgroup_tree: every cgroup directory as a cgroup path ("/", "/a", "/a/b"), with whether it has
+# memory.events and its memory.max ("-" when it has none): "PATH EVENTS MAX" per line, sorted.
+cgroup_tree() {
+  find "$CGROOT" -type d | while read -r _d; do
+    _p=${_d#"$CGROOT"}
+    [ -n "$_p" ] || _p=/
+    _e=0
+    [ -e "$_d/memory.events" ] && _e=1
+    _m=-
+    [ -e "$_d/memory.max" ] && _m=$(cat "$_d/memory.max" 2>/dev/null)
+    echo "$_p $_e $_m"
+  done | sort
+}
+
+# --- acting scenarios (beat-the-kernel, protection-holds, group-kill, panic, earlyoom-side-by-side) ---
+
+# pid_alive PID: 0 if the process exists and is not a zombie.
+pid_alive() {
+  [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# kmsg_oom_lines SEQ: the kernel's OOM-killer records after kmsg sequence SEQ (none: empty output).
+kmsg_oom_lines() {
+  kmsgdump -a "$1" | grep -E 'invoked oom-killer|oom-kill:|Killed process|Memory cgroup out of memory' || true
+}

@@ -7,6 +7,8 @@
  *                               wait until a record with seq > SEQ contains TEXT (at most SECONDS,
  *                               default 30), keep reading MS more milliseconds (default 300), then
  *                               print every record with seq > SEQ. Exit 1 if TEXT never came.
+ *   -r                          raw: print each record exactly as read(2) returned it, its
+ *                               dictionary lines (" KEY=value", after the first newline) included
  * Records overwritten while reading (EPIPE) are skipped.
  */
 #define _GNU_SOURCE
@@ -26,6 +28,7 @@ struct record {
 
 static struct record *records;
 static size_t count, capacity;
+static int raw;
 
 static double monotonic(void) {
   struct timespec ts;
@@ -48,19 +51,26 @@ static int drain(int fd, long long after, const char *needle, long long *last_se
     if (n == 0) return found;
     buf[n] = '\0';
     char *nl = strchr(buf, '\n');
+    char *full = strdup(buf);                   /* the record as read, dictionary lines included */
+    if (full == NULL) { perror("kmsgdump"); exit(2); }
     if (nl != NULL) *nl = '\0';                 /* drop the " KEY=value" continuation lines */
     long long seq = -1;
     char *comma = strchr(buf, ',');
     if (comma != NULL) seq = strtoll(comma + 1, NULL, 10);
     if (seq > *last_seq) *last_seq = seq;
-    if (seq <= after) continue;
+    if (seq <= after) { free(full); continue; }
     if (count == capacity) {
       capacity = capacity ? capacity * 2 : 256;
       records = realloc(records, capacity * sizeof *records);
       if (records == NULL) { perror("kmsgdump"); exit(2); }
     }
     records[count].seq = seq;
-    records[count].text = strdup(buf);
+    if (raw) {
+      records[count].text = full;
+    } else {
+      records[count].text = strdup(buf);
+      free(full);
+    }
     ++count;
     if (needle != NULL) {
       char *msg = strchr(buf, ';');
@@ -76,15 +86,16 @@ int main(int argc, char **argv) {
   double wait_s = 30.0;
   long grace_ms = 300;
   int opt;
-  while ((opt = getopt(argc, argv, "la:w:t:g:")) != -1) {
+  while ((opt = getopt(argc, argv, "la:w:t:g:r")) != -1) {
     switch (opt) {
       case 'l': last_only = 1; break;
       case 'a': after = strtoll(optarg, NULL, 10); break;
       case 'w': needle = optarg; break;
       case 't': wait_s = strtod(optarg, NULL); break;
       case 'g': grace_ms = strtol(optarg, NULL, 10); break;
+      case 'r': raw = 1; break;
       default:
-        fprintf(stderr, "usage: kmsgdump -l | [-a SEQ] [-w TEXT [-t SECONDS] [-g MS]]\n");
+        fprintf(stderr, "usage: kmsgdump -l | [-r] [-a SEQ] [-w TEXT [-t SECONDS] [-g MS]]\n");
         return 2;
     }
   }
@@ -117,6 +128,14 @@ int main(int argc, char **argv) {
       status = 1;
     }
   }
-  for (size_t i = 0; i < count; ++i) puts(records[i].text);
+  for (size_t i = 0; i < count; ++i) {
+    if (raw) {
+      size_t len = strlen(records[i].text);
+      fputs(records[i].text, stdout);
+      if (len == 0 || records[i].text[len - 1] != '\n') putchar('\n');
+    } else {
+      puts(records[i].text);
+    }
+  }
   return status;
 }

@@ -1,0 +1,270 @@
+#include "policies/act.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace oomguard::policies {
+
+int oomScoreAdjFor(ProtectionClass protection) {
+  switch (protection) {
+    case ProtectionClass::kCritical:
+      return -998;
+    case ProtectionClass::kHigh:
+      return -500;
+    case ProtectionClass::kNormal:
+      return 0;
+    case ProtectionClass::kLow:
+      return 500;
+    case ProtectionClass::kSacrificial:
+      return 1000;
+  }
+  return 0;
+}
+
+std::optional<ProtectionClass> parseProtectionClass(std::string_view name) {
+  if (name == "critical") return ProtectionClass::kCritical;
+  if (name == "high") return ProtectionClass::kHigh;
+  if (name == "normal") return ProtectionClass::kNormal;
+  if (name == "low") return ProtectionClass::kLow;
+  if (name == "sacrificial") return ProtectionClass::kSacrificial;
+  return std::nullopt;
+}
+
+const char* toString(ProtectionClass protection) {
+  switch (protection) {
+    case ProtectionClass::kCritical:
+      return "critical";
+    case ProtectionClass::kHigh:
+      return "high";
+    case ProtectionClass::kNormal:
+      return "normal";
+    case ProtectionClass::kLow:
+      return "low";
+    case ProtectionClass::kSacrificial:
+      return "sacrificial";
+  }
+  return "normal";
+}
+
+std::optional<Preference> parsePreference(std::string_view name) {
+  if (name == "prefer") return Preference::kPrefer;
+  if (name == "none") return Preference::kNone;
+  if (name == "avoid") return Preference::kAvoid;
+  if (name == "omit") return Preference::kOmit;
+  return std::nullopt;
+}
+
+const char* toString(Preference preference) {
+  switch (preference) {
+    case Preference::kPrefer:
+      return "prefer";
+    case Preference::kNone:
+      return "none";
+    case Preference::kAvoid:
+      return "avoid";
+    case Preference::kOmit:
+      return "omit";
+  }
+  return "none";
+}
+
+std::optional<Action> parseAction(std::string_view name) {
+  if (name == "observe") return Action::kObserve;
+  if (name == "kill-worst") return Action::kKillWorst;
+  if (name == "kill-allocating") return Action::kKillAllocating;
+  if (name == "panic") return Action::kPanic;
+  return std::nullopt;
+}
+
+const char* toString(Action action) {
+  switch (action) {
+    case Action::kObserve:
+      return "observe";
+    case Action::kKillWorst:
+      return "kill-worst";
+    case Action::kKillAllocating:
+      return "kill-allocating";
+    case Action::kPanic:
+      return "panic";
+  }
+  return "observe";
+}
+
+std::optional<std::string> exclusionReason(const VictimCandidate& candidate) {
+  if (candidate.pid == 1) {
+    return "pid 1";
+  }
+  if (!candidate.killable) {
+    return "unkillable for the kernel (kernel thread, no mm, or oom_score_adj -1000)";
+  }
+  if (candidate.oom_score_adj == -1000) {
+    return "oom_score_adj -1000";
+  }
+  if (candidate.never_kill) {
+    return "protected (oomguard itself, its parents, or a never-kill rule)";
+  }
+  if (candidate.preference == Preference::kOmit) {
+    return "preference omit";
+  }
+  return std::nullopt;
+}
+
+std::vector<VictimCandidate> guardianOrder(std::vector<VictimCandidate> candidates) {
+  std::erase_if(candidates, [](const VictimCandidate& c) { return exclusionReason(c).has_value(); });
+  std::stable_sort(candidates.begin(), candidates.end(), [](const VictimCandidate& a, const VictimCandidate& b) {
+    if (a.preference != b.preference) {
+      return static_cast<int>(a.preference) < static_cast<int>(b.preference);
+    }
+    return a.points > b.points;
+  });
+  return candidates;
+}
+
+Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidates) {
+  const auto ordered = guardianOrder(candidates);
+  if (ordered.empty()) {
+    return {std::nullopt, "no candidate may be killed"};
+  }
+  if (action == Action::kKillWorst) {
+    const auto& first = ordered.front();
+    return {first, std::string("highest in the guardian's order (preference ") + toString(first.preference) +
+                       ", " + std::to_string(first.points) + " points)"};
+  }
+  if (action == Action::kKillAllocating) {
+    // A kill takes the oom.group cgroup whole, so growth counts per kill unit.
+    auto unit_of = [](const VictimCandidate& c) {
+      return c.group_kill_cgroup.value_or("pid:" + std::to_string(c.pid));
+    };
+    std::map<std::string, long> unit_growth;
+    for (const auto& candidate : ordered) {
+      unit_growth[unit_of(candidate)] += candidate.growth_pages.value_or(0);
+    }
+    // `ordered` is sorted by preference: the first preference with a grower decides, and within it the
+    // largest growth.
+    const VictimCandidate* best = nullptr;
+    long best_growth = 0;
+    for (const auto& candidate : ordered) {
+      if (best != nullptr && candidate.preference != best->preference) {
+        break;
+      }
+      const long growth = unit_growth[unit_of(candidate)];
+      if (candidate.growth_pages && growth > best_growth) {
+        best = &candidate;
+        best_growth = growth;
+      }
+    }
+    if (best == nullptr) {
+      return {std::nullopt, "no candidate grew over the trend window"};
+    }
+    return {*best, "fastest growth over the trend window: " + std::to_string(best_growth) + " pages"};
+  }
+  return {std::nullopt, std::string("action ") + toString(action) + " chooses no victim"};
+}
+
+std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
+                                            ThresholdState& state, uint64_t now_us) {
+  char text[160];
+  if (thresholds.on_memory_max && observation.events_max > 0) {
+    return "memory.events max rose by " + std::to_string(observation.events_max);
+  }
+  if (thresholds.on_memory_high && observation.events_high > 0) {
+    return "memory.events high rose by " + std::to_string(observation.events_high);
+  }
+  if (thresholds.headroom_below && observation.memory_current_bytes && observation.memory_max_bytes &&
+      *observation.memory_max_bytes > 0) {
+    const double max = static_cast<double>(*observation.memory_max_bytes);
+    const double current = static_cast<double>(*observation.memory_current_bytes);
+    const double headroom = current >= max ? 0.0 : (max - current) / max;
+    if (headroom < *thresholds.headroom_below) {
+      std::snprintf(text, sizeof text, "headroom %.3f below %.3f of memory.max", headroom, *thresholds.headroom_below);
+      return std::string(text);
+    }
+  }
+  if (thresholds.mem_available_below && observation.mem_available_kb && observation.mem_total_kb &&
+      *observation.mem_total_kb > 0) {
+    const double ratio = static_cast<double>(*observation.mem_available_kb) / static_cast<double>(*observation.mem_total_kb);
+    if (ratio < *thresholds.mem_available_below) {
+      std::snprintf(text, sizeof text, "MemAvailable %.3f of MemTotal, below %.3f", ratio, *thresholds.mem_available_below);
+      return std::string(text);
+    }
+  }
+  if (thresholds.swap_free_below && observation.swap_free_kb && observation.swap_total_kb &&
+      *observation.swap_total_kb > 0) {
+    const double ratio = static_cast<double>(*observation.swap_free_kb) / static_cast<double>(*observation.swap_total_kb);
+    if (ratio < *thresholds.swap_free_below) {
+      std::snprintf(text, sizeof text, "SwapFree %.3f of SwapTotal, below %.3f", ratio, *thresholds.swap_free_below);
+      return std::string(text);
+    }
+  }
+  if (thresholds.pressure_avg10 && thresholds.pressure_kind) {
+    const auto& value = *thresholds.pressure_kind == "full" ? observation.full_avg10 : observation.some_avg10;
+    if (!value) {
+      return std::nullopt;  // no reading: neither above nor below
+    }
+    if (*value >= *thresholds.pressure_avg10) {
+      if (!state.pressure_above_since_us) {
+        state.pressure_above_since_us = now_us;
+      }
+      const uint64_t held = now_us - *state.pressure_above_since_us;
+      if (held >= thresholds.pressure_held_us) {
+        std::snprintf(text, sizeof text, "PSI %s avg10 %.3f >= %.3f for %.1f s", thresholds.pressure_kind->c_str(),
+                      *value, *thresholds.pressure_avg10, static_cast<double>(held) / 1e6);
+        return std::string(text);
+      }
+    } else {
+      state.pressure_above_since_us.reset();
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t now_us) const {
+  if (const auto found = cooling_until_us_.find(domain); found != cooling_until_us_.end() && now_us < found->second) {
+    return "cooling down after a kill for " + std::to_string((found->second - now_us) / 1000) + " ms more";
+  }
+  constexpr uint64_t kMinuteUs = 60'000'000;
+  size_t in_last_minute = 0;
+  for (const uint64_t at : recent_kills_us_) {
+    in_last_minute += now_us - at < kMinuteUs ? 1 : 0;
+  }
+  if (in_last_minute >= max_per_minute_) {
+    return "kill cap reached: " + std::to_string(in_last_minute) + " kills in the last minute";
+  }
+  return std::nullopt;
+}
+
+void KillGate::recordKill(const std::string& domain, uint64_t now_us) {
+  cooling_until_us_[domain] = now_us + cooldown_us_;
+  recent_kills_us_.push_back(now_us);
+  constexpr uint64_t kMinuteUs = 60'000'000;
+  while (!recent_kills_us_.empty() && now_us - recent_kills_us_.front() >= kMinuteUs) {
+    recent_kills_us_.pop_front();
+  }
+}
+
+void KillGate::release(const std::string& domain) { cooling_until_us_.erase(domain); }
+
+void GrowthTracker::sample(pid_t pid, uint64_t now_us, long pages) {
+  auto& samples = samples_[pid];
+  samples.emplace_back(now_us, pages);
+  // Keep one sample at or before the window's start, so growth covers the whole window.
+  while (samples.size() > 2 && now_us - samples[1].first >= window_us_) {
+    samples.pop_front();
+  }
+}
+
+std::optional<long> GrowthTracker::growth(pid_t pid) const {
+  const auto found = samples_.find(pid);
+  if (found == samples_.end() || found->second.size() < 2) {
+    return std::nullopt;
+  }
+  return found->second.back().second - found->second.front().second;
+}
+
+void GrowthTracker::forgetOlderThan(uint64_t before_us) {
+  std::erase_if(samples_, [before_us](const auto& entry) {
+    return entry.second.empty() || entry.second.back().first < before_us;
+  });
+}
+
+}  // namespace oomguard::policies

@@ -1,0 +1,131 @@
+// The guardian's own decisions: protections, thresholds, victim choice and the kill gate. Pure functions
+// of plain values and an injected time (microseconds); nothing here reads a file or a clock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace oomguard::policies {
+
+// Protection classes and the oom_score_adj each applies. "critical" stays killable (-998, just below
+// kubelet's -997 for Guaranteed pods): -1000 would hide the task from the kernel too.
+enum class ProtectionClass { kCritical, kHigh, kNormal, kLow, kSacrificial };
+int oomScoreAdjFor(ProtectionClass protection);
+std::optional<ProtectionClass> parseProtectionClass(std::string_view name);
+const char* toString(ProtectionClass protection);
+
+// systemd-oomd's vocabulary: an ordering key above the badness, never blended into it.
+// prefer: killed before anything else; avoid: after everything else; omit: never by oomguard.
+enum class Preference { kPrefer, kNone, kAvoid, kOmit };
+std::optional<Preference> parsePreference(std::string_view name);
+const char* toString(Preference preference);
+
+enum class Action { kObserve, kKillWorst, kKillAllocating, kPanic };
+std::optional<Action> parseAction(std::string_view name);
+const char* toString(Action action);
+
+// One process as the guardian's choice sees it.
+struct VictimCandidate {
+  pid_t pid = 0;
+  std::string comm;
+  std::string cgroup;
+  long points = 0;                      // the kernel's badness in this domain
+  int oom_score_adj = 0;
+  bool killable = true;                 // by the kernel's rules (not init, not a kthread, adj != -1000)
+  Preference preference = Preference::kNone;
+  bool never_kill = false;              // oomguard itself, its ancestors, or a protected rule
+  std::optional<long> growth_pages;     // charge growth over the trend window (kill-allocating)
+  std::optional<std::string> group_kill_cgroup;  // memory.oom.group resolution in this domain
+};
+
+// Why a candidate may not be chosen, or nullopt when it may.
+std::optional<std::string> exclusionReason(const VictimCandidate& candidate);
+
+// The guardian's order: (preference, points) lexicographically, highest points first within a
+// preference; excluded candidates are dropped.
+std::vector<VictimCandidate> guardianOrder(std::vector<VictimCandidate> candidates);
+
+struct Choice {
+  std::optional<VictimCandidate> victim;
+  std::string reason;  // why this one, or why none
+};
+// kill-worst: the first of guardianOrder(). kill-allocating: the candidate (grouped by its oom.group
+// cgroup) whose charge grew most over the trend window; none grew: no victim.
+Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidates);
+
+// What a domain looks like at an event, for thresholds.
+struct DomainObservation {
+  std::optional<double> some_avg10;  // 0..1
+  std::optional<double> full_avg10;
+  std::optional<uint64_t> memory_current_bytes;
+  std::optional<uint64_t> memory_max_bytes;
+  std::optional<uint64_t> mem_available_kb;  // host
+  std::optional<uint64_t> mem_total_kb;
+  std::optional<uint64_t> swap_free_kb;
+  std::optional<uint64_t> swap_total_kb;
+  uint64_t events_high = 0;  // increments seen with this event
+  uint64_t events_max = 0;
+};
+
+struct Thresholds {
+  std::optional<std::string> pressure_kind;  // "some" | "full"
+  std::optional<double> pressure_avg10;      // 0..1
+  uint64_t pressure_held_us = 0;             // above for at least this long
+  std::optional<double> headroom_below;      // (max - current) / max below this (memcg)
+  std::optional<double> mem_available_below;  // MemAvailable / MemTotal below this (host)
+  std::optional<double> swap_free_below;      // SwapFree / SwapTotal below this (host, with swap)
+  bool on_memory_max = false;                // any memory.events "max" increment
+  bool on_memory_high = false;               // any "high" increment
+};
+
+// Per-domain memory of when pressure went above its threshold.
+struct ThresholdState {
+  std::optional<uint64_t> pressure_above_since_us;
+};
+
+// Whether the domain has crossed a threshold at `now_us`; the reason names which. Missing data never
+// crosses a threshold (when data is missing the guardian does not kill).
+std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
+                                            ThresholdState& state, uint64_t now_us);
+
+// No kill storms: after a kill a domain waits `cooldown_us` (or until released earlier, when its memory
+// is seen freed), and all domains together make at most `max_per_minute` kills in any 60 s.
+class KillGate {
+ public:
+  KillGate(uint64_t cooldown_us, size_t max_per_minute) : cooldown_us_(cooldown_us), max_per_minute_(max_per_minute) {}
+  // nullopt when a kill may happen now, else why not.
+  [[nodiscard]] std::optional<std::string> refusal(const std::string& domain, uint64_t now_us) const;
+  void recordKill(const std::string& domain, uint64_t now_us);
+  // The domain's memory came back: end its cooldown early.
+  void release(const std::string& domain);
+
+ private:
+  uint64_t cooldown_us_;
+  size_t max_per_minute_;
+  std::map<std::string, uint64_t> cooling_until_us_;
+  std::deque<uint64_t> recent_kills_us_;
+};
+
+// Charge growth per process over a trend window, from successive samples.
+class GrowthTracker {
+ public:
+  explicit GrowthTracker(uint64_t window_us) : window_us_(window_us) {}
+  void sample(pid_t pid, uint64_t now_us, long pages);
+  // pages now minus pages at the oldest sample inside the window; nullopt with fewer than two samples.
+  [[nodiscard]] std::optional<long> growth(pid_t pid) const;
+  // Drops pids not sampled since `before_us`.
+  void forgetOlderThan(uint64_t before_us);
+  [[nodiscard]] size_t size() const { return samples_.size(); }
+
+ private:
+  uint64_t window_us_;
+  std::map<pid_t, std::deque<std::pair<uint64_t, long>>> samples_;
+};
+
+}  // namespace oomguard::policies

@@ -1,0 +1,615 @@
+"""The Helm chart helm/oomguard, rendered by the real helm and checked as parsed YAML objects.
+
+Environment (tests/helm/run.sh sets it): HELM, KUBECTL (binaries), OOMGUARD (build/bin/oomguard, may be
+missing), K8S_MODELS (node_modules with kubernetes-models, may be missing), NODE (node, may be missing).
+Run: python3 tests/helm/test_chart.py [WORD...]   (only the checks whose name contains a WORD)
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+sys.dont_write_bytecode = True  # keep tests/helm free of __pycache__
+from checks import Skip, Suite, main
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "oomguard"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NAMESPACE = "guard"
+RELEASE = "og"
+
+suite = Suite("chart")
+
+
+def tool(name):
+    path = os.environ.get(name.upper(), "")
+    if not path or not os.access(path, os.X_OK):
+        found = shutil.which(name.lower())
+        if not found:
+            raise Skip(f"{name.lower()} not found (tests/helm/run.sh installs it)")
+        path = found
+    return path
+
+
+def helm(*args, check=True):
+    result = subprocess.run([tool("helm"), *args], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")})
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def template_args(values=None, sets=(), chart=CHART):
+    args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    for path in values or []:
+        args += ["--values", str(path)]
+    for item in sets:  # "json:a.b=[1]" is passed with --set-json (--set reads 0.1 as a string)
+        args += ["--set-json", item[5:]] if item.startswith("json:") else ["--set", item]
+    return args
+
+
+def render(values=None, sets=(), chart=CHART):
+    text = helm(*template_args(values, sets, chart)).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def one(objects, kind):
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}: {[o['kind'] for o in objects]}"
+    return found[0]
+
+
+def container(objects):
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1, pod["containers"]
+    return pod, pod["containers"][0]
+
+
+def config_of(objects):
+    data = one(objects, "ConfigMap")["data"]
+    return json.loads(data["config.json"]), json.loads(data["kubernetes.json"])
+
+
+def oomguard_binary():
+    path = os.environ.get("OOMGUARD", str(ROOT / "build" / "bin" / "oomguard"))
+    if not os.access(path, os.X_OK):
+        raise Skip(f"{path} is not built (cmake --build build --target oomguard)")
+    return path
+
+
+def check_config(config):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    try:
+        result = subprocess.run([oomguard_binary(), "check-config", f.name], capture_output=True, text=True,
+                                timeout=30)
+    finally:
+        os.unlink(f.name)
+    assert result.returncode == 0, f"oomguard check-config rejects the rendered config:\n{result.stderr}"
+
+
+DEFAULT_ARGS = ["run", "--config", "/etc/oomguard/config.json", "--proc-root", "/host/proc", "--cgroup-root",
+                "/host/sys/fs/cgroup", "--metrics-listen", "0.0.0.0:9743"]
+CAPABILITIES = {"KILL", "SYS_RESOURCE", "DAC_OVERRIDE", "SYSLOG", "IPC_LOCK"}
+
+
+@suite.check
+def lint_strict_default_values():
+    result = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+@suite.check
+def lint_strict_non_default_values():
+    result = helm("lint", "--strict", str(CHART), "--values", str(FIXTURES / "values-nondefault.yaml"))
+    assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+@suite.check
+def default_objects():
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Service",
+                            "DaemonSet"]), kinds
+    for o in objects:
+        assert o["metadata"]["name"] == f"{RELEASE}-oomguard", o["metadata"]
+        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert o["metadata"]["namespace"] == NAMESPACE, o["metadata"]
+        assert o["metadata"]["labels"]["app.kubernetes.io/name"] == "oomguard"
+
+
+@suite.check
+def daemonset_sees_the_host():
+    objects = render()
+    pod, c = container(objects)
+    assert pod["hostPID"] is True
+    assert not pod.get("hostNetwork") and not pod.get("hostIPC"), pod
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert c["args"] == DEFAULT_ARGS, c["args"]
+    assert c["env"] == [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}], c["env"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9743, "protocol": "TCP"}], c["ports"]
+    assert c["image"] == "oomguard:0.1.0"
+    selector = one(objects, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert all(pod_label in one(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"].items()
+               for pod_label in selector.items())
+
+
+@suite.check
+def daemonset_mounts():
+    pod, c = container(render())
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_paths = {name: (v["hostPath"]["path"], v["hostPath"]["type"]) for name, v in volumes.items()
+                  if "hostPath" in v}
+    assert host_paths == {"host-proc": ("/proc", "Directory"), "host-cgroup": ("/sys/fs/cgroup", "Directory"),
+                          "host-kmsg": ("/dev/kmsg", "CharDevice")}, host_paths
+    assert volumes["config"]["configMap"]["name"] == f"{RELEASE}-oomguard"
+    mounts = {m["mountPath"]: (m["name"], bool(m.get("readOnly", False))) for m in c["volumeMounts"]}
+    assert mounts == {
+        "/etc/oomguard": ("config", True),
+        "/host/proc": ("host-proc", False),  # PSI trigger registration, oom_score_adj writes
+        "/host/sys/fs/cgroup": ("host-cgroup", False),  # cgroup PSI triggers, memory.oom.group, cgroup.kill
+        "/dev/kmsg": ("host-kmsg", True),
+    }, mounts
+
+
+@suite.check
+def least_privilege():
+    pod, c = container(render())
+    sc = c["securityContext"]
+    assert sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"], sc["capabilities"]
+    assert set(sc["capabilities"]["add"]) == CAPABILITIES, sc["capabilities"]["add"]
+    assert len(sc["capabilities"]["add"]) == len(CAPABILITIES)
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "securityContext" not in pod or not pod["securityContext"].get("privileged")
+    assert c["resources"] == {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+
+
+@suite.check
+def privileged_is_an_explicit_choice():
+    _, c = container(render(sets=["securityContext.privileged=true"]))
+    sc = c["securityContext"]
+    assert sc["privileged"] is True and sc["allowPrivilegeEscalation"] is True, sc
+    assert "capabilities" not in sc, sc
+
+
+@suite.check
+def rbac_is_exactly_pods_read_and_events_create():
+    objects = render()
+    role = one(objects, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ], role["rules"]
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    sa = one(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}]
+    assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
+    none = render(sets=["rbac.create=false", "serviceAccount.create=false"])
+    assert not [o for o in none if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")]
+    assert container(none)[0]["serviceAccountName"] == "default"
+
+
+@suite.check
+def default_config_is_valid():
+    config, kubernetes = config_of(render())
+    assert config["metrics"]["listen"] == "0.0.0.0:9743", config["metrics"]
+    assert config["mode"] == "observe" and config["read_kmsg"] is True
+    assert kubernetes == {"version": 1, "annotations": {"protected_namespaces": ["kube-system"],
+                                                        "tenant_max_sigterm_grace_seconds": 10}}, kubernetes
+    check_config(config)
+
+
+@suite.check
+def non_default_values():
+    objects = render(values=[FIXTURES / "values-nondefault.yaml"])
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Service",
+                            "DaemonSet", "ServiceMonitor"]), kinds
+    pod, c = container(objects)
+    assert c["image"] == ("registry.example/oomguard@sha256:"
+                          "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), c["image"]
+    assert c["imagePullPolicy"] == "Always" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert c["args"] == DEFAULT_ARGS[:-1] + ["0.0.0.0:9800", "--dry-run", "--example-extra-arg"], c["args"]
+    assert c["ports"][0]["containerPort"] == 9800
+    assert pod["serviceAccountName"] == "guardian-sa"
+    assert one(objects, "ServiceAccount")["metadata"]["annotations"] == {"example.com/role": "node-agent"}
+    assert one(objects, "DaemonSet")["metadata"]["name"] == "guardian"
+    assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/dev/kmsg"]
+    assert "/dev/kmsg" not in [m["mountPath"] for m in c["volumeMounts"]]
+    sc = c["securityContext"]
+    assert sc["capabilities"]["add"] == ["KILL", "SYS_RESOURCE"] and sc["seccompProfile"]["type"] == "Unconfined"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example/worker": "true"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "batch",
+                                   "effect": "NoSchedule"}]
+    template = one(objects, "DaemonSet")["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "sre" and template["annotations"]["example.com/owner"] == "sre"
+    service = one(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9800, "targetPort": "metrics",
+                                         "protocol": "TCP"}]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # job = the Service's app.kubernetes.io/name, "oomguard", as the rules' availability alerts expect.
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "oomguard"
+    endpoint, = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "15s" and endpoint["scrapeTimeout"] == "5s"
+    assert endpoint["honorLabels"] is True  # the series' own namespace/pod/container labels are the workloads'
+    config, kubernetes = config_of(objects)
+    assert config["metrics"] == {"listen": "0.0.0.0:9800", "top_k": 20}, config["metrics"]
+    assert config["read_kmsg"] is False  # no /dev/kmsg mounted
+    assert [rule["match"] for rule in config["cgroups"]] == ["/kubepods.slice/**", "/kubepods/**", "/**"]
+    assert config["refresh_interval_s"] == 0.5
+    assert kubernetes["annotations"] == {"protected_namespaces": ["kube-system", "platform-*", "team-?-prod"],
+                                         "tenant_max_sigterm_grace_seconds": 5}
+    check_config(config)
+
+
+@suite.check
+def acting_config_is_valid():
+    objects = render(values=[FIXTURES / "values-act.yaml"])
+    config, _ = config_of(objects)
+    assert config["mode"] == "act" and config["sysctls"]["values"]["kernel.panic"] == 10, config
+    assert config["cgroups"][1]["protection"] == -900
+    check_config(config)
+    helm("lint", "--strict", str(CHART), "--values", str(FIXTURES / "values-act.yaml"))
+
+
+@suite.check
+def config_json_verbatim():
+    text = '{"version": 1, "self": {"oom_score_adj": null}, "host": {"pressure": null}, ' \
+           '"metrics": {"listen": "0.0.0.0:9743"}}'
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({"configJson": text}, f)
+    try:
+        config, _ = config_of(render(values=[f.name]))
+    finally:
+        os.unlink(f.name)
+    assert config == json.loads(text), config
+    check_config(config)
+
+
+@suite.check
+def pods_roll_when_the_config_changes():
+    def checksum(sets):
+        metadata = one(render(sets=sets), "DaemonSet")["spec"]["template"]["metadata"]
+        return (metadata.get("annotations") or {}).get("checksum/config")
+    base = checksum([])
+    assert re.fullmatch(r"[0-9a-f]{64}", base or ""), base
+    assert checksum(["config.refresh_interval_s=2"]) != base
+    assert checksum(["workloadAnnotations.protectedNamespaces={kube-system,ops}"]) != base
+    assert checksum(["rollOnConfigChange=false"]) is None
+
+
+def chart_copy_with_rules(rules_text):
+    work = Path(tempfile.mkdtemp(prefix="oomguard-chart-"))
+    copy = work / "oomguard"
+    shutil.copytree(CHART, copy)
+    (copy / "files" / "oomguard.rules.yml").write_text(rules_text)
+    return work, copy
+
+
+def promtool_check(groups):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        return "promtool not installed: rules syntax not checked"
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        yaml.safe_dump({"groups": groups}, f)
+    try:
+        result = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=60)
+    finally:
+        os.unlink(f.name)
+    assert result.returncode == 0, f"promtool check rules:\n{result.stdout}{result.stderr}"
+    return ""
+
+
+@suite.check
+def prometheus_rule_renders_the_rules_file():
+    fixture = (FIXTURES / "rules.yml").read_text()
+    work, copy = chart_copy_with_rules(fixture)
+    try:
+        objects = render(sets=["prometheusRule.enabled=true", "prometheusRule.labels.release=prom"], chart=copy)
+        rule = one(objects, "PrometheusRule")
+        assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+        assert rule["metadata"]["labels"]["release"] == "prom"
+        assert rule["spec"]["groups"] == yaml.safe_load(fixture)["groups"], rule["spec"]
+        note = promtool_check(rule["spec"]["groups"])
+        assert not [o for o in render(chart=copy) if o["kind"] == "PrometheusRule"], "rendered while disabled"
+        (copy / "files" / "oomguard.rules.yml").write_text("groups: [\n")
+        broken = helm(*template_args(sets=["prometheusRule.enabled=true"], chart=copy), check=False)
+        assert broken.returncode != 0 and "not YAML" in broken.stderr, broken.stderr
+    finally:
+        shutil.rmtree(work)
+    if note:
+        print(f"      ({note})")
+
+
+@suite.check
+def prometheus_rule_from_the_project_rules():
+    chart_rules = CHART / "files" / "oomguard.rules.yml"
+    if not chart_rules.exists():
+        result = helm(*template_args(sets=["prometheusRule.enabled=true"]), check=False)
+        assert result.returncode != 0 and "files/oomguard.rules.yml" in result.stderr, result.stderr
+        raise Skip("helm/oomguard/files/oomguard.rules.yml is not there yet (monitoring/oomguard.rules.yml "
+                   "copied by tests/helm/sync-rules.sh); enabling prometheusRule fails with a clear message")
+    rule = one(render(sets=["prometheusRule.enabled=true"]), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(chart_rules.read_text())["groups"]
+    assert rule["spec"]["groups"], "no rule groups"
+    promtool_check(rule["spec"]["groups"])
+
+
+@suite.check
+def rules_copy_in_sync():
+    source = ROOT / "monitoring" / "oomguard.rules.yml"
+    copy = CHART / "files" / "oomguard.rules.yml"
+    if not source.exists() and not copy.exists():
+        raise Skip("monitoring/oomguard.rules.yml does not exist yet: nothing to keep in sync")
+    assert source.exists(), f"{copy} exists but {source} does not"
+    assert copy.exists() and copy.read_bytes() == source.read_bytes(), (
+        "helm/oomguard/files/oomguard.rules.yml differs from monitoring/oomguard.rules.yml: "
+        "run tests/helm/sync-rules.sh")
+
+
+SCHEMA_ERROR = "values don't meet the specifications of the schema"
+
+
+@suite.check
+def schema_rejects_bad_values():
+    bad = {  # --set ... -> the key helm's schema error must name
+        "unknownKey=1": "unknownKey",
+        "image.pullPolicy=Sometimes": "image.pullPolicy",
+        "image.digest=latest": "image.digest",
+        "metrics.port=70000": "metrics.port",
+        "config.mode=kill": "config.mode",
+        "config.refresh_interval_s=0": "config.refresh_interval_s",
+        "config.bogus=1": "bogus",
+        "config.metrics.listen=127.0.0.1:1": "listen",  # the chart owns metrics.listen (metrics.port)
+        "config.cgroups[0].match=kubepods": "config.cgroups.0.match",
+        "config.host.pressure.window_ms=20000": "config.host.pressure.window_ms",
+        "config.cgroups[0].match=/x,config.cgroups[0].protection=paramount": "config.cgroups.0.protection",
+        "config.cgroups[0].match=/x,config.cgroups[0].act.action=explode": "config.cgroups.0.act.action",
+        "config.sysctls.values.vm\\.swappiness=10": "swappiness",
+        "config.policy.max_kills_per_minute=0": "config.policy.max_kills_per_minute",
+        "securityContext.capabilities={SYS_MODULE}": "securityContext.capabilities.0",
+        "securityContext.seccompProfile=Localhost": "securityContext.seccompProfile",
+        "workloadAnnotations.protectedNamespaces={Kube System}": "workloadAnnotations.protectedNamespaces.0",
+        "workloadAnnotations.tenantMaxSigtermGraceSeconds=500": "workloadAnnotations.tenantMaxSigtermGraceSeconds",
+        "serviceMonitor.interval=often": "serviceMonitor.interval",
+        "resources.limits.memory=lots": "resources.limits.memory",
+    }
+    for item, key in bad.items():
+        result = helm(*template_args(sets=[item]), check=False)
+        assert result.returncode != 0, f"--set {item} was accepted"
+        assert SCHEMA_ERROR in result.stderr and key in result.stderr, f"--set {item}: {result.stderr}"
+    # Controls: near misses that are valid.
+    for item in ["config.mode=act", "config.cgroups[0].match=/x,config.cgroups[0].protection=-42", "config.sysctls.values.vm\\.panic_on_oom=0",
+                 "metrics.port=65535", "json:config.refresh_interval_s=0.1", "securityContext.capabilities={KILL}",
+                 "workloadAnnotations.protectedNamespaces={team-*}", "resources.limits.memory=1Gi"]:
+        helm(*template_args(sets=[item]))
+
+
+def documented_config_keys():
+    """The leaf keys docs/config.md documents, as dotted paths ("cgroups[].match"): the first column of its
+    tables ("`a` / `b`" and "`a.b`, `c`" name several keys; "…act.x" is under cgroups[].act and host.act),
+    the trigger sentence's keys under every "pressure" trigger, and "{k1, k2 ...}" objects' keys."""
+    text = (ROOT / "docs" / "config.md").read_text()
+    keys = set()
+    act_prefixes = ("cgroups[].act", "host.act")
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) < 2 or not cells[0].startswith(("`", "…", "\u2026")):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[0])
+        if not names or cells[0].startswith("`key"):
+            continue
+        expanded = []
+        first = names[0].lstrip("…")
+        for i, name in enumerate(names):
+            if i > 0 and "." not in name and "." in first:  # "`x.a`, `b`": b is a sibling of a
+                name = first[:first.rfind(".") + 1] + name
+            else:
+                name = name.lstrip("…")
+            expanded += [f"{prefix}{name}" for prefix in ("cgroups[].", "host.")] if names[0].startswith("…") \
+                else [name]
+        object_keys = re.fullmatch(r"`\{([^}]*)\}`", cells[1])
+        for key in expanded:
+            keys.add(key)
+            if object_keys:
+                keys |= {f"{key}.{item.split()[0]}" for item in object_keys.group(1).split(",")}
+    trigger = re.search(r"A trigger is `(\{.*?\})`", text)
+    assert trigger, "docs/config.md no longer describes a trigger as `{...}`"
+    trigger_keys = set(re.findall(r'"([a-z_]+)":', trigger.group(1)))
+    for key in [k for k in keys if k.endswith(".pressure") and not k.startswith(act_prefixes)]:
+        keys |= {f"{key}.{k}" for k in trigger_keys}
+    # Leaves only: a key that another key extends is an object or array.
+    return {k for k in keys if not any(other.startswith(k + ".") or other.startswith(k + "[]") for other in keys)}
+
+
+LEAF_MAPS = {"sysctls.values"}  # documented as one key: an object of name -> value
+
+
+def schema_config_keys(schema, prefix=""):
+    """The leaf keys of the schema's config object, in the same dotted spelling."""
+    keys = set()
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        if path in LEAF_MAPS:
+            keys.add(path)
+        elif sub.get("type") == "array" and "properties" in sub.get("items", {}):
+            keys |= schema_config_keys(sub["items"], f"{path}[].")
+        elif "properties" in sub:
+            keys |= schema_config_keys(sub, f"{path}.")
+        else:
+            keys.add(path)
+    return keys
+
+
+@suite.check
+def schema_follows_docs_config_md():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    in_schema = schema_config_keys(schema["properties"]["config"]) | {"metrics.listen"}
+    documented = documented_config_keys()
+    missing = sorted(documented - in_schema)
+    extra = sorted(in_schema - documented)
+    assert not missing and not extra, (
+        f"values.schema.json's config and docs/config.md differ: documented but not in the schema {missing}, "
+        f"in the schema but not documented {extra}")
+
+
+def all_rendered_objects():
+    work, copy = chart_copy_with_rules((FIXTURES / "rules.yml").read_text())
+    try:
+        return (render() + render(values=[FIXTURES / "values-nondefault.yaml"]) +
+                render(sets=["prometheusRule.enabled=true", "securityContext.privileged=true"], chart=copy))
+    finally:
+        shutil.rmtree(work)
+
+
+@suite.check
+def objects_match_the_kubernetes_openapi_schemas():
+    node = shutil.which(os.environ.get("NODE", "node"))
+    models = os.environ.get("K8S_MODELS", "")
+    if not node:
+        raise Skip("node is not installed")
+    if not models or not Path(models, "kubernetes-models").is_dir():
+        raise Skip("kubernetes-models is not installed (tests/helm/install-tools.sh)")
+    objects = all_rendered_objects()
+    result = subprocess.run([node, str(Path(__file__).parent / "validate-manifests.mjs"), models],
+                            input=json.dumps(objects), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(objects), result.stdout + result.stderr
+    bad = [f"{line['kind']}/{line['name']}: {line['error']}" for line in lines if not line["ok"]]
+    assert not bad, "\n".join(bad)
+    # The validator really rejects: a DaemonSet whose runAsUser is a string.
+    broken = json.loads(json.dumps(one(render(), "DaemonSet")))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = "0"
+    result = subprocess.run([node, str(Path(__file__).parent / "validate-manifests.mjs"), models],
+                            input=json.dumps([broken]), capture_output=True, text=True, timeout=60)
+    assert '"ok":false' in result.stdout and "runAsUser" in result.stdout, result.stdout
+
+
+@suite.check
+def kubectl_client_dry_run():
+    kubectl = tool("kubectl")
+    objects = render()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump_all(objects, f)
+    # An empty kubeconfig: kubectl may only try the loopback default, never a cluster of the caller's.
+    with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as empty:
+        pass
+    try:
+        result = subprocess.run([kubectl, "apply", "--dry-run=client", "-f", f.name], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "KUBECONFIG": empty.name})
+    finally:
+        os.unlink(f.name)
+        os.unlink(empty.name)
+    if result.returncode != 0 and re.search(r"connection refused|no configuration|unable to recognize|"
+                                            r"couldn't get current server|failed to download openapi",
+                                            result.stderr):
+        raise Skip("kubectl apply --dry-run=client needs an API server for discovery and OpenAPI, and none is "
+                   "reachable here; the Kubernetes OpenAPI schemas are checked offline instead")
+    assert result.returncode == 0, result.stderr
+
+
+@suite.check
+def notes_render():
+    work = Path(tempfile.mkdtemp(prefix="oomguard-notes-"))
+    try:
+        copy = work / "oomguard"
+        shutil.copytree(CHART, copy)
+        notes = (copy / "templates" / "NOTES.txt").read_text()
+        (copy / "templates" / "_notes_under_test.tpl").write_text('{{- define "notes-under-test" -}}\n' + notes +
+                                                                  "\n{{- end }}\n")
+        (copy / "templates" / "notes-under-test.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n"
+            '{{ include "notes-under-test" . | indent 4 }}\n')
+        for sets, expect in [([], ["logs ds/og-oomguard", "port-forward ds/og-oomguard 9743", "privileged=true",
+                                   "(kube-system)"]),
+                             (["kmsg.enabled=false", "json:workloadAnnotations.protectedNamespaces=[]"],
+                              ["(none)"])]:
+            objects = render(sets=sets, chart=copy)
+            text = [o for o in objects if o["metadata"]["name"] == "notes"][0]["data"]["notes"]
+            for word in expect:
+                assert word in text, f"NOTES with {sets} lacks {word!r}:\n{text}"
+            if "kmsg.enabled=false" in sets:  # no /dev/kmsg: no advice about it
+                assert "privileged=true" not in text
+    finally:
+        shutil.rmtree(work)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@suite.check
+def daemon_accepts_the_daemonset_arguments():
+    binary = oomguard_binary()
+    help_text = subprocess.run([binary, "run", "--help"], capture_output=True, text=True, timeout=30).stdout
+    if "--metrics-listen" not in help_text:
+        raise Skip("build/bin/oomguard run has no --metrics-listen option yet (DESIGN.md section 4 lists it); "
+                   "with this binary the DaemonSet's container would exit 2")
+    port = free_port()
+    objects = render(sets=[f"metrics.port={port}"])
+    _, c = container(objects)
+    config, _ = config_of(objects)
+    cgroup_root = "/sys/fs/cgroup/unified" if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() else "/sys/fs/cgroup"
+    with tempfile.TemporaryDirectory() as work:
+        config["metrics"]["listen"] = f"127.0.0.1:{port}"  # loopback only on a shared machine
+        Path(work, "config.json").write_text(json.dumps(config))
+        replace = {"/etc/oomguard/config.json": f"{work}/config.json", "/host/proc": "/proc",
+                   "/host/sys/fs/cgroup": cgroup_root, f"0.0.0.0:{port}": f"127.0.0.1:{port}"}
+        args = [replace.get(a, a) for a in c["args"]]
+        daemon = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        probes = {}
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and daemon.poll() is None and len(probes) < 2:
+                for path in ("/healthz", "/metrics"):  # the DaemonSet's probe path, and what Prometheus scrapes
+                    try:
+                        with direct.open(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                            probes[path] = response.status
+                    except OSError:
+                        time.sleep(0.2)
+            early = daemon.poll()
+            if early is None:
+                daemon.send_signal(signal.SIGTERM)
+            out, err = daemon.communicate(timeout=15)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+        assert early is None, f"oomguard {' '.join(args)} exited at once ({early}):\n{err}"
+        assert daemon.returncode == 0, f"exit {daemon.returncode} after SIGTERM:\n{err}"
+        assert probes == {"/healthz": 200, "/metrics": 200}, f"HTTP status by path: {probes}\n{err}"
+        port_args = [a for a in c["ports"] if a["name"] == "metrics"]
+        assert port_args[0]["containerPort"] == port
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+if __name__ == "__main__":
+    main(suite)

@@ -1,0 +1,261 @@
+// The daemon's act path end to end: a cgroup tree in a temporary directory (the daemon only reads files
+// and gets inotify events, so a plain directory stands in for cgroupfs), real processes in /proc, a
+// recording actuator, and an injected monotonic clock so cooldowns need no sleeping. The io_context runs
+// on the test's thread.
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "guardian/actuator.hpp"
+#include "guardian/daemon.hpp"
+#include "process_population.hpp"
+
+namespace oomguard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+class RecordingActuator final : public guardian::Actuator {
+ public:
+  std::vector<std::string> actions;
+
+  cgroupfs::Result<std::shared_ptr<guardian::PinnedProcess>> pin(pid_t pid) override {
+    const long fd = ::syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+      return cgroupfs::systemError(errno, "pid", "pidfd_open failed");
+    }
+    return std::make_shared<guardian::PinnedProcess>(pid, cgroupfs::UniqueFd(static_cast<int>(fd)));
+  }
+  guardian::ActionResult kill(const std::shared_ptr<guardian::PinnedProcess>& process, uint32_t grace_ms) override {
+    actions.push_back("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult killCgroup(const std::string& cgroup) override {
+    actions.push_back("kill-cgroup " + cgroup);
+    return {true, "recorded"};
+  }
+  guardian::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
+    actions.push_back("adj " + std::to_string(pid) + " " + std::to_string(adj));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
+    actions.push_back("oom.group " + cgroup + (on ? " 1" : " 0"));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult writeSysctl(const std::string& name, long value) override {
+    actions.push_back("sysctl " + name + " " + std::to_string(value));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult panic() override {
+    actions.push_back("panic");
+    return {false, "recorded"};
+  }
+};
+
+void writeFile(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+std::string eventsText(uint64_t max) {
+  return "low 0\nhigh 0\nmax " + std::to_string(max) + "\noom 0\noom_kill 0\noom_group_kill 0\n";
+}
+
+class DaemonAct : public ::testing::Test {
+ protected:
+  fs::path root = fs::temp_directory_path() / ("oomguard-act-tree-" + std::to_string(::getpid()));
+  ProcessPopulation population;
+  pid_t small = 0;
+  pid_t big = 0;
+  pid_t medium = 0;
+  uint64_t now_us = 1'000'000;
+  uint64_t max_events = 0;
+  boost::asio::io_context io{1};
+  std::ostringstream log_text;
+  std::ostringstream summary;
+  guardian::NullMetrics metrics;
+  RecordingActuator actuator;
+  std::unique_ptr<guardian::EventLog> log;
+  std::unique_ptr<guardian::Daemon> daemon;
+
+  void SetUp() override {
+    constexpr size_t kMiB = 1024 * 1024;
+    small = population.spawn({8 * kMiB, 0, 0});
+    big = population.spawn({96 * kMiB, 0, 0});
+    medium = population.spawn({48 * kMiB, 0, 0});
+    ASSERT_GT(small, 0);
+    ASSERT_GT(big, 0);
+    ASSERT_GT(medium, 0);
+    // /pod (limited, 1 GiB) holds /pod/app (big, small) and /pod/side (medium).
+    fs::create_directories(root / "pod/app");
+    fs::create_directories(root / "pod/side");
+    writeFile(root / "cgroup.procs", "");
+    writeFile(root / "pod/cgroup.procs", "");
+    writeFile(root / "pod/memory.max", "1073741824\n");
+    writeFile(root / "pod/memory.swap.max", "0\n");
+    writeFile(root / "pod/memory.current", "1000000000\n");
+    writeFile(root / "pod/memory.oom.group", "0\n");
+    writeFile(root / "pod/memory.events", eventsText(0));
+    writeFile(root / "pod/app/cgroup.procs", std::to_string(big) + "\n" + std::to_string(small) + "\n");
+    writeFile(root / "pod/app/memory.max", "max\n");
+    writeFile(root / "pod/app/memory.oom.group", "0\n");
+    writeFile(root / "pod/side/cgroup.procs", std::to_string(medium) + "\n");
+    writeFile(root / "pod/side/memory.max", "max\n");
+    writeFile(root / "pod/side/memory.oom.group", "0\n");
+  }
+
+  void TearDown() override {
+    daemon.reset();
+    std::error_code ignored;
+    fs::remove_all(root, ignored);
+  }
+
+  void start(const std::string& rules, const std::string& mode = "act", const std::string& extra = "") {
+    const auto config = guardian::parseConfig(R"({"mode": ")" + mode + R"(", "refresh_interval_s": 3600, "read_kmsg": false,
+        "host": {"pressure": null}, "policy": {"cooldown_s": 10, "max_kills_per_minute": 2},)" + extra + R"(
+        "cgroups": )" + rules + "}", "test");
+    guardian::DaemonOptions options;
+    options.cgroup_root = root.string();
+    options.handle_signals = false;
+    options.protect_self = false;
+    log = std::make_unique<guardian::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
+    daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, metrics, actuator, summary,
+                                                [this] { return now_us; });
+    daemon->start();
+  }
+
+  // Reports a limit hit in /pod and returns the decision the daemon logged for it.
+  Json hitLimit() {
+    const size_t decisions = daemon->stats().decisions;
+    writeFile(root / "pod/memory.events", eventsText(++max_events));
+    for (int i = 0; i < 200 && daemon->stats().decisions == decisions; ++i) {
+      io.run_for(std::chrono::milliseconds(10));
+    }
+    std::istringstream lines(log_text.str());
+    std::string line;
+    Json last;
+    while (std::getline(lines, line)) {
+      auto parsed = Json::parse(line);
+      if (parsed["event"] == "decision") {
+        last = parsed;
+      }
+    }
+    return last;
+  }
+};
+
+constexpr const char* kKillWorstOnMax =
+    R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}}, {"match": "/**"}])";
+
+TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
+  start(kKillWorstOnMax);
+  const Json first = hitLimit();
+  ASSERT_FALSE(first.is_null()) << log_text.str();
+  EXPECT_EQ(first["domain"]["cgroup"], "/pod");
+  EXPECT_EQ(first["action"], "kill");
+  EXPECT_EQ(first["result"], "killed");
+  EXPECT_EQ(first["target"]["pid"], big);
+  EXPECT_EQ(first["reason"], "memory.events max rose by 1");
+  ASSERT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"}));
+
+  // Same instant: the domain is cooling down (the recorded kill did not really end the process).
+  const Json held = hitLimit();
+  EXPECT_EQ(held["result"], "held");
+  EXPECT_NE(held["held_by"].get<std::string>().find("cooling down"), std::string::npos);
+  EXPECT_EQ(actuator.actions.size(), 1U);
+
+  // Ten seconds later on the injected clock the cooldown is over.
+  now_us += 10'000'001;
+  const Json again = hitLimit();
+  EXPECT_EQ(again["result"], "killed");
+  EXPECT_EQ(actuator.actions.size(), 2U);
+
+  // The cap: 2 kills a minute across domains.
+  now_us += 10'000'001;
+  const Json capped = hitLimit();
+  EXPECT_EQ(capped["result"], "held");
+  EXPECT_NE(capped["held_by"].get<std::string>().find("kill cap"), std::string::npos);
+  EXPECT_EQ(actuator.actions.size(), 2U);
+}
+
+TEST_F(DaemonAct, PreferenceAvoidMovesTheVictimElsewhere) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
+            {"match": "/pod/app", "preference": "avoid"}, {"match": "/**"}])");
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["target"]["pid"], medium) << decision.dump();
+  // The kernel's own ranking is unchanged: big is still its victim.
+  EXPECT_EQ(decision["victim"]["pid"], big);
+}
+
+TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
+  writeFile(root / "pod/app/memory.oom.group", "1\n");
+  start(kKillWorstOnMax);
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["action"], "kill_cgroup");
+  EXPECT_EQ(decision["cgroup"], "/pod/app");
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill-cgroup /pod/app"}));
+}
+
+TEST_F(DaemonAct, ObserveModeNeverActs) {
+  start(kKillWorstOnMax, "observe");
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["action"], "none");
+  EXPECT_EQ(decision["result"], "observed");
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DaemonAct, BelowThresholdNoKill) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.01}}}, {"match": "/**"}])");
+  // memory.current is 1e9 of 1 GiB: 6.9 % headroom, above 1 %.
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["result"], "below_threshold");
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DaemonAct, OmittedEverywhereMeansNoVictim) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
+            {"match": "/pod/*", "preference": "omit"}, {"match": "/**"}])");
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["result"], "no_victim");
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DaemonAct, LevelThresholdsAreCheckedWithoutAnEvent) {
+  // 6.9 % headroom is below 10 %: the refresh finds it, no memory.events change needed.
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}}, {"match": "/**"}])");
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"})) << log_text.str();
+  EXPECT_NE(log_text.str().find(R"("trigger":{"kind":"threshold","cgroup":"/pod"})"), std::string::npos);
+}
+
+long livePanicOnOom() {
+  std::ifstream in("/proc/sys/vm/panic_on_oom");
+  long value = -1;
+  in >> value;
+  return value;
+}
+
+TEST_F(DaemonAct, SysctlDriftIsReportedInObserveModeAndNothingIsWritten) {
+  const long other = (livePanicOnOom() + 1) % 3;
+  start(kKillWorstOnMax, "observe", R"("sysctls": {"values": {"vm.panic_on_oom": )" + std::to_string(other) + "}},");
+  EXPECT_NE(log_text.str().find(R"("event":"sysctl_drift","name":"vm.panic_on_oom","wanted":)" + std::to_string(other)),
+            std::string::npos)
+      << log_text.str();
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DaemonAct, SysctlsAreAppliedAtStartInActMode) {
+  const long other = (livePanicOnOom() + 1) % 3;
+  start(kKillWorstOnMax, "act", R"("sysctls": {"values": {"vm.panic_on_oom": )" + std::to_string(other) + "}},");
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"sysctl vm.panic_on_oom " + std::to_string(other)}));
+  EXPECT_NE(log_text.str().find(R"("result":"applied")"), std::string::npos) << log_text.str();
+}
+
+}  // namespace
+}  // namespace oomguard::testing

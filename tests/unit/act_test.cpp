@@ -1,0 +1,211 @@
+#include <gtest/gtest.h>
+
+#include "policies/act.hpp"
+
+namespace oomguard::policies {
+namespace {
+
+VictimCandidate candidate(pid_t pid, long points, Preference preference = Preference::kNone) {
+  VictimCandidate c;
+  c.pid = pid;
+  c.comm = "p" + std::to_string(pid);
+  c.points = points;
+  c.preference = preference;
+  return c;
+}
+
+std::vector<pid_t> pidsOf(const std::vector<VictimCandidate>& candidates) {
+  std::vector<pid_t> pids;
+  for (const auto& c : candidates) {
+    pids.push_back(c.pid);
+  }
+  return pids;
+}
+
+TEST(ProtectionClass, DocumentedValues) {
+  EXPECT_EQ(oomScoreAdjFor(ProtectionClass::kCritical), -998);
+  EXPECT_EQ(oomScoreAdjFor(ProtectionClass::kHigh), -500);
+  EXPECT_EQ(oomScoreAdjFor(ProtectionClass::kNormal), 0);
+  EXPECT_EQ(oomScoreAdjFor(ProtectionClass::kLow), 500);
+  EXPECT_EQ(oomScoreAdjFor(ProtectionClass::kSacrificial), 1000);
+  EXPECT_EQ(parseProtectionClass("sacrificial"), ProtectionClass::kSacrificial);
+  EXPECT_FALSE(parseProtectionClass("vip").has_value());
+}
+
+TEST(GuardianOrder, PreferenceIsAKeyAboveThePointsNeverBlended) {
+  // A preferred task with few points goes before a huge one; avoided ones come last; omitted never.
+  const std::vector<VictimCandidate> all = {candidate(10, 900000), candidate(11, 5, Preference::kPrefer),
+                                            candidate(12, 5000000, Preference::kAvoid),
+                                            candidate(13, 9000000, Preference::kOmit), candidate(14, 1000)};
+  EXPECT_EQ(pidsOf(guardianOrder(all)), (std::vector<pid_t>{11, 10, 14, 12}));
+}
+
+TEST(GuardianOrder, NeverKillSet) {
+  auto init = candidate(1, 100);
+  auto kernel_says_no = candidate(2, 100);
+  kernel_says_no.killable = false;
+  auto disabled = candidate(3, 100);
+  disabled.oom_score_adj = -1000;
+  auto self = candidate(4, 10000000);
+  self.never_kill = true;
+  auto ok = candidate(5, 1);
+  EXPECT_EQ(pidsOf(guardianOrder({init, kernel_says_no, disabled, self, ok})), (std::vector<pid_t>{5}));
+  EXPECT_NE(exclusionReason(self)->find("protected"), std::string::npos);
+  EXPECT_EQ(*exclusionReason(init), "pid 1");
+}
+
+TEST(ChooseVictim, KillWorstTakesTheHeadOfTheGuardiansOrder) {
+  const auto choice = chooseVictim(Action::kKillWorst, {candidate(10, 50), candidate(11, 70), candidate(12, 60)});
+  ASSERT_TRUE(choice.victim);
+  EXPECT_EQ(choice.victim->pid, 11);
+  const auto none = chooseVictim(Action::kKillWorst, {candidate(1, 50)});
+  EXPECT_FALSE(none.victim);
+  EXPECT_EQ(none.reason, "no candidate may be killed");
+}
+
+TEST(ChooseVictim, KillAllocatingTakesTheFastestGrowerNotTheBiggest) {
+  auto big = candidate(10, 500000);
+  big.growth_pages = 10;
+  auto leaker = candidate(11, 20000);
+  leaker.growth_pages = 15000;
+  auto shrinking = candidate(12, 30000);
+  shrinking.growth_pages = -200;
+  const auto choice = chooseVictim(Action::kKillAllocating, {big, leaker, shrinking});
+  ASSERT_TRUE(choice.victim);
+  EXPECT_EQ(choice.victim->pid, 11);
+  EXPECT_NE(choice.reason.find("15000 pages"), std::string::npos);
+  // Nobody grew: no victim (and no kill).
+  big.growth_pages = 0;
+  leaker.growth_pages = -5;
+  EXPECT_FALSE(chooseVictim(Action::kKillAllocating, {big, leaker}).victim);
+  // No trend data at all: no victim.
+  EXPECT_FALSE(chooseVictim(Action::kKillAllocating, {candidate(10, 5), candidate(11, 6)}).victim);
+}
+
+TEST(ChooseVictim, KillAllocatingCountsGrowthPerOomGroup) {
+  // Three small growers in one oom.group cgroup outgrow one bigger single grower.
+  std::vector<VictimCandidate> all;
+  for (pid_t pid : {20, 21, 22}) {
+    auto member = candidate(pid, 1000);
+    member.growth_pages = 400;
+    member.group_kill_cgroup = "/pods/web";
+    all.push_back(member);
+  }
+  auto single = candidate(30, 1000);
+  single.growth_pages = 1000;
+  all.push_back(single);
+  const auto choice = chooseVictim(Action::kKillAllocating, all);
+  ASSERT_TRUE(choice.victim);
+  EXPECT_EQ(choice.victim->group_kill_cgroup, std::optional<std::string>("/pods/web"));
+}
+
+TEST(ChooseVictim, KillAllocatingHonoursPreference) {
+  auto preferred = candidate(10, 100, Preference::kPrefer);
+  preferred.growth_pages = 5;
+  auto other = candidate(11, 100);
+  other.growth_pages = 50000;
+  EXPECT_EQ(chooseVictim(Action::kKillAllocating, {other, preferred}).victim->pid, 10);
+}
+
+TEST(Thresholds, PressureMustBeHeldForTheDuration) {
+  Thresholds thresholds;
+  thresholds.pressure_kind = "full";
+  thresholds.pressure_avg10 = 0.20;
+  thresholds.pressure_held_us = 2'000'000;
+  ThresholdState state;
+  DomainObservation high;
+  high.full_avg10 = 0.35;
+  DomainObservation low;
+  low.full_avg10 = 0.05;
+  EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 10'000'000));  // starts the clock
+  EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 11'500'000));  // 1.5 s
+  const auto crossed = thresholdCrossed(thresholds, high, state, 12'000'000);
+  ASSERT_TRUE(crossed);
+  EXPECT_NE(crossed->find("for 2.0 s"), std::string::npos) << *crossed;
+  // Dropping below resets the clock.
+  EXPECT_FALSE(thresholdCrossed(thresholds, low, state, 12'100'000));
+  EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 13'000'000));
+  EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 14'900'000));
+  EXPECT_TRUE(thresholdCrossed(thresholds, high, state, 15'000'000));
+}
+
+TEST(Thresholds, MissingDataNeverCrosses) {
+  Thresholds thresholds;
+  thresholds.pressure_kind = "some";
+  thresholds.pressure_avg10 = 0.1;
+  thresholds.headroom_below = 0.1;
+  thresholds.mem_available_below = 0.1;
+  ThresholdState state;
+  EXPECT_FALSE(thresholdCrossed(thresholds, DomainObservation{}, state, 1));
+}
+
+TEST(Thresholds, HeadroomEventsAndHostFloors) {
+  ThresholdState state;
+  Thresholds headroom;
+  headroom.headroom_below = 0.05;
+  DomainObservation near_limit;
+  near_limit.memory_max_bytes = 1000;
+  near_limit.memory_current_bytes = 960;
+  EXPECT_TRUE(thresholdCrossed(headroom, near_limit, state, 1));
+  near_limit.memory_current_bytes = 900;
+  EXPECT_FALSE(thresholdCrossed(headroom, near_limit, state, 1));
+
+  Thresholds events;
+  events.on_memory_max = true;
+  DomainObservation max_hit;
+  max_hit.events_max = 3;
+  EXPECT_EQ(*thresholdCrossed(events, max_hit, state, 1), "memory.events max rose by 3");
+  max_hit.events_max = 0;
+  max_hit.events_high = 9;
+  EXPECT_FALSE(thresholdCrossed(events, max_hit, state, 1));
+
+  Thresholds host;
+  host.mem_available_below = 0.05;
+  DomainObservation tight;
+  tight.mem_total_kb = 1000000;
+  tight.mem_available_kb = 40000;
+  EXPECT_TRUE(thresholdCrossed(host, tight, state, 1));
+  tight.mem_available_kb = 60000;
+  EXPECT_FALSE(thresholdCrossed(host, tight, state, 1));
+}
+
+TEST(KillGate, CooldownPerDomainAndCapAcrossDomains) {
+  KillGate gate(10'000'000, 3);
+  EXPECT_FALSE(gate.refusal("/a", 0));
+  gate.recordKill("/a", 0);
+  ASSERT_TRUE(gate.refusal("/a", 5'000'000));
+  EXPECT_NE(gate.refusal("/a", 5'000'000)->find("cooling down"), std::string::npos);
+  EXPECT_FALSE(gate.refusal("/b", 5'000'000));  // other domains are not cooling
+  EXPECT_FALSE(gate.refusal("/a", 10'000'000));
+  gate.recordKill("/b", 1'000'000);
+  gate.recordKill("/c", 2'000'000);
+  // Three kills inside a minute: the cap holds every domain.
+  ASSERT_TRUE(gate.refusal("/d", 30'000'000));
+  EXPECT_NE(gate.refusal("/d", 30'000'000)->find("kill cap"), std::string::npos);
+  EXPECT_FALSE(gate.refusal("/d", 60'000'001));  // the first kill left the window
+  // Memory seen freed ends a cooldown early.
+  gate.recordKill("/e", 70'000'000);
+  gate.release("/e");
+  EXPECT_FALSE(gate.refusal("/e", 70'000'001));
+}
+
+TEST(GrowthTracker, GrowthOverTheWindow) {
+  GrowthTracker tracker(10'000'000);
+  EXPECT_FALSE(tracker.growth(7));
+  tracker.sample(7, 0, 100);
+  EXPECT_FALSE(tracker.growth(7));
+  tracker.sample(7, 5'000'000, 400);
+  EXPECT_EQ(tracker.growth(7), 300);
+  // The anchor is the newest sample at or before the window's start (12 s - 10 s = 2 s): the 0 s one.
+  tracker.sample(7, 12'000'000, 900);
+  EXPECT_EQ(tracker.growth(7), 800);
+  // At 16 s the window starts at 6 s: the 5 s sample becomes the anchor and the 0 s one leaves.
+  tracker.sample(7, 16'000'000, 1000);
+  EXPECT_EQ(tracker.growth(7), 600);
+  tracker.sample(8, 12'000'000, 10);
+  tracker.forgetOlderThan(16'000'001);
+  EXPECT_EQ(tracker.size(), 0U);
+}
+
+}  // namespace
+}  // namespace oomguard::policies
