@@ -1,8 +1,9 @@
 #include "guardian/actuator.hpp"
 
+#include "guardian/syscalls.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio/steady_timer.hpp>
@@ -10,24 +11,10 @@
 #include <csignal>
 #include <cstring>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
-#ifndef SYS_process_mrelease
-#define SYS_process_mrelease 448
-#endif
-
 namespace oomguard::guardian {
 namespace {
 
 std::string errnoText(int error) { return std::strerror(error); }  // NOLINT(concurrency-mt-unsafe)
-
-int sendSignal(int pidfd, int signal) {
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0));
-}
 
 ActionResult writeText(const std::string& path, const std::string& text) {
   auto written = cgroupfs::writeFileAt(AT_FDCWD, path.c_str(), text, path);
@@ -47,11 +34,11 @@ std::string sysctlPath(const std::string& proc_root, const std::string& name) {
 
 // SIGKILL through the pidfd, then process_mrelease to free the victim's memory at once.
 ActionResult killNow(const PinnedProcess& process) {
-  if (sendSignal(process.pidfd(), SIGKILL) != 0) {
+  if (pidfdSendSignal(process.pidfd(), SIGKILL) != 0) {
     const int error = errno;
     return {error == ESRCH, error == ESRCH ? "already gone" : "SIGKILL failed: " + errnoText(error)};
   }
-  if (::syscall(SYS_process_mrelease, process.pidfd(), 0) == 0) {
+  if (processMrelease(process.pidfd()) == 0) {
     return {true, "SIGKILL sent, memory released (process_mrelease)"};
   }
   const int error = errno;
@@ -72,7 +59,7 @@ SystemActuator::SystemActuator(boost::asio::io_context& io, std::string proc_roo
     : io_(io), proc_root_(std::move(proc_root)), cgroup_root_(std::move(cgroup_root)) {}
 
 cgroupfs::Result<std::shared_ptr<PinnedProcess>> SystemActuator::pin(pid_t pid) {
-  const long fd = ::syscall(SYS_pidfd_open, pid, 0);
+  const long fd = pidfdOpen(pid);
   if (fd < 0) {
     return cgroupfs::systemError(errno, "pid " + std::to_string(pid), "pidfd_open failed");
   }
@@ -83,7 +70,7 @@ ActionResult SystemActuator::kill(const std::shared_ptr<PinnedProcess>& process,
   if (sigterm_grace_ms == 0) {
     return killNow(*process);
   }
-  if (sendSignal(process->pidfd(), SIGTERM) != 0) {
+  if (pidfdSendSignal(process->pidfd(), SIGTERM) != 0) {
     const int error = errno;
     return {error == ESRCH, error == ESRCH ? "already gone" : "SIGTERM failed: " + errnoText(error)};
   }
@@ -120,7 +107,7 @@ ActionResult SystemActuator::panic() {
 }
 
 cgroupfs::Result<std::shared_ptr<PinnedProcess>> DryRunActuator::pin(pid_t pid) {
-  const long fd = ::syscall(SYS_pidfd_open, pid, 0);
+  const long fd = pidfdOpen(pid);
   if (fd < 0) {
     return cgroupfs::systemError(errno, "pid " + std::to_string(pid), "pidfd_open failed");
   }

@@ -753,20 +753,23 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
   Json outcome{{"target", Json{{"pid", victim.pid}, {"comm", victim.comm}, {"cgroup", victim.cgroup},
                                {"points", victim.points}}}};
   const std::string policy = policies::toString(rule.action);
-  if (victim.group_kill_cgroup) {
-    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
-    outcome["action"] = "kill_cgroup";
-    outcome["cgroup"] = *victim.group_kill_cgroup;
-    const auto result = actuator_.killCgroup(*victim.group_kill_cgroup);
+  // What every kill does once the actuator has answered.
+  auto finish = [&](const ActionResult& result, Cooling cooling) {
     outcome["result"] = result.ok ? (options_.dry_run ? "dry_run" : "killed") : "failed";
     outcome["detail"] = result.detail;
     metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
     if (result.ok) {
       ++stats_.kills;
       gate_.recordKill(domain_path, now_us);
-      cooling_[domain_path] = Cooling{nullptr, *victim.group_kill_cgroup};
+      cooling_[domain_path] = std::move(cooling);
     }
     return outcome;
+  };
+  if (victim.group_kill_cgroup) {
+    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
+    outcome["action"] = "kill_cgroup";
+    outcome["cgroup"] = *victim.group_kill_cgroup;
+    return finish(actuator_.killCgroup(*victim.group_kill_cgroup), Cooling{nullptr, *victim.group_kill_cgroup});
   }
   outcome["action"] = "kill";
   auto pinned = actuator_.pin(victim.pid);
@@ -796,16 +799,7 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
     metrics_.countKill(policy, reason_kind, "gone");
     return outcome;
   }
-  const auto result = actuator_.kill(pinned.value(), rule.sigterm_grace_ms);
-  outcome["result"] = result.ok ? (options_.dry_run ? "dry_run" : "killed") : "failed";
-  outcome["detail"] = result.detail;
-  metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
-  if (result.ok) {
-    ++stats_.kills;
-    gate_.recordKill(domain_path, now_us);
-    cooling_[domain_path] = Cooling{pinned.value(), {}};
-  }
-  return outcome;
+  return finish(actuator_.kill(pinned.value(), rule.sigterm_grace_ms), Cooling{pinned.value(), {}});
 }
 
 void Daemon::checkSysctls(bool at_start) {

@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include <boost/asio/io_context.hpp>
+#include <cstdlib>
 #include <ostream>
 
 #include "guardian/commands.hpp"
@@ -66,7 +67,12 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   io.run();
   log.write("stopped", nlohmann::ordered_json{{"decisions", daemon.stats().decisions},
                                               {"kernel_oom_kills", daemon.stats().kernel_oom_kills}});
-  return kExitOk;
+  // Everything is disarmed and the log is flushed. The metrics server's shutdown (civetweb) waits out a
+  // poll timeout of up to 2 s; SIGTERM must end us within 1 s, so leave now and let the kernel close
+  // its sockets.
+  out.flush();
+  err.flush();
+  std::_Exit(kExitOk);
 }
 
 }  // namespace oomguard::guardian

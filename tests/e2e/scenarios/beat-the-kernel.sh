@@ -20,6 +20,7 @@
 . "$VMRUN_FILES/guestlib.sh"
 
 command -v oomguard >/dev/null || fail "oomguard is not in the guest"
+lo_up
 command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
 mkdir -p "$OUT/runs" || fail "no share dir"
 

@@ -15,6 +15,7 @@
 . "$VMRUN_FILES/guestlib.sh"
 
 command -v oomguard >/dev/null || fail "oomguard is not in the guest"
+lo_up
 command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
 D=$CGROOT/gk
 P=$OUT/params

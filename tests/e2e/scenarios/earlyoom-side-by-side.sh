@@ -1,0 +1,93 @@
+#!/bin/sh
+# vmrun-args: -m 512 -t 200 --deb earlyoom
+# earlyoom-side-by-side: Debian's earlyoom 1.7 and oomguard, each alone, on the same host-level leak.
+#
+# No swap, no limits. Two sleeping innocents (48 and 24 MiB) stay for the whole boot. Rounds alternate
+# (earlyoom, oomguard, earlyoom, oomguard; ROUNDS pairs), each with a fresh leaker under leakwatch: 2 MiB
+# every 20 ms up to MemAvailable + 64 MiB (more than there is), so someone must kill it. Both act at the
+# same level, MemAvailable below 10 % of MemTotal, with SIGKILL at once:
+#   earlyoom  `earlyoom -m 10,10 -s 100,100 -r 0` (no swap: the swap condition is always met; it polls
+#             every 100 ms to 1 s, adaptively)
+#   oomguard  `oomguard run`, mode act, host act kill-worst when mem_available_below 0.10,
+#             refresh_interval_s 0.1 (its level checks run at every refresh: the same 100 ms as
+#             earlyoom's fastest poll), default host PSI trigger
+# leakwatch times the leak's start, the first poll (10 ms) where MemAvailable is below 10 %, and the
+# leaker's death. earlyoom-side-by-side.check.py judges: in every round the killer killed the leaker (not
+# an innocent; its own log says so), the innocents live, the kernel's OOM killer did not fire; and
+# reports time-to-kill for both and the ratio oomguard / earlyoom. Args: [ROUNDS] (default 2).
+# shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
+. "$VMRUN_FILES/guestlib.sh"
+
+ROUNDS=${1:-2}
+command -v oomguard >/dev/null || fail "oomguard is not in the guest"
+command -v earlyoom >/dev/null || fail "earlyoom is not in the guest (vmrun --deb earlyoom)"
+command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
+lo_up
+[ "$(awk '$1 == "SwapTotal:" { print $2 }' /proc/meminfo)" = 0 ] || fail "this scenario needs no swap"
+SHARE=$OUT
+mkdir -p "$SHARE/rounds"
+earlyoom -v > "$SHARE/earlyoom.version" 2>&1
+innocent1=$(hog -D -q -m 48 -n innocent1) || fail "innocent1"
+innocent2=$(hog -D -q -m 24 -n innocent2) || fail "innocent2"
+echo "innocent1 $innocent1" > "$SHARE/innocents"
+echo "innocent2 $innocent2" >> "$SHARE/innocents"
+
+# round N KILLER
+round() {
+  dir="$SHARE/rounds/$1-$2"
+  mkdir -p "$dir"
+  settle_memory
+  A=$(mem_available_mib)
+  seq=$(kmsgdump -l)
+  {
+    echo "round $1"
+    echo "killer $2"
+    echo "mem_available_mib $A"
+    echo "vmstat_oom_kill_before $(vmstat oom_kill)"
+  } > "$dir/params"
+  if [ "$2" = earlyoom ]; then
+    earlyoom -m 10,10 -s 100,100 -r 0 > "$dir/earlyoom.log" 2>&1 &
+    killer=$!
+    n=0
+    until grep -q 'SIGKILL when mem' "$dir/earlyoom.log" 2>/dev/null || [ "$n" -ge 100 ]; do sleep 0.05; n=$((n + 1)); done
+  else
+    OUT=$dir
+    DAEMON_LOG=$dir/daemon.jsonl
+    daemon_start '{"version": 1, "mode": "act", "refresh_interval_s": 0.1,
+      "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.10}}},
+      "policy": {"cooldown_s": 2}}'
+    killer=$DAEMON_PID
+  fi
+  sleep 0.5
+  echo "killer_pid $killer" >> "$dir/params"
+  echo "killer_alive_before $(pid_alive "$killer" && echo 1 || echo 0)" >> "$dir/params"
+  log "round $1 $2: leaking from MemAvailable $A MiB"
+  leakwatch -o "$dir/leak.txt" -a 0.10 -i 10 -t 40 -- hog -q -x -m $((A + 64)) -s 2 -d 20 -n leaker
+  echo "leakwatch_rc $?" >> "$dir/params"
+  sleep 0.5
+  {
+    echo "innocent1_alive $(pid_alive "$innocent1" && echo 1 || echo 0)"
+    echo "innocent2_alive $(pid_alive "$innocent2" && echo 1 || echo 0)"
+    echo "killer_alive_after $(pid_alive "$killer" && echo 1 || echo 0)"
+    echo "vmstat_oom_kill_after $(vmstat oom_kill)"
+  } >> "$dir/params"
+  if [ "$2" = earlyoom ]; then
+    kill -TERM "$killer" 2>/dev/null
+    wait "$killer" 2>/dev/null
+  else
+    daemon_stop
+    OUT=$SHARE
+    DAEMON_LOG=$SHARE/daemon.jsonl
+  fi
+  kmsg_oom_lines "$seq" > "$dir/kmsg-oom.txt"
+  log "round $1 $2: $(tr '\n' ' ' < "$dir/leak.txt")"
+}
+
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+  round "$r" earlyoom
+  round "$r" oomguard
+  r=$((r + 1))
+done
+echo "$ROUNDS" > "$SHARE/rounds.done"
+log "earlyoom-side-by-side: done"
