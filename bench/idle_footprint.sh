@@ -35,7 +35,7 @@ cat > "$config" <<JSON
 {"cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}
 JSON
 
-"$binary" --cgroup-root "$tree" run --config "$config" > "$out" 2>/dev/null &
+"$binary" --cgroup-root "$tree" run --config "$config" --metrics-listen 127.0.0.1:0 > "$out" 2>/dev/null &
 daemon=$!
 for _ in $(seq 50); do grep -q '"event":"started"' "$out" 2>/dev/null && break; sleep 0.1; done
 sleep "${WARMUP_S:-35}"

@@ -914,10 +914,10 @@ void Daemon::record(DomainState& state, std::vector<Candidate> top, uint64_t at_
   if (!changed) {
     return;  // the prediction in force stays the newest entry: steady state allocates nothing here
   }
-  state.history.push_back(Prediction{at_us, victim});
-  if (state.history.size() > kPredictionHistory) {
-    state.history.pop_front();
+  if (state.history.size() >= kPredictionHistory) {
+    state.history.erase(state.history.begin());
   }
+  state.history.push_back(Prediction{at_us, victim});
   if (log_change) {
     log_.write("next_victim",
                Json{{"domain", Json{{"kind", policies::toString(state.domain.kind)}, {"cgroup", state.domain.cgroup},
@@ -1053,7 +1053,7 @@ void Daemon::refresh() {
     facts_ = std::move(facts).value();
   }
   const uint64_t now_us = monotonic_();
-  const size_t keep = std::max(config_.rescan_candidates, config_.log_candidates);
+  const size_t keep = std::max({config_.rescan_candidates, config_.log_candidates, config_.metrics_top_k});
   // Limits appear and go without any inotify event: re-read memory.max of every watched cgroup, and
   // re-apply the rule (trigger, watches) only where that changed something.
   // Limits are written right after a cgroup is made (runc, systemd) and seldom after: young cgroups are

@@ -99,7 +99,9 @@ class Daemon {
     policies::OomDomain domain;
     std::vector<Candidate> top;           // highest first
     std::vector<Candidate> growers;       // the host's fastest growers at the last refresh (kill-allocating)
-    std::deque<Prediction> history;       // each change of the predicted victim, newest last, bounded
+    // Each change of the predicted victim, newest last, at most kPredictionHistory (a vector: a deque's
+    // first block alone is 512 bytes, times hundreds of domains).
+    std::vector<Prediction> history;
   };
   struct WatchedCgroup {
     int directory_wd = -1;

@@ -314,7 +314,9 @@ void PrometheusMetrics::ScopedSeries::setRanking(const std::string& domain, cons
     return;  // unchanged: the steady state allocates nothing
   }
   if (count == 0) {
-    publish(key, nullptr);
+    if (found != rankings_.end()) {
+      publish(key, nullptr);
+    }
     return;
   }
   auto snapshot = std::make_shared<RankingSnapshot>();

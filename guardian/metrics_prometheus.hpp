@@ -61,7 +61,9 @@ class PrometheusMetrics final : public Metrics {
 
   // Starts serving on `listen` ("127.0.0.1:9743"; port 0 picks a free one) with `threads` workers.
   // Throws std::runtime_error when the address is invalid or cannot be bound. Call at most once.
-  void serve(const std::string& listen, size_t threads = 2);
+  // One worker is enough for a scrape every few seconds and keeps the daemon small (each thread's stack
+  // is locked in memory by mlockall).
+  void serve(const std::string& listen, size_t threads = 1);
   // The port(s) bound by serve() (the real one when it was given port 0).
   [[nodiscard]] std::vector<int> listeningPorts() const;
 

@@ -183,7 +183,9 @@ class DaemonOnUnified : public ::testing::Test {
   }
 
   DaemonProcess start() {
-    return DaemonProcess({OOMGUARD_BINARY, "--cgroup-root", kUnified, "run", "--config", config_path});
+    // Port 0: the metrics server takes any free port, so runs never collide on 9743.
+    return DaemonProcess(
+        {OOMGUARD_BINARY, "--cgroup-root", kUnified, "run", "--config", config_path, "--metrics-listen", "127.0.0.1:0"});
   }
 
   void startBurners(size_t count) {

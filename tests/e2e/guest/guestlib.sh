@@ -252,7 +252,8 @@ kmsg_oom_lines() {
   kmsgdump -a "$1" | grep -E 'invoked oom-killer|oom-kill:|Killed process|Memory cgroup out of memory' || true
 }
 
-# lo_up: bring the loopback interface up, as on any real host. /init leaves it down; then the daemon's
-# metrics server cannot be woken by its own stop helper (a connect to 127.0.0.1) and SIGTERM takes up
-# to civetweb's 2 s poll quantum (measured: 380-2019 ms with lo down, 189-379 ms with lo up).
+# lo_up: bring the loopback interface up, as on any real host (/init leaves it down), so that the
+# daemon's metrics endpoint on 127.0.0.1 is reachable (wget in earlyoom-side-by-side). With lo down, a
+# daemon built before commit 768adad took 380-2019 ms to exit on SIGTERM (its metrics server's stop
+# helper could not connect; civetweb waited out its 2 s poll), 189-379 ms with lo up.
 lo_up() { ip link set lo up 2>/dev/null || log "lo_up: cannot bring lo up"; }

@@ -2,8 +2,8 @@
 # vmrun-args: -m 512 -t 200 --deb earlyoom
 # earlyoom-side-by-side: Debian's earlyoom 1.7 and oomguard, each alone, on the same host-level leak.
 #
-# No swap, no limits. Two sleeping innocents (48 and 24 MiB) stay for the whole boot. Rounds alternate
-# (earlyoom, oomguard, earlyoom, oomguard; ROUNDS pairs), each with a fresh leaker under leakwatch: 2 MiB
+# No swap, no limits. Two sleeping innocents (120 and 24 MiB) stay for the whole boot. Rounds alternate
+# (earlyoom, oomguard, earlyoom, oomguard, ...; ROUNDS pairs), each with a fresh leaker under leakwatch: 2 MiB
 # every 20 ms up to MemAvailable + 64 MiB (more than there is), so someone must kill it. Both act at the
 # same level, MemAvailable below 10 % of MemTotal, with SIGKILL at once:
 #   earlyoom  `earlyoom -m 10,10 -s 100,100 -r 0` (no swap: the swap condition is always met; it polls
@@ -12,22 +12,24 @@
 #             refresh_interval_s 0.1 (its level checks run at every refresh: the same 100 ms as
 #             earlyoom's fastest poll), default host PSI trigger
 # leakwatch times the leak's start, the first poll (10 ms) where MemAvailable is below 10 %, and the
-# leaker's death. earlyoom-side-by-side.check.py judges: in every round the killer killed the leaker (not
+# leaker's death; earlyoom's lines are timed by tsline as they come (its "sending SIGKILL" line is
+# printed just before kill(2)); oomguard's decision line carries its own time (written after the kill). earlyoom-side-by-side.check.py judges: in every round the killer killed the leaker (not
 # an innocent; its own log says so), the innocents live, the kernel's OOM killer did not fire; and
-# reports time-to-kill for both and the ratio oomguard / earlyoom. Args: [ROUNDS] (default 2).
+# reports time-to-kill for both and the ratio oomguard / earlyoom. Args: [ROUNDS] (default 3).
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
 
-ROUNDS=${1:-2}
+ROUNDS=${1:-3}
 command -v oomguard >/dev/null || fail "oomguard is not in the guest"
 command -v earlyoom >/dev/null || fail "earlyoom is not in the guest (vmrun --deb earlyoom)"
 command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
+command -v tsline >/dev/null || fail "tsline is not in the guest"
 lo_up
 [ "$(awk '$1 == "SwapTotal:" { print $2 }' /proc/meminfo)" = 0 ] || fail "this scenario needs no swap"
 SHARE=$OUT
 mkdir -p "$SHARE/rounds"
 earlyoom -v > "$SHARE/earlyoom.version" 2>&1
-innocent1=$(hog -D -q -m 48 -n innocent1) || fail "innocent1"
+innocent1=$(hog -D -q -m 120 -n innocent1) || fail "innocent1"
 innocent2=$(hog -D -q -m 24 -n innocent2) || fail "innocent2"
 echo "innocent1 $innocent1" > "$SHARE/innocents"
 echo "innocent2 $innocent2" >> "$SHARE/innocents"
@@ -46,7 +48,11 @@ round() {
     echo "vmstat_oom_kill_before $(vmstat oom_kill)"
   } > "$dir/params"
   if [ "$2" = earlyoom ]; then
-    earlyoom -m 10,10 -s 100,100 -r 0 > "$dir/earlyoom.log" 2>&1 &
+    # Its lines are timed as they come (tsline), through a FIFO so that $! is earlyoom itself.
+    mkfifo "/tmp/earlyoom.$1"
+    tsline < "/tmp/earlyoom.$1" > "$dir/earlyoom.log" &
+    stamper=$!
+    earlyoom -m 10,10 -s 100,100 -r 0 > "/tmp/earlyoom.$1" 2>&1 &
     killer=$!
     n=0
     until grep -q 'SIGKILL when mem' "$dir/earlyoom.log" 2>/dev/null || [ "$n" -ge 100 ]; do sleep 0.05; n=$((n + 1)); done
@@ -65,6 +71,10 @@ round() {
   leakwatch -o "$dir/leak.txt" -a 0.10 -i 10 -t 40 -- hog -q -x -m $((A + 64)) -s 2 -d 20 -n leaker
   echo "leakwatch_rc $?" >> "$dir/params"
   sleep 0.5
+  if [ "$2" = oomguard ]; then
+    # The daemon's own histograms (scan duration, reaction), for the diagnosis of its latency.
+    wget -q -O "$dir/metrics.txt" http://127.0.0.1:9743/metrics 2> "$dir/metrics.err" || true
+  fi
   {
     echo "innocent1_alive $(pid_alive "$innocent1" && echo 1 || echo 0)"
     echo "innocent2_alive $(pid_alive "$innocent2" && echo 1 || echo 0)"
@@ -74,6 +84,8 @@ round() {
   if [ "$2" = earlyoom ]; then
     kill -TERM "$killer" 2>/dev/null
     wait "$killer" 2>/dev/null
+    wait "$stamper" 2>/dev/null
+    rm -f "/tmp/earlyoom.$1"
   else
     daemon_stop
     OUT=$SHARE

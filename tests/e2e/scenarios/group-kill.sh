@@ -55,8 +55,9 @@ echo "daemon_line_leak $(daemon_lines)" >> "$P"
 log "group-kill: leaking into /gk/grp (members $m1 $m2, keeper $keeper)"
 leakwatch -o "$OUT/leak.txt" -g "$D" -i 10 -t 40 -- hog -q -x -g "$D/grp" -m 200 -s 1 -d 40 -n leaker
 echo "leakwatch_rc $?" >> "$P"
-daemon_wait_for '"action":"kill_cgroup"' 5 0
-echo "daemon_logged_group_kill $([ $? = 0 ] && echo 1 || echo 0)" >> "$P"
+logged=0
+daemon_wait_for '"action":"kill_cgroup"' 5 0 && logged=1
+echo "daemon_logged_group_kill $logged" >> "$P"
 n=0
 while grep -q 'populated 1' "$D/grp/cgroup.events" && [ "$n" -lt 100 ]; do
   sleep 0.05
@@ -76,7 +77,7 @@ cp "$D/grp/memory.events" "$OUT/grp.memory.events"
 cp "$D/memory.events" "$OUT/gk.memory.events"
 kmsg_oom_lines "$seq" > "$OUT/kmsg-oom.txt"
 cg_remove "$D"
-echo done > "$OUT/run.done"
+echo "done" > "$OUT/run.done"
 daemon_stop
 log "group-kill: $(tr '\n' ' ' < "$OUT/leak.txt")"
 log "group-kill: done ($(tr '\n' ' ' < "$OUT/daemon.stop"))"

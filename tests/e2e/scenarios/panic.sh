@@ -21,14 +21,16 @@ printf '{"version": 1, "mode": "act", "refresh_interval_s": 0.25, %s}\n' "$RULE"
 printf '{"version": 1, "mode": "act", "refresh_interval_s": 0.25, %s, "policy": {"allow_panic": true}}\n' "$RULE" \
   > "$OUT/allowed.json"
 
-oomguard check-config "$OUT/refused.json" > "$OUT/check-refused.out" 2>&1
-echo "check_config_refused_rc $?" > "$P"
-timeout 20 oomguard run --config "$OUT/refused.json" > "$OUT/run-refused.out" 2> "$OUT/run-refused.err"
-echo "run_refused_rc $?" >> "$P"
-oomguard check-config "$OUT/allowed.json" > "$OUT/check-allowed.out" 2>&1
-echo "check_config_allowed_rc $?" >> "$P"
-echo "mem_available_mib $(mem_available_mib)" >> "$P"
-echo "mem_total_kb $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)" >> "$P"
+{
+  oomguard check-config "$OUT/refused.json" > "$OUT/check-refused.out" 2>&1
+  echo "check_config_refused_rc $?"
+  timeout 20 oomguard run --config "$OUT/refused.json" > "$OUT/run-refused.out" 2> "$OUT/run-refused.err"
+  echo "run_refused_rc $?"
+  oomguard check-config "$OUT/allowed.json" > "$OUT/check-allowed.out" 2>&1
+  echo "check_config_allowed_rc $?"
+  echo "mem_available_mib $(mem_available_mib)"
+  echo "mem_total_kb $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)"
+} > "$P"
 
 echo "@@PANIC-SCENARIO daemon-start uptime=$(uptime_s)@@"
 oomguard run --config "$OUT/allowed.json" > /dev/console 2> "$OUT/daemon.err" &

@@ -46,9 +46,8 @@ crit=$(hog -D -q -g "$R/crit" -m $((A * 28 / 100)) -n crit) || fail "crit"
 omit=$(hog -D -q -g "$R/omit" -m $((A * 26 / 100)) -n omit) || fail "omit"
 pinned=$(hog -D -q -g "$R/pinned" -a -1000 -m $((A * 14 / 100)) -n pinned) || fail "pinned"
 plain=$(hog -D -q -g "$R/plain" -m $((A * 6 / 100)) -n plain) || fail "plain"
-for t in crit omit pinned plain; do
-  eval "pid=\$$t"
-  echo "$t $pid $(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")" >> "$OUT/tasks"
+for t in "crit $crit" "omit $omit" "pinned $pinned" "plain $plain"; do
+  echo "$t $(awk '$1 == "VmRSS:" { print $2 }' "/proc/${t#* }/status")" >> "$OUT/tasks"
 done
 if daemon_wait_for "\"event\":\"protection\",\"cgroup\":\"/prot/crit\",\"pid\":$crit,\"oom_score_adj\":-998" 10 0; then
   echo "protection_logged 1" >> "$P"
@@ -70,9 +69,8 @@ echo "leakwatch_rc $?" >> "$P"
 daemon_wait_for '"result":"killed"' 5 0
 sleep 0.5
 {
-  for t in crit omit pinned plain; do
-    eval "pid=\$$t"
-    echo "${t}_alive_phase1 $(pid_alive "$pid" && echo 1 || echo 0)"
+  for t in "crit $crit" "omit $omit" "pinned $pinned" "plain $plain"; do
+    echo "${t% *}_alive_phase1 $(pid_alive "${t#* }" && echo 1 || echo 0)"
   done
   echo "daemon_alive_phase1 $(daemon_alive && echo 1 || echo 0)"
   echo "vmstat_oom_kill_phase1 $(vmstat oom_kill)"
@@ -95,12 +93,11 @@ kmsgdump -a "$seq2" -w 'Killed process' -t 10 > "$OUT/kmsg-phase2.txt"
 echo "kmsg_phase2_rc $?" >> "$P"
 sleep 0.3
 {
-  for t in crit pinned plain; do
-    eval "pid=\$$t"
-    echo "${t}_alive_end $(pid_alive "$pid" && echo 1 || echo 0)"
+  for t in "crit $crit" "pinned $pinned" "plain $plain"; do
+    echo "${t% *}_alive_end $(pid_alive "${t#* }" && echo 1 || echo 0)"
   done
   echo "vmstat_oom_kill_end $(vmstat oom_kill)"
 } >> "$P"
 cg_remove "$R"
-echo done > "$OUT/run.done"
+echo "done" > "$OUT/run.done"
 log "protection-holds: done ($(tr '\n' ' ' < "$OUT/burst.txt"))"
