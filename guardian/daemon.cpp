@@ -1049,6 +1049,10 @@ void Daemon::scheduleRefresh() {
 void Daemon::refresh() {
   ++stats_.refreshes;
   const uint64_t scan_started_us = monotonic_();
+  // Level thresholds first: a few small reads per acting domain, before the /proc scan delays them.
+  if (stats_.refreshes > 1) {
+    checkLevels(scan_started_us);
+  }
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
   }
@@ -1173,19 +1177,36 @@ void Daemon::refresh() {
     record(state, std::move(top), monotonic_(), true);  // stamped once its data is read
   }
   // Memory PSI for the metrics: the host every refresh, the OOM domains with the full limit scans
-  // (and whenever their trigger fires).
+  // (and whenever their trigger fires). Likewise each domain's limit and use (its headroom), in bytes:
+  // the host's RAM + swap from /proc/meminfo, a memcg's memory.max and memory.current.
   if (auto pressure = node_.procfs().readPressure("memory")) {
     metrics_.setPressure("/", pressure.value());
+  }
+  if (const auto& meminfo = facts_.meminfo; meminfo.mem_available_kb) {
+    const uint64_t ram_used_kb =
+        meminfo.mem_total_kb - std::min(*meminfo.mem_available_kb, meminfo.mem_total_kb);
+    const uint64_t swap_used_kb =
+        meminfo.swap_total_kb - std::min(meminfo.swap_free_kb, meminfo.swap_total_kb);
+    metrics_.setDomainMemory("host", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024,
+                             (ram_used_kb + swap_used_kb) * 1024);
   }
   if (full_scan) {
     for (const auto& path : limited) {
       if (auto pressure = node_.cgroupfs().readPressure(path, "memory")) {
         metrics_.setPressure(path, pressure.value());
       }
+      if (auto text = node_.cgroupfs().readText(path, "memory.current")) {
+        if (auto current = cgroupfs::parseInteger(text.value()); current && current.value() >= 0) {
+          metrics_.setDomainMemory(path, *cgroups_.at(path).memory_max_bytes,
+                                   static_cast<uint64_t>(current.value()));
+        }
+      }
     }
   }
   metrics_.observeScanDuration(static_cast<double>(monotonic_() - scan_started_us) / 1e6);
-  checkLevels(now_us);
+  if (stats_.refreshes == 1) {
+    checkLevels(monotonic_());  // the first time, once the domains are known
+  }
 }
 
 void Daemon::resync() {
