@@ -42,6 +42,10 @@ class Metrics {
   // The memory PSI of a cgroup ("/" = the host) as last read: totals feed the *_seconds_total counters,
   // the averages the pressure_ratio gauges.
   virtual void setPressure(const std::string& cgroup, const cgroupfs::Pressure& memory_pressure) = 0;
+  // The memory limit and use of a domain ("host" or a cgroup path, as in setVictimRanking), in bytes:
+  // for the host MemTotal + SwapTotal and (MemTotal - MemAvailable) + (SwapTotal - SwapFree), for a
+  // memcg memory.max and memory.current. forgetDomain drops them.
+  virtual void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes) = 0;
   virtual void countKill(const std::string& policy, const std::string& reason, const std::string& result) = 0;
   virtual void countKernelOomKill(const std::string& constraint) = 0;
   // "match" or "mismatch": the kernel's OOM victim against oomguard's prediction for that domain.
@@ -59,6 +63,7 @@ class NullMetrics final : public Metrics {
   void forgetCgroup(const std::string&) override {}
   void countMemoryEvent(const std::string&, const std::string&, uint64_t) override {}
   void setPressure(const std::string&, const cgroupfs::Pressure&) override {}
+  void setDomainMemory(const std::string&, uint64_t, uint64_t) override {}
   void countKill(const std::string&, const std::string&, const std::string&) override {}
   void countKernelOomKill(const std::string&) override {}
   void countPrediction(const std::string&) override {}

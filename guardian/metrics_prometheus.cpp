@@ -204,6 +204,15 @@ constexpr ScopedFamily kVictimOomScore{
     "oomguard_victim_oom_score", "gauge",
     "The ranked process's /proc/<pid>/oom_score, the kernel's host-domain score (0..2000 from Linux 5.9, "
     "0..1000 before). Dimensionless."};
+constexpr ScopedFamily kDomainLimitBytes{
+    "oomguard_domain_limit_bytes", "gauge",
+    "Memory limit of an OOM domain (domain = \"host\" or the cgroup with the memory limit): for the host "
+    "MemTotal + SwapTotal of /proc/meminfo, for a cgroup its memory.max. Unit: bytes."};
+constexpr ScopedFamily kDomainUsageBytes{
+    "oomguard_domain_usage_bytes", "gauge",
+    "Memory in use in an OOM domain (domain = \"host\" or the cgroup with the memory limit): for the host "
+    "(MemTotal - MemAvailable) + (SwapTotal - SwapFree) of /proc/meminfo, for a cgroup its "
+    "memory.current. Headroom = 1 - usage / limit. Unit: bytes."};
 constexpr ScopedFamily kMemoryEventsTotal{
     "oomguard_memory_events_total", "counter",
     "Events of a cgroup's memory.events (hierarchical) counted since oomguard started tracking the cgroup: "
@@ -226,6 +235,19 @@ constexpr ScopedFamily kPressureRatio{
 struct RankingSnapshot {
   std::vector<RankedVictim> rows;   // as given, for comparison and the cgroup references
   std::vector<std::string> labels;  // per row: {domain="..",ranking="..",rank="..",cgroup="..",...}
+};
+
+// One domain's limit and usage: atomics written by the daemon's thread and read by scrapes.
+struct DomainMemorySeries {
+  explicit DomainMemorySeries(const std::string& domain)
+      : label([&] {
+          std::string text;
+          appendLabel(text, "domain", domain);
+          return text;
+        }()) {}
+  const std::string label;  // domain="..."
+  std::atomic<uint64_t> limit_bytes{0};
+  std::atomic<uint64_t> usage_bytes{0};
 };
 
 // One cgroup's memory.events and PSI: atomics written by the daemon's thread and read by scrapes.
@@ -270,6 +292,7 @@ class PrometheusMetrics::ScopedSeries {
   struct View {
     std::vector<std::shared_ptr<const RankingSnapshot>> rankings;
     std::vector<std::shared_ptr<const CgroupSeries>> cgroups;
+    std::vector<std::shared_ptr<const DomainMemorySeries>> domain_memory;
     // Writes family `family` (HELP, TYPE, samples); false when it is not one of ours.
     bool write(std::string_view family, Sink& sink) const;
   };
@@ -283,6 +306,7 @@ class PrometheusMetrics::ScopedSeries {
   void forgetDomain(const std::string& domain);
   void forgetCgroup(const std::string& cgroup);
   CgroupSeries& cgroup(const std::string& path);
+  DomainMemorySeries& domainMemory(const std::string& domain);
 
  private:
   using RankingKey = std::pair<std::string, std::string>;  // domain, ranking
@@ -293,13 +317,14 @@ class PrometheusMetrics::ScopedSeries {
   mutable std::mutex mutex_;
   std::map<RankingKey, std::shared_ptr<const RankingSnapshot>> rankings_;
   std::map<std::string, std::shared_ptr<CgroupSeries>> cgroups_;
+  std::map<std::string, std::shared_ptr<DomainMemorySeries>> domain_memory_;  // one per domain
   std::unordered_map<std::string, size_t> ranking_refs_;  // cgroup -> ranking rows naming it
 };
 
 const std::vector<const ScopedFamily*>& PrometheusMetrics::ScopedSeries::families() {
   static const std::vector<const ScopedFamily*> all = {
-      &kVictimRank,     &kVictimPoints,   &kVictimOomScore, &kMemoryEventsTotal,
-      &kWaitingSeconds, &kStalledSeconds, &kPressureRatio};
+      &kVictimRank,        &kVictimPoints,   &kVictimOomScore, &kDomainLimitBytes, &kDomainUsageBytes,
+      &kMemoryEventsTotal, &kWaitingSeconds, &kStalledSeconds, &kPressureRatio};
   return all;
 }
 
@@ -389,6 +414,12 @@ void PrometheusMetrics::ScopedSeries::forgetDomain(const std::string& domain) {
   for (const auto& key : keys) {
     publish(key, nullptr);
   }
+  std::shared_ptr<DomainMemorySeries> gone;  // freed here, or by the last scrape still holding it
+  if (const auto found = domain_memory_.find(domain); found != domain_memory_.end()) {
+    const std::lock_guard lock(mutex_);
+    gone = std::move(found->second);
+    domain_memory_.erase(found);
+  }
 }
 
 void PrometheusMetrics::ScopedSeries::forgetCgroup(const std::string& cgroup) {
@@ -435,6 +466,17 @@ CgroupSeries& PrometheusMetrics::ScopedSeries::cgroup(const std::string& path) {
   return result;
 }
 
+DomainMemorySeries& PrometheusMetrics::ScopedSeries::domainMemory(const std::string& domain) {
+  if (const auto found = domain_memory_.find(domain); found != domain_memory_.end()) {
+    return *found->second;
+  }
+  auto series = std::make_shared<DomainMemorySeries>(domain);
+  DomainMemorySeries& result = *series;
+  const std::lock_guard lock(mutex_);
+  domain_memory_.emplace(domain, std::move(series));
+  return result;
+}
+
 PrometheusMetrics::ScopedSeries::View PrometheusMetrics::ScopedSeries::view() const {
   View view;
   const std::lock_guard lock(mutex_);
@@ -445,6 +487,10 @@ PrometheusMetrics::ScopedSeries::View PrometheusMetrics::ScopedSeries::view() co
   view.cgroups.reserve(cgroups_.size());
   for (const auto& entry : cgroups_) {
     view.cgroups.push_back(entry.second);
+  }
+  view.domain_memory.reserve(domain_memory_.size());
+  for (const auto& entry : domain_memory_) {
+    view.domain_memory.push_back(entry.second);
   }
   return view;
 }
@@ -471,6 +517,17 @@ bool PrometheusMetrics::ScopedSeries::View::write(std::string_view family, Sink&
         out.push_back('\n');
         sink.lineDone();
       }
+    }
+    return true;
+  }
+  if (&f == &kDomainLimitBytes || &f == &kDomainUsageBytes) {
+    for (const auto& series : domain_memory) {
+      begin();
+      out.append("{").append(series->label).append("} ");
+      appendNumber(out, (&f == &kDomainLimitBytes ? series->limit_bytes : series->usage_bytes)
+                            .load(std::memory_order_relaxed));
+      out.push_back('\n');
+      sink.lineDone();
     }
     return true;
   }
@@ -806,6 +863,13 @@ void PrometheusMetrics::setPressure(const std::string& cgroup, const cgroupfs::P
     series.full_shown.store(true, std::memory_order_release);
   }
   series.pressure_shown.store(true, std::memory_order_release);
+}
+
+void PrometheusMetrics::setDomainMemory(const std::string& domain, uint64_t limit_bytes,
+                                        uint64_t usage_bytes) {
+  DomainMemorySeries& series = scoped_->domainMemory(domain);
+  series.limit_bytes.store(limit_bytes, std::memory_order_relaxed);
+  series.usage_bytes.store(usage_bytes, std::memory_order_relaxed);
 }
 
 void PrometheusMetrics::countKill(const std::string& policy, const std::string& reason,

@@ -3,14 +3,15 @@
 //
 // Two kinds of series. The low-cardinality families (kills, kernel OOM kills, predictions, the two
 // histograms, sysctl drift, build info) are prometheus-cpp Families in one Registry, built once in the
-// constructor. Everything scoped to a domain or a cgroup (victim rankings, memory.events, PSI), which is
-// tens of thousands of series on a big node, lives in a table of our own (ScopedSeries in the .cpp) and
+// constructor. Everything scoped to a domain or a cgroup (victim rankings, domain memory, memory.events,
+// PSI), which is tens of thousands of series on a big node, lives in a table of our own (ScopedSeries in
+// the .cpp) and
 // is written straight into the exposition text: prometheus-cpp's Collectable route (a ClientMetric per
 // series, then its TextSerializer) took 60-95 ms and left 35 MiB more RSS per scrape at 500 domains.
 //
 // Threads. The daemon calls the Metrics methods from its one thread; scrapes run on civetweb's workers.
 // A domain's ranking is an immutable snapshot swapped in by pointer (so a scrape shows each ranking
-// whole), a cgroup's values are atomics, and a scrape holds the table's mutex only to copy pointers: the
+// whole), a cgroup's (and a domain's memory) values are atomics, and a scrape holds the table's mutex only to copy pointers: the
 // daemon never waits for a scrape's formatting or network I/O. Registry families lock only themselves,
 // briefly. Only the daemon's thread adds or removes series.
 //
@@ -79,6 +80,7 @@ class PrometheusMetrics final : public Metrics {
   void forgetCgroup(const std::string& cgroup) override;
   void countMemoryEvent(const std::string& cgroup, const std::string& event, uint64_t delta) override;
   void setPressure(const std::string& cgroup, const cgroupfs::Pressure& memory_pressure) override;
+  void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes) override;
   void countKill(const std::string& policy, const std::string& reason, const std::string& result) override;
   void countKernelOomKill(const std::string& constraint) override;
   void countPrediction(const std::string& result) override;

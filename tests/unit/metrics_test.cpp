@@ -145,6 +145,8 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
       {"oomguard_victim_rank", "gauge"},
       {"oomguard_victim_points", "gauge"},
       {"oomguard_victim_oom_score", "gauge"},
+      {"oomguard_domain_limit_bytes", "gauge"},
+      {"oomguard_domain_usage_bytes", "gauge"},
       {"oomguard_memory_events_total", "counter"},
       {"oomguard_pressure_waiting_seconds_total", "counter"},
       {"oomguard_pressure_stalled_seconds_total", "counter"},
@@ -265,6 +267,45 @@ TEST(PrometheusMetrics, ForgetDomainDropsBothRankingsOfThatDomainOnly) {
   const auto e = parseExposition(metrics.render());
   EXPECT_TRUE(e.find("oomguard_victim_rank", {{"domain", "/a"}}).empty());
   EXPECT_EQ(e.find("oomguard_victim_rank", {{"domain", "/ab"}}).size(), 2U);
+}
+
+TEST(PrometheusMetrics, DomainMemoryIsOneLimitAndOneUsageSeriesPerDomainUntilForgotten) {
+  auto metrics = makeMetrics();
+  const size_t start = metrics.seriesCount();
+  metrics.setDomainMemory("host", 16ULL << 30, 12ULL << 30);
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 100ULL << 20);
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 480ULL << 20);  // replaced, not added
+  metrics.setDomainMemory("/pods/ab", 1ULL << 30, 1);
+  auto e = parseExposition(metrics.render());
+  EXPECT_EQ(e.types.at("oomguard_domain_limit_bytes"), "gauge");
+  EXPECT_EQ(e.types.at("oomguard_domain_usage_bytes"), "gauge");
+  EXPECT_NE(e.helps.at("oomguard_domain_limit_bytes").find("bytes"), std::string::npos);
+  EXPECT_NE(e.helps.at("oomguard_domain_usage_bytes").find("bytes"), std::string::npos);
+  EXPECT_EQ(e.value("oomguard_domain_limit_bytes", {{"domain", "host"}}), static_cast<double>(16ULL << 30));
+  EXPECT_EQ(e.value("oomguard_domain_usage_bytes", {{"domain", "host"}}), static_cast<double>(12ULL << 30));
+  EXPECT_EQ(e.value("oomguard_domain_limit_bytes", {{"domain", "/pods/a"}}), static_cast<double>(512ULL << 20));
+  EXPECT_EQ(e.value("oomguard_domain_usage_bytes", {{"domain", "/pods/a"}}), static_cast<double>(480ULL << 20));
+  EXPECT_EQ(e.find("oomguard_domain_limit_bytes").size(), 3U);
+  EXPECT_EQ(e.find("oomguard_domain_usage_bytes").size(), 3U);
+  for (const auto& sample : e.find("oomguard_domain_limit_bytes")) {
+    EXPECT_EQ(sample.labels.size(), 1U) << "only the domain label";
+  }
+  EXPECT_EQ(metrics.seriesCount(), start + 6);
+
+  metrics.forgetDomain("/pods/a");
+  e = parseExposition(metrics.render());
+  EXPECT_TRUE(e.find("oomguard_domain_limit_bytes", {{"domain", "/pods/a"}}).empty());
+  EXPECT_TRUE(e.find("oomguard_domain_usage_bytes", {{"domain", "/pods/a"}}).empty());
+  EXPECT_EQ(e.value("oomguard_domain_usage_bytes", {{"domain", "/pods/ab"}}), 1);
+  EXPECT_EQ(e.find("oomguard_domain_limit_bytes").size(), 2U);
+
+  metrics.forgetCgroup("/pods/ab");  // a cgroup that goes takes its domain with it
+  metrics.forgetDomain("host");
+  metrics.forgetDomain("/never-set");
+  e = parseExposition(metrics.render());
+  EXPECT_TRUE(e.find("oomguard_domain_limit_bytes").empty());
+  EXPECT_TRUE(e.find("oomguard_domain_usage_bytes").empty());
+  EXPECT_EQ(metrics.seriesCount(), start);
 }
 
 TEST(PrometheusMetrics, ForgetCgroupDropsEverySeriesThatNamesIt) {
