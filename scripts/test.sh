@@ -43,7 +43,7 @@ section "dependencies"
 scripts/install-deps.sh test || { echo "install-deps failed" >&2; exit 1; }
 
 section "build (RelWithDebInfo)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build build -j"$jobs" || {
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOOMGUARD_TESTS=ON -DOOMGUARD_BENCH=ON >/dev/null && cmake --build build -j"$jobs" || {
   echo "build failed" >&2; echo "total: $passed passed, 1 failed, $skipped skipped"; exit 1; }
 
 section "unit + integration tests"
