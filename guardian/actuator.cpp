@@ -3,6 +3,7 @@
 #include "guardian/syscalls.hpp"
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -10,6 +11,8 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fstream>
+#include <vector>
 
 namespace oomguard::guardian {
 namespace {
@@ -32,8 +35,19 @@ std::string sysctlPath(const std::string& proc_root, const std::string& name) {
   return proc_root + "/sys/" + relative;
 }
 
+// Signals the process: through its pidfd, or by pid where there is none (the fallback).
+int signalProcess(const PinnedProcess& process, int signal) {
+  return process.pinned() ? pidfdSendSignal(process.pidfd(), signal) : ::kill(process.pid(), signal);
+}
+
 // SIGKILL through the pidfd, then process_mrelease to free the victim's memory at once.
 ActionResult killNow(const PinnedProcess& process) {
+  if (!process.pinned()) {
+    if (::kill(process.pid(), SIGKILL) != 0) {
+      return {errno == ESRCH, errno == ESRCH ? "already gone" : "SIGKILL failed: " + errnoText(errno)};
+    }
+    return {true, "SIGKILL sent by pid (no pidfd on this kernel)"};
+  }
   if (pidfdSendSignal(process.pidfd(), SIGKILL) != 0) {
     const int error = errno;
     return {error == ESRCH, error == ESRCH ? "already gone" : "SIGKILL failed: " + errnoText(error)};
@@ -51,14 +65,52 @@ ActionResult killNow(const PinnedProcess& process) {
 }  // namespace
 
 bool PinnedProcess::exited() const {
+  if (!pidfd_.valid()) {
+    return ::kill(pid_, 0) != 0 && errno == ESRCH;
+  }
   pollfd pfd{pidfd_.get(), POLLIN, 0};
   return ::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
 }
 
-SystemActuator::SystemActuator(boost::asio::io_context& io, std::string proc_root, std::string cgroup_root)
-    : io_(io), proc_root_(std::move(proc_root)), cgroup_root_(std::move(cgroup_root)) {}
+SystemActuator::Features SystemActuator::probe(const std::string& cgroup_root, std::string& fallbacks) {
+  Features features;
+  const int self = pidfdOpen(::getpid());
+  if (self >= 0) {
+    ::close(self);
+  } else {
+    features.pidfd = false;
+    fallbacks += "no pidfd_open (" + errnoText(errno) +
+                 "): kills go by pid with kill(2), so a pid recycled between the check and the kill could be hit; ";
+  }
+  // cgroup.kill exists in every non-root cgroup from 5.14 on; look for it in one.
+  bool found_child = false;
+  if (DIR* dir = ::opendir(cgroup_root.c_str())) {
+    while (const dirent* entry = ::readdir(dir)) {
+      if (entry->d_type == DT_DIR && entry->d_name[0] != '.') {
+        found_child = true;
+        features.cgroup_kill = ::access((cgroup_root + "/" + entry->d_name + "/cgroup.kill").c_str(), F_OK) == 0;
+        break;
+      }
+    }
+    ::closedir(dir);
+  }
+  if (found_child && !features.cgroup_kill) {
+    fallbacks += "no cgroup.kill (kernel < 5.14): a group kill signals each task of the subtree until it is empty; ";
+  }
+  return features;
+}
+
+SystemActuator::SystemActuator(boost::asio::io_context& io, std::string proc_root, std::string cgroup_root,
+                               Features features)
+    : io_(io), proc_root_(std::move(proc_root)), cgroup_root_(std::move(cgroup_root)), features_(features) {}
 
 cgroupfs::Result<std::shared_ptr<PinnedProcess>> SystemActuator::pin(pid_t pid) {
+  if (!features_.pidfd) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) {
+      return cgroupfs::systemError(ESRCH, "pid " + std::to_string(pid), "no such process");
+    }
+    return std::make_shared<PinnedProcess>(pid, cgroupfs::UniqueFd());
+  }
   const long fd = pidfdOpen(pid);
   if (fd < 0) {
     return cgroupfs::systemError(errno, "pid " + std::to_string(pid), "pidfd_open failed");
@@ -70,7 +122,7 @@ ActionResult SystemActuator::kill(const std::shared_ptr<PinnedProcess>& process,
   if (sigterm_grace_ms == 0) {
     return killNow(*process);
   }
-  if (pidfdSendSignal(process->pidfd(), SIGTERM) != 0) {
+  if (signalProcess(*process, SIGTERM) != 0) {
     const int error = errno;
     return {error == ESRCH, error == ESRCH ? "already gone" : "SIGTERM failed: " + errnoText(error)};
   }
@@ -85,8 +137,46 @@ ActionResult SystemActuator::kill(const std::shared_ptr<PinnedProcess>& process,
 }
 
 ActionResult SystemActuator::killCgroup(const std::string& cgroup) {
-  const std::string path = (cgroup == "/" ? cgroup_root_ : cgroup_root_ + cgroup) + "/cgroup.kill";
-  return writeText(path, "1");
+  const std::string directory = cgroup == "/" ? cgroup_root_ : cgroup_root_ + cgroup;
+  if (features_.cgroup_kill) {
+    return writeText(directory + "/cgroup.kill", "1");
+  }
+  // Without cgroup.kill: SIGKILL every task of the subtree, again while new ones appear (a fork racing
+  // the kill), a bounded number of rounds.
+  constexpr int kRounds = 20;
+  size_t signalled = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    size_t found = 0;
+    std::vector<std::string> pending = {directory};
+    while (!pending.empty()) {
+      const std::string current = pending.back();
+      pending.pop_back();
+      std::ifstream procs(current + "/cgroup.procs");
+      for (pid_t pid = 0; procs >> pid;) {
+        ++found;
+        const int fd = pidfdOpen(pid);
+        const int sent = fd >= 0 ? pidfdSendSignal(fd, SIGKILL) : ::kill(pid, SIGKILL);
+        signalled += sent == 0 ? 1 : 0;
+        if (fd >= 0) {
+          ::close(fd);
+        }
+      }
+      if (DIR* dir = ::opendir(current.c_str())) {
+        while (const dirent* entry = ::readdir(dir)) {
+          if (entry->d_type == DT_DIR && entry->d_name[0] != '.') {
+            pending.push_back(current + "/" + entry->d_name);
+          }
+        }
+        ::closedir(dir);
+      }
+    }
+    if (found == 0) {
+      return {true, "no cgroup.kill: SIGKILL sent to " + std::to_string(signalled) + " tasks of " + cgroup};
+    }
+    ::usleep(10000);
+  }
+  return {false, "no cgroup.kill: tasks of " + cgroup + " were still there after " + std::to_string(kRounds) +
+                     " rounds (" + std::to_string(signalled) + " signalled)"};
 }
 
 ActionResult SystemActuator::setOomScoreAdj(pid_t pid, int oom_score_adj) {

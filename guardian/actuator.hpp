@@ -17,9 +17,11 @@ namespace oomguard::guardian {
 // process that reuses its pid later.
 class PinnedProcess {
  public:
+  // Without a pidfd (kernels before 5.3) the pin is only the pid: the fallback path.
   PinnedProcess(pid_t pid, cgroupfs::UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
   [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] int pidfd() const { return pidfd_.get(); }
+  [[nodiscard]] bool pinned() const { return pidfd_.valid(); }
   // True once the pinned process has exited (its pidfd polls readable).
   [[nodiscard]] bool exited() const;
 
@@ -52,10 +54,21 @@ class Actuator {
   virtual ActionResult panic() = 0;
 };
 
+// What the kill path may use; SystemActuator::probe() says what this kernel has.
+struct KillPathFeatures {
+  bool pidfd = true;        // pidfd_open + pidfd_send_signal (5.3); else kill(2) by pid
+  bool cgroup_kill = true;  // cgroup.kill (5.14); else SIGKILL each task of the subtree until empty
+};
+
 // The real one. Roots as given to the command (--proc-root, --cgroup-root).
 class SystemActuator final : public Actuator {
  public:
-  SystemActuator(boost::asio::io_context& io, std::string proc_root, std::string cgroup_root);
+  using Features = KillPathFeatures;
+  // The kernel's features, with the reason for each fallback (empty when none is needed).
+  static Features probe(const std::string& cgroup_root, std::string& fallbacks);
+
+  SystemActuator(boost::asio::io_context& io, std::string proc_root, std::string cgroup_root,
+                 Features features = Features{});
   cgroupfs::Result<std::shared_ptr<PinnedProcess>> pin(pid_t pid) override;
   ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) override;
   ActionResult killCgroup(const std::string& cgroup) override;
@@ -68,6 +81,7 @@ class SystemActuator final : public Actuator {
   boost::asio::io_context& io_;
   std::string proc_root_;
   std::string cgroup_root_;
+  Features features_;
 };
 
 // Dry-run: pins (read-only) like the real one, and for every action only reports what it would do.

@@ -63,7 +63,13 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   const auto ports = metrics.listeningPorts();
   log.write("metrics_listening", nlohmann::ordered_json{{"listen", config.metrics_listen},
                                                         {"port", ports.empty() ? 0 : ports.front()}});
-  SystemActuator system_actuator(io, options.proc_root, options.cgroup_root);
+  // The kill path's kernel features, probed once; each fallback is said with its reason.
+  std::string fallbacks;
+  const auto features = SystemActuator::probe(options.cgroup_root, fallbacks);
+  if (!fallbacks.empty()) {
+    err << "oomguard: kill path fallbacks: " << fallbacks << "\n";
+  }
+  SystemActuator system_actuator(io, options.proc_root, options.cgroup_root, features);
   DryRunActuator dry_run_actuator;
   Actuator& actuator = options.dry_run ? static_cast<Actuator&>(dry_run_actuator) : system_actuator;
   Daemon daemon(io, std::move(config), daemon_options, log, metrics, actuator, err);

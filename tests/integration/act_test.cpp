@@ -221,6 +221,48 @@ TEST_F(OwnCgroup, DryRunTouchesNothing) {
   EXPECT_EQ(readFile("/proc/sys/vm/panic_on_oom"), readFile("/proc/sys/vm/panic_on_oom"));  // still up
 }
 
+// The fallbacks for older kernels, forced on here: no cgroup.kill, no pidfd.
+TEST_F(OwnCgroup, GroupKillWithoutCgroupKillSignalsEveryTask) {
+  boost::asio::io_context io;
+  guardian::SystemActuator actuator(io, "/proc", root, guardian::SystemActuator::Features{true, false});
+  for (int i = 0; i < 3; ++i) {
+    spawnInside();
+  }
+  waitPopulated(3);
+  const ActionResult result = actuator.killCgroup(cgroup);
+  EXPECT_TRUE(result.ok) << result.detail;
+  EXPECT_NE(result.detail.find("no cgroup.kill: SIGKILL sent to 3 tasks"), std::string::npos) << result.detail;
+  for (const pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  }
+  children.clear();
+}
+
+TEST(PidfdKill, WithoutPidfdTheKillGoesByPid) {
+  boost::asio::io_context io;
+  guardian::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup", guardian::SystemActuator::Features{false, true});
+  const pid_t victim = sleeper();
+  auto pinned = actuator.pin(victim);
+  ASSERT_TRUE(pinned);
+  EXPECT_FALSE(pinned.value()->pinned());
+  EXPECT_FALSE(pinned.value()->exited());
+  const ActionResult result = actuator.kill(pinned.value(), 0);
+  EXPECT_EQ(result.detail, "SIGKILL sent by pid (no pidfd on this kernel)");
+  int status = 0;
+  ASSERT_EQ(::waitpid(victim, &status, 0), victim);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_FALSE(actuator.pin(victim).ok()) << "a reaped pid cannot be pinned";
+}
+
+TEST(KillPathProbe, ThisKernelHasEverything) {
+  std::string fallbacks;
+  const auto features = guardian::SystemActuator::probe("/sys/fs/cgroup/unified", fallbacks);
+  EXPECT_TRUE(features.pidfd);
+  EXPECT_TRUE(fallbacks.find("pidfd") == std::string::npos) << fallbacks;
+}
+
 // The daemon in mode "act" sets oom_score_adj on a rule's processes and re-applies it to newcomers.
 TEST_F(OwnCgroup, ProtectionIsAppliedAndReappliedToNewcomers) {
   const std::string config_path = fs::temp_directory_path() / ("oomguard-act-" + std::to_string(::getpid()) + ".json");
