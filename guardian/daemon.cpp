@@ -57,7 +57,12 @@ Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options
       gate_(static_cast<uint64_t>(config_.cooldown_s * 1e6), config_.max_kills_per_minute),
       growth_(static_cast<uint64_t>(config_.trend_window_s * 1e6)) {}
 
-Daemon::~Daemon() { stop(); }
+Daemon::~Daemon() {
+  try {
+    stop();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; stop() logs on the way
+  }
+}
 
 void Daemon::start() {
   if (auto facts = node_.readFacts()) {
@@ -604,12 +609,24 @@ namespace {
 
 // A short, bounded name for what crossed a threshold (a metric label).
 std::string reasonKind(const std::string& reason) {
-  if (reason.starts_with("memory.events max")) return "memory_max";
-  if (reason.starts_with("memory.events high")) return "memory_high";
-  if (reason.starts_with("headroom")) return "headroom";
-  if (reason.starts_with("MemAvailable")) return "mem_available";
-  if (reason.starts_with("SwapFree")) return "swap_free";
-  if (reason.starts_with("PSI")) return "pressure";
+  if (reason.starts_with("memory.events max")) {
+    return "memory_max";
+  }
+  if (reason.starts_with("memory.events high")) {
+    return "memory_high";
+  }
+  if (reason.starts_with("headroom")) {
+    return "headroom";
+  }
+  if (reason.starts_with("MemAvailable")) {
+    return "mem_available";
+  }
+  if (reason.starts_with("SwapFree")) {
+    return "swap_free";
+  }
+  if (reason.starts_with("PSI")) {
+    return "pressure";
+  }
   return "other";
 }
 

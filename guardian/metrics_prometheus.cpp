@@ -171,7 +171,7 @@ class Sink {
   std::string buffer;
 
  private:
-  static constexpr size_t kPiece = 64 * 1024;
+  static constexpr size_t kPiece = size_t{64} * 1024;
   const std::function<void(std::string_view)>& flush_;
 };
 
@@ -589,7 +589,7 @@ const std::vector<double>& PrometheusMetrics::reactionBuckets() {
   return buckets;
 }
 
-PrometheusMetrics::PrometheusMetrics(size_t top_k, std::string version, std::string kernel)
+PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, const std::string& kernel)
     : registry_(std::make_shared<pm::Registry>(pm::Registry::InsertBehavior::Throw)),
       scoped_(std::make_unique<ScopedSeries>(top_k)) {
   auto family = [this](auto builder, const char* name, const char* type, const char* help) -> auto& {
@@ -781,6 +781,7 @@ void PrometheusMetrics::write(const std::function<void(std::string_view)>& flush
     }
   }
   std::vector<std::string_view> names;
+  names.reserve(small.size() + ScopedSeries::families().size());
   for (const auto& [name, text] : small) {
     names.push_back(name);
   }

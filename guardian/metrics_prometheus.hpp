@@ -55,7 +55,7 @@ class PrometheusMetrics final : public Metrics {
  public:
   // `top_k`: the most victims exported per domain and ranking (whatever the daemon passes);
   // `version` and `kernel` label oomguard_build_info.
-  PrometheusMetrics(size_t top_k, std::string version, std::string kernel);
+  PrometheusMetrics(size_t top_k, const std::string& version, const std::string& kernel);
   ~PrometheusMetrics() override;
   PrometheusMetrics(const PrometheusMetrics&) = delete;
   PrometheusMetrics& operator=(const PrometheusMetrics&) = delete;

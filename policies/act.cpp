@@ -22,11 +22,21 @@ int oomScoreAdjFor(ProtectionClass protection) {
 }
 
 std::optional<ProtectionClass> parseProtectionClass(std::string_view name) {
-  if (name == "critical") return ProtectionClass::kCritical;
-  if (name == "high") return ProtectionClass::kHigh;
-  if (name == "normal") return ProtectionClass::kNormal;
-  if (name == "low") return ProtectionClass::kLow;
-  if (name == "sacrificial") return ProtectionClass::kSacrificial;
+  if (name == "critical") {
+    return ProtectionClass::kCritical;
+  }
+  if (name == "high") {
+    return ProtectionClass::kHigh;
+  }
+  if (name == "normal") {
+    return ProtectionClass::kNormal;
+  }
+  if (name == "low") {
+    return ProtectionClass::kLow;
+  }
+  if (name == "sacrificial") {
+    return ProtectionClass::kSacrificial;
+  }
   return std::nullopt;
 }
 
@@ -47,10 +57,18 @@ const char* toString(ProtectionClass protection) {
 }
 
 std::optional<Preference> parsePreference(std::string_view name) {
-  if (name == "prefer") return Preference::kPrefer;
-  if (name == "none") return Preference::kNone;
-  if (name == "avoid") return Preference::kAvoid;
-  if (name == "omit") return Preference::kOmit;
+  if (name == "prefer") {
+    return Preference::kPrefer;
+  }
+  if (name == "none") {
+    return Preference::kNone;
+  }
+  if (name == "avoid") {
+    return Preference::kAvoid;
+  }
+  if (name == "omit") {
+    return Preference::kOmit;
+  }
   return std::nullopt;
 }
 
@@ -69,10 +87,18 @@ const char* toString(Preference preference) {
 }
 
 std::optional<Action> parseAction(std::string_view name) {
-  if (name == "observe") return Action::kObserve;
-  if (name == "kill-worst") return Action::kKillWorst;
-  if (name == "kill-allocating") return Action::kKillAllocating;
-  if (name == "panic") return Action::kPanic;
+  if (name == "observe") {
+    return Action::kObserve;
+  }
+  if (name == "kill-worst") {
+    return Action::kKillWorst;
+  }
+  if (name == "kill-allocating") {
+    return Action::kKillAllocating;
+  }
+  if (name == "panic") {
+    return Action::kPanic;
+  }
   return std::nullopt;
 }
 
