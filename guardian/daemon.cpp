@@ -973,6 +973,15 @@ void Daemon::onKmsg(const std::string& text) {
   if (!record) {
     return;
   }
+  // kmsg stamps records with the kernel's printk clock (local_clock()), not CLOCK_MONOTONIC; the two
+  // differ by a varying offset (tens of milliseconds in a VM). A record is read after it is written, so
+  // the smallest (read time - record time) seen bounds the offset from above, tightly whenever we read
+  // promptly; predictions (stamped on CLOCK_MONOTONIC) are compared through it.
+  const auto read_us = static_cast<int64_t>(monotonic_());
+  const int64_t lag = read_us - static_cast<int64_t>(record.value().timestamp_us);
+  if (!kmsg_offset_us_ || lag < *kmsg_offset_us_) {
+    kmsg_offset_us_ = lag;
+  }
   std::vector<std::string> reranks;  // domains whose prediction a kernel kill has made stale
   for (auto& event : oom_reports_.feed(record.value().message, record.value().timestamp_us)) {
     if (const auto* kill = std::get_if<cgroupfs::KernelOomKill>(&event)) {
@@ -986,7 +995,8 @@ void Daemon::onKmsg(const std::string& text) {
       bool have_prediction = false;
       if (const auto found = domains_.find(domain); modelled && found != domains_.end()) {
         for (auto it = found->second.history.rbegin(); it != found->second.history.rend(); ++it) {
-          if (it->at_us <= kill->started_us || kill->started_us == 0) {
+          if (kill->started_us == 0 ||
+              static_cast<int64_t>(it->at_us) <= static_cast<int64_t>(kill->started_us) + kmsg_offset_us_.value_or(0)) {
             predicted = it->victim;
             have_prediction = true;
             break;

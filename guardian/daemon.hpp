@@ -202,7 +202,8 @@ class Daemon {
   };
   std::map<std::string, Cooling> cooling_;
   std::map<std::string, bool> sysctl_drift_;
-  std::set<pid_t> kernel_killed_;  // victims of kernel OOM kills seen on kmsg (bounded)  // the last drift state logged, per sysctl
+  std::set<pid_t> kernel_killed_;  // victims of kernel OOM kills seen on kmsg (bounded)
+  std::optional<int64_t> kmsg_offset_us_;  // CLOCK_MONOTONIC minus the kmsg clock, bounded from above  // the last drift state logged, per sysctl
   DaemonStats stats_;
   uint64_t event_arrived_us_ = 0;  // when the event being handled reached the loop
   bool stopped_ = false;

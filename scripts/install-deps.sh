@@ -16,6 +16,7 @@ build_packages=(
 )
 test_packages=(
   clang libclang-rt-14-dev  # libFuzzer targets and the sanitizer runtime
+  clang-tidy                # the root .clang-tidy, run by scripts/test.sh
   python3 python3-yaml      # test drivers
   prometheus                # promtool and the server scraped in a test
   qemu-system-x86 busybox-static cpio zstd xz-utils  # the real-kernel VM lab

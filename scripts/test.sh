@@ -68,6 +68,15 @@ else
   failed=$((failed + 1)); failed_list+=("helm: did not run (see build/helm.log)")
 fi
 
+section "clang-tidy (the root .clang-tidy; warnings are errors)"
+if run-clang-tidy -p build -quiet 'cgroupfs/|policies/|guardian/' > build/tidy.log 2>&1; then
+  passed=$((passed + 1))
+  echo "clang-tidy: clean ($(grep -c '^clang-tidy' build/tidy.log) files)"
+else
+  failed=$((failed + 1)); failed_list+=("clang-tidy: see build/tidy.log")
+  sed 's/\x1b\[[0-9;]*m//g' build/tidy.log | grep -E 'error:' | sort -u | head -40
+fi
+
 section "unit + integration tests under ASan + UBSan"
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOOMGUARD_SANITIZE=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
    cmake --build build-asan -j"$jobs"; then
