@@ -73,9 +73,6 @@ cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::str
       policies::DomainKind::kMemcg, top.path,
       policies::memcgTotalPages(*top.memory_max_bytes, top.swap_max_bytes, facts.meminfo.swap_total_kb * 1024,
                                 facts.vm_swappiness, facts.page_size_bytes)};
-  for (const auto& node : subtree) {
-    oom_group_cache_[node.path] = node.oom_group;
-  }
   const auto pids = policies::memcgScanOrder(subtree);
   ranking.processes = procfs_.readProcesses(pids, false, ranking.counters);
   // The tree walk already says where each task is; no need to read /proc/<pid>/cgroup.
@@ -93,9 +90,6 @@ cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::str
 
 std::vector<policies::OomDomain> Node::listMemcgDomains(const NodeFacts& facts, cgroupfs::ReadCounters& counters) {
   const auto tree = cgroupfs_.readSubtree("/", counters);
-  for (const auto& node : tree) {
-    oom_group_cache_[node.path] = node.oom_group;
-  }
   return policies::memcgDomains(tree, facts.meminfo, facts.vm_swappiness, facts.page_size_bytes);
 }
 

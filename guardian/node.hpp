@@ -52,7 +52,8 @@ class Node {
 
   // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty).
   void ensureCgroup(cgroupfs::ProcessSnapshot& process);
-  // memory.oom.group of a cgroup, cached for the life of this Node; unreadable counts as 0.
+  // memory.oom.group of a cgroup, read on first use and cached for the life of this Node (meant for the
+  // short-lived commands; the daemon reads it fresh); unreadable counts as 0.
   bool oomGroupSet(std::string_view cgroup);
   // The cgroup a group kill would take with a victim of `process` in `domain`, if any.
   std::optional<std::string> groupKillCgroup(cgroupfs::ProcessSnapshot& process,
