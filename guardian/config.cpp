@@ -317,6 +317,32 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
       config.panic_allowed = reader.boolean("allow_panic", false);
       reader.finish();
     }
+    if (const Json* kubernetes = root.find("kubernetes")) {
+      ObjectReader reader(*kubernetes, "/kubernetes");
+      auto& k8s = config.kubernetes;
+      k8s.enabled = reader.boolean("enabled", k8s.enabled);
+      k8s.node_name = reader.string("node_name", k8s.node_name);
+      k8s.api_server = reader.string("api_server", k8s.api_server);
+      if (!k8s.api_server.empty() && !k8s.api_server.starts_with("https://")) {
+        ObjectReader::fail("/kubernetes/api_server", "must start with https://, got \"" + k8s.api_server + "\"");
+      }
+      k8s.service_account_dir = reader.string("service_account_dir", k8s.service_account_dir);
+      k8s.events = reader.boolean("events", k8s.events);
+      k8s.annotations = reader.boolean("annotations", k8s.annotations);
+      // Validated by the annotations' own reader, so both spell the rules the same way.
+      Json tenant = Json::object();
+      for (const char* key : {"protected_namespaces", "tenant_max_sigterm_grace_seconds"}) {
+        if (const Json* value = reader.find(key)) {
+          tenant[key] = *value;
+        }
+      }
+      try {
+        k8s.tenant = parseTenantPolicy(tenant);
+      } catch (const std::invalid_argument& error) {
+        throw ConfigError(std::string("/kubernetes") + error.what());
+      }
+      reader.finish();
+    }
     if (const Json* cgroups = root.find("cgroups")) {
       if (!cgroups->is_array()) {
         ObjectReader::fail("/cgroups", "must be an array, got " + typeName(*cgroups));

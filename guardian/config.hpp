@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "guardian/annotations.hpp"
 #include "policies/act.hpp"
 
 namespace oomguard::guardian {
@@ -81,6 +82,19 @@ struct Config {
   std::map<std::string, long> sysctls;  // "vm.panic_on_oom" -> 0
   bool enforce_sysctls = false;
   std::vector<CgroupRule> cgroups = {defaultCgroupRule()};
+
+  // Pod metadata from the API server (names, annotations as per-workload policy, Events on kills).
+  struct Kubernetes {
+    bool enabled = false;
+    std::string node_name;  // empty: $NODE_NAME
+    // "https://host:port"; empty: in-cluster (KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT).
+    std::string api_server;
+    std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    bool events = true;  // a Kubernetes Event on each kill and each refused annotation
+    bool annotations = true;  // apply oomguard.io/v1.* annotations (mode act writes them)
+    // Tenant safety: the namespaces (globs) whose pods may ask for more protection than kubelet gives.
+    TenantPolicy tenant;
+  } kubernetes;
 };
 
 // Parses and validates. `source` names the input in messages (a file name).

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <sys/inotify.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,12 +106,14 @@ void Daemon::start() {
     if (kmsg) {
       kmsg_ = std::move(kmsg).value();
       kmsg_status_ = "reading " + options_.kmsg_path;
+      markKmsgClock();
     } else {
       kmsg_status_ = "unavailable: " + kmsg.error().describe();
     }
   } else {
     kmsg_status_ = "off (read_kmsg: false)";
   }
+  startKubernetes();
   checkSysctls(true);
   refresh();
   printSummary();
@@ -120,6 +124,30 @@ void Daemon::start() {
                              {"pressure_triggers", armedPressureTriggers()},
                              {"domains", domains_.size()}});
   scheduleRefresh();
+}
+
+void Daemon::markKmsgClock() {
+  // A record of our own, stamped between two CLOCK_MONOTONIC readings, pins the kmsg clock's offset to
+  // the write's duration; read back, it sets the estimate onKmsg keeps. Only into a real /dev/kmsg
+  // (a character device: never a fixture file), and best effort: without it the offset is learned from
+  // the kernel's own records.
+  struct stat info {};
+  if (::stat(options_.kmsg_path.c_str(), &info) != 0 || !S_ISCHR(info.st_mode)) {
+    return;
+  }
+  const int fd = ::open(options_.kmsg_path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return;
+  }
+  kmsg_mark_ = "oomguard[" + std::to_string(::getpid()) + "]: started, kmsg clock mark";
+  const std::string line = "<6>" + kmsg_mark_ + "\n";
+  kmsg_mark_before_us_ = monotonic_();
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  kmsg_mark_after_us_ = monotonic_();
+  ::close(fd);
+  if (!written) {
+    kmsg_mark_.clear();
+  }
 }
 
 void Daemon::waitForSignal() {
@@ -192,6 +220,7 @@ void Daemon::printSummary() {
            << armedPressureTriggers() << " PSI triggers), " << domains_.size() << " OOM domains\n"
            << "  host PSI trigger: " << host_pressure_status_ << "\n"
            << "  kernel OOM reports: " << kmsg_status_ << "\n"
+           << "  kubernetes: " << kubernetes_status_ << "\n"
            << "  self: " << (self_status_.empty() ? "unprotected (protect_self off)" : self_status_) << "\n";
   summary_.flush();
 }
@@ -733,6 +762,14 @@ Json Daemon::act(const std::string& domain_path, DomainState& state, const ActRu
     if (const CgroupRule* cgroup_rule = candidate.cgroup.empty() ? nullptr : ruleFor(config_, candidate.cgroup)) {
       c.preference = cgroup_rule->preference;
     }
+    // A pod's annotations, where the operator's rule says nothing.
+    if (workloads_ && config_.kubernetes.annotations && candidate.cgroup.find("kubepods") != std::string::npos) {
+      const auto resolved = workloads_->resolve(candidate.cgroup);
+      if (c.preference == policies::Preference::kNone) {
+        c.preference = Workloads::preference(resolved);
+      }
+      c.protection = Workloads::protection(resolved);
+    }
     c.growth_pages = growth_.growth(candidate.pid);
     if (!candidate.cgroup.empty()) {
       c.group_kill_cgroup = policies::oomGroupCgroup(candidate.cgroup, domain,
@@ -771,9 +808,29 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
                                {"points", victim.points}}}};
   const std::string policy = policies::toString(rule.action);
   // What every kill does once the actuator has answered.
+  // The pod the victim belongs to, when the API server has told.
+  const Workloads::Resolved resolved =
+      workloads_ && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : Workloads::Resolved{};
+  if (resolved.pod != nullptr) {
+    outcome["target"]["namespace"] = resolved.labels.namespace_name;
+    outcome["target"]["pod"] = resolved.labels.pod;
+    outcome["target"]["container"] = resolved.labels.container;
+  }
   auto finish = [&](const ActionResult& result, Cooling cooling) {
     outcome["result"] = result.ok ? (options_.dry_run ? "dry_run" : "killed") : "failed";
     outcome["detail"] = result.detail;
+    if (result.ok && !options_.dry_run && resolved.pod != nullptr) {
+      // After the kill, never before it: the Event is queued and sent later on the loop.
+      std::string message = "oomguard killed ";
+      message += victim.group_kill_cgroup ? "cgroup " + *victim.group_kill_cgroup + " (memory.oom.group)"
+                                          : "pid " + std::to_string(victim.pid) + " (" + victim.comm + ")";
+      if (!resolved.labels.container.empty()) {
+        message += " in container " + resolved.labels.container;
+      }
+      message += ": OOM domain " + (domain_path == "/" ? std::string("host") : domain_path) + ", " +
+                 std::to_string(victim.points) + " points, policy " + policy + ", trigger " + reason_kind;
+      reportPodEvent(*resolved.pod, "OomguardKilled", message);
+    }
     metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
     if (result.ok) {
       ++stats_.kills;
@@ -816,7 +873,12 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
     metrics_.countKill(policy, reason_kind, "gone");
     return outcome;
   }
-  return finish(actuator_.kill(pinned.value(), rule.sigterm_grace_ms), Cooling{pinned.value(), {}});
+  uint32_t grace_ms = rule.sigterm_grace_ms;
+  if (const auto pod_grace = Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
+    grace_ms = *pod_grace * 1000;
+    outcome["sigterm_grace_ms"] = grace_ms;
+  }
+  return finish(actuator_.kill(pinned.value(), grace_ms), Cooling{pinned.value(), {}});
 }
 
 void Daemon::checkSysctls(bool at_start) {
@@ -880,18 +942,37 @@ void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
   if (config_.mode != "act") {
     return;  // observe: never writes
   }
+  // The operator's config rule wins over a pod's annotations for the same setting.
+  const bool pods_known = workloads_ && workloads_->podCount() > 0 && config_.kubernetes.annotations;
   for (const auto& [path, watched] : cgroups_) {
     const CgroupRule* rule = ruleFor(config_, path);
-    if (rule == nullptr) {
-      continue;
+    bool has_group = rule != nullptr && rule->oom_group.has_value();
+    bool wanted_group = has_group && rule->oom_group.value();
+    // (an int and a flag, not an optional: GCC 12 warns maybe-uninitialized through the JSON below)
+    bool has_adj = rule != nullptr && rule->oom_score_adj.has_value();
+    int wanted_adj = has_adj ? rule->oom_score_adj.value() : 0;
+    const char* group_source = "config";
+    const char* adj_source = "config";
+    if (pods_known && (!has_group || !has_adj) && path.find("kubepods") != std::string::npos) {
+      const auto resolved = workloads_->resolve(path);
+      if (const auto group = Workloads::oomGroup(resolved); !has_group && group) {
+        has_group = true;
+        wanted_group = *group;
+        group_source = "annotation";
+      }
+      if (const auto adj = workloads_->oomScoreAdj(resolved); !has_adj && adj) {
+        has_adj = true;
+        wanted_adj = *adj;
+        adj_source = "annotation";
+      }
     }
-    if (rule->oom_group && path != "/" && readOomGroup(path) != *rule->oom_group) {
-      const auto result = actuator_.setOomGroup(path, *rule->oom_group);
+    if (has_group && path != "/" && readOomGroup(path) != wanted_group) {
+      const auto result = actuator_.setOomGroup(path, wanted_group);
       ++stats_.protections_applied;
-      log_.write("protection", Json{{"cgroup", path}, {"memory.oom.group", *rule->oom_group}, {"ok", result.ok},
-                                    {"detail", result.detail}});
+      log_.write("protection", Json{{"cgroup", path}, {"memory.oom.group", wanted_group}, {"source", group_source},
+                                    {"ok", result.ok}, {"detail", result.detail}});
     }
-    if (!rule->oom_score_adj) {
+    if (!has_adj) {
       continue;
     }
     auto text = node_.cgroupfs().readText(path, "cgroup.procs");
@@ -904,14 +985,13 @@ void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
     }
     for (const pid_t pid : pids.value()) {
       const auto found = by_pid.find(pid);
-      if (found == by_pid.end() || never_kill_.contains(pid) ||
-          processes[found->second].oom_score_adj == *rule->oom_score_adj) {
+      if (found == by_pid.end() || never_kill_.contains(pid) || processes[found->second].oom_score_adj == wanted_adj) {
         continue;
       }
-      const auto result = actuator_.setOomScoreAdj(pid, *rule->oom_score_adj);
+      const auto result = actuator_.setOomScoreAdj(pid, wanted_adj);
       ++stats_.protections_applied;
-      log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", *rule->oom_score_adj},
-                                    {"ok", result.ok}, {"detail", result.detail}});
+      log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", wanted_adj},
+                                    {"source", adj_source}, {"ok", result.ok}, {"detail", result.detail}});
     }
   }
 }
@@ -948,7 +1028,8 @@ void Daemon::publishRanking(const DomainState& state) {
   const std::string domain = state.domain.kind == policies::DomainKind::kHost ? "host" : state.domain.cgroup;
   for (size_t i = 0; i < state.top.size() && i < config_.metrics_top_k; ++i) {
     const auto& candidate = state.top[i];
-    top.push_back(RankedVictim{i + 1, candidate.cgroup, candidate.comm, candidate.points, candidate.oom_score, {}});
+    top.push_back(RankedVictim{i + 1, candidate.cgroup, candidate.comm, candidate.points, candidate.oom_score,
+                               labelsOf(candidate.cgroup)});
   }
   // Until protections exist (the policies), oomguard's order is the kernel's.
   metrics_.setVictimRanking(domain, "kernel", top);
@@ -959,11 +1040,17 @@ Json Daemon::candidatesJson(const std::vector<Candidate>& top) const {
   Json list = Json::array();
   for (size_t i = 0; i < top.size() && i < config_.log_candidates; ++i) {
     const auto& candidate = top[i];
-    list.push_back(Json{{"pid", candidate.pid},
-                        {"comm", candidate.comm},
-                        {"cgroup", candidate.cgroup.empty() ? Json(nullptr) : Json(candidate.cgroup)},
-                        {"points", candidate.points},
-                        {"oom_score_adj", candidate.oom_score_adj}});
+    Json item{{"pid", candidate.pid},
+              {"comm", candidate.comm},
+              {"cgroup", candidate.cgroup.empty() ? Json(nullptr) : Json(candidate.cgroup)},
+              {"points", candidate.points},
+              {"oom_score_adj", candidate.oom_score_adj}};
+    if (const auto labels = labelsOf(candidate.cgroup); !labels.pod.empty()) {
+      item["namespace"] = labels.namespace_name;
+      item["pod"] = labels.pod;
+      item["container"] = labels.container;
+    }
+    list.push_back(std::move(item));
   }
   return list;
 }
@@ -981,6 +1068,16 @@ void Daemon::onKmsg(const std::string& text) {
   const int64_t lag = read_us - static_cast<int64_t>(record.value().timestamp_us);
   if (!kmsg_offset_us_ || lag < *kmsg_offset_us_) {
     kmsg_offset_us_ = lag;
+  }
+  if (!kmsg_mark_.empty() && record.value().message == kmsg_mark_) {
+    // Our own mark: the offset lies between (before - stamp) and (after - stamp).
+    const auto stamp = static_cast<int64_t>(record.value().timestamp_us);
+    const int64_t upper = static_cast<int64_t>(kmsg_mark_after_us_) - stamp;
+    kmsg_offset_us_ = std::min(*kmsg_offset_us_, upper);
+    log_.write("kmsg_clock", Json{{"offset_us", *kmsg_offset_us_},
+                                  {"uncertainty_us", kmsg_mark_after_us_ - kmsg_mark_before_us_}});
+    kmsg_mark_.clear();
+    return;
   }
   std::vector<std::string> reranks;  // domains whose prediction a kernel kill has made stale
   for (auto& event : oom_reports_.feed(record.value().message, record.value().timestamp_us)) {
@@ -1132,6 +1229,8 @@ void Daemon::refresh() {
     by_pid[host.processes[i].pid] = i;
   }
   applyProtections(by_pid, host.processes);
+  reconcilePodPressure();
+  publishKubernetesStatus();
   releaseCooldowns();
   checkSysctls(false);
   // Growth over the trend window (kill-allocating), only where a rule could use it.
@@ -1271,6 +1370,16 @@ bool Daemon::reload() {
   for (auto& [path, watched] : cgroups_) {
     applyRule(path, watched);
   }
+  // The tenant policy applies at once; turning the API watch on or off, or moving it, needs a restart.
+  if (workloads_) {
+    const auto changed = workloads_->setTenant(config_.kubernetes.tenant);
+    for (const auto& uid : changed) {
+      if (const KubePod* pod = workloads_->pod(uid)) {
+        log_.write("pod_policy", Json{{"namespace", pod->namespace_name}, {"pod", pod->name}, {"uid", uid},
+                                      {"policy", workloadPolicyJson(uid)}, {"why", "config reload"}});
+      }
+    }
+  }
   refresh_timer_.cancel();
   scheduleRefresh();
   log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
@@ -1303,6 +1412,12 @@ void Daemon::stop() {
   if (kmsg_) {
     kmsg_->close();
   }
+  for (auto& [uid, entry] : pod_pressure_) {
+    if (entry.watch) {
+      entry.watch->close();
+    }
+  }
+  stopKubernetes();
 }
 
 size_t openFileDescriptors() {

@@ -22,6 +22,8 @@
 #include "guardian/config.hpp"
 #include "policies/act.hpp"
 #include "guardian/event_log.hpp"
+#include "guardian/kube_api.hpp"
+#include "guardian/workloads.hpp"
 #include "guardian/metrics.hpp"
 #include "guardian/node.hpp"
 #include "guardian/watchers.hpp"
@@ -121,6 +123,22 @@ class Daemon {
   // Logs the watch set and counters (SIGUSR1, and on stop).
   void logWatchSet(const char* event);
   void protectSelf();
+  // Kubernetes (daemon_kubernetes.cpp): the pod watch and Events, when config.kubernetes.enabled.
+  void startKubernetes();
+  void stopKubernetes();
+  void onPodChange(const PodChange& change);
+  [[nodiscard]] nlohmann::ordered_json workloadPolicyJson(const std::string& uid) const;
+  // A Warning Event on the pod, best effort (queued; never waits).
+  void reportPodEvent(const KubePod& pod, const std::string& reason, const std::string& message);
+  // namespace/pod/container of a cgroup once its pod is known; empty otherwise.
+  [[nodiscard]] WorkloadLabels labelsOf(const std::string& cgroup) const;
+  void publishKubernetesStatus();
+  // Pods' oomguard.io/v1.pressure-limit: a PSI trigger on each such pod's cgroup (re-checked at every
+  // refresh and pod change), and what crossing it does.
+  void reconcilePodPressure();
+  void onPodPressure(const std::string& uid, bool gone, const std::string& text);
+  // Writes a record of our own into /dev/kmsg to measure the kmsg clock's offset (see onKmsg).
+  void markKmsgClock();
   void printSummary();
   void armHost();
   void addCgroup(const std::string& path);
@@ -203,7 +221,24 @@ class Daemon {
   std::map<std::string, Cooling> cooling_;
   std::map<std::string, bool> sysctl_drift_;
   std::set<pid_t> kernel_killed_;  // victims of kernel OOM kills seen on kmsg (bounded)
-  std::optional<int64_t> kmsg_offset_us_;  // CLOCK_MONOTONIC minus the kmsg clock, bounded from above  // the last drift state logged, per sysctl
+  std::optional<int64_t> kmsg_offset_us_;  // CLOCK_MONOTONIC minus the kmsg clock, bounded from above
+  std::string kmsg_mark_;                  // the text of our clock mark until it is read back
+  uint64_t kmsg_mark_before_us_ = 0;
+  uint64_t kmsg_mark_after_us_ = 0;
+  std::unique_ptr<Workloads> workloads_;
+  std::unique_ptr<PodWatch> pod_watch_;
+  std::unique_ptr<EventRecorder> pod_events_;
+  std::string kubernetes_status_ = "off (kubernetes.enabled: false)";
+  EventRecorderStatus events_counted_;  // what publishKubernetesStatus has counted into the metrics
+  bool protections_pending_ = false;    // a refresh is posted to apply changed pod policies
+  struct PodPressure {
+    std::string cgroup;  // the pod-level cgroup
+    PressureLimit limit;
+    std::shared_ptr<PressureWatch> watch;  // null when arming failed (tried once per limit)
+    uint64_t first_fire_us = 0;            // the current streak of fires (limits longer than a window)
+    uint64_t last_fire_us = 0;
+  };
+  std::map<std::string, PodPressure> pod_pressure_;  // by pod uid
   DaemonStats stats_;
   uint64_t event_arrived_us_ = 0;  // when the event being handled reached the loop
   bool stopped_ = false;

@@ -82,6 +82,7 @@ std::optional<ApiContainerId> parseApiContainerId(std::string_view text);
 struct PodContainerRef {
   std::string name;
   std::string container_id;  // "containerd://<id>"; empty while the container has not started
+  bool operator==(const PodContainerRef&) const = default;
 };
 struct PodRef {
   std::string namespace_name;

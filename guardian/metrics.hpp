@@ -54,6 +54,13 @@ class Metrics {
   // From an event reaching the loop to the decision (and action, when there is one).
   virtual void observeReaction(double seconds) = 0;
   virtual void setSysctlDrift(const std::string& name, bool drifted) = 0;
+  // An oomguard.io annotation of a pod in `namespace_name` not applied: kind "invalid" or "refused"
+  // (an escalation from a namespace the operator did not allow).
+  virtual void countAnnotationIssue(const std::string& namespace_name, const std::string& kind) = 0;
+  // Kubernetes Events about pods, by result: "sent", "failed" (after the retries), "dropped" (queue full).
+  virtual void countKubernetesEvents(const std::string& result, uint64_t count) = 0;
+  // The API server's pod watch: 1 while its cache reflects a completed list, and the pods it holds.
+  virtual void setKubernetesPods(bool synced, size_t pods) = 0;
 };
 
 class NullMetrics final : public Metrics {
@@ -70,6 +77,9 @@ class NullMetrics final : public Metrics {
   void observeScanDuration(double) override {}
   void observeReaction(double) override {}
   void setSysctlDrift(const std::string&, bool) override {}
+  void countAnnotationIssue(const std::string&, const std::string&) override {}
+  void countKubernetesEvents(const std::string&, uint64_t) override {}
+  void setKubernetesPods(bool, size_t) override {}
 };
 
 }  // namespace oomguard::guardian

@@ -625,6 +625,22 @@ PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, c
               "Time from an event (PSI trigger, memory.events change) reaching oomguard's loop to its "
               "decision, and action when there is one. Unit: seconds.")
            .Add({}, reactionBuckets());
+  annotation_issues_ =
+      &family(pm::BuildCounter(), "oomguard_annotation_issues_total", "counter",
+              "oomguard.io annotations of pods not applied, by namespace and kind: \"invalid\" (a bad key "
+              "or value; the pod keeps the default) or \"refused\" (more protection asked from a namespace "
+              "the operator's config does not allow). Unit: annotations.");
+  kubernetes_events_ =
+      &family(pm::BuildCounter(), "oomguard_kubernetes_events_total", "counter",
+              "Kubernetes Events oomguard posted about pods (kills, refused annotations), by result: sent, "
+              "failed (after the retries), dropped (the queue was full). Unit: events.");
+  kubernetes_synced_ = &family(pm::BuildGauge(), "oomguard_kubernetes_pods_synced", "gauge",
+                               "1 while oomguard's cache of this node's pods reflects a completed list from the "
+                               "API server, else 0. Dimensionless.")
+                            .Add({});
+  kubernetes_pods_ = &family(pm::BuildGauge(), "oomguard_kubernetes_pods", "gauge",
+                             "Pods bound to this node in oomguard's cache of the API server. Unit: pods.")
+                          .Add({});
   build_info_->Add({{"version", validUtf8(version)}, {"kernel", validUtf8(kernel)}}).Set(1);
   for (const char* constraint : kConstraints) {
     kernel_oom_series_[constraint] = &kernel_oom_kills_->Add({{"constraint", constraint}});
@@ -883,6 +899,30 @@ void PrometheusMetrics::countKill(const std::string& policy, const std::string& 
     found = kill_series_.emplace(std::move(key), &counter).first;
   }
   found->second->Increment();
+}
+
+void PrometheusMetrics::countAnnotationIssue(const std::string& namespace_name, const std::string& kind) {
+  auto key = std::make_pair(namespace_name, kind);
+  auto found = annotation_series_.find(key);
+  if (found == annotation_series_.end()) {
+    auto& counter = annotation_issues_->Add({{"namespace", validUtf8(namespace_name)}, {"kind", validUtf8(kind)}});
+    found = annotation_series_.emplace(std::move(key), &counter).first;
+  }
+  found->second->Increment();
+}
+
+void PrometheusMetrics::countKubernetesEvents(const std::string& result, uint64_t count) {
+  auto found = kubernetes_event_series_.find(result);
+  if (found == kubernetes_event_series_.end()) {
+    auto& counter = kubernetes_events_->Add({{"result", validUtf8(result)}});
+    found = kubernetes_event_series_.emplace(result, &counter).first;
+  }
+  found->second->Increment(static_cast<double>(count));
+}
+
+void PrometheusMetrics::setKubernetesPods(bool synced, size_t pods) {
+  kubernetes_synced_->Set(synced ? 1 : 0);
+  kubernetes_pods_->Set(static_cast<double>(pods));
 }
 
 void PrometheusMetrics::countKernelOomKill(const std::string& constraint) {

@@ -87,6 +87,9 @@ class PrometheusMetrics final : public Metrics {
   void observeScanDuration(double seconds) override;
   void observeReaction(double seconds) override;
   void setSysctlDrift(const std::string& name, bool drifted) override;
+  void countAnnotationIssue(const std::string& namespace_name, const std::string& kind) override;
+  void countKubernetesEvents(const std::string& result, uint64_t count) override;
+  void setKubernetesPods(bool synced, size_t pods) override;
 
   // Bucket upper bounds (seconds) of the two histograms.
   static const std::vector<double>& scanBuckets();
@@ -109,6 +112,10 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Counter>* predictions_;
   prometheus::Family<prometheus::Gauge>* sysctl_drift_;
   prometheus::Family<prometheus::Gauge>* build_info_;
+  prometheus::Family<prometheus::Counter>* annotation_issues_;
+  prometheus::Family<prometheus::Counter>* kubernetes_events_;
+  prometheus::Gauge* kubernetes_synced_;
+  prometheus::Gauge* kubernetes_pods_;
   prometheus::Histogram* scan_duration_;
   prometheus::Histogram* reaction_;
   // Series of the small families, found again without the family's lock (daemon thread only).
@@ -116,6 +123,8 @@ class PrometheusMetrics final : public Metrics {
   std::unordered_map<std::string, prometheus::Counter*> kernel_oom_series_;
   std::unordered_map<std::string, prometheus::Counter*> prediction_series_;
   std::unordered_map<std::string, prometheus::Gauge*> drift_series_;
+  std::map<std::pair<std::string, std::string>, prometheus::Counter*> annotation_series_;
+  std::map<std::string, prometheus::Counter*> kubernetes_event_series_;
 
   std::string listen_;                   // what serve() was given
   std::unique_ptr<CivetServer> server_;  // last: stopped before anything it reads goes away

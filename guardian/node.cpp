@@ -55,6 +55,14 @@ DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
 }
 
 cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::string_view cgroup) {
+  return rankSubtree(facts, cgroup, false);
+}
+
+cgroupfs::Result<DomainRanking> Node::rankSubtreeOnHostScale(const NodeFacts& facts, std::string_view cgroup) {
+  return rankSubtree(facts, cgroup, true);
+}
+
+cgroupfs::Result<DomainRanking> Node::rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale) {
   DomainRanking ranking;
   const auto subtree = cgroupfs_.readSubtree(cgroup, ranking.counters);
   if (subtree.empty() || subtree.front().path != cgroup) {
@@ -64,15 +72,19 @@ cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::str
     return cgroupfs::systemError(ENOENT, cgroupfs_.directoryOf(cgroup), "no such cgroup");
   }
   const auto& top = subtree.front();
-  if (!top.memory_max_bytes) {
+  if (host_scale) {
+    ranking.domain = policies::OomDomain{policies::DomainKind::kHost, top.path, facts.host_totalpages};
+  } else if (!top.memory_max_bytes) {
     return cgroupfs::Error{0, cgroupfs_.directoryOf(cgroup) + "/memory.max",
                            top.has_memory_controller ? "memory.max is \"max\": this cgroup is not an OOM domain"
                                                      : "no memory controller here: not an OOM domain"};
   }
-  ranking.domain = policies::OomDomain{
-      policies::DomainKind::kMemcg, top.path,
-      policies::memcgTotalPages(*top.memory_max_bytes, top.swap_max_bytes, facts.meminfo.swap_total_kb * 1024,
-                                facts.vm_swappiness, facts.page_size_bytes)};
+  if (!host_scale) {
+    ranking.domain = policies::OomDomain{
+        policies::DomainKind::kMemcg, top.path,
+        policies::memcgTotalPages(*top.memory_max_bytes, top.swap_max_bytes, facts.meminfo.swap_total_kb * 1024,
+                                  facts.vm_swappiness, facts.page_size_bytes)};
+  }
   const auto pids = policies::memcgScanOrder(subtree);
   ranking.processes = procfs_.readProcesses(pids, false, ranking.counters);
   // The tree walk already says where each task is; no need to read /proc/<pid>/cgroup.

@@ -47,6 +47,9 @@ class Node {
   // The tasks of `cgroup` and its descendants, in the kernel's memcg scan order. Fails when the cgroup
   // cannot be read or has no finite memory.max (then it is not an OOM domain).
   cgroupfs::Result<DomainRanking> rankMemcg(const NodeFacts& facts, std::string_view cgroup);
+  // The tasks of `cgroup`'s subtree ranked in the host's scale (totalpages = the host's): for choosing
+  // within one workload that is not itself an OOM domain (a pod's pressure limit).
+  cgroupfs::Result<DomainRanking> rankSubtreeOnHostScale(const NodeFacts& facts, std::string_view cgroup);
   // Each cgroup with a finite memory.max, in tree pre-order.
   std::vector<policies::OomDomain> listMemcgDomains(const NodeFacts& facts, cgroupfs::ReadCounters& counters);
 
@@ -60,6 +63,7 @@ class Node {
                                              const policies::OomDomain& domain);
 
  private:
+  cgroupfs::Result<DomainRanking> rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale);
   cgroupfs::ProcFs procfs_;
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 namespace oomguard::policies {
 
@@ -135,11 +136,20 @@ std::optional<std::string> exclusionReason(const VictimCandidate& candidate) {
   return std::nullopt;
 }
 
+namespace {
+
+// The part of the guardian's order above the points: smaller is chosen first.
+std::pair<int, int> orderClass(const VictimCandidate& candidate) {
+  return {-static_cast<int>(candidate.protection), static_cast<int>(candidate.preference)};
+}
+
+}  // namespace
+
 std::vector<VictimCandidate> guardianOrder(std::vector<VictimCandidate> candidates) {
   std::erase_if(candidates, [](const VictimCandidate& c) { return exclusionReason(c).has_value(); });
   std::stable_sort(candidates.begin(), candidates.end(), [](const VictimCandidate& a, const VictimCandidate& b) {
-    if (a.preference != b.preference) {
-      return static_cast<int>(a.preference) < static_cast<int>(b.preference);
+    if (orderClass(a) != orderClass(b)) {
+      return orderClass(a) < orderClass(b);
     }
     return a.points > b.points;
   });
@@ -153,8 +163,9 @@ Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidate
   }
   if (action == Action::kKillWorst) {
     const auto& first = ordered.front();
-    return {first, std::string("highest in the guardian's order (preference ") + toString(first.preference) +
-                       ", " + std::to_string(first.points) + " points)"};
+    return {first, std::string("highest in the guardian's order (protection ") + toString(first.protection) +
+                       ", preference " + toString(first.preference) + ", " + std::to_string(first.points) +
+                       " points)"};
   }
   if (action == Action::kKillAllocating) {
     // A kill takes the oom.group cgroup whole, so growth counts per kill unit.
@@ -165,12 +176,12 @@ Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidate
     for (const auto& candidate : ordered) {
       unit_growth[unit_of(candidate)] += candidate.growth_pages.value_or(0);
     }
-    // `ordered` is sorted by preference: the first preference with a grower decides, and within it the
+    // `ordered` is sorted by class and preference: the first (class, preference) with a grower decides, and within it the
     // largest growth.
     const VictimCandidate* best = nullptr;
     long best_growth = 0;
     for (const auto& candidate : ordered) {
-      if (best != nullptr && candidate.preference != best->preference) {
+      if (best != nullptr && orderClass(candidate) != orderClass(*best)) {
         break;
       }
       const long growth = unit_growth[unit_of(candidate)];

@@ -39,6 +39,8 @@ struct VictimCandidate {
   int oom_score_adj = 0;
   bool killable = true;                 // by the kernel's rules (not init, not a kthread, adj != -1000)
   Preference preference = Preference::kNone;
+  // The workload's class (a pod's oomguard.io/v1.protection): the first ordering key, sacrificial first.
+  ProtectionClass protection = ProtectionClass::kNormal;
   bool never_kill = false;              // oomguard itself, its ancestors, or a protected rule
   std::optional<long> growth_pages;     // charge growth over the trend window (kill-allocating)
   std::optional<std::string> group_kill_cgroup;  // memory.oom.group resolution in this domain
@@ -47,8 +49,9 @@ struct VictimCandidate {
 // Why a candidate may not be chosen, or nullopt when it may.
 std::optional<std::string> exclusionReason(const VictimCandidate& candidate);
 
-// The guardian's order: (preference, points) lexicographically, highest points first within a
-// preference; excluded candidates are dropped.
+// The guardian's order: (protection class, preference, points) lexicographically: sacrificial before
+// low before normal before high before critical, then prefer before none before avoid, then the highest
+// points; excluded candidates are dropped.
 std::vector<VictimCandidate> guardianOrder(std::vector<VictimCandidate> candidates);
 
 struct Choice {

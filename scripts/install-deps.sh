@@ -12,6 +12,7 @@ build_packages=(
   nlohmann-json3-dev      # config and JSON output
   prometheus-cpp-dev      # metrics exporter
   libcli11-dev            # command line parsing
+  libssl-dev              # TLS to the Kubernetes API server (Boost.Asio's OpenSSL binding)
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_packages=(

@@ -80,7 +80,9 @@ fi
 
 records="$out/.records.jsonl"
 : > "$records"
-for script in "${scenarios[@]}"; do
+# run_scenario SCRIPT: one VM run and its host check; sets vm_rc, check_rc, wall.
+run_scenario() {
+  local script=$1 name share check t0
   name=$(basename "$script" .sh)
   share="$out/$name"
   rm -rf "$share"
@@ -97,9 +99,28 @@ for script in "${scenarios[@]}"; do
     "$python" -B "$check" "$share" || check_rc=$?
   fi
   wall=$(since "$t0")
-  "$python" - "$share" "$name" "$vm_rc" "$check_rc" "$wall" >> "$records" <<'PY'
+}
+
+for script in "${scenarios[@]}"; do
+  name=$(basename "$script" .sh)
+  share="$out/$name"
+  run_scenario "$script"
+  # An infrastructure failure (the guest died: no exit marker) is retried once, loudly: the first
+  # attempt's console is kept and its last lines printed, and the record says it was retried.
+  retried=""
+  if [ "$vm_rc" = 125 ]; then
+    kept="$out/$name.infra-failure.console.log"
+    cp "$share/console.log" "$kept" 2>/dev/null || true
+    say "scenario $name: INFRASTRUCTURE FAILURE (no exit marker); console tail follows, kept in $kept"
+    tail -n 25 "$kept" 2>/dev/null | sed 's/^/run-suite:   | /' >&2 || true
+    retried="first attempt: infrastructure failure ($(grep -a -m1 -E 'Kernel panic|BUG:|Oops' "$kept" 2>/dev/null || echo 'no exit marker, no kernel panic line'); console $kept)"
+    say "scenario $name: retrying once"
+    run_scenario "$script"
+  fi
+  "$python" - "$share" "$name" "$vm_rc" "$check_rc" "$wall" "$retried" >> "$records" <<'PY'
 import json, os, sys
-share, name, vm_rc, check_rc, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+share, name, vm_rc, check_rc, wall, retried = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                              float(sys.argv[5]), sys.argv[6])
 path = os.path.join(share, "result.json")
 result, problem = {}, None
 try:
@@ -114,9 +135,24 @@ elif vm_rc != 0:
 if check_rc != 0:
     problem = problem or "the host check exited %d" % check_rc
 passed = bool(result.get("passed")) and problem is None
+# What a failure looked like, for a CI log that keeps only the summary.
+evidence = []
+if not passed:
+    for key in ("failures", "errors", "lifecycle_errors"):
+        for failure in (result.get(key) or [])[:3]:
+            if isinstance(failure, dict):
+                failure = {k: v for k, v in failure.items() if k != "details"}
+            text = failure if isinstance(failure, str) else json.dumps(failure, sort_keys=True)
+            evidence.append("%s: %s" % (key, text[:600]))
+    if vm_rc == 125:
+        try:
+            with open(os.path.join(share, "console.log"), errors="replace") as f:
+                evidence.extend(line.rstrip()[:200] for line in f.readlines()[-12:])
+        except OSError:
+            pass
 print(json.dumps({"name": name, "passed": passed, "figures": result.get("figures", {}),
-                  "wall_seconds": wall, "vmrun_rc": vm_rc, "problem": problem,
-                  "result_file": path, "console_log": os.path.join(share, "console.log")}))
+                  "wall_seconds": wall, "vmrun_rc": vm_rc, "problem": problem, "retried": retried or None,
+                  "evidence": evidence, "result_file": path, "console_log": os.path.join(share, "console.log")}))
 PY
 done
 
@@ -143,11 +179,17 @@ print("-" * 100)
 for s in scenarios:
     print("%-22s %-6s %8.1f  %s" % (s["name"], "PASS" if s["passed"] else "FAIL", s["wall_seconds"],
                                     short(s["figures"])))
+    if s.get("retried"):
+        print("%-22s        RETRIED: %s" % ("", s["retried"]))
     if s["problem"]:
         print("%-22s        %s" % ("", s["problem"]))
+    for line in s.get("evidence") or []:
+        print("%-22s        | %s" % ("", line))
 print("-" * 100)
 print("prepare %.1f s, suite %.1f s; results: %s" % (prepare, total, dest))
 npass = sum(1 for s in scenarios if s["passed"])
-print("e2e: %d passed, %d failed" % (npass, len(scenarios) - npass))
+nretried = sum(1 for s in scenarios if s.get("retried"))
+print("e2e: %d passed, %d failed%s" % (npass, len(scenarios) - npass,
+                                     ", %d retried after an infrastructure failure" % nretried if nretried else ""))
 sys.exit(0 if npass == len(scenarios) else 1)
 PY

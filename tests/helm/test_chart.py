@@ -77,7 +77,9 @@ def container(objects):
 
 def config_of(objects):
     data = one(objects, "ConfigMap")["data"]
-    return json.loads(data["config.json"]), json.loads(data["kubernetes.json"])
+    assert sorted(data) == ["config.json"], sorted(data)
+    config = json.loads(data["config.json"])
+    return config, config.get("kubernetes")
 
 
 def oomguard_binary():
@@ -213,8 +215,10 @@ def default_config_is_valid():
     config, kubernetes = config_of(render())
     assert config["metrics"]["listen"] == "0.0.0.0:9743", config["metrics"]
     assert config["mode"] == "observe" and config["read_kmsg"] is True
-    assert kubernetes == {"version": 1, "annotations": {"protected_namespaces": ["kube-system"],
-                                                        "tenant_max_sigterm_grace_seconds": 10}}, kubernetes
+    assert kubernetes == {"enabled": True, "events": True, "annotations": True,
+                          "protected_namespaces": ["kube-system"], "tenant_max_sigterm_grace_seconds": 10}, kubernetes
+    env = {e["name"]: e for e in container(render())[1]["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, env
     check_config(config)
 
 
@@ -261,8 +265,8 @@ def non_default_values():
     assert config["read_kmsg"] is False  # no /dev/kmsg mounted
     assert [rule["match"] for rule in config["cgroups"]] == ["/kubepods.slice/**", "/kubepods/**", "/**"]
     assert config["refresh_interval_s"] == 0.5
-    assert kubernetes["annotations"] == {"protected_namespaces": ["kube-system", "platform-*", "team-?-prod"],
-                                         "tenant_max_sigterm_grace_seconds": 5}
+    assert kubernetes["protected_namespaces"] == ["kube-system", "platform-*", "team-?-prod"], kubernetes
+    assert kubernetes["tenant_max_sigterm_grace_seconds"] == 5 and kubernetes["events"] is False, kubernetes
     check_config(config)
 
 

@@ -51,8 +51,9 @@ app.kubernetes.io/component: node-guardian
 {{- end }}
 
 {{/*
-The daemon's config.json: configJson verbatim, or `config` with metrics.listen from metrics.port and
-read_kmsg off when /dev/kmsg is not mounted.
+The daemon's config.json: configJson verbatim, or `config` with metrics.listen from metrics.port,
+read_kmsg off when /dev/kmsg is not mounted, and the kubernetes section from `kubernetes` and
+`workloadAnnotations` (the node's name comes from $NODE_NAME, the downward API).
 */}}
 {{- define "oomguard.configJson" -}}
 {{- if .Values.configJson }}
@@ -65,12 +66,8 @@ read_kmsg off when /dev/kmsg is not mounted.
 {{- if not .Values.kmsg.enabled }}
 {{- $_ := set $config "read_kmsg" false }}
 {{- end }}
+{{- $kubernetes := dict "enabled" .Values.kubernetes.enabled "events" .Values.kubernetes.events "annotations" .Values.kubernetes.annotations "protected_namespaces" .Values.workloadAnnotations.protectedNamespaces "tenant_max_sigterm_grace_seconds" (int .Values.workloadAnnotations.tenantMaxSigtermGraceSeconds) }}
+{{- $_ := set $config "kubernetes" (merge (get $config "kubernetes" | default dict) $kubernetes) }}
 {{- toPrettyJson $config }}
 {{- end }}
-{{- end }}
-
-{{/* kubernetes.json: the operator's side of tenant safety for the oomguard.io/v1 annotations. */}}
-{{- define "oomguard.kubernetesJson" -}}
-{{- $annotations := dict "protected_namespaces" .Values.workloadAnnotations.protectedNamespaces "tenant_max_sigterm_grace_seconds" (int .Values.workloadAnnotations.tenantMaxSigtermGraceSeconds) }}
-{{- toPrettyJson (dict "version" 1 "annotations" $annotations) }}
 {{- end }}
