@@ -66,7 +66,7 @@ void Daemon::startKubernetes() {
   if (node_name.empty()) {
     kubernetes_status_ =
         "unavailable: no node name (kubernetes.node_name, or $NODE_NAME from the downward API)";
-    log_.write("kubernetes", Json{{"event", "unavailable"}, {"detail", kubernetes_status_}});
+    log_.write("kubernetes", Json{{"what", "unavailable"}, {"detail", kubernetes_status_}});
     return;
   }
   std::string why;
@@ -86,13 +86,14 @@ void Daemon::startKubernetes() {
   }
   if (!endpoint) {
     kubernetes_status_ = "unavailable: " + why;
-    log_.write("kubernetes", Json{{"event", "unavailable"}, {"detail", kubernetes_status_}});
+    log_.write("kubernetes", Json{{"what", "unavailable"}, {"detail", kubernetes_status_}});
     return;
   }
   pod_watch_ = std::make_unique<PodWatch>(
       io_, *endpoint, PodWatchOptions{}, [this](const PodChange& change) { onPodChange(change); },
       [this](const std::string& event, const std::string& detail) {
-        log_.write("kubernetes", Json{{"event", event}, {"detail", detail}});
+        // "what", not "event": a field named "event" would replace the line's own event name.
+        log_.write("kubernetes", Json{{"what", event}, {"detail", detail}});
       });
   if (k8s.events) {
     pod_events_ = std::make_unique<EventRecorder>(io_, *endpoint);
@@ -124,6 +125,10 @@ void Daemon::onPodChange(const PodChange& change) {
   if (pod == nullptr) {
     return;
   }
+  // A container named for the first time (or anew, after a restart) is where the pod's policy first
+  // reaches the container's processes: as much a reason to apply protections as a changed policy.
+  const KubePod* before = workloads_->pod(change.uid);
+  const bool containers_changed = before == nullptr || before->containers != pod->containers;
   const auto update = workloads_->upsert(*pod);
   if (!config_.kubernetes.annotations) {
     return;
@@ -147,6 +152,9 @@ void Daemon::onPodChange(const PodChange& change) {
                                   {"pod", pod->name},
                                   {"uid", pod->uid},
                                   {"policy", workloadPolicyJson(pod->uid)}});
+  }
+  const WorkloadPolicy* policy = workloads_->policy(change.uid);
+  if (update.policy_changed || (containers_changed && policy != nullptr && *policy != WorkloadPolicy{})) {
     // Protections follow at once (mode act), one refresh for a burst of changes.
     if (config_.mode == "act" && !protections_pending_) {
       protections_pending_ = true;

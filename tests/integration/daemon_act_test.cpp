@@ -3,7 +3,6 @@
 // recording actuator, and an injected monotonic clock so cooldowns need no sleeping. The io_context runs
 // on the test's thread.
 #include <gtest/gtest.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -12,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "guardian/actuator.hpp"
+#include "daemon_test_support.hpp"
 #include "guardian/daemon.hpp"
 #include "process_population.hpp"
 
@@ -21,52 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-
-class RecordingActuator final : public guardian::Actuator {
- public:
-  std::vector<std::string> actions;
-
-  cgroupfs::Result<std::shared_ptr<guardian::PinnedProcess>> pin(pid_t pid) override {
-    const long fd = ::syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0) {
-      return cgroupfs::systemError(errno, "pid", "pidfd_open failed");
-    }
-    return std::make_shared<guardian::PinnedProcess>(pid, cgroupfs::UniqueFd(static_cast<int>(fd)));
-  }
-  guardian::ActionResult kill(const std::shared_ptr<guardian::PinnedProcess>& process, uint32_t grace_ms) override {
-    actions.push_back("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
-    return {true, "recorded"};
-  }
-  guardian::ActionResult killCgroup(const std::string& cgroup) override {
-    actions.push_back("kill-cgroup " + cgroup);
-    return {true, "recorded"};
-  }
-  guardian::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
-    actions.push_back("adj " + std::to_string(pid) + " " + std::to_string(adj));
-    return {true, "recorded"};
-  }
-  guardian::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
-    actions.push_back("oom.group " + cgroup + (on ? " 1" : " 0"));
-    return {true, "recorded"};
-  }
-  guardian::ActionResult writeSysctl(const std::string& name, long value) override {
-    actions.push_back("sysctl " + name + " " + std::to_string(value));
-    return {true, "recorded"};
-  }
-  guardian::ActionResult panic() override {
-    actions.push_back("panic");
-    return {false, "recorded"};
-  }
-};
-
-void writeFile(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-}
-
-std::string eventsText(uint64_t max) {
-  return "low 0\nhigh 0\nmax " + std::to_string(max) + "\noom 0\noom_kill 0\noom_group_kill 0\n";
-}
 
 class DaemonAct : public ::testing::Test {
  protected:
@@ -86,7 +39,7 @@ class DaemonAct : public ::testing::Test {
   std::unique_ptr<guardian::Daemon> daemon;
 
   void SetUp() override {
-    constexpr size_t kMiB = 1024 * 1024;
+    constexpr size_t kMiB = size_t{1024} * 1024;
     small = population.spawn({8 * kMiB, 0, 0});
     big = population.spawn({96 * kMiB, 0, 0});
     medium = population.spawn({48 * kMiB, 0, 0});
@@ -138,16 +91,8 @@ class DaemonAct : public ::testing::Test {
     for (int i = 0; i < 200 && daemon->stats().decisions == decisions; ++i) {
       io.run_for(std::chrono::milliseconds(10));
     }
-    std::istringstream lines(log_text.str());
-    std::string line;
-    Json last;
-    while (std::getline(lines, line)) {
-      auto parsed = Json::parse(line);
-      if (parsed["event"] == "decision") {
-        last = parsed;
-      }
-    }
-    return last;
+    const auto decisions_logged = logLines(log_text.str(), "decision");
+    return decisions_logged.empty() ? Json() : decisions_logged.back();
   }
 };
 

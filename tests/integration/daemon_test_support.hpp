@@ -1,0 +1,88 @@
+// What the daemon-level tests share: an actuator that records instead of acting, the files of a fake
+// cgroup tree (a plain directory stands in for cgroupfs), and the daemon's JSON log lines read back.
+#pragma once
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "guardian/actuator.hpp"
+
+namespace oomguard::testing {
+
+// Pins for real (pidfd_open), and records every action as one line ("kill <pid> grace <ms>",
+// "kill-cgroup <cgroup>", "adj <pid> <value>", "oom.group <cgroup> <0|1>", "sysctl <name> <value>",
+// "panic") without doing it.
+class RecordingActuator final : public guardian::Actuator {
+ public:
+  std::vector<std::string> actions;
+
+  cgroupfs::Result<std::shared_ptr<guardian::PinnedProcess>> pin(pid_t pid) override {
+    const long fd = ::syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+      return cgroupfs::systemError(errno, "pid", "pidfd_open failed");
+    }
+    return std::make_shared<guardian::PinnedProcess>(pid, cgroupfs::UniqueFd(static_cast<int>(fd)));
+  }
+  guardian::ActionResult kill(const std::shared_ptr<guardian::PinnedProcess>& process,
+                              uint32_t grace_ms) override {
+    actions.push_back("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult killCgroup(const std::string& cgroup) override {
+    actions.push_back("kill-cgroup " + cgroup);
+    return {true, "recorded"};
+  }
+  guardian::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
+    actions.push_back("adj " + std::to_string(pid) + " " + std::to_string(adj));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
+    actions.push_back("oom.group " + cgroup + (on ? " 1" : " 0"));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult writeSysctl(const std::string& name, long value) override {
+    actions.push_back("sysctl " + name + " " + std::to_string(value));
+    return {true, "recorded"};
+  }
+  guardian::ActionResult panic() override {
+    actions.push_back("panic");
+    return {false, "recorded"};
+  }
+};
+
+inline void writeFile(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+// memory.events with `max` limit hits and nothing else.
+inline std::string eventsText(uint64_t max) {
+  return "low 0\nhigh 0\nmax " + std::to_string(max) + "\noom 0\noom_kill 0\noom_group_kill 0\n";
+}
+
+// The lines of an EventLog's output whose "event" is `event`, oldest first. Every line must be JSON (a
+// line that is not throws).
+inline std::vector<nlohmann::json> logLines(const std::string& log_text, const std::string& event) {
+  std::vector<nlohmann::json> found;
+  std::istringstream lines(log_text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto parsed = nlohmann::json::parse(line);
+    if (parsed.value("event", "") == event) {
+      found.push_back(std::move(parsed));
+    }
+  }
+  return found;
+}
+
+}  // namespace oomguard::testing
