@@ -205,7 +205,7 @@ void Daemon::printSummary() {
     events_watches += watched.events_wd >= 0 ? 1 : 0;
   }
   summary_ << "oomguard " << kVersion << " run: mode " << config_.mode
-           << (config_.mode == "observe" ? " (never kills, never writes outside its own process)" : "")
+           << (config_.mode == "observe" ? " (never kills; writes nothing but its own settings, its PSI triggers and one start-up line to the kernel log)" : "")
            << (options_.dry_run ? ", dry-run" : "") << "\n"
            << "  kernel " << facts_.kernel.release << ": PSI "
            << (node_.procfs().readPressure("memory") ? "yes" : "no") << ", pidfd "
