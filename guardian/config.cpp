@@ -1,6 +1,9 @@
 #include "guardian/config.hpp"
 
-#include <fstream>
+#include "guardian/address.hpp"
+#include "guardian/config_json.hpp"
+#include "guardian/glob.hpp"
+
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -200,32 +203,6 @@ ActRule readAct(const Json& value, const std::string& path, bool host) {
   return act;
 }
 
-void validateListen(const std::string& listen, const std::string& path) {
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
-    ObjectReader::fail(path, "must be ADDRESS:PORT, got \"" + listen + "\"");
-  }
-  const std::string port = listen.substr(colon + 1);
-  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 || std::stoul(port) > 65535) {
-    ObjectReader::fail(path, "port must be 0..65535, got \"" + port + "\"");
-  }
-}
-
-// Line and column (1-based) of a byte offset, for syntax errors.
-std::pair<size_t, size_t> lineAndColumn(std::string_view text, size_t offset) {
-  size_t line = 1;
-  size_t column = 1;
-  for (size_t i = 0; i < offset && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      column = 1;
-    } else {
-      ++column;
-    }
-  }
-  return {line, column};
-}
-
 }  // namespace
 
 CgroupRule defaultCgroupRule() {
@@ -239,18 +216,10 @@ std::string PressureTrigger::triggerText() const {
   return kind + " " + std::to_string(stall_us) + " " + std::to_string(window_ms * 1000);
 }
 
-Config parseConfig(std::string_view json_text, const std::string& source) {
-  Json document;
-  try {
-    document = Json::parse(json_text);
-  } catch (const Json::parse_error& error) {
-    // The byte reported is the one where parsing stopped, 1-based.
-    const auto [line, column] = lineAndColumn(json_text, error.byte == 0 ? 0 : error.byte - 1);
-    std::string reason = error.what();
-    const auto detail = reason.find("syntax error");
-    throw ConfigError(source + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " +
-                      (detail == std::string::npos ? reason : reason.substr(detail)));
-  }
+namespace {
+
+// Validates a parsed document into a Config; every refusal names the JSON path.
+Config parseConfigDocument(const Json& document, const std::string& source) {
   try {
     Config config;
     ObjectReader root(document, "");
@@ -274,7 +243,9 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
     if (const Json* metrics = root.find("metrics")) {
       ObjectReader reader(*metrics, "/metrics");
       config.metrics_listen = reader.string("listen", config.metrics_listen);
-      validateListen(config.metrics_listen, "/metrics/listen");
+      if (const auto address = parseListenAddress(config.metrics_listen); !address) {
+        ObjectReader::fail("/metrics/listen", address.error().message);
+      }
       config.metrics_top_k = static_cast<size_t>(reader.integer("top_k", 10, 1, 100));
       reader.finish();
     }
@@ -323,8 +294,8 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
       k8s.enabled = reader.boolean("enabled", k8s.enabled);
       k8s.node_name = reader.string("node_name", k8s.node_name);
       k8s.api_server = reader.string("api_server", k8s.api_server);
-      if (!k8s.api_server.empty() && !k8s.api_server.starts_with("https://")) {
-        ObjectReader::fail("/kubernetes/api_server", "must start with https://, got \"" + k8s.api_server + "\"");
+      if (const auto url = parseHttpsUrl(k8s.api_server); !k8s.api_server.empty() && !url) {
+        ObjectReader::fail("/kubernetes/api_server", url.error().message);
       }
       k8s.service_account_dir = reader.string("service_account_dir", k8s.service_account_dir);
       k8s.events = reader.boolean("events", k8s.events);
@@ -400,83 +371,18 @@ Config parseConfig(std::string_view json_text, const std::string& source) {
   }
 }
 
-Config loadConfigFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw ConfigError(path + ": cannot read the file");
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parseConfig(text.str(), path);
-}
-
-namespace {
-
-// Matches pattern segments against path segments; "**" matches zero or more segments.
-bool matchSegments(std::string_view pattern, std::string_view path) {
-  auto next = [](std::string_view& text) {
-    const auto slash = text.find('/');
-    const auto segment = text.substr(0, slash);
-    text = slash == std::string_view::npos ? std::string_view() : text.substr(slash + 1);
-    return segment;
-  };
-  auto segmentMatches = [](std::string_view glob, std::string_view segment) {
-    // "*" wildcards within one segment (simple backtracking).
-    size_t g = 0;
-    size_t s = 0;
-    size_t star = std::string_view::npos;
-    size_t mark = 0;
-    while (s < segment.size()) {
-      if (g < glob.size() && glob[g] == '*') {
-        star = g++;
-        mark = s;
-      } else if (g < glob.size() && glob[g] == segment[s]) {
-        ++g;
-        ++s;
-      } else if (star != std::string_view::npos) {
-        g = star + 1;
-        s = ++mark;
-      } else {
-        return false;
-      }
-    }
-    while (g < glob.size() && glob[g] == '*') {
-      ++g;
-    }
-    return g == glob.size();
-  };
-  if (pattern.empty()) {
-    return path.empty();
-  }
-  std::string_view rest_pattern = pattern;
-  const auto head = next(rest_pattern);
-  if (head == "**") {
-    if (matchSegments(rest_pattern, path)) {
-      return true;
-    }
-    if (path.empty()) {
-      return false;
-    }
-    std::string_view rest_path = path;
-    next(rest_path);
-    return matchSegments(pattern, rest_path);
-  }
-  if (path.empty()) {
-    return false;
-  }
-  std::string_view rest_path = path;
-  const auto segment = next(rest_path);
-  return segmentMatches(head, segment) && matchSegments(rest_pattern, rest_path);
-}
-
 }  // namespace
 
-bool cgroupMatches(std::string_view pattern, std::string_view path) {
-  // Both start with "/"; compare what follows ("" is the root).
-  pattern.remove_prefix(pattern.starts_with('/') ? 1 : 0);
-  path.remove_prefix(path.starts_with('/') ? 1 : 0);
-  return matchSegments(pattern, path);
+Config parseConfig(std::string_view json_text, const std::string& source) {
+  return parseConfigDocument(parseConfigJson(json_text, source), source);
 }
+
+Config loadConfigFile(const std::string& path) {
+  const Json document = readConfigJson(path);
+  return parseConfigDocument(document, path);
+}
+
+bool cgroupMatches(std::string_view pattern, std::string_view path) { return pathGlobMatch(pattern, path); }
 
 const CgroupRule* ruleFor(const Config& config, std::string_view path) {
   for (const auto& rule : config.cgroups) {

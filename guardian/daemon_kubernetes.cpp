@@ -7,6 +7,8 @@
 
 #include "cgroupfs/parse.hpp"
 #include "guardian/daemon.hpp"
+
+#include "guardian/address.hpp"
 #include "policies/ranking.hpp"
 
 namespace oomguard::guardian {
@@ -17,39 +19,6 @@ using Json = nlohmann::ordered_json;
 std::optional<std::string> environment(const char* name) {
   const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): read at start-up, one thread
   return value == nullptr || *value == '\0' ? std::nullopt : std::optional<std::string>(value);
-}
-
-// "https://host[:port][/]" -> endpoint host and port; false when malformed.
-bool parseApiServer(const std::string& url, KubeApiEndpoint& endpoint) {
-  std::string rest = url.substr(std::string("https://").size());
-  if (!rest.empty() && rest.back() == '/') {
-    rest.pop_back();
-  }
-  if (rest.empty() || rest.find('/') != std::string::npos) {
-    return false;
-  }
-  std::string host = rest;
-  uint16_t port = 443;
-  const auto colon = rest.rfind(':');
-  const bool bracketed = rest.front() == '[';
-  if (colon != std::string::npos && (!bracketed || rest.find(']') < colon)) {
-    host = rest.substr(0, colon);
-    const std::string digits = rest.substr(colon + 1);
-    if (digits.empty() || digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoul(digits) == 0 || std::stoul(digits) > 65535) {
-      return false;
-    }
-    port = static_cast<uint16_t>(std::stoul(digits));
-  }
-  if (bracketed) {
-    if (host.size() < 3 || host.back() != ']') {
-      return false;
-    }
-    host = host.substr(1, host.size() - 2);
-  }
-  endpoint.host = host;
-  endpoint.port = port;
-  return !host.empty();
 }
 
 }  // namespace
@@ -75,13 +44,15 @@ void Daemon::startKubernetes() {
     endpoint = inClusterEndpoint(environment, k8s.service_account_dir, node_name, why);
   } else {
     KubeApiEndpoint explicit_endpoint;
-    if (parseApiServer(k8s.api_server, explicit_endpoint)) {
+    if (const auto parsed = parseHttpsUrl(k8s.api_server)) {
+      explicit_endpoint.host = parsed.value().host;
+      explicit_endpoint.port = parsed.value().port;
       explicit_endpoint.ca_file = k8s.service_account_dir + "/ca.crt";
       explicit_endpoint.token_file = k8s.service_account_dir + "/token";
       explicit_endpoint.node_name = node_name;
       endpoint = explicit_endpoint;
     } else {
-      why = "kubernetes.api_server \"" + k8s.api_server + "\" is not https://host[:port]";
+      why = "kubernetes.api_server " + parsed.error().message;
     }
   }
   if (!endpoint) {

@@ -36,7 +36,7 @@ int runDoctor(Node& node, const DoctorOptions& options, std::ostream& out, std::
   auto& cgroups = node.cgroupfs();
   auto facts_result = node.readFacts();
   if (!facts_result) {
-    err << "oomguard: " << facts_result.error().describe() << "\n";
+    err << "oomguard: " << printable(facts_result.error().describe()) << "\n";
     return kExitFailure;
   }
   const auto& facts = facts_result.value();
@@ -223,7 +223,7 @@ int runDoctor(Node& node, const DoctorOptions& options, std::ostream& out, std::
     for (const auto& finding : findings) {
       warnings.push_back(Json{{"severity", finding.severity}, {"message", finding.message}});
     }
-    out << Json{{"kernel", facts.kernel.release},
+    out << jsonText(Json{{"kernel", facts.kernel.release},
                 {"sysctls", std::move(sysctls)},
                 {"core_pattern", core_pattern ? Json(core_pattern.value().substr(0, core_pattern.value().find('\n')))
                                               : Json(nullptr)},
@@ -249,8 +249,7 @@ int runDoctor(Node& node, const DoctorOptions& options, std::ostream& out, std::
                                   {"memory_oom_group", oom_group_file || (memory_controller && facts.kernel.atLeast(4, 19))}}},
                 {"fragmentation", std::move(fragmentation)},
                 {"flow", flow},
-                {"warnings", std::move(warnings)}}
-               .dump()
+                {"warnings", std::move(warnings)}})
         << "\n";
     return kExitOk;
   }
@@ -260,27 +259,28 @@ int runDoctor(Node& node, const DoctorOptions& options, std::ostream& out, std::
       << humanBytes(mem.swap_total_kb * 1024) << " (" << humanBytes(mem.swap_free_kb * 1024) << " free)\n\n";
   out << "What happens on OOM here:\n";
   for (const auto& line : flow) {
-    out << "  - " << line << "\n";
+    out << "  - " << printable(line) << "\n";
   }
   out << "\nSettings:\n";
   for (const auto& [name, value] : settings.sysctls) {
     std::string key = name;
     std::replace(key.begin(), key.end(), '/', '.');
-    out << "  " << column(key, 30) << valueOr(value) << "\n";
+    out << "  " << column(key, 30) << printable(valueOr(value)) << "\n";
   }
   if (mem.commit_limit_kb && mem.committed_as_kb) {
     out << "  " << column("CommitLimit / Committed_AS", 30) << humanBytes(*mem.commit_limit_kb * 1024) << " / "
         << humanBytes(*mem.committed_as_kb * 1024) << "\n";
   }
   out << "  " << column("core_pattern", 30)
-      << (core_pattern ? core_pattern.value().substr(0, core_pattern.value().find('\n')) : std::string("unknown")) << "\n";
+      << printable(core_pattern ? core_pattern.value().substr(0, core_pattern.value().find('\n')) : std::string("unknown"))
+      << "\n";
   out << "\nCapabilities:\n";
   out << "  PSI (/proc/pressure/memory)     " << (psi ? "yes" : "no") << "\n";
-  out << "  cgroup v2 at " << cgroups.root() << "   " << (cgroup2 ? "yes" : "no");
+  out << "  cgroup v2 at " << printable(cgroups.root()) << "   " << (cgroup2 ? "yes" : "no");
   if (cgroup2) {
     out << " (controllers:";
     for (const auto& controller : controllers.value()) {
-      out << " " << controller;
+      out << " " << printable(controller);
     }
     out << ")";
   }
@@ -303,7 +303,7 @@ int runDoctor(Node& node, const DoctorOptions& options, std::ostream& out, std::
   }
   out << "\n" << (findings.empty() ? "No warnings.\n" : "Findings:\n");
   for (const auto& finding : findings) {
-    out << "  [" << finding.severity << "] " << finding.message << "\n";
+    out << "  [" << finding.severity << "] " << printable(finding.message) << "\n";
   }
   return kExitOk;
 }

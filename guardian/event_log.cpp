@@ -1,5 +1,7 @@
 #include "guardian/event_log.hpp"
 
+#include "guardian/format.hpp"
+
 #include <ctime>
 
 namespace oomguard::guardian {
@@ -24,7 +26,7 @@ void EventLog::write(std::string_view event, const nlohmann::ordered_json& field
   for (const auto& [key, value] : fields.items()) {
     line[key] = value;
   }
-  out_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  out_ << jsonText(line) << '\n';
   out_.flush();
 }
 

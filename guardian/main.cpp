@@ -4,7 +4,9 @@
 #include <iostream>
 
 #include "guardian/commands.hpp"
+#include "guardian/address.hpp"
 #include "guardian/config.hpp"
+#include "guardian/format.hpp"
 #include "guardian/metrics_prometheus.hpp"
 #include "guardian/run.hpp"
 #include "guardian/version.hpp"
@@ -54,7 +56,10 @@ int runMain(int argc, char** argv) {
   std::optional<std::string> metrics_listen;
   run->add_option("--metrics-listen", metrics_listen,
                   "Serve /metrics and /healthz on ADDR:PORT (default: the config's metrics.listen, 127.0.0.1:9743)")
-      ->check([](const std::string& value) { return listenAddressError(value).value_or(""); });
+      ->check([](const std::string& value) {
+        const auto address = parseListenAddress(value);
+        return address ? std::string() : address.error().message;
+      });
 
   std::string check_path;
   auto* check = app.add_subcommand("check-config", "Validate a config file; errors name the JSON path");
@@ -90,10 +95,10 @@ int runMain(int argc, char** argv) {
   if (check->parsed()) {
     try {
       const Config config = loadConfigFile(check_path);
-      std::cout << check_path << ": valid (mode " << config.mode << ", " << config.cgroups.size() << " cgroup rules)\n";
+      std::cout << printable(check_path) << ": valid (mode " << config.mode << ", " << config.cgroups.size() << " cgroup rules)\n";
       return kExitOk;
     } catch (const ConfigError& error) {
-      std::cerr << "oomguard: " << error.what() << "\n";
+      std::cerr << "oomguard: " << printable(error.what()) << "\n";
       return kExitUsage;
     }
   }
@@ -109,7 +114,7 @@ int main(int argc, char** argv) {
   try {
     return runMain(argc, argv);
   } catch (const std::exception& error) {
-    std::cerr << "oomguard: " << error.what() << "\n";
+    std::cerr << "oomguard: " << oomguard::guardian::printable(error.what()) << "\n";
     return oomguard::guardian::kExitFailure;
   }
 }

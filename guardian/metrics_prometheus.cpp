@@ -1,8 +1,8 @@
 #include "guardian/metrics_prometheus.hpp"
 
-#include <CivetServer.h>
+#include "guardian/format.hpp"
+
 #include <arpa/inet.h>
-#include <civetweb.h>
 #include <netinet/in.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -40,50 +40,6 @@ constexpr std::array<const char*, 4> kConstraints = {"CONSTRAINT_NONE", "CONSTRA
 constexpr std::array<const char*, 2> kPredictionResults = {"match", "mismatch"};
 
 // ---- Text format helpers ------------------------------------------------------------------------------
-
-// Label values must be UTF-8 or Prometheus rejects the whole scrape; comm and cgroup names are bytes
-// chosen by whoever runs the process. Invalid sequences become U+FFFD.
-std::string validUtf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x80) {
-      out.push_back(static_cast<char>(byte));
-      ++i;
-      continue;
-    }
-    size_t length = 0;
-    uint32_t minimum = 0;
-    if ((byte & 0xE0) == 0xC0) {
-      length = 2;
-      minimum = 0x80;
-    } else if ((byte & 0xF0) == 0xE0) {
-      length = 3;
-      minimum = 0x800;
-    } else if ((byte & 0xF8) == 0xF0) {
-      length = 4;
-      minimum = 0x10000;
-    }
-    bool valid = length != 0 && i + length <= text.size();
-    uint32_t code = length == 0 ? 0 : byte & (0x7FU >> length);
-    for (size_t k = 1; valid && k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      valid = (next & 0xC0) == 0x80;
-      code = (code << 6) | (next & 0x3FU);
-    }
-    valid = valid && code >= minimum && code <= 0x10FFFF && (code < 0xD800 || code > 0xDFFF);
-    if (valid) {
-      out.append(text.substr(i, length));
-      i += length;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
-    }
-  }
-  return out;
-}
 
 // name="value" with the text format's escapes (backslash, double quote, newline), value made UTF-8.
 void appendLabel(std::string& out, std::string_view name, std::string_view value) {
@@ -650,139 +606,37 @@ PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, c
   }
 }
 
-namespace {
+PrometheusMetrics::~PrometheusMetrics() = default;
 
-// Connects to `address`:`port` and closes at once (see ~PrometheusMetrics). Loopback or a local address.
-void poke(const std::string& address, int port) {
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
-  if (::inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    length = sizeof *v4;
-  } else if (::inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    length = sizeof *v6;
-  } else {
-    return;
-  }
-  const int fd = ::socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0) {
-    (void)::connect(fd, reinterpret_cast<sockaddr*>(&storage), length);
-    ::close(fd);
-  }
-}
-
-// Where to connect to reach a server listening on `listen`: the wildcard addresses via loopback.
-std::string wakeAddress(const std::string& listen) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (host.size() > 2 && host.front() == '[') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "::1" : host;
-}
-
-// Every request, before civetweb looks for a handler (see the header).
-int handleRequest(mg_connection* connection) {
-  const mg_request_info* request = mg_get_request_info(connection);
-  const std::string_view path = request->local_uri != nullptr ? request->local_uri : "";
-  const std::string_view method = request->request_method != nullptr ? request->request_method : "";
-  auto reply = [&](int status, const char* content_type, const char* allow, std::string_view body) {
-    mg_response_header_start(connection, status);
-    mg_response_header_add(connection, "Content-Type", content_type, -1);
-    mg_response_header_add(connection, "Content-Length", std::to_string(body.size()).c_str(), -1);
-    if (allow != nullptr) {
-      mg_response_header_add(connection, "Allow", allow, -1);
-    }
-    mg_response_header_send(connection);
-    if (method != "HEAD") {
-      mg_write(connection, body.data(), body.size());
-    }
-    return status;
-  };
+HttpServer::Response PrometheusMetrics::answer(std::string_view method, std::string_view path) const {
   constexpr const char* kPlain = "text/plain; charset=utf-8";
   if (path == "/metrics") {
     if (method != "GET") {
-      return reply(405, kPlain, "GET", "method not allowed\n");
+      return {405, kPlain, "GET", "method not allowed\n"};
     }
-    const auto* server = static_cast<const CivetServer*>(request->user_data);
-    const auto* metrics = static_cast<const PrometheusMetrics*>(server->getUserContext());
-    // Streamed in pieces; no Content-Length: the body ends when the connection closes (no keep-alive).
-    mg_response_header_start(connection, 200);
-    mg_response_header_add(connection, "Content-Type", "text/plain; version=0.0.4; charset=utf-8", -1);
-    mg_response_header_send(connection);
-    bool writable = true;
-    metrics->write([&](std::string_view piece) {
-      writable = writable && mg_write(connection, piece.data(), piece.size()) > 0;
-    });
-    return 200;
+    return {200, "text/plain; version=0.0.4; charset=utf-8", {}, render()};
   }
   if (path == "/healthz") {
-    return method == "GET" || method == "HEAD" ? reply(200, kPlain, nullptr, "ok")
-                                               : reply(405, kPlain, "GET, HEAD", "method not allowed\n");
+    return method == "GET" || method == "HEAD" ? HttpServer::Response{200, kPlain, {}, "ok"}
+                                               : HttpServer::Response{405, kPlain, "GET, HEAD", "method not allowed\n"};
   }
-  return reply(404, kPlain, nullptr, "not found\n");
+  return {404, kPlain, {}, "not found\n"};
 }
 
-}  // namespace
-
-PrometheusMetrics::~PrometheusMetrics() {
-  if (!server_) {
-    return;
-  }
-  // Stopping civetweb (mg_stop) sets its stop flag and joins its master thread, which looks at the flag
-  // only when its poll(2) on the listening socket returns: after up to 2 s (SOCKET_TIMEOUT_QUANTUM). A
-  // connection (closed at once) wakes that poll, so while the stop is under way a helper connects every
-  // 10 ms: stopping takes milliseconds, not 2 s at every exit of the daemon.
-  const auto ports = server_->getListeningPorts();
-  std::atomic<bool> stopped{false};
-  std::thread waker;
-  if (!ports.empty()) {
-    try {
-      waker = std::thread([&stopped, address = wakeAddress(listen_), port = ports.front()] {
-        for (int i = 0; i < 500 && !stopped.load(); ++i) {
-          poke(address, port);
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-      });
-    } catch (const std::system_error&) {
-      // no thread: the stop takes its 2 s
-    }
-  }
-  server_.reset();  // joins the server's threads before anything they read goes
-  stopped = true;
-  if (waker.joinable()) {
-    waker.join();
-  }
-}
-
-void PrometheusMetrics::serve(const std::string& listen, size_t threads) {
-  if (auto error = listenAddressError(listen)) {
-    throw std::runtime_error("metrics listen address " + *error);
+void PrometheusMetrics::serve(const std::string& listen, HttpServer::Limits limits) {
+  const auto address = parseListenAddress(listen);
+  if (!address) {
+    throw std::runtime_error("metrics listen address " + address.error().message);
   }
   if (server_) {
     throw std::logic_error("PrometheusMetrics::serve called twice");
   }
-  CivetCallbacks callbacks;
-  callbacks.begin_request = &handleRequest;
-  const std::vector<std::string> options = {
-      "listening_ports",    listen,  //
-      "num_threads",        std::to_string(std::max<size_t>(threads, 1)),
-      "request_timeout_ms", "10000",  // a stalled client frees its worker
-      "enable_keep_alive",  "no"};
-  try {
-    server_ = std::make_unique<CivetServer>(options, &callbacks, this);
-  } catch (const std::exception& error) {
-    throw std::runtime_error("cannot serve metrics on " + listen + ": " + error.what());
-  }
-  listen_ = listen;
+  server_ = std::make_unique<HttpServer>(
+      address.value(), [this](std::string_view method, std::string_view path) { return answer(method, path); }, limits);
 }
 
 std::vector<int> PrometheusMetrics::listeningPorts() const {
-  return server_ ? server_->getListeningPorts() : std::vector<int>{};
+  return server_ ? std::vector<int>{server_->port()} : std::vector<int>{};
 }
 
 void PrometheusMetrics::write(const std::function<void(std::string_view)>& flush) const {

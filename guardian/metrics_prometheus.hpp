@@ -1,5 +1,5 @@
-// The Prometheus exporter (DESIGN.md section 5): a Metrics implementation served over HTTP by civetweb
-// (the server prometheus-cpp's pull library uses) on its own threads.
+// The Prometheus exporter (DESIGN.md section 5): a Metrics implementation served over HTTP by
+// HttpServer (Boost.Beast) on a thread of its own.
 //
 // Two kinds of series. The low-cardinality families (kills, kernel OOM kills, predictions, the two
 // histograms, sysctl drift, build info) are prometheus-cpp Families in one Registry, built once in the
@@ -9,16 +9,15 @@
 // is written straight into the exposition text: prometheus-cpp's Collectable route (a ClientMetric per
 // series, then its TextSerializer) took 60-95 ms and left 35 MiB more RSS per scrape at 500 domains.
 //
-// Threads. The daemon calls the Metrics methods from its one thread; scrapes run on civetweb's workers.
+// Threads. The daemon calls the Metrics methods from its one thread; scrapes run on the server's thread.
 // A domain's ranking is an immutable snapshot swapped in by pointer (so a scrape shows each ranking
 // whole), a cgroup's (and a domain's memory) values are atomics, and a scrape holds the table's mutex only to copy pointers: the
 // daemon never waits for a scrape's formatting or network I/O. Registry families lock only themselves,
 // briefly. Only the daemon's thread adds or removes series.
 //
 // HTTP. Only GET /metrics (text format 0.0.4) and GET|HEAD /healthz (200 "ok"); any other path is 404
-// and any other method 405. prometheus-cpp's Exposer has no way to add /healthz or to answer 404 for
-// /metrics/anything (civetweb routes sub-paths to a handler), so a civetweb begin_request callback
-// answers every request itself.
+// and any other method 405 (prometheus-cpp's Exposer could not add /healthz nor answer 404 for
+// /metrics/anything). The server's bounds (timeouts, connection slots) are in http_server.hpp.
 #pragma once
 
 #include <cstddef>
@@ -32,9 +31,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "guardian/http_server.hpp"
 #include "guardian/metrics.hpp"
-
-class CivetServer;
 
 namespace prometheus {
 class Counter;
@@ -47,10 +45,6 @@ class Family;
 
 namespace oomguard::guardian {
 
-// "ADDRESS:PORT" as the exporter accepts it (IPv4, or [IPv6]; port 0..65535, 0 = any free port).
-// Returns what is wrong with `listen`, or nothing when it is valid.
-std::optional<std::string> listenAddressError(std::string_view listen);
-
 class PrometheusMetrics final : public Metrics {
  public:
   // `top_k`: the most victims exported per domain and ranking (whatever the daemon passes);
@@ -60,11 +54,10 @@ class PrometheusMetrics final : public Metrics {
   PrometheusMetrics(const PrometheusMetrics&) = delete;
   PrometheusMetrics& operator=(const PrometheusMetrics&) = delete;
 
-  // Starts serving on `listen` ("127.0.0.1:9743"; port 0 picks a free one) with `threads` workers.
-  // Throws std::runtime_error when the address is invalid or cannot be bound. Call at most once.
-  // One worker is enough for a scrape every few seconds and keeps the daemon small (each thread's stack
-  // is locked in memory by mlockall).
-  void serve(const std::string& listen, size_t threads = 1);
+  // Starts serving on `listen` (parseListenAddress: "127.0.0.1:9743"; port 0 picks a free one) on one
+  // thread of its own. Throws std::runtime_error when the address is invalid or cannot be bound (with
+  // the errno). Call at most once.
+  void serve(const std::string& listen, HttpServer::Limits limits = {});
   // The port(s) bound by serve() (the real one when it was given port 0).
   [[nodiscard]] std::vector<int> listeningPorts() const;
 
@@ -126,8 +119,10 @@ class PrometheusMetrics final : public Metrics {
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> annotation_series_;
   std::map<std::string, prometheus::Counter*> kubernetes_event_series_;
 
-  std::string listen_;                   // what serve() was given
-  std::unique_ptr<CivetServer> server_;  // last: stopped before anything it reads goes away
+  // The response to one request (the server's thread).
+  [[nodiscard]] HttpServer::Response answer(std::string_view method, std::string_view path) const;
+
+  std::unique_ptr<HttpServer> server_;  // last: stopped before anything it reads goes away
 };
 
 }  // namespace oomguard::guardian

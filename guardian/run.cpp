@@ -10,6 +10,8 @@
 #include "guardian/commands.hpp"
 #include "guardian/actuator.hpp"
 #include "guardian/daemon.hpp"
+#include "guardian/address.hpp"
+#include "guardian/format.hpp"
 #include "guardian/metrics_prometheus.hpp"
 #include "guardian/version.hpp"
 
@@ -28,12 +30,16 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   // One malloc arena: the decisions run on one thread and the metrics server's few threads share it,
   // instead of each getting an arena of its own (locked in memory by mlockall).
   ::mallopt(M_ARENA_MAX, 1);
+  // A scrape's text (megabytes on a big node) is allocated and freed each time: a fixed mmap threshold
+  // (setting it turns off glibc's dynamic raise after the first free) gives such buffers back at once
+  // instead of leaving them in the heap, locked by mlockall.
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   Config config;
   if (options.config_path) {
     try {
       config = loadConfigFile(*options.config_path);
     } catch (const ConfigError& error) {
-      err << "oomguard: " << error.what() << "\n";
+      err << "oomguard: " << printable(error.what()) << "\n";
       return kExitUsage;
     }
   }
@@ -49,15 +55,15 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   }
   // The exporter serves from its own threads, started before the daemon so that an address already in
   // use stops oomguard at once, before it has watched or armed anything.
-  if (auto error = listenAddressError(config.metrics_listen)) {
-    err << "oomguard: metrics listen address " << *error << "\n";
+  if (const auto address = parseListenAddress(config.metrics_listen); !address) {
+    err << "oomguard: metrics listen address " << printable(address.error().message) << "\n";
     return kExitUsage;
   }
   PrometheusMetrics metrics(config.metrics_top_k, kVersion, kernelRelease());
   try {
     metrics.serve(config.metrics_listen);
   } catch (const std::exception& error) {
-    err << "oomguard: " << error.what() << "\n";
+    err << "oomguard: " << printable(error.what()) << "\n";
     return kExitFailure;
   }
   const auto ports = metrics.listeningPorts();

@@ -28,7 +28,7 @@ void reportSkipped(const cgroupfs::ReadCounters& counters, std::ostream& err) {
     err << "oomguard: skipped " << counters.malformed << " malformed and " << counters.failed
         << " unreadable entries";
     if (!counters.errors.empty()) {
-      err << "; first: " << counters.errors.front().describe();
+      err << "; first: " << printable(counters.errors.front().describe());
     }
     err << "\n";
   }
@@ -58,7 +58,7 @@ struct Row {
 
 void printDomainHeader(const policies::OomDomain& domain, const NodeFacts& facts, std::ostream& out) {
   const uint64_t total_bytes = domain.totalpages * facts.page_size_bytes;
-  out << "OOM domain: " << (domain.kind == policies::DomainKind::kHost ? "host" : "memcg " + domain.cgroup)
+  out << "OOM domain: " << (domain.kind == policies::DomainKind::kHost ? "host" : "memcg " + printable(domain.cgroup))
       << "   totalpages " << domain.totalpages << " (" << humanBytes(total_bytes) << ")   kernel "
       << facts.kernel.release << "\n";
 }
@@ -105,7 +105,7 @@ int topByProcess(Node& node, const NodeFacts& facts, DomainRanking& ranking, con
                                 {"killable", candidate.killable},
                                 {"group_kill_cgroup", nullable(row.group_kill_cgroup)}});
     }
-    out << Json{{"domain", domainJson(ranking.domain)}, {"candidates", std::move(candidates)}}.dump() << "\n";
+    out << jsonText(Json{{"domain", domainJson(ranking.domain)}, {"candidates", std::move(candidates)}}) << "\n";
     return kExitOk;
   }
 
@@ -122,7 +122,7 @@ int topByProcess(Node& node, const NodeFacts& facts, DomainRanking& ranking, con
         << rightColumn(std::to_string(row.oom_score), 6)
         << rightColumn(std::to_string(process.oom_score_adj), 6) << rightColumn(mibFromKb(rssKb(process)), 9)
         << rightColumn(mibFromKb(process.status.swap_kb), 9) << rightColumn(mibFromKb(process.status.pgtables_kb), 8)
-        << "  " << row.group_kill_cgroup.value_or("-") << "\n";
+        << "  " << printable(row.group_kill_cgroup.value_or("-")) << "\n";
   }
   if (rows.empty()) {
     out << "(no killable process in this domain)\n";
@@ -179,7 +179,7 @@ int topByCgroup(Node& node, const NodeFacts& facts, DomainRanking& ranking, cons
                           {"rss_kb", unit.rss_kb},
                           {"swap_kb", unit.swap_kb}});
     }
-    out << Json{{"domain", domainJson(ranking.domain)}, {"cgroups", std::move(rows)}}.dump() << "\n";
+    out << jsonText(Json{{"domain", domainJson(ranking.domain)}, {"cgroups", std::move(rows)}}) << "\n";
     return kExitOk;
   }
   printDomainHeader(ranking.domain, facts, out);
@@ -202,12 +202,12 @@ int topByCgroup(Node& node, const NodeFacts& facts, DomainRanking& ranking, cons
 int runTop(Node& node, const TopOptions& options, std::ostream& out, std::ostream& err) {
   auto facts = node.readFacts();
   if (!facts) {
-    err << "oomguard: " << facts.error().describe() << "\n";
+    err << "oomguard: " << printable(facts.error().describe()) << "\n";
     return kExitFailure;
   }
   auto ranking = rankFor(node, facts.value(), options.domain, options.by_cgroup);
   if (!ranking) {
-    err << "oomguard: " << ranking.error().describe() << "\n";
+    err << "oomguard: " << printable(ranking.error().describe()) << "\n";
     return ranking.error().path.empty() ? kExitUsage : kExitFailure;
   }
   reportSkipped(ranking.value().counters, err);
@@ -218,13 +218,13 @@ int runTop(Node& node, const TopOptions& options, std::ostream& out, std::ostrea
 int runExplain(Node& node, const ExplainOptions& options, std::ostream& out, std::ostream& err) {
   auto facts_result = node.readFacts();
   if (!facts_result) {
-    err << "oomguard: " << facts_result.error().describe() << "\n";
+    err << "oomguard: " << printable(facts_result.error().describe()) << "\n";
     return kExitFailure;
   }
   const auto& facts = facts_result.value();
   auto target = node.procfs().readProcess(options.pid, true);
   if (!target) {
-    err << "oomguard: no process " << options.pid << ": " << target.error().describe() << "\n";
+    err << "oomguard: no process " << options.pid << ": " << printable(target.error().describe()) << "\n";
     return kExitFailure;
   }
   const auto& process = target.value();
@@ -307,7 +307,7 @@ int runExplain(Node& node, const ExplainOptions& options, std::ostream& out, std
           {"group_kill_cgroup", nullable(report.group)},
           {"group_kill_pids", report.group_pids}});
     }
-    out << Json{{"pid", process.pid},
+    out << jsonText(Json{{"pid", process.pid},
                 {"comm", process.status.comm},
                 {"cgroup", nullable(process.cgroup)},
                 {"oom_score_adj", process.oom_score_adj},
@@ -318,14 +318,14 @@ int runExplain(Node& node, const ExplainOptions& options, std::ostream& out, std
                                           : Json(policies::describe(reports.front().terms.unkillable))},
                 {"oom_score", computed_score},
                 {"kernel_oom_score", kernel_oom_score ? Json(kernel_oom_score.value()) : Json(nullptr)},
-                {"domains", std::move(domains)}}
-               .dump()
+                {"domains", std::move(domains)}})
         << "\n";
     return kExitOk;
   }
 
   const auto& status = process.status;
-  out << "pid " << process.pid << " (" << status.comm << ") in cgroup " << process.cgroup.value_or("?") << "\n";
+  out << "pid " << process.pid << " (" << printable(status.comm) << ") in cgroup " << printable(process.cgroup.value_or("?"))
+      << "\n";
   out << "  memory: RssAnon " << status.rss_anon_kb << " kB + RssFile " << status.rss_file_kb << " kB + RssShmem "
       << status.rss_shmem_kb << " kB, VmSwap " << status.swap_kb << " kB, VmPTE " << status.pgtables_kb
       << " kB; page size " << facts.page_size_bytes << " B\n";
@@ -343,7 +343,7 @@ int runExplain(Node& node, const ExplainOptions& options, std::ostream& out, std
   for (const auto& report : reports) {
     const auto& terms = report.terms;
     const auto& domain = report.ranking.domain;
-    out << "\n" << (domain.kind == policies::DomainKind::kHost ? std::string("host domain") : "memcg domain " + domain.cgroup)
+    out << "\n" << (domain.kind == policies::DomainKind::kHost ? std::string("host domain") : "memcg domain " + printable(domain.cgroup))
         << ": totalpages " << domain.totalpages << " (" << humanBytes(domain.totalpages * facts.page_size_bytes) << ")\n";
     if (reason != policies::UnkillableReason::kNone) {
       out << "  not a candidate\n";
@@ -361,12 +361,12 @@ int runExplain(Node& node, const ExplainOptions& options, std::ostream& out, std
       out << ": the kernel's next victim in this domain";
     } else if (report.rank > 1) {
       const auto& first = report.ranking.candidates.front();
-      out << " (next victim: pid " << first.pid << " " << report.ranking.processOf(first).status.comm << ", "
+      out << " (next victim: pid " << first.pid << " " << printable(report.ranking.processOf(first).status.comm) << ", "
           << first.points << " points, " << first.points - terms.points << " more)";
     }
     out << "\n";
     if (report.group) {
-      out << "  memory.oom.group: killing it would kill all of " << *report.group << " (" << report.group_pids.size()
+      out << "  memory.oom.group: killing it would kill all of " << printable(*report.group) << " (" << report.group_pids.size()
           << " tasks)\n";
     }
   }
