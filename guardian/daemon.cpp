@@ -1361,6 +1361,35 @@ bool Daemon::reload() {
   }
   try {
     Config fresh = loadConfigFile(*options_.config_path);
+    if (options_.metrics_listen) {
+      fresh.metrics_listen = *options_.metrics_listen;
+    }
+    // What is bound or connected at start cannot change under a running daemon: refuse, and say so,
+    // rather than log "applied" for a setting that is not.
+    std::vector<std::string> restart;
+    const auto& old_k8s = config_.kubernetes;
+    const auto& new_k8s = fresh.kubernetes;
+    const std::pair<bool, const char*> fixed[] = {
+        {fresh.metrics_listen != config_.metrics_listen, "/metrics/listen"},
+        {fresh.metrics_top_k != config_.metrics_top_k, "/metrics/top_k"},
+        {new_k8s.enabled != old_k8s.enabled, "/kubernetes/enabled"},
+        {new_k8s.api_server != old_k8s.api_server, "/kubernetes/api_server"},
+        {new_k8s.node_name != old_k8s.node_name, "/kubernetes/node_name"},
+        {new_k8s.service_account_dir != old_k8s.service_account_dir, "/kubernetes/service_account_dir"},
+    };
+    for (const auto& [changed, path] : fixed) {
+      if (changed) {
+        restart.emplace_back(path);
+      }
+    }
+    if (!restart.empty()) {
+      std::string list;
+      for (const auto& path : restart) {
+        list += (list.empty() ? "" : ", ") + path;
+      }
+      throw ConfigError(*options_.config_path + ": " + list + " changed; these take effect only at a restart (the " +
+                        "old config stays in force)");
+    }
     config_ = std::move(fresh);
   } catch (const ConfigError& error) {
     log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});

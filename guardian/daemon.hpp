@@ -39,6 +39,8 @@ struct DaemonOptions {
   std::string cgroup_root = "/sys/fs/cgroup";
   std::string kmsg_path = "/dev/kmsg";
   std::optional<std::string> config_path;  // for SIGHUP reloads
+  // --metrics-listen: overrides metrics.listen at start and in every reloaded config.
+  std::optional<std::string> metrics_listen;
   bool dry_run = false;
   bool handle_signals = true;
   bool protect_self = true;  // apply config.self (mlockall, oom_score_adj)

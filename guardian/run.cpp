@@ -50,6 +50,7 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   daemon_options.cgroup_root = options.cgroup_root;
   daemon_options.config_path = options.config_path;
   daemon_options.dry_run = options.dry_run;
+  daemon_options.metrics_listen = options.metrics_listen;
   if (options.metrics_listen) {
     config.metrics_listen = *options.metrics_listen;
   }

@@ -1,6 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include "guardian/config.hpp"
+#include "guardian/config_json.hpp"
+#include "guardian/glob.hpp"
 #include "test_util.hpp"
 
 namespace oomguard::guardian {
@@ -104,6 +111,25 @@ INSTANTIATE_TEST_SUITE_P(
                   "/sysctls/values/vm.panic_on_oom: must be between 0 and 2, got 3"},
         BadConfig{"bad_preference", R"({"cgroups":[{"match":"/a","preference":"never"}]})", "/cgroups/0/preference: must be one of"},
         BadConfig{"bad_action", R"({"host":{"act":{"action":"reboot"}}})", "/host/act/action: must be one of"},
+        // A number beyond a double once escaped as a raw library error (exit 1) and stopped the daemon
+        // on a reload; a repeated key was silently "last one wins".
+        BadConfig{"number_overflow", R"({"refresh_interval_s":1e400})",
+                  "test.json: /refresh_interval_s: number 1e400 is beyond the range of a double"},
+        BadConfig{"number_overflow_in_array", R"({"cgroups":[{"match":"/a"},{"match":"/b","protection":-1e999}]})",
+                  "/cgroups/1/protection: number -1e999 is beyond the range of a double"},
+        BadConfig{"number_overflow_array_element", R"({"x":[1,2,1e400]})", "/x/2: number 1e400"},
+        BadConfig{"duplicate_key", R"({"mode":"act","mode":"observe"})", "test.json: /mode: duplicate key"},
+        BadConfig{"duplicate_nested_key", R"({"cgroups":[{"match":"/a"},{"match":"/b","act":{"action":"kill-worst","action":"panic"}}]})",
+                  "/cgroups/1/act/action: duplicate key"},
+        BadConfig{"pointer_escapes", R"({"a/b~c":{"k":1,"k":2}})", "/a~1b~0c/k: duplicate key"},
+        BadConfig{"too_deep", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+                  "nested deeper than 64 levels"},
+        BadConfig{"bad_listen_octet", R"({"metrics":{"listen":"256.0.0.0:18090"}})",
+                  "/metrics/listen: address must be a numeric IPv4 address"},
+        BadConfig{"listen_host_name", R"({"metrics":{"listen":"localhost:9743"}})",
+                  "/metrics/listen: address must be a numeric IPv4 address"},
+        BadConfig{"bad_api_server", R"({"kubernetes":{"api_server":"https://api.example:0"}})",
+                  "/kubernetes/api_server: port must be 1..65535"},
         BadConfig{"pressure_ratio_range", R"({"host":{"act":{"action":"kill-worst","when":{"pressure":{"avg10":20}}}}})",
                   "/host/act/when/pressure/avg10: must be between 0 and 1"}),
     [](const auto& test_info) { return std::string(test_info.param.name); });
@@ -160,6 +186,77 @@ TEST(CgroupGlob, SegmentsAndDoubleStar) {
   EXPECT_TRUE(cgroupMatches("/pod*/c?", "/pod123/c?"));
   EXPECT_TRUE(cgroupMatches("/*", "/anything"));
   EXPECT_FALSE(cgroupMatches("/*", "/"));
+}
+
+TEST(CgroupGlob, ManyDoubleStarsOnADeepTreeStayFast) {
+  // 40 "**" against a 12-deep path: the backtracking matcher this replaced took exponential time here
+  // (20 of them delayed start-up by 8.6 s; 40 never finished). The segment DP does 41 x 13 steps.
+  std::string pattern;
+  for (int i = 0; i < 40; ++i) {
+    pattern += "/**";
+  }
+  std::string deep;
+  for (int i = 0; i < 12; ++i) {
+    deep += "/level" + std::to_string(i);
+  }
+  EXPECT_FALSE(cgroupMatches(pattern + "/nowhere", deep));
+  EXPECT_TRUE(cgroupMatches(pattern + "/level11", deep));
+  EXPECT_TRUE(cgroupMatches(pattern, deep));
+  // Stars within a segment: a long run of '*' against a long name with no match.
+  const std::string stars(200, '*');
+  EXPECT_FALSE(globMatch(stars + "x", std::string(5000, 'a')));
+  EXPECT_TRUE(globMatch(stars + "a", std::string(5000, 'a')));
+}
+
+TEST(CgroupGlob, OneMatcherForCgroupsAndNamespaces) {
+  EXPECT_TRUE(globMatch("team-?-prod", "team-b-prod"));
+  EXPECT_FALSE(globMatch("team-?-prod", "team-bb-prod"));
+  EXPECT_TRUE(cgroupMatches("/pods/team-?/**", "/pods/team-b/x"));
+  EXPECT_TRUE(globMatch("", ""));
+  EXPECT_FALSE(globMatch("", "x"));
+  EXPECT_TRUE(globMatch("*", ""));
+  // '/' has no meaning inside a segment pattern; pathGlobMatch splits first.
+  EXPECT_FALSE(cgroupMatches("/a*", "/a/b"));
+  EXPECT_TRUE(pathGlobMatch("a/**", "/a"));
+  EXPECT_TRUE(pathGlobMatch("/**/b/**", "/a/b/c"));
+  EXPECT_FALSE(pathGlobMatch("/**/b/**", "/a/c"));
+}
+
+TEST(ConfigFile, OnlyARegularFileOfBoundedSizeIsRead) {
+  const std::string dir = ::testing::TempDir() + "oomguard-config-" + std::to_string(::getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  auto refusal = [](const std::string& path) {
+    try {
+      (void)loadConfigFile(path);
+    } catch (const ConfigError& error) {
+      return std::string(error.what());
+    }
+    return std::string("(loaded)");
+  };
+  // A FIFO with no writer once blocked check-config, run and the reload forever.
+  const std::string fifo = dir + "/fifo.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_NE(refusal(fifo).find("not a regular file"), std::string::npos) << refusal(fifo);
+  // /dev/zero once grew the daemon to 917 MB in a second.
+  EXPECT_NE(refusal("/dev/zero").find("not a regular file"), std::string::npos);
+  EXPECT_NE(refusal(dir).find("not a regular file"), std::string::npos);
+  const std::string big = dir + "/big.json";
+  {
+    std::ofstream out(big);
+    out << "{\"mode\": \"observe\"" << std::string(kMaxConfigBytes, ' ') << "}";
+  }
+  EXPECT_NE(refusal(big).find("a config may have at most 1048576 bytes"), std::string::npos) << refusal(big);
+  const std::string good = dir + "/good.json";
+  {
+    std::ofstream out(good);
+    out << R"({"mode": "act"})";
+  }
+  EXPECT_EQ(loadConfigFile(good).mode, "act");
+  EXPECT_NE(refusal(dir + "/missing.json").find("cannot open: No such file or directory"), std::string::npos);
+  for (const auto& file : {fifo, big, good}) {
+    ::unlink(file.c_str());
+  }
+  ::rmdir(dir.c_str());
 }
 
 TEST(CgroupGlob, FirstMatchingRuleWins) {
