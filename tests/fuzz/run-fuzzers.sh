@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the parser fuzz targets with clang and runs each for FUZZ_SECONDS (default 20) with the
+# Builds the parser, config-loader and glob fuzz targets with clang and runs each for FUZZ_SECONDS (default 20) with the
 # captured kernel files under tests/fixtures as its seed corpus. Any crash, leak or sanitizer report fails.
 # Usage: tests/fuzz/run-fuzzers.sh [BUILD_DIR]        Prints "fuzz: N passed, N failed" last.
 set -euo pipefail
@@ -26,6 +26,8 @@ seeds_for() {
     parseBuddyInfo) ls "$fixtures"/host-*/buddyinfo ;;
     parseKernelRelease) ls "$fixtures"/host-*/osrelease "$fixtures"/*/proc/sys/kernel/osrelease ;;
     parseKmsgRecord|parseOomKillSummary|parseKilledProcess|OomReportAssembler) ls "$fixtures"/kmsg-*/*.txt ;;
+    Config) ls examples/*.json tests/fuzz/seeds/config/* ;;
+    Glob) ls tests/fuzz/seeds/glob/* ;;
   esac 2>/dev/null || true
 }
 

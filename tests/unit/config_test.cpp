@@ -215,6 +215,11 @@ TEST(CgroupGlob, OneMatcherForCgroupsAndNamespaces) {
   EXPECT_TRUE(globMatch("", ""));
   EXPECT_FALSE(globMatch("", "x"));
   EXPECT_TRUE(globMatch("*", ""));
+  // A '*' in the text is an ordinary character (found by fuzz_Glob: the namespace matcher took the
+  // pattern's '*' as a literal when the text had one there).
+  EXPECT_TRUE(globMatch("a*", "a*b"));
+  EXPECT_TRUE(globMatch("/**/**/**", "/**/**/**/+/x"));
+  EXPECT_FALSE(globMatch("a*c", "a*b"));
   // '/' has no meaning inside a segment pattern; pathGlobMatch splits first.
   EXPECT_FALSE(cgroupMatches("/a*", "/a/b"));
   EXPECT_TRUE(pathGlobMatch("a/**", "/a"));
