@@ -311,6 +311,62 @@ TEST_F(DaemonOnUnified, SighupRefusesABadConfigAndKeepsTheOld) {
   EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
 }
 
+TEST_F(DaemonOnUnified, SighupOntoHostileConfigsKeepsTheOldAndTheLoop) {
+  auto daemon = start();
+  ASSERT_TRUE(daemon.waitFor("started", std::chrono::seconds(10)));
+  auto reloadRefused = [&](const std::string& why, const std::string& expected) {
+    daemon.signal(SIGHUP);
+    const auto reply = daemon.waitFor("config_reload", std::chrono::seconds(5));
+    ASSERT_TRUE(reply) << why << ": no answer (the loop is blocked or the daemon died)";
+    EXPECT_EQ(reply->at("result"), "refused") << why;
+    EXPECT_NE(reply->at("reason").get<std::string>().find(expected), std::string::npos) << why << ": " << reply->dump();
+  };
+  // A number beyond a double once stopped the daemon (exit 1); a repeated key was "last one wins".
+  writeFile(config_path, R"({"refresh_interval_s": 1e400})");
+  reloadRefused("overflow", "/refresh_interval_s: number 1e400 is beyond the range of a double");
+  writeFile(config_path, R"({"mode": "act", "mode": "observe"})");
+  reloadRefused("duplicate", "/mode: duplicate key");
+  // Settings bound at start are refused with their path instead of a silent "applied".
+  writeConfig(100000, R"(, "metrics": {"listen": "127.0.0.1:19743", "top_k": 3})");
+  reloadRefused("metrics", "/metrics/top_k changed; these take effect only at a restart");
+  // A FIFO with no writer once blocked the event loop forever.
+  fs::remove(config_path);
+  ASSERT_EQ(::mkfifo(config_path.c_str(), 0600), 0);
+  reloadRefused("fifo", "not a regular file");
+  fs::remove(config_path);
+  writeConfig(200000);
+  daemon.signal(SIGHUP);
+  const auto applied = daemon.waitFor("config_reload", std::chrono::seconds(5));
+  ASSERT_TRUE(applied);
+  EXPECT_EQ(applied->at("result"), "applied") << "--metrics-listen's override is not a change";
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
+}
+
+TEST(DaemonCommand, HostileConfigFilesExitTwoAtOnce) {
+  const std::string dir = fs::temp_directory_path() / ("oomguard-hostile-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string fifo = dir + "/fifo.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string overflow = dir + "/overflow.json";
+  writeFile(overflow, R"({"refresh_interval_s": 1e400})");
+  for (const std::string& path : {fifo, std::string("/dev/zero"), overflow}) {
+    DaemonProcess check({OOMGUARD_BINARY, "check-config", path});
+    EXPECT_EQ(check.waitExit(std::chrono::seconds(5)), 2) << path;
+    DaemonProcess run({OOMGUARD_BINARY, "run", "--config", path, "--metrics-listen", "127.0.0.1:0"});
+    EXPECT_EQ(run.waitExit(std::chrono::seconds(5)), 2) << path;
+  }
+  // One address parser for check-config and run: both refuse what the other refuses.
+  const std::string named = dir + "/named.json";
+  writeFile(named, R"({"metrics": {"listen": "localhost:9743"}})");
+  DaemonProcess check({OOMGUARD_BINARY, "check-config", named});
+  EXPECT_EQ(check.waitExit(std::chrono::seconds(5)), 2);
+  DaemonProcess flag({OOMGUARD_BINARY, "run", "--metrics-listen", "256.0.0.0:18090"});
+  EXPECT_EQ(flag.waitExit(std::chrono::seconds(5)), 2);
+  std::error_code ignored;
+  fs::remove_all(dir, ignored);
+}
+
 TEST(DaemonCommand, BadConfigExitsTwoBeforeStarting) {
   const std::string path = fs::temp_directory_path() / ("oomguard-bad-" + std::to_string(::getpid()) + ".json");
   writeFile(path, R"({"cgroups": [{"match": "/x", "pressure": {"window_ms": 20}}]})");
