@@ -1,8 +1,10 @@
 #include "cgroupfs/file_reader.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace oomguard::cgroupfs {
@@ -34,7 +36,7 @@ Result<UniqueFd> openDirectory(const std::string& path) {
 Result<std::string_view> FileReader::read(int directory_fd, const char* name,
                                           const std::string& path_for_errors) {
   constexpr size_t kInitialCapacity = 4096;
-  const int fd = ::openat(directory_fd, name, O_RDONLY | O_CLOEXEC);
+  const int fd = ::openat(directory_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     return systemError(errno, path_for_errors, "cannot open");
   }
@@ -43,9 +45,21 @@ Result<std::string_view> FileReader::read(int directory_fd, const char* name,
     buffer_.resize(kInitialCapacity);
   }
   size_t used = 0;
+  bool type_checked = false;
   for (;;) {
     if (used == buffer_.size()) {
-      buffer_.resize(buffer_.size() * 2);
+      // Past the size of any small kernel file: check once that this is one (no fstat on the hot path).
+      if (used >= kCheckTypeBytes && !type_checked) {
+        type_checked = true;
+        struct stat info {};
+        if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+          return systemError(EINVAL, path_for_errors, "not a regular file");
+        }
+      }
+      if (used >= kMaxBytes) {
+        return systemError(EFBIG, path_for_errors, "larger than " + std::to_string(kMaxBytes) + " bytes");
+      }
+      buffer_.resize(std::min(buffer_.size() * 2, kMaxBytes));
     }
     const ssize_t got = ::read(fd, buffer_.data() + used, buffer_.size() - used);
     if (got < 0) {

@@ -45,13 +45,15 @@ bool parseWhole(std::string_view text, T& out) {
   return ec == std::errc() && ptr == end;
 }
 
-// "  1234 kB" -> 1234. The unit must be kB when `want_kb`.
+// "  1234 kB" -> 1234. More than 2^50 kB (1 EiB) is no real memory size and is refused: sums of a
+// few such values, turned into pages and points (signed long), can then never overflow.
 bool parseKbValue(std::string_view value, uint64_t& out) {
+  constexpr uint64_t kMaxKb = uint64_t{1} << 50;
   value = trim(value);
   if (value.size() < 3 || value.substr(value.size() - 3) != " kB") {
     return false;
   }
-  return parseWhole(trim(value.substr(0, value.size() - 3)), out);
+  return parseWhole(trim(value.substr(0, value.size() - 3)), out) && out <= kMaxKb;
 }
 
 std::string quoted(std::string_view text) {

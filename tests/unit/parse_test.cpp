@@ -51,6 +51,20 @@ TEST(ParseProcStatus, OlderKernelWithoutKthreadLine) {
   EXPECT_EQ(status.value().threads, 3);
 }
 
+TEST(ParseProcStatus, HostileSizesAreRefusedNotWrapped) {
+  // u64 max in kB once wrapped into negative or small points.
+  const std::string base = "Name:\tx\nTgid:\t5\nPPid:\t1\nUid:\t0\t0\t0\t0\nThreads:\t1\n";
+  const auto huge = parseProcStatus(base + "RssAnon:\t18446744073709551615 kB\n");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.error().message.find("RssAnon"), std::string::npos) << huge.error().message;
+  EXPECT_FALSE(parseProcStatus(base + "RssAnon:\t9223372036854775807 kB\n").ok());
+  EXPECT_FALSE(parseProcStatus(base + "VmSwap:\t1125899906842625 kB\n").ok());  // 2^50 + 1
+  const auto largest = parseProcStatus(base + "RssAnon:\t1125899906842624 kB\nRssFile:\t0 kB\nRssShmem:\t0 kB\n"
+                                              "VmSwap:\t0 kB\nVmPTE:\t0 kB\nVmSize:\t1 kB\n");  // 2^50 kB: 1 EiB
+  ASSERT_TRUE(largest.ok());
+  EXPECT_EQ(largest.value().rss_anon_kb, 1125899906842624U);
+}
+
 struct MalformedCase {
   const char* name;
   const char* text;

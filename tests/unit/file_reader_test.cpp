@@ -1,0 +1,73 @@
+// FileReader against what a hostile or broken fixture tree (--proc-root, --cgroup-root) may hold: a
+// FIFO must not block, /dev/zero must not grow the buffer without bound, a huge file is refused.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "cgroupfs/file_reader.hpp"
+
+namespace oomguard::cgroupfs {
+namespace {
+
+class FileReaderLimits : public ::testing::Test {
+ protected:
+  std::string dir = ::testing::TempDir() + "oomguard-reader-" + std::to_string(::getpid());
+  void SetUp() override { ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0); }
+  void TearDown() override {
+    for (const char* name : {"/fifo", "/big", "/small"}) {
+      ::unlink((dir + name).c_str());
+    }
+    ::rmdir(dir.c_str());
+  }
+};
+
+TEST_F(FileReaderLimits, AFifoWithoutWriterReadsEmptyAtOnce) {
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  FileReader reader;
+  const auto text = reader.read(dir + "/fifo");
+  ASSERT_TRUE(text.ok()) << text.error().describe();
+  EXPECT_TRUE(text.value().empty());
+}
+
+TEST_F(FileReaderLimits, AFifoWithAWriterButNoDataFailsInsteadOfBlocking) {
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  const int writer = ::open((dir + "/fifo").c_str(), O_RDWR | O_NONBLOCK);  // holds a writer end
+  ASSERT_GE(writer, 0);
+  FileReader reader;
+  const auto text = reader.read(dir + "/fifo");
+  ASSERT_FALSE(text.ok());
+  EXPECT_EQ(text.error().errno_value, EAGAIN);
+  ::close(writer);
+}
+
+TEST_F(FileReaderLimits, ACharacterDeviceIsRefusedAfterTheFirstMegabyte) {
+  FileReader reader;
+  const auto text = reader.read("/dev/zero");
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.error().message.find("not a regular file"), std::string::npos) << text.error().describe();
+}
+
+TEST_F(FileReaderLimits, AFileOverTheCapIsRefusedAndTheReaderStaysUsable) {
+  {
+    std::ofstream out(dir + "/big");
+    const std::string block(1024 * 1024, 'x');
+    for (size_t i = 0; i <= FileReader::kMaxBytes / block.size(); ++i) {
+      out << block;
+    }
+  }
+  std::ofstream(dir + "/small") << "42\n";
+  FileReader reader;
+  const auto big = reader.read(dir + "/big");
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.error().errno_value, EFBIG);
+  const auto small = reader.read(dir + "/small");
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small.value(), "42\n");
+}
+
+}  // namespace
+}  // namespace oomguard::cgroupfs
