@@ -10,6 +10,27 @@ std::string parentCgroup(std::string_view path) {
   return slash == 0 ? std::string("/") : std::string(path.substr(0, slash));
 }
 
+bool isCanonicalCgroupPath(std::string_view path) {
+  if (!path.starts_with('/') || path.find('\0') != std::string_view::npos) {
+    return false;
+  }
+  if (path == "/") {
+    return true;
+  }
+  std::string_view rest = path.substr(1);
+  while (true) {
+    const auto slash = rest.find('/');
+    const auto segment = rest.substr(0, slash);
+    if (segment.empty() || segment == "." || segment == "..") {
+      return false;
+    }
+    if (slash == std::string_view::npos) {
+      return true;
+    }
+    rest.remove_prefix(slash + 1);
+  }
+}
+
 bool isSameOrBelow(std::string_view path, std::string_view ancestor) {
   if (ancestor == "/") {
     return path.starts_with('/');

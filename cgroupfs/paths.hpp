@@ -8,6 +8,9 @@ namespace oomguard::cgroupfs {
 
 // "/a/b" -> "/a"; "/a" -> "/"; "/" -> "" (no parent).
 std::string parentCgroup(std::string_view path);
+// True when `path` is "/" or "/" followed by segments separated by single '/', none of them empty,
+// "." or "..", and no NUL: a path that cannot leave the cgroup root it is resolved under.
+bool isCanonicalCgroupPath(std::string_view path);
 // True when `path` is `ancestor` or lies below it.
 bool isSameOrBelow(std::string_view path, std::string_view ancestor);
 

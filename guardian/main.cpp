@@ -21,8 +21,13 @@ int runMain(int argc, char** argv) {
   app.require_subcommand(1);
   std::string proc_root = "/proc";
   std::string cgroup_root = "/sys/fs/cgroup";
-  app.add_option("--proc-root", proc_root, "Where /proc is (e.g. /host/proc in a container)")->capture_default_str();
-  app.add_option("--cgroup-root", cgroup_root, "Where the cgroup v2 hierarchy is mounted")->capture_default_str();
+  // A root that does not exist is bad usage (exit 2), never an empty node that looks fine.
+  app.add_option("--proc-root", proc_root, "Where /proc is (e.g. /host/proc in a container)")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
+  app.add_option("--cgroup-root", cgroup_root, "Where the cgroup v2 hierarchy is mounted")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
 
   TopOptions top_options;
   bool top_all = false;

@@ -43,6 +43,13 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
       return kExitUsage;
     }
   }
+  // Without the node's facts (kernel release, MemTotal) every point would be computed against
+  // totalpages 0: refuse a --proc-root that is not a procfs rather than run blind.
+  if (auto facts = Node(options.proc_root, options.cgroup_root).readFacts(); !facts) {
+    err << "oomguard: " << printable(options.proc_root) << " does not look like /proc: "
+        << printable(facts.error().describe()) << "\n";
+    return kExitFailure;
+  }
   boost::asio::io_context io(1);
   EventLog log(out, [] { return std::chrono::system_clock::now(); });
   DaemonOptions daemon_options;

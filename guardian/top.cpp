@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "cgroupfs/paths.hpp"
 #include "guardian/commands.hpp"
 #include "guardian/format.hpp"
 #include "policies/badness.hpp"
@@ -45,6 +46,10 @@ cgroupfs::Result<DomainRanking> rankFor(Node& node, const NodeFacts& facts, cons
   std::string path = domain;
   while (path.size() > 1 && path.ends_with('/')) {
     path.pop_back();
+  }
+  if (!cgroupfs::isCanonicalCgroupPath(path)) {
+    return cgroupfs::parseError("--domain: \"" + domain +
+                                "\" is not a cgroup path (no empty, \".\" or \"..\" segments: it must stay below the cgroup root)");
   }
   return node.rankMemcg(facts, path);
 }
@@ -207,8 +212,9 @@ int runTop(Node& node, const TopOptions& options, std::ostream& out, std::ostrea
   }
   auto ranking = rankFor(node, facts.value(), options.domain, options.by_cgroup);
   if (!ranking) {
-    err << "oomguard: " << printable(ranking.error().describe()) << "\n";
-    return ranking.error().path.empty() ? kExitUsage : kExitFailure;
+    const auto& error = ranking.error();
+    err << "oomguard: " << printable(error.path.empty() ? error.message : error.describe()) << "\n";
+    return error.path.empty() ? kExitUsage : kExitFailure;
   }
   reportSkipped(ranking.value().counters, err);
   return options.by_cgroup ? topByCgroup(node, facts.value(), ranking.value(), options, out)

@@ -163,5 +163,23 @@ TEST(HostileConfig, ErrorMessagesAreTerminalSafe) {
   ::unlink(path.c_str());
 }
 
+TEST(HostileArguments, RootsAndDomainsThatLeaveTheTreeAreRefused) {
+  // Once: `top --domain /pods/a/..` read outside the cgroup root, `--cgroup-root /nonexistent` exited 0
+  // with nothing, and `run` on a missing --proc-root kept running with totalpages 0.
+  for (const char* arguments : {"top --domain /pods/a/..", "top --domain /./x", "top --domain //x",
+                                "--cgroup-root /nonexistent-oomguard top", "--proc-root /nonexistent-oomguard top",
+                                "--proc-root /nonexistent-oomguard run"}) {
+    const auto result = run(arguments);
+    EXPECT_EQ(result.exit_code, 2) << arguments << ": " << result.out;
+  }
+  EXPECT_NE(run("top --domain /pods/a/..").out.find("must stay below the cgroup root"), std::string::npos);
+  const std::string empty = ::testing::TempDir() + "oomguard-empty-proc-" + std::to_string(::getpid());
+  ASSERT_EQ(::mkdir(empty.c_str(), 0700), 0);
+  const auto blind = run("--proc-root " + empty + " run --metrics-listen 127.0.0.1:0");
+  EXPECT_EQ(blind.exit_code, 1) << blind.out;
+  EXPECT_NE(blind.out.find("does not look like /proc"), std::string::npos) << blind.out;
+  ::rmdir(empty.c_str());
+}
+
 }  // namespace
 }  // namespace oomguard::testing
