@@ -725,6 +725,49 @@ void Daemon::checkLevels(uint64_t now_us) {
   }
 }
 
+std::vector<policies::VictimCandidate> Daemon::guardianCandidates(const DomainState& state, bool with_growers,
+                                                                 bool resolve_groups) {
+  const policies::OomDomain& domain = state.domain;
+  std::vector<policies::VictimCandidate> candidates;
+  auto add = [&](const Candidate& candidate) {
+    policies::VictimCandidate c;
+    c.pid = candidate.pid;
+    c.comm = candidate.comm;
+    c.cgroup = candidate.cgroup;
+    c.points = candidate.points;
+    c.oom_score_adj = candidate.oom_score_adj;
+    c.never_kill = never_kill_.contains(candidate.pid);
+    if (const CgroupRule* cgroup_rule = candidate.cgroup.empty() ? nullptr : ruleFor(config_, candidate.cgroup)) {
+      c.preference = cgroup_rule->preference;
+    }
+    // A pod's annotations, where the operator's rule says nothing.
+    if (workloads_ && config_.kubernetes.annotations && candidate.cgroup.find("kubepods") != std::string::npos) {
+      const auto resolved = workloads_->resolve(candidate.cgroup);
+      if (c.preference == policies::Preference::kNone) {
+        c.preference = Workloads::preference(resolved);
+      }
+      c.protection = Workloads::protection(resolved);
+    }
+    c.growth_pages = growth_.growth(candidate.pid);
+    if (resolve_groups && !candidate.cgroup.empty()) {
+      c.group_kill_cgroup = policies::oomGroupCgroup(candidate.cgroup, domain,
+                                                     [this](std::string_view cgroup) { return readOomGroup(std::string(cgroup)); });
+    }
+    candidates.push_back(std::move(c));
+  };
+  for (const auto& candidate : state.top) {
+    add(candidate);
+  }
+  if (with_growers) {
+    for (const auto& candidate : state.growers) {
+      if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return c.pid == candidate.pid; })) {
+        add(candidate);
+      }
+    }
+  }
+  return candidates;
+}
+
 Json Daemon::act(const std::string& domain_path, DomainState& state, const ActRule& rule,
                  policies::DomainObservation observation, uint64_t now_us) {
   Json outcome{{"policy", policies::toString(rule.action)}};
@@ -749,44 +792,8 @@ Json Daemon::act(const std::string& domain_path, DomainState& state, const ActRu
     return outcome;
   }
   // The candidates in the guardian's view: the kernel's ranking plus the operator's protections.
-  const policies::OomDomain& domain = state.domain;
-  std::vector<policies::VictimCandidate> candidates;
-  auto add = [&](const Candidate& candidate) {
-    policies::VictimCandidate c;
-    c.pid = candidate.pid;
-    c.comm = candidate.comm;
-    c.cgroup = candidate.cgroup;
-    c.points = candidate.points;
-    c.oom_score_adj = candidate.oom_score_adj;
-    c.never_kill = never_kill_.contains(candidate.pid);
-    if (const CgroupRule* cgroup_rule = candidate.cgroup.empty() ? nullptr : ruleFor(config_, candidate.cgroup)) {
-      c.preference = cgroup_rule->preference;
-    }
-    // A pod's annotations, where the operator's rule says nothing.
-    if (workloads_ && config_.kubernetes.annotations && candidate.cgroup.find("kubepods") != std::string::npos) {
-      const auto resolved = workloads_->resolve(candidate.cgroup);
-      if (c.preference == policies::Preference::kNone) {
-        c.preference = Workloads::preference(resolved);
-      }
-      c.protection = Workloads::protection(resolved);
-    }
-    c.growth_pages = growth_.growth(candidate.pid);
-    if (!candidate.cgroup.empty()) {
-      c.group_kill_cgroup = policies::oomGroupCgroup(candidate.cgroup, domain,
-                                                     [this](std::string_view cgroup) { return readOomGroup(std::string(cgroup)); });
-    }
-    candidates.push_back(std::move(c));
-  };
-  for (const auto& candidate : state.top) {
-    add(candidate);
-  }
-  if (rule.action == policies::Action::kKillAllocating) {
-    for (const auto& candidate : state.growers) {
-      if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return c.pid == candidate.pid; })) {
-        add(candidate);
-      }
-    }
-  }
+  const auto candidates =
+      guardianCandidates(state, rule.action == policies::Action::kKillAllocating, /*resolve_groups=*/true);
   const auto choice = policies::chooseVictim(rule.action, candidates);
   if (!choice.victim) {
     outcome["action"] = "none";
@@ -1031,9 +1038,20 @@ void Daemon::publishRanking(const DomainState& state) {
     top.push_back(RankedVictim{i + 1, candidate.cgroup, candidate.comm, candidate.points, candidate.oom_score,
                                labelsOf(candidate.cgroup)});
   }
-  // Until protections exist (the policies), oomguard's order is the kernel's.
   metrics_.setVictimRanking(domain, "kernel", top);
-  metrics_.setVictimRanking(domain, "oomguard", top);
+  // The guardian's own order: protection class, preference, then points; what it will never take
+  // (itself, "omit", unkillable) is left out. Of the kernel's top candidates, as the decision sees them.
+  std::vector<RankedVictim> ours;
+  for (const auto& candidate : policies::guardianOrder(guardianCandidates(state, false, false))) {
+    if (ours.size() >= config_.metrics_top_k) {
+      break;
+    }
+    const auto kernel = std::find_if(state.top.begin(), state.top.end(), [&](const Candidate& c) { return c.pid == candidate.pid; });
+    const long oom_score = kernel != state.top.end() ? kernel->oom_score : 0;
+    ours.push_back(RankedVictim{ours.size() + 1, candidate.cgroup, candidate.comm, candidate.points, oom_score,
+                                labelsOf(candidate.cgroup)});
+  }
+  metrics_.setVictimRanking(domain, "oomguard", ours);
 }
 
 Json Daemon::candidatesJson(const std::vector<Candidate>& top) const {

@@ -184,6 +184,10 @@ class Daemon {
   void checkSysctls(bool at_start);
   bool readOomGroup(const std::string& cgroup);
   void record(DomainState& state, std::vector<Candidate> top, uint64_t at_us, bool log_change);
+  // The kernel's top candidates of a domain with the operator's protections and preferences (and, with
+  // growers, the host's fastest growers); memory.oom.group resolved only when asked (a read per level).
+  std::vector<policies::VictimCandidate> guardianCandidates(const DomainState& state, bool with_growers,
+                                                           bool resolve_groups);
   void publishRanking(const DomainState& state);
   static Candidate candidateOf(const cgroupfs::ProcessSnapshot& process, const policies::Candidate& ranked,
                                std::string cgroup);

@@ -13,6 +13,7 @@
 
 #include "daemon_test_support.hpp"
 #include "guardian/daemon.hpp"
+#include "guardian/metrics_prometheus.hpp"
 #include "process_population.hpp"
 
 namespace oomguard::testing {
@@ -34,6 +35,7 @@ class DaemonAct : public ::testing::Test {
   std::ostringstream log_text;
   std::ostringstream summary;
   guardian::NullMetrics metrics;
+  guardian::Metrics* metrics_in_use = &metrics;  // a test may export for real instead
   RecordingActuator actuator;
   std::unique_ptr<guardian::EventLog> log;
   std::unique_ptr<guardian::Daemon> daemon;
@@ -79,7 +81,7 @@ class DaemonAct : public ::testing::Test {
     options.handle_signals = false;
     options.protect_self = false;
     log = std::make_unique<guardian::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
-    daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, metrics, actuator, summary,
+    daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, *metrics_in_use, actuator, summary,
                                                 [this] { return now_us; });
     daemon->start();
   }
@@ -137,6 +139,40 @@ TEST_F(DaemonAct, PreferenceAvoidMovesTheVictimElsewhere) {
   EXPECT_EQ(decision["target"]["pid"], medium) << decision.dump();
   // The kernel's own ranking is unchanged: big is still its victim.
   EXPECT_EQ(decision["victim"]["pid"], big);
+}
+
+// The line of `family` whose labels include every one of `labels` (name="value"), or "".
+std::string seriesLine(const std::string& exposition, const std::string& family, const std::vector<std::string>& labels) {
+  std::istringstream lines(exposition);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with(family + "{")) {
+      continue;
+    }
+    if (std::all_of(labels.begin(), labels.end(), [&](const std::string& label) { return line.find(label) != std::string::npos; })) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
+  // Once, ranking="oomguard" was a copy of the kernel's order although protections change it.
+  guardian::PrometheusMetrics exporter(10, "test", "test");
+  metrics_in_use = &exporter;
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
+            {"match": "/pod/app", "preference": "avoid"}, {"match": "/**"}])");
+  const std::string text = exporter.render();
+  const auto kernel_first = seriesLine(text, "oomguard_victim_rank", {"domain=\"/pod\"", "ranking=\"kernel\"", "rank=\"1\""});
+  const auto ours_first = seriesLine(text, "oomguard_victim_rank", {"domain=\"/pod\"", "ranking=\"oomguard\"", "rank=\"1\""});
+  ASSERT_FALSE(kernel_first.empty()) << text;
+  ASSERT_FALSE(ours_first.empty()) << text;
+  EXPECT_NE(kernel_first.find("cgroup=\"/pod/app\""), std::string::npos) << kernel_first;  // big
+  EXPECT_NE(ours_first.find("cgroup=\"/pod/side\""), std::string::npos) << ours_first;     // medium: /pod/app is avoided
+  // And the decision agrees with the exported order.
+  const Json decision = hitLimit();
+  EXPECT_EQ(decision["target"]["pid"], medium);
+  daemon.reset();
 }
 
 TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
