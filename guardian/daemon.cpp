@@ -67,6 +67,9 @@ Daemon::~Daemon() {
 }
 
 void Daemon::start() {
+  if (options_.dry_run) {
+    node_.useIntendedAdj(&intended_adj_);
+  }
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
   } else {
@@ -547,6 +550,7 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
   }
   std::sort(pids.begin(), pids.end());
   processes = node_.procfs().readProcesses(pids, false, counters);
+  node_.overlayIntendedAdj(processes);
   stats_.read_errors += counters.malformed + counters.failed;
   const auto ranked = policies::rankDomain(
       {processes, state.domain.totalpages, facts_.host_totalpages, facts_.kernel, facts_.page_size_bytes});
@@ -949,6 +953,7 @@ void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
   if (config_.mode != "act") {
     return;  // observe: never writes
   }
+  std::erase_if(intended_adj_, [&](const auto& entry) { return !by_pid.contains(entry.first); });
   // The operator's config rule wins over a pod's annotations for the same setting.
   const bool pods_known = workloads_ && workloads_->podCount() > 0 && config_.kubernetes.annotations;
   for (const auto& [path, watched] : cgroups_) {
@@ -996,6 +1001,9 @@ void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
         continue;
       }
       const auto result = actuator_.setOomScoreAdj(pid, wanted_adj);
+      if (options_.dry_run && result.ok) {
+        intended_adj_[pid] = wanted_adj;  // what act mode's model would read back from /proc
+      }
       ++stats_.protections_applied;
       log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", wanted_adj},
                                     {"source", adj_source}, {"ok", result.ok}, {"detail", result.detail}});

@@ -203,6 +203,8 @@ class Daemon {
   std::ostream& summary_;
   MonotonicClock monotonic_;
   Node node_;
+  // --dry-run: the oom_score_adj each pid would have been given (see Node::useIntendedAdj).
+  std::unordered_map<pid_t, int> intended_adj_;
   NodeFacts facts_;
   boost::asio::steady_timer refresh_timer_;
   std::optional<boost::asio::signal_set> signals_;

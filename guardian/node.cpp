@@ -33,12 +33,24 @@ cgroupfs::Result<NodeFacts> Node::readFacts() {
 
 namespace {
 
-void rank(DomainRanking& ranking, const NodeFacts& facts) {
+void rank(DomainRanking& ranking, const NodeFacts& facts, const Node& node) {
+  node.overlayIntendedAdj(ranking.processes);
   ranking.candidates = policies::rankDomain(policies::RankingInput{
       ranking.processes, ranking.domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
 }
 
 }  // namespace
+
+void Node::overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const {
+  if (intended_adj_ == nullptr || intended_adj_->empty()) {
+    return;
+  }
+  for (auto& process : processes) {
+    if (const auto found = intended_adj_->find(process.pid); found != intended_adj_->end()) {
+      process.oom_score_adj = found->second;
+    }
+  }
+}
 
 DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
   DomainRanking ranking;
@@ -50,7 +62,7 @@ DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
   }
   std::sort(pids.value().begin(), pids.value().end());
   ranking.processes = procfs_.readProcesses(pids.value(), with_cgroups, ranking.counters);
-  rank(ranking, facts);
+  rank(ranking, facts, *this);
   return ranking;
 }
 
@@ -96,7 +108,7 @@ cgroupfs::Result<DomainRanking> Node::rankSubtree(const NodeFacts& facts, std::s
       }
     }
   }
-  rank(ranking, facts);
+  rank(ranking, facts, *this);
   return ranking;
 }
 

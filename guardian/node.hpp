@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <unordered_map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,12 @@ class Node {
   // Each cgroup with a finite memory.max, in tree pre-order.
   std::vector<policies::OomDomain> listMemcgDomains(const NodeFacts& facts, cgroupfs::ReadCounters& counters);
 
+  // --dry-run decides exactly as act mode would: the oom_score_adj it would have written (pid -> adj)
+  // stands in for the one /proc shows, in every ranking this Node makes from then on. nullptr: none.
+  // The map is the caller's and must outlive the Node's use of it.
+  void useIntendedAdj(const std::unordered_map<pid_t, int>* intended) { intended_adj_ = intended; }
+  void overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const;
+
   // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty).
   void ensureCgroup(cgroupfs::ProcessSnapshot& process);
   // memory.oom.group of a cgroup, read on first use and cached for the life of this Node (meant for the
@@ -67,6 +74,7 @@ class Node {
   cgroupfs::ProcFs procfs_;
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;
+  const std::unordered_map<pid_t, int>* intended_adj_ = nullptr;
 };
 
 }  // namespace oomguard::guardian

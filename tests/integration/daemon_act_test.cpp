@@ -36,6 +36,7 @@ class DaemonAct : public ::testing::Test {
   std::ostringstream summary;
   guardian::NullMetrics metrics;
   guardian::Metrics* metrics_in_use = &metrics;  // a test may export for real instead
+  bool dry_run = false;
   RecordingActuator actuator;
   std::unique_ptr<guardian::EventLog> log;
   std::unique_ptr<guardian::Daemon> daemon;
@@ -80,6 +81,7 @@ class DaemonAct : public ::testing::Test {
     options.cgroup_root = root.string();
     options.handle_signals = false;
     options.protect_self = false;
+    options.dry_run = dry_run;
     log = std::make_unique<guardian::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
     daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, *metrics_in_use, actuator, summary,
                                                 [this] { return now_us; });
@@ -173,6 +175,21 @@ TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
   const Json decision = hitLimit();
   EXPECT_EQ(decision["target"]["pid"], medium);
   daemon.reset();
+}
+
+TEST_F(DaemonAct, DryRunDecidesWithTheProtectionsItWouldHaveWritten) {
+  // /pod/app is "critical" (-998): act mode writes that adj and the model reads it back, so big is no
+  // longer the victim. Dry-run writes nothing; it once named big anyway. It must name medium too.
+  dry_run = true;
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
+            {"match": "/pod/app", "protection": "critical"}, {"match": "/**"}])");
+  const Json decision = hitLimit();
+  ASSERT_FALSE(decision.is_null()) << log_text.str();
+  EXPECT_EQ(decision["result"], "dry_run") << decision.dump();
+  EXPECT_EQ(decision["target"]["pid"], medium) << decision.dump();
+  EXPECT_EQ(decision["victim"]["pid"], medium) << "the model's next victim, with the protection in it";
+  // Protections are logged once per pid, not again at every refresh.
+  EXPECT_EQ(logLines(log_text.str(), "protection").size(), 2U) << log_text.str();
 }
 
 TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
