@@ -1,5 +1,7 @@
 #include "guardian/actuator.hpp"
 
+#include <sys/statfs.h>
+
 #include "guardian/syscalls.hpp"
 
 #include <fcntl.h>
@@ -134,6 +136,25 @@ ActionResult SystemActuator::kill(const std::shared_ptr<PinnedProcess>& process,
     }
   });
   return {true, "SIGTERM sent; SIGKILL follows in " + std::to_string(sigterm_grace_ms) + " ms if it is still alive"};
+}
+
+std::optional<std::string> SystemActuator::rootsRefusal(const std::string& proc_root, const std::string& cgroup_root) {
+  constexpr long kProcSuperMagic = 0x9fa0;
+  constexpr long kCgroup2SuperMagic = 0x63677270;
+  struct statfs fs {};
+  if (::statfs(proc_root.c_str(), &fs) != 0 || static_cast<long>(fs.f_type) != kProcSuperMagic) {
+    return "--proc-root " + proc_root + " is not a procfs mount";
+  }
+  char self[32] = {};
+  const ssize_t length = ::readlink((proc_root + "/self").c_str(), self, sizeof self - 1);
+  if (length <= 0 || std::string(self, static_cast<size_t>(length)) != std::to_string(::getpid())) {
+    return "--proc-root " + proc_root + " is the /proc of another pid namespace (its \"self\" is not pid " +
+           std::to_string(::getpid()) + "): its pids would name other processes than the ones signalled";
+  }
+  if (::statfs(cgroup_root.c_str(), &fs) != 0 || static_cast<long>(fs.f_type) != kCgroup2SuperMagic) {
+    return "--cgroup-root " + cgroup_root + " is not a cgroup2 mount";
+  }
+  return std::nullopt;
 }
 
 ActionResult SystemActuator::killCgroup(const std::string& cgroup) {

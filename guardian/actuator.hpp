@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cgroupfs/file_reader.hpp"
@@ -66,6 +67,13 @@ class SystemActuator final : public Actuator {
   using Features = KillPathFeatures;
   // The kernel's features, with the reason for each fallback (empty when none is needed).
   static Features probe(const std::string& cgroup_root, std::string& fallbacks);
+
+  // Why acting on these roots would be unsafe, or nullopt when it is not: the pidfds and signals act
+  // on this pid namespace, so `proc_root` must be its live procfs (statfs PROC_SUPER_MAGIC, and
+  // "self" naming this process), never a fixture tree or another namespace's /proc, whose pids would
+  // name other processes; and `cgroup_root` must be a cgroup2 mount, whose cgroup.procs lists real
+  // tasks (the group-kill fallback signals them).
+  static std::optional<std::string> rootsRefusal(const std::string& proc_root, const std::string& cgroup_root);
 
   SystemActuator(boost::asio::io_context& io, std::string proc_root, std::string cgroup_root,
                  Features features = Features{});

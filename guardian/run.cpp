@@ -50,6 +50,13 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
         << printable(facts.error().describe()) << "\n";
     return kExitFailure;
   }
+  // Acting signals this pid namespace's processes: only on its live /proc and a real cgroup2 tree.
+  if (config.mode == "act" && !options.dry_run) {
+    if (const auto refusal = SystemActuator::rootsRefusal(options.proc_root, options.cgroup_root)) {
+      err << "oomguard: mode act refused: " << printable(*refusal) << " (--dry-run decides without acting)\n";
+      return kExitUsage;
+    }
+  }
   boost::asio::io_context io(1);
   EventLog log(out, [] { return std::chrono::system_clock::now(); });
   DaemonOptions daemon_options;

@@ -18,6 +18,8 @@
 #include <string>
 #include <thread>
 
+#include "guardian/actuator.hpp"
+
 namespace oomguard::testing {
 namespace {
 
@@ -179,6 +181,26 @@ TEST(HostileArguments, RootsAndDomainsThatLeaveTheTreeAreRefused) {
   EXPECT_EQ(blind.exit_code, 1) << blind.out;
   EXPECT_NE(blind.out.find("does not look like /proc"), std::string::npos) << blind.out;
   ::rmdir(empty.c_str());
+}
+
+TEST(HostileArguments, ActModeRefusesAProcTreeThatIsNotThisNamespacesProc) {
+  // Once: a fixture tree whose only pid was a real unrelated process's pid made act mode kill that
+  // process (the pidfd pins by pid in *this* namespace, whatever the tree says).
+  const std::string fixture = std::string(OOMGUARD_SOURCE_DIR) + "/tests/fixtures/tree-basic";
+  const std::string config = ::testing::TempDir() + "oomguard-act-" + std::to_string(::getpid()) + ".json";
+  std::ofstream(config) << R"({"mode": "act", "cgroups": [{"match": "/**", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}}]})";
+  const auto refused = run("--proc-root " + fixture + "/proc --cgroup-root " + fixture + "/cgroup run --config " + config +
+                           " --metrics-listen 127.0.0.1:0");
+  EXPECT_EQ(refused.exit_code, 2) << refused.out;
+  EXPECT_NE(refused.out.find("mode act refused: --proc-root"), std::string::npos) << refused.out;
+  EXPECT_NE(refused.out.find("is not a procfs mount"), std::string::npos) << refused.out;
+  ::unlink(config.c_str());
+  EXPECT_TRUE(guardian::SystemActuator::rootsRefusal(fixture + "/proc", "/sys/fs/cgroup").has_value());
+  // The live /proc passes its half; the cgroup root must be cgroup2.
+  const auto live = guardian::SystemActuator::rootsRefusal("/proc", kUnified);
+  if (live) {
+    EXPECT_EQ(live->find("--proc-root"), std::string::npos) << *live;
+  }
 }
 
 }  // namespace
