@@ -11,13 +11,16 @@
 # real tree implies, then saves it with the tree (cgroup_tree). fault-tolerance.check.py judges:
 # cgroups == the tree, inotify_watches and pressure_triggers as the tree implies, open_fds back to the
 # baseline, the daemon alive, SIGTERM exit 0 within 1 s.
-# Args: [CHURN_S] (default 25) [SEED] (default 7) [LEAVE] (default 5).
+# Args: [CHURN_S] (default 25) [SEED] (default 7) [LEAVE] (default 5) [CONFIG_JSON] (default: the
+# default rules with a 0.5 s refresh; tests/e2e/churn-soak.sh --config varies it to find what provokes
+# a kernel bug).
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
 
 CHURN_S=${1:-25}
 SEED=${2:-7}
 LEAVE=${3:-5}
+CONFIG=${4:-'{"version": 1, "refresh_interval_s": 0.5}'}
 R=$CGROOT/churn
 
 command -v oomguard >/dev/null || fail "oomguard is not in the guest"
@@ -76,7 +79,7 @@ settle() {
   log "$1: $(expected_of "$OUT/$1.tree") expected, $(actual_of "$OUT/$1.json") seen, converged $_ok after $_polls polls"
 }
 
-daemon_start '{"version": 1, "refresh_interval_s": 0.5}'
+daemon_start "$CONFIG"
 sleep 1.2
 settle baseline
 base_fds=$(sed 's/.*"open_fds":\([0-9]*\).*/\1/' "$OUT/baseline.json")
