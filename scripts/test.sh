@@ -16,6 +16,7 @@ passed=0
 failed=0
 skipped=0
 skipped_list=()
+reasons_list=()
 failed_list=()
 
 section() { printf '\n===== %s =====\n' "$*"; }
@@ -38,6 +39,15 @@ count_ctest() {
   while read -r name; do
     [ -n "$name" ] && skipped_list+=("$label: $name")
   done < <(grep -E '\*\*\*Skipped|Skipped +[0-9.]+ sec' "$log" | sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/')
+  # Why: each skip's reason ("SKIPPED: ...") and each test that narrowed itself ("NARROWED: ..."), from
+  # the full output ctest keeps (it shows none of it for a test that passed or skipped).
+  local full
+  full="$(dirname "$log")/Testing/Temporary/LastTest.log"
+  if [ -f "$full" ]; then
+    while read -r reason; do
+      [ -n "$reason" ] && reasons_list+=("$label: $reason")
+    done < <(grep -ohE '(SKIPPED|NARROWED): .*' "$full" | sort -u)
+  fi
 }
 
 section "dependencies"
@@ -161,6 +171,7 @@ fi
 
 section "summary"
 for item in "${skipped_list[@]}"; do echo "SKIPPED  $item"; done
+for item in "${reasons_list[@]}"; do echo "REASON   $item"; done
 for item in "${failed_list[@]}"; do echo "FAILED   $item"; done
 echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

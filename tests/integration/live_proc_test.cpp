@@ -99,7 +99,7 @@ class LiveProc : public ::testing::Test {
     population = std::make_unique<ProcessPopulation>();
     const bool root = canLowerOomScoreAdj();
     if (!root) {
-      std::cerr << "NOTE: no CAP_SYS_RESOURCE here: the population uses oom_score_adj 0..1000 only; "
+      std::cerr << "NARROWED: no CAP_SYS_RESOURCE here: the population uses oom_score_adj 0..1000 only; "
                    "negative values are covered by the unit tests and the VM lab\n";
     }
     constexpr size_t kMiB = 1024 * 1024;
