@@ -258,6 +258,7 @@ void Daemon::addCgroup(const std::string& path) {
   }
   auto& watched = cgroups_[path];
   watched.added_us = monotonic_();
+  watched.preexisting = stats_.refreshes == 0;
   const std::string directory = node_.cgroupfs().directoryOf(path);
   if (inotify_) {
     if (auto wd = inotify_->add(directory, kDirectoryMask)) {
@@ -314,6 +315,23 @@ void Daemon::limitChanged(const std::string& path) {
   }
 }
 
+bool Daemon::armablePressure(const std::string& path, const WatchedCgroup& watched) {
+  constexpr uint64_t kPressureArmAgeUs = 2'000'000;
+  if (!watched.preexisting && monotonic_() - watched.added_us < kPressureArmAgeUs) {
+    return false;
+  }
+  auto events = node_.cgroupfs().readText(path, "cgroup.events");
+  if (!events) {
+    return false;
+  }
+  auto keyed = cgroupfs::parseFlatKeyed(events.value());
+  if (!keyed) {
+    return false;
+  }
+  const auto& pairs = keyed.value();
+  return std::any_of(pairs.begin(), pairs.end(), [](const auto& pair) { return pair.first == "populated" && pair.second == 1; });
+}
+
 void Daemon::applyRule(const std::string& path, WatchedCgroup& watched) {
   const CgroupRule* rule = ruleFor(config_, path);
   const std::string directory = node_.cgroupfs().directoryOf(path);
@@ -350,6 +368,11 @@ void Daemon::applyRule(const std::string& path, WatchedCgroup& watched) {
   if (watched.pressure) {
     watched.pressure->close();
     watched.pressure.reset();
+  }
+  watched.pressure_pending = false;
+  if (trigger && !armablePressure(path, watched)) {
+    watched.pressure_pending = true;
+    return;
   }
   if (trigger) {
     const std::string file = directory + "/" + trigger->resource + ".pressure";
@@ -1224,6 +1247,8 @@ void Daemon::refresh() {
       if (!watched.limited) {
         domains_.erase(path);
       }
+    } else if (watched.pressure_pending) {
+      applyRule(path, watched);  // a trigger waiting for its cgroup to be old enough and populated
     }
     if (watched.limited) {
       limited.push_back(path);

@@ -118,6 +118,8 @@ class Daemon {
     std::optional<uint64_t> memory_max_bytes;
     cgroupfs::LimitBytes swap_max_bytes;
     std::shared_ptr<PressureWatch> pressure;
+    bool pressure_pending = false;  // a trigger is wanted but not safe to write yet (see armablePressure)
+    bool preexisting = false;       // found by the start-up walk: its age is unknown, not young
   };
   enum class WatchKind { kDirectory, kEvents, kEventsLocal };
 
@@ -150,6 +152,13 @@ class Daemon {
   // Re-reads one cgroup's limit on an event there, re-applying its rule when it changed.
   void limitChanged(const std::string& path);
   // Arms or disarms the rule's watches and trigger for the cgroup as it is now.
+  // Whether a PSI trigger may be written into `path` now: the cgroup is populated (then no rmdir can
+  // run: the kernel refuses to remove a cgroup with tasks or children) and has been seen for at least
+  // kPressureArmAgeUs (or existed at start). A trigger write racing the cgroup's removal leaks the
+  // trigger and corrupts memory on kernels without upstream a5b98009f16d (6.12.117 and bookworm's 6.1
+  // included: see tests/e2e/README.md, "Kernel bugs"). A wanted trigger that may not be written yet
+  // stays pending and is retried at every refresh.
+  bool armablePressure(const std::string& path, const WatchedCgroup& watched);
   void applyRule(const std::string& path, WatchedCgroup& watched);
   // The watched cgroup and all watched cgroups below it.
   [[nodiscard]] std::vector<std::string> subtreeOf(const std::string& path) const;

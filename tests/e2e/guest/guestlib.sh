@@ -227,7 +227,8 @@ daemon_stop() {
 }
 
 # cgroup_tree: every cgroup directory as a cgroup path ("/", "/a", "/a/b"), with whether it has
-# memory.events and its memory.max ("-" when it has none): "PATH EVENTS MAX" per line, sorted.
+# memory.events, its memory.max ("-" when it has none) and whether it is populated (cgroup.events):
+# "PATH EVENTS MAX POPULATED" per line, sorted.
 cgroup_tree() {
   find "$CGROOT" -type d | while read -r _d; do
     _p=${_d#"$CGROOT"}
@@ -236,7 +237,8 @@ cgroup_tree() {
     [ -e "$_d/memory.events" ] && _e=1
     _m=-
     [ -e "$_d/memory.max" ] && _m=$(cat "$_d/memory.max" 2>/dev/null)
-    echo "$_p $_e $_m"
+    _u=$(sed -n 's/^populated //p' "$_d/cgroup.events" 2>/dev/null)
+    echo "$_p $_e $_m ${_u:-0}"
   done | sort
 }
 

@@ -14,20 +14,24 @@ MIN_DIR_OPS = 2000   # mkdir + rmdir: the churn must have been real
 
 
 def read_tree(path):
-    """cgroup_tree output -> {path: (has_events, memory_max or None)}."""
+    """cgroup_tree output -> {path: (has_events, memory_max or None, populated)}."""
     tree = {}
     for line in (read_text(path, limit=10 ** 7) or "").splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 4:
             continue
-        tree[parts[0]] = (parts[1] == "1", None if parts[2] == "-" else parts[2])
+        tree[parts[0]] = (parts[1] == "1", None if parts[2] == "-" else parts[2], parts[3] == "1")
     return tree
 
 
 def expected(tree):
-    watches = sum(1 + (2 if p != "/" and ev else 0) for p, (ev, _) in tree.items())
-    triggers = sum(1 for p, (_, mx) in tree.items() if p != "/" and mx not in (None, "max"))
-    return {"cgroups": sorted(tree), "inotify_watches": watches, "pressure_triggers": triggers}
+    """PSI triggers are written only into populated cgroups (2 s old or more), and stay when the cgroup
+    empties: between the populated limited cgroups and all limited ones."""
+    watches = sum(1 + (2 if p != "/" and ev else 0) for p, (ev, _, _) in tree.items())
+    limited = [p for p, (_, mx, _) in tree.items() if p != "/" and mx not in (None, "max")]
+    populated = [p for p in limited if tree[p][2]]
+    return {"cgroups": sorted(tree), "inotify_watches": watches,
+            "pressure_triggers": (len(populated), len(limited))}
 
 
 def read_keyvalues(path):
@@ -60,7 +64,7 @@ def check_point(share, name, errors):
     point.update({"tree_cgroups": len(tree), "watched_cgroups": ws.get("watched_cgroups"),
                   "inotify_watches": ws.get("inotify_watches"), "expected_inotify_watches": want["inotify_watches"],
                   "pressure_triggers": ws.get("pressure_triggers"),
-                  "expected_pressure_triggers": want["pressure_triggers"], "open_fds": ws.get("open_fds"),
+                  "expected_pressure_triggers": list(want["pressure_triggers"]), "open_fds": ws.get("open_fds"),
                   "domains": ws.get("domains"), "stats": ws.get("stats")})
     if not isinstance(got_list, list) or sorted(got_list) != want["cgroups"]:
         got = set(got_list or [])
@@ -75,9 +79,11 @@ def check_point(share, name, errors):
     if ws.get("inotify_watches") != want["inotify_watches"]:
         errors.append("%s: inotify_watches %s, the tree implies %d" % (name, ws.get("inotify_watches"),
                                                                        want["inotify_watches"]))
-    if ws.get("pressure_triggers") != want["pressure_triggers"]:
-        errors.append("%s: pressure_triggers %s, the tree implies %d (cgroups with a finite memory.max)"
-                      % (name, ws.get("pressure_triggers"), want["pressure_triggers"]))
+    low, high = want["pressure_triggers"]
+    got_triggers = ws.get("pressure_triggers")
+    if not isinstance(got_triggers, int) or not low <= got_triggers <= high:
+        errors.append("%s: pressure_triggers %s, the tree implies %d..%d (populated limited cgroups .. all limited)"
+                      % (name, got_triggers, low, high))
     stats = ws.get("stats") or {}
     if isinstance(stats.get("cgroups_added"), int) and isinstance(stats.get("cgroups_removed"), int):
         live = stats["cgroups_added"] - stats["cgroups_removed"]
