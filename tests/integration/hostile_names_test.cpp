@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "common/run_command.hpp"
 #include "guardian/actuator.hpp"
 
 namespace oomguard::testing {
@@ -27,23 +28,8 @@ namespace {
 const std::string kHostileName = std::string("\xff\xfe") + "\x1b[2J\x07x";  // 15 bytes max for comm
 constexpr const char* kUnified = "/sys/fs/cgroup/unified";
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-};
-
 CommandResult run(const std::string& arguments) {
-  CommandResult result;
-  const std::string command = std::string(OOMGUARD_BINARY) + " " + arguments + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  char buffer[65536];
-  size_t got = 0;
-  while ((got = std::fread(buffer, 1, sizeof buffer, pipe.get())) > 0) {
-    result.out.append(buffer, got);
-  }
-  const int status = ::pclose(pipe.release());
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return runCommand(std::string(OOMGUARD_BINARY) + " " + arguments + " 2>&1");
 }
 
 // No byte below 0x20 but newline, no DEL, and no raw invalid UTF-8 lead byte 0xFF/0xFE.

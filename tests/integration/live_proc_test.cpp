@@ -13,32 +13,13 @@
 #include <iostream>
 
 #include "cgroupfs/parse.hpp"
+#include "common/run_command.hpp"
 #include "policies/badness.hpp"
 #include "process_population.hpp"
 
 namespace oomguard::testing {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-CommandResult runCommand(const std::string& command) {
-  CommandResult result;
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  if (!pipe) {
-    return result;
-  }
-  char buffer[65536];
-  size_t got = 0;
-  while ((got = std::fread(buffer, 1, sizeof buffer, pipe.get())) > 0) {
-    result.out.append(buffer, got);
-  }
-  const int status = ::pclose(pipe.release());
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
 
 long kernelOomScore(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/oom_score");

@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include "common/loopback_http.hpp"
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -79,45 +81,9 @@ int freePort() {
   return port;
 }
 
-struct Response {
-  int status = 0;  // 0: no connection or no answer
-  std::string body;
-};
-
-// One HTTP/1.0 request to 127.0.0.1 (no chunked answers), within 10 s.
-Response http(int port, const std::string& method, const std::string& target) {
-  Response response;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return response;
-  }
-  const std::string request = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    ::close(fd);
-    return response;
-  }
-  std::string raw;
-  char chunk[65536];
-  ssize_t got = 0;
-  while ((got = ::read(fd, chunk, sizeof chunk)) > 0) {
-    raw.append(chunk, static_cast<size_t>(got));
-  }
-  ::close(fd);
-  if (raw.rfind("HTTP/1.", 0) == 0 && raw.size() >= 12) {
-    response.status = std::stoi(raw.substr(9, 3));
-  }
-  if (const auto body = raw.find("\r\n\r\n"); body != std::string::npos) {
-    response.body = raw.substr(body + 4);
-  }
-  return response;
+// One request to 127.0.0.1, within 10 s.
+HttpExchange http(int port, const std::string& method, const std::string& target) {
+  return httpExchange(port, method, target, 10);
 }
 
 std::string urlEncode(const std::string& text) {

@@ -13,61 +13,17 @@
 #include <string>
 #include <vector>
 
+#include "common/loopback_http.hpp"
 #include "guardian/http_server.hpp"
 #include "guardian/metrics_prometheus.hpp"
 
 namespace oomguard::guardian {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+int connectTo(uint16_t port) { return testing::connectLoopback(port); }
 
-int connectTo(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// One whole request and response; status 0 when the connection failed or closed without an answer.
-struct Exchange {
-  int status = 0;
-  std::string body;
-  double millis = 0;
-};
-
-Exchange request(uint16_t port, const std::string& path, const std::string& method = "GET") {
-  const auto start = Clock::now();
-  Exchange out;
-  const int fd = connectTo(port);
-  if (fd < 0) {
-    return out;
-  }
-  const std::string text = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  (void)!::write(fd, text.data(), text.size());
-  std::string raw;
-  char chunk[65536];
-  ssize_t got = 0;
-  while ((got = ::read(fd, chunk, sizeof chunk)) > 0) {
-    raw.append(chunk, static_cast<size_t>(got));
-  }
-  ::close(fd);
-  if (raw.rfind("HTTP/1.1 ", 0) == 0 && raw.size() > 12) {
-    out.status = std::stoi(raw.substr(9, 3));
-  }
-  if (const auto body = raw.find("\r\n\r\n"); body != std::string::npos) {
-    out.body = raw.substr(body + 4);
-  }
-  out.millis = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-  return out;
+testing::HttpExchange request(uint16_t port, const std::string& path, const std::string& method = "GET") {
+  return testing::httpExchange(port, method, path);
 }
 
 // True when the server closed `fd` (EOF or reset) within `wait`.

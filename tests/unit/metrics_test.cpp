@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "guardian/address.hpp"
+#include "common/loopback_http.hpp"
 #include "guardian/metrics_prometheus.hpp"
 
 namespace oomguard::guardian {
@@ -585,43 +586,8 @@ TEST(PrometheusMetrics, ScrapesDuringChurnSeeEachRankingWhole) {
 
 // ---- HTTP ----------------------------------------------------------------------------------------------
 
-struct Response {
-  int status = 0;
-  std::string body;
-};
-
-Response httpRequest(int port, const std::string& method, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  Response response;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return response;
-  }
-  const std::string request =
-      method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!::write(fd, request.data(), request.size());
-  std::string raw;
-  char chunk[65536];
-  ssize_t got = 0;
-  while ((got = ::read(fd, chunk, sizeof chunk)) > 0) {
-    raw.append(chunk, static_cast<size_t>(got));
-  }
-  ::close(fd);
-  if (raw.rfind("HTTP/1.", 0) == 0 && raw.size() > 12) {
-    response.status = std::stoi(raw.substr(9, 3));
-  }
-  const auto body = raw.find("\r\n\r\n");
-  if (body != std::string::npos) {
-    response.body = raw.substr(body + 4);
-  }
-  return response;
+testing::HttpExchange httpRequest(int port, const std::string& method, const std::string& path) {
+  return testing::httpExchange(port, method, path);
 }
 
 TEST(PrometheusMetrics, ServesMetricsAndHealthzOnlyOnLoopback) {
