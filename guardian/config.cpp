@@ -282,7 +282,14 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
     }
     if (const Json* policy = root.find("policy")) {
       ObjectReader reader(*policy, "/policy");
-      config.cooldown_s = reader.number("cooldown_s", config.cooldown_s, 0, 3600);
+      // cooldown_s (before 0.2): a fixed wait after each kill. It now means the same as victim_wait_s:
+      // the longest wait on a victim that does not go; the wait ends as soon as it is gone.
+      const bool has_wait = reader.find("victim_wait_s") != nullptr;
+      if (has_wait && reader.find("cooldown_s") != nullptr) {
+        ObjectReader::fail("/policy/cooldown_s", "give victim_wait_s only (cooldown_s is its old name)");
+      }
+      config.victim_wait_s = has_wait ? reader.number("victim_wait_s", config.victim_wait_s, 0.1, 600)
+                                      : reader.number("cooldown_s", config.victim_wait_s, 0.1, 600);
       config.max_kills_per_minute = static_cast<size_t>(reader.integer("max_kills_per_minute", 6, 1, 1000));
       config.trend_window_s = reader.number("trend_window_s", config.trend_window_s, 1, 3600);
       config.panic_allowed = reader.boolean("allow_panic", false);

@@ -71,9 +71,10 @@ struct Config {
   bool read_kmsg = true;
   std::optional<PressureTrigger> host_pressure = PressureTrigger{};
   std::optional<ActRule> host_act;
-  // No kill storms: after a kill a domain waits cooldown_s (less if its memory is seen freed), and all
-  // domains together make at most max_kills_per_minute.
-  double cooldown_s = 10;
+  // One OOM, one victim: after a kill (oomguard's or the kernel's) the domains holding the victim wait
+  // until its memory is released, at most victim_wait_s; and all domains together make at most
+  // max_kills_per_minute (the storm guard).
+  double victim_wait_s = 2;
   size_t max_kills_per_minute = 6;
   double trend_window_s = 10;  // kill-allocating: growth is measured over this window
   bool panic_allowed = false;  // the second opt-in an act rule with action "panic" needs

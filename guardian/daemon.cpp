@@ -56,7 +56,7 @@ Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options
       monotonic_(std::move(monotonic)),
       node_(options_.proc_root, options_.cgroup_root),
       refresh_timer_(io),
-      gate_(static_cast<uint64_t>(config_.cooldown_s * 1e6), config_.max_kills_per_minute),
+      gate_(static_cast<uint64_t>(config_.victim_wait_s * 1e6), config_.max_kills_per_minute),
       growth_(static_cast<uint64_t>(config_.trend_window_s * 1e6)) {}
 
 Daemon::~Daemon() {
@@ -497,6 +497,10 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
   if (rose.empty()) {
     return;
   }
+  if (!local && rose.contains("oom_kill")) {
+    // The kernel has a victim in progress somewhere in this subtree (its kmsg report names it later).
+    gate_.recordKernelKill(path, 0, monotonic_());
+  }
   ++stats_.memory_events;
   log_.write("memory_event",
              Json{{"cgroup", path}, {"file", local ? "memory.events.local" : "memory.events"}, {"rose", rose},
@@ -643,6 +647,13 @@ void Daemon::decide(const std::string& cgroup, Json trigger, policies::DomainObs
             {"reaction_us", reaction_us}};
   for (const auto& [key, value] : outcome.items()) {
     line[key] = value;
+  }
+  // One OOM, one victim: while one is in progress here, it (not a second task) is what comes next.
+  if (const auto waiting = gate_.blocking(domain_path, decided_us)) {
+    line["waiting_on_victim"] = Json{{"pid", waiting->pid == 0 ? Json(nullptr) : Json(waiting->pid)},
+                                     {"cgroup", waiting->cgroup},
+                                     {"killed_by", waiting->by_kernel ? "kernel" : "oomguard"},
+                                     {"ms_ago", (decided_us - std::min(decided_us, waiting->since_us)) / 1000}};
   }
   const bool panicking = outcome.value("action", "") == "panic";
   log_.write("decision", line);
@@ -806,6 +817,7 @@ Json Daemon::act(const std::string& domain_path, DomainState& state, const ActRu
     return outcome;
   }
   outcome["reason"] = *crossed;
+  releaseVictims(now_us);
   if (auto refusal = gate_.refusal(domain_path, now_us)) {
     ++stats_.kills_held;
     outcome["action"] = "none";
@@ -868,8 +880,14 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
     metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
     if (result.ok) {
       ++stats_.kills;
-      gate_.recordKill(domain_path, now_us);
-      cooling_[domain_path] = std::move(cooling);
+      // One OOM, one victim: the domains that hold it wait until its memory is back.
+      if (cooling.victim) {
+        gate_.recordKill(victim.cgroup.empty() ? domain_path : victim.cgroup, cooling.victim->pid(), now_us);
+        victim_pins_[cooling.victim->pid()] = std::move(cooling.victim);
+      } else {
+        gate_.recordKill(cooling.killed_cgroup, 0, now_us);
+        killed_cgroups_.insert(cooling.killed_cgroup);
+      }
     }
     return outcome;
   };
@@ -951,24 +969,37 @@ void Daemon::checkSysctls(bool at_start) {
   }
 }
 
-void Daemon::releaseCooldowns() {
-  // A domain's cooldown ends early once its victim is seen gone (its memory is back).
-  for (auto it = cooling_.begin(); it != cooling_.end();) {
-    bool freed = false;
-    if (it->second.victim) {
-      freed = it->second.victim->exited();
-    } else {
-      auto procs = node_.cgroupfs().readText(it->second.killed_cgroup, "cgroup.procs");
-      freed = !procs || procs.value().empty();
-    }
-    if (freed) {
+void Daemon::releaseVictims(uint64_t now_us) {
+  // A victim is released once it is gone (its pidfd polls readable: it has exited, its address space
+  // torn down); a cgroup kill once the cgroup is empty. Past the wait the gate forgets it anyway.
+  for (auto it = victim_pins_.begin(); it != victim_pins_.end();) {
+    if (it->second->exited()) {
       gate_.release(it->first);
-      log_.write("cooldown_released", Json{{"domain", it->first}, {"reason", "victim gone"}});
-      it = cooling_.erase(it);
+      log_.write("victim_released", Json{{"pid", it->first}, {"reason", "gone"}});
+      it = victim_pins_.erase(it);
     } else {
       ++it;
     }
   }
+  for (auto it = killed_cgroups_.begin(); it != killed_cgroups_.end();) {
+    auto procs = node_.cgroupfs().readText(*it, "cgroup.procs");
+    if (!procs || procs.value().empty()) {
+      gate_.releaseCgroup(*it);
+      log_.write("victim_released", Json{{"cgroup", *it}, {"reason", "empty"}});
+      it = killed_cgroups_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  gate_.expire(now_us);
+  // Pins and cgroups the gate no longer waits on (their wait ran out) are dropped too.
+  const auto& waiting = gate_.inProgress();
+  std::erase_if(victim_pins_, [&](const auto& pin) {
+    return std::none_of(waiting.begin(), waiting.end(), [&](const auto& v) { return v.pid == pin.first; });
+  });
+  std::erase_if(killed_cgroups_, [&](const std::string& cgroup) {
+    return std::none_of(waiting.begin(), waiting.end(), [&](const auto& v) { return v.pid == 0 && v.cgroup == cgroup; });
+  });
 }
 
 void Daemon::applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
@@ -1168,6 +1199,17 @@ void Daemon::onKmsg(const std::string& text) {
       } else {
         ++stats_.predictions_missing;
       }
+      // One OOM, one victim: wait on the kernel's victim until it is gone, as the kernel itself does.
+      if (kill->victim.pid > 0) {
+        const std::string where = kill->summary.task_memcg ? *kill->summary.task_memcg : domain;
+        if (auto pinned = actuator_.pin(kill->victim.pid); pinned && !pinned.value()->exited()) {
+          gate_.recordKernelKill(where, kill->victim.pid, monotonic_());
+          victim_pins_[kill->victim.pid] = std::move(pinned).value();
+        } else {
+          gate_.recordKernelKill(where, kill->victim.pid, monotonic_());
+          gate_.release(kill->victim.pid);  // already gone: its memory is back
+        }
+      }
       kernel_killed_.insert(kill->victim.pid);
       if (kernel_killed_.size() > 4096) {
         kernel_killed_.erase(kernel_killed_.begin());
@@ -1282,7 +1324,7 @@ void Daemon::refresh() {
   applyProtections(by_pid, host.processes);
   reconcilePodPressure();
   publishKubernetesStatus();
-  releaseCooldowns();
+  releaseVictims(monotonic_());
   checkSysctls(false);
   // Growth over the trend window (kill-allocating), only where a rule could use it.
   const bool tracks_growth =

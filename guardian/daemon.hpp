@@ -188,7 +188,7 @@ class Daemon {
                                     const ActRule& rule, const std::string& reason_kind, uint64_t now_us);
   void applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
                         const std::vector<cgroupfs::ProcessSnapshot>& processes);
-  void releaseCooldowns();
+  void releaseVictims(uint64_t now_us);
   // Declared sysctls: applied at start (mode act), compared at every refresh.
   void checkSysctls(bool at_start);
   bool readOomGroup(const std::string& cgroup);
@@ -235,7 +235,10 @@ class Daemon {
     std::shared_ptr<PinnedProcess> victim;  // null for a cgroup kill
     std::string killed_cgroup;
   };
-  std::map<std::string, Cooling> cooling_;
+  // Victims in progress (see policies::KillGate): pinned processes, ours and the kernel's, and the
+  // cgroups oomguard killed whole; released once gone.
+  std::map<pid_t, std::shared_ptr<PinnedProcess>> victim_pins_;
+  std::set<std::string> killed_cgroups_;
   std::map<std::string, bool> sysctl_drift_;
   std::set<pid_t> kernel_killed_;  // victims of kernel OOM kills seen on kmsg (bounded)
   std::optional<int64_t> kmsg_offset_us_;  // CLOCK_MONOTONIC minus the kmsg clock, bounded from above

@@ -1,5 +1,7 @@
 #include "policies/act.hpp"
 
+#include "cgroupfs/paths.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -255,9 +257,34 @@ std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const 
   return std::nullopt;
 }
 
+namespace {
+
+// Whether a victim in progress lies in `domain`'s OOM scope.
+bool blocks(const VictimInProgress& victim, const std::string& domain) {
+  if (cgroupfs::isSameOrBelow(victim.cgroup, domain)) {
+    return true;  // the victim is in the domain
+  }
+  // Known only as "somewhere below victim.cgroup": a domain inside that subtree may hold it.
+  return victim.pid == 0 && cgroupfs::isSameOrBelow(domain, victim.cgroup);
+}
+
+}  // namespace
+
+std::optional<VictimInProgress> KillGate::blocking(const std::string& domain, uint64_t now_us) const {
+  for (const auto& victim : victims_) {
+    if (now_us - std::min(now_us, victim.since_us) < victim_wait_us_ && blocks(victim, domain)) {
+      return victim;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t now_us) const {
-  if (const auto found = cooling_until_us_.find(domain); found != cooling_until_us_.end() && now_us < found->second) {
-    return "cooling down after a kill for " + std::to_string((found->second - now_us) / 1000) + " ms more";
+  if (const auto victim = blocking(domain, now_us)) {
+    const uint64_t waited_ms = (now_us - std::min(now_us, victim->since_us)) / 1000;
+    const std::string who = victim->pid != 0 ? "victim " + std::to_string(victim->pid) : "the kernel's victim";
+    return "waiting on " + who + " in " + victim->cgroup + (victim->by_kernel ? " (killed by the kernel " : " (killed by oomguard ") +
+           std::to_string(waited_ms) + " ms ago) to release its memory: one OOM, one victim";
   }
   constexpr uint64_t kMinuteUs = 60'000'000;
   size_t in_last_minute = 0;
@@ -270,8 +297,8 @@ std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t
   return std::nullopt;
 }
 
-void KillGate::recordKill(const std::string& domain, uint64_t now_us) {
-  cooling_until_us_[domain] = now_us + cooldown_us_;
+void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {
+  victims_.push_back(VictimInProgress{cgroup, pid, false, now_us});
   recent_kills_us_.push_back(now_us);
   constexpr uint64_t kMinuteUs = 60'000'000;
   while (!recent_kills_us_.empty() && now_us - recent_kills_us_.front() >= kMinuteUs) {
@@ -279,7 +306,34 @@ void KillGate::recordKill(const std::string& domain, uint64_t now_us) {
   }
 }
 
-void KillGate::release(const std::string& domain) { cooling_until_us_.erase(domain); }
+void KillGate::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {
+  if (pid != 0) {
+    // The report explains the unknown entries whose subtree holds the victim.
+    std::erase_if(victims_, [&](const VictimInProgress& v) {
+      return v.pid == 0 && v.by_kernel && cgroupfs::isSameOrBelow(cgroup, v.cgroup);
+    });
+    if (std::any_of(victims_.begin(), victims_.end(), [&](const auto& v) { return v.pid == pid; })) {
+      return;
+    }
+  } else if (std::any_of(victims_.begin(), victims_.end(), [&](const auto& v) {
+               return v.pid == 0 && v.cgroup == cgroup && now_us - std::min(now_us, v.since_us) < victim_wait_us_;
+             })) {
+    return;  // the same subtree is already waited on
+  }
+  victims_.push_back(VictimInProgress{cgroup, pid, true, now_us});
+}
+
+void KillGate::release(pid_t pid) {
+  std::erase_if(victims_, [pid](const VictimInProgress& v) { return v.pid == pid && pid != 0; });
+}
+
+void KillGate::releaseCgroup(const std::string& cgroup) {
+  std::erase_if(victims_, [&](const VictimInProgress& v) { return v.pid == 0 && !v.by_kernel && v.cgroup == cgroup; });
+}
+
+void KillGate::expire(uint64_t now_us) {
+  std::erase_if(victims_, [&](const VictimInProgress& v) { return now_us - std::min(now_us, v.since_us) >= victim_wait_us_; });
+}
 
 void GrowthTracker::sample(pid_t pid, uint64_t now_us, long pages) {
   auto& samples = samples_[pid];

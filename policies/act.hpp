@@ -97,21 +97,50 @@ struct ThresholdState {
 std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
                                             ThresholdState& state, uint64_t now_us);
 
-// No kill storms: after a kill a domain waits `cooldown_us` (or until released earlier, when its memory
-// is seen freed), and all domains together make at most `max_per_minute` kills in any 60 s.
+// A victim whose memory is still being released, killed by oomguard or by the kernel.
+struct VictimInProgress {
+  // Where it is. With pid 0 (the kernel's kill seen in a hierarchical memory.events before its kmsg
+  // report named the task) only "somewhere in this subtree" is known.
+  std::string cgroup;
+  pid_t pid = 0;
+  bool by_kernel = false;
+  uint64_t since_us = 0;
+};
+
+// One OOM, one victim, as the kernel does it (oom_evaluate_task aborts the selection while a task of
+// the domain is an OOM victim whose memory is not yet released): while a victim is in progress, no
+// domain that holds it gets a second kill. A victim with a known cgroup blocks the domains at or above
+// it; one known only as "somewhere in this subtree" blocks every domain that overlaps the subtree. A
+// victim ends when the caller releases it (it saw the process gone, its address space torn down), or
+// after `victim_wait_us` (the kernel's oom_reaper likewise gives up on a stuck victim after about a
+// second and lets the next selection run). The storm guard stays: at most `max_per_minute` kills in
+// any 60 s over all domains.
 class KillGate {
  public:
-  KillGate(uint64_t cooldown_us, size_t max_per_minute) : cooldown_us_(cooldown_us), max_per_minute_(max_per_minute) {}
-  // nullopt when a kill may happen now, else why not.
+  KillGate(uint64_t victim_wait_us, size_t max_per_minute)
+      : victim_wait_us_(victim_wait_us), max_per_minute_(max_per_minute) {}
+  // nullopt when a kill in `domain` may happen now, else why not ("waiting on victim 123 ...", "kill
+  // cap reached ..."). Victims past their wait are treated as ended.
   [[nodiscard]] std::optional<std::string> refusal(const std::string& domain, uint64_t now_us) const;
-  void recordKill(const std::string& domain, uint64_t now_us);
-  // The domain's memory came back: end its cooldown early.
-  void release(const std::string& domain);
+  // The victim in progress that blocks `domain` now, if any (the oldest).
+  [[nodiscard]] std::optional<VictimInProgress> blocking(const std::string& domain, uint64_t now_us) const;
+  // oomguard killed `pid` (0 for a cgroup kill) in `cgroup`; counts toward the per-minute cap.
+  void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us);
+  // The kernel killed in `cgroup`: `pid` 0 when only memory.events said so (then `cgroup` is the
+  // subtree it happened in). A report that names the task replaces the unknown entries it explains
+  // (those whose subtree holds `cgroup`).
+  void recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us);
+  // The victim `pid` is gone (a cgroup kill: `cgroup` is empty).
+  void release(pid_t pid);
+  void releaseCgroup(const std::string& cgroup);
+  // Forgets victims past their wait.
+  void expire(uint64_t now_us);
+  [[nodiscard]] const std::vector<VictimInProgress>& inProgress() const { return victims_; }
 
  private:
-  uint64_t cooldown_us_;
+  uint64_t victim_wait_us_;
   size_t max_per_minute_;
-  std::map<std::string, uint64_t> cooling_until_us_;
+  std::vector<VictimInProgress> victims_;
   std::deque<uint64_t> recent_kills_us_;
 };
 

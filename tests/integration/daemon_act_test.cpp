@@ -3,6 +3,8 @@
 // recording actuator, and an injected monotonic clock so cooldowns need no sleeping. The io_context runs
 // on the test's thread.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -114,13 +116,15 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
   EXPECT_EQ(first["reason"], "memory.events max rose by 1");
   ASSERT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"}));
 
-  // Same instant: the domain is cooling down (the recorded kill did not really end the process).
+  // Same instant: the domain waits on its victim (the recorded kill did not really end the process):
+  // one OOM, one victim.
   const Json held = hitLimit();
   EXPECT_EQ(held["result"], "held");
-  EXPECT_NE(held["held_by"].get<std::string>().find("cooling down"), std::string::npos);
+  EXPECT_NE(held["held_by"].get<std::string>().find("waiting on victim " + std::to_string(big)), std::string::npos)
+      << held.dump();
   EXPECT_EQ(actuator.actions.size(), 1U);
 
-  // Ten seconds later on the injected clock the cooldown is over.
+  // A victim that never goes is waited on at most victim_wait_s (here 10 s, as cooldown_s).
   now_us += 10'000'001;
   const Json again = hitLimit();
   EXPECT_EQ(again["result"], "killed");
@@ -156,6 +160,40 @@ std::string seriesLine(const std::string& exposition, const std::string& family,
     }
   }
   return "";
+}
+
+TEST_F(DaemonAct, AReleasedVictimLetsTheNextKillFollowAtOnce) {
+  start(kKillWorstOnMax);
+  EXPECT_EQ(hitLimit()["target"]["pid"], big);
+  // The victim really goes (here by the test's hand): no fixed cooldown holds the next one back.
+  ASSERT_EQ(::kill(big, SIGKILL), 0);
+  ::waitpid(big, nullptr, 0);
+  const Json next = hitLimit();  // same instant on the injected clock
+  EXPECT_EQ(next["result"], "killed") << next.dump();
+  EXPECT_EQ(next["target"]["pid"], medium);
+  EXPECT_FALSE(logLines(log_text.str(), "victim_released").empty());
+}
+
+TEST_F(DaemonAct, TheKernelsVictimInProgressIsNeverFollowedByAnInnocent) {
+  // Seen in the VM: at the max event the kernel was already killing the leaker, and oomguard killed
+  // the next task as well. The kernel's own rule: one OOM, one victim.
+  start(kKillWorstOnMax);
+  std::string events = "low 0\nhigh 0\nmax " + std::to_string(++max_events) + "\noom 1\noom_kill 1\noom_group_kill 0\n";
+  writeFile(root / "pod/memory.events", events);
+  for (int i = 0; i < 50; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  events = "low 0\nhigh 0\nmax " + std::to_string(++max_events) + "\noom 1\noom_kill 1\noom_group_kill 0\n";
+  const size_t decisions = daemon->stats().decisions;
+  writeFile(root / "pod/memory.events", events);
+  for (int i = 0; i < 200 && daemon->stats().decisions == decisions; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  const auto lines = logLines(log_text.str(), "decision");
+  ASSERT_FALSE(lines.empty()) << log_text.str();
+  EXPECT_EQ(lines.back()["result"], "held") << lines.back().dump();
+  EXPECT_NE(lines.back()["held_by"].get<std::string>().find("the kernel's victim"), std::string::npos);
+  EXPECT_TRUE(actuator.actions.empty()) << "nothing killed while the kernel's victim is in progress";
 }
 
 TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {

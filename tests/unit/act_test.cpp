@@ -169,24 +169,79 @@ TEST(Thresholds, HeadroomEventsAndHostFloors) {
   EXPECT_FALSE(thresholdCrossed(host, tight, state, 1));
 }
 
-TEST(KillGate, CooldownPerDomainAndCapAcrossDomains) {
-  KillGate gate(10'000'000, 3);
-  EXPECT_FALSE(gate.refusal("/a", 0));
-  gate.recordKill("/a", 0);
-  ASSERT_TRUE(gate.refusal("/a", 5'000'000));
-  EXPECT_NE(gate.refusal("/a", 5'000'000)->find("cooling down"), std::string::npos);
-  EXPECT_FALSE(gate.refusal("/b", 5'000'000));  // other domains are not cooling
-  EXPECT_FALSE(gate.refusal("/a", 10'000'000));
-  gate.recordKill("/b", 1'000'000);
-  gate.recordKill("/c", 2'000'000);
-  // Three kills inside a minute: the cap holds every domain.
+TEST(KillGate, OurVictimInProgressBlocksASecondKillUntilReleased) {
+  KillGate gate(2'000'000, 10);
+  EXPECT_FALSE(gate.refusal("/pod", 0));
+  gate.recordKill("/pod/leaker", 101, 0);
+  // The domain that holds the victim, and every domain above it, wait; a sibling domain does not.
+  ASSERT_TRUE(gate.refusal("/pod", 100'000));
+  EXPECT_NE(gate.refusal("/pod", 100'000)->find("waiting on victim 101"), std::string::npos);
+  EXPECT_TRUE(gate.refusal("/", 100'000));
+  EXPECT_TRUE(gate.refusal("/pod/leaker", 100'000));
+  EXPECT_FALSE(gate.refusal("/other", 100'000));
+  EXPECT_FALSE(gate.refusal("/pod/neighbour", 100'000)) << "a domain below that does not hold the victim";
+  // Released (gone) at 150 ms: the next kill may follow at once, no fixed cooldown.
+  gate.release(101);
+  EXPECT_FALSE(gate.refusal("/pod", 150'000));
+}
+
+TEST(KillGate, AVictimThatNeverGoesIsWaitedOnAtMostTheBound) {
+  KillGate gate(2'000'000, 10);
+  gate.recordKill("/pod", 7, 1'000'000);
+  EXPECT_TRUE(gate.refusal("/pod", 2'999'999));
+  EXPECT_FALSE(gate.refusal("/pod", 3'000'000)) << "the kernel's reaper gives up too";
+  gate.expire(3'000'000);
+  EXPECT_TRUE(gate.inProgress().empty());
+}
+
+TEST(KillGate, TheKernelsVictimBlocksOomguardInItsDomain) {
+  // The innocent-neighbour case: the kernel is already killing the leaker when memory.events says
+  // max; oomguard must not pick the next task.
+  KillGate gate(2'000'000, 10);
+  gate.recordKernelKill("/pod", 0, 0);  // memory.events oom_kill rose in /pod's subtree
+  ASSERT_TRUE(gate.refusal("/pod", 10'000));
+  EXPECT_NE(gate.refusal("/pod", 10'000)->find("the kernel's victim"), std::string::npos);
+  EXPECT_TRUE(gate.refusal("/pod/inner", 10'000)) << "unknown place: any domain in the subtree may hold it";
+  EXPECT_TRUE(gate.refusal("/", 10'000));
+  EXPECT_FALSE(gate.refusal("/elsewhere", 10'000));
+  // The kmsg report names it: the entry becomes exact.
+  gate.recordKernelKill("/pod/leaker", 4242, 20'000);
+  ASSERT_EQ(gate.inProgress().size(), 1U);
+  EXPECT_EQ(gate.inProgress().front().pid, 4242);
+  EXPECT_FALSE(gate.refusal("/pod/inner", 30'000));
+  EXPECT_NE(gate.refusal("/pod", 30'000)->find("waiting on victim 4242"), std::string::npos);
+  gate.release(4242);
+  EXPECT_FALSE(gate.refusal("/pod", 40'000));
+}
+
+TEST(KillGate, SeveralLeakersAreStoppedOneAfterAnother) {
+  KillGate gate(2'000'000, 10);
+  uint64_t now = 0;
+  for (pid_t leaker = 1; leaker <= 4; ++leaker) {
+    ASSERT_FALSE(gate.refusal("/pod", now)) << "leaker " << leaker;
+    gate.recordKill("/pod", leaker, now);
+    now += 80'000;  // its memory is released 80 ms later
+    EXPECT_TRUE(gate.refusal("/pod", now - 1));
+    gate.release(leaker);
+  }
+}
+
+TEST(KillGate, TheCapHoldsEveryDomain) {
+  KillGate gate(1'000, 3);
+  gate.recordKill("/a", 1, 0);
+  gate.recordKill("/b", 2, 1'000'000);
+  gate.recordKill("/c", 3, 2'000'000);
   ASSERT_TRUE(gate.refusal("/d", 30'000'000));
   EXPECT_NE(gate.refusal("/d", 30'000'000)->find("kill cap"), std::string::npos);
   EXPECT_FALSE(gate.refusal("/d", 60'000'001));  // the first kill left the window
-  // Memory seen freed ends a cooldown early.
-  gate.recordKill("/e", 70'000'000);
-  gate.release("/e");
-  EXPECT_FALSE(gate.refusal("/e", 70'000'001));
+}
+
+TEST(KillGate, ACgroupKillIsReleasedWhenTheCgroupIsEmpty) {
+  KillGate gate(2'000'000, 10);
+  gate.recordKill("/pod/app", 0, 0);
+  EXPECT_TRUE(gate.refusal("/pod", 1));
+  gate.releaseCgroup("/pod/app");
+  EXPECT_FALSE(gate.refusal("/pod", 2));
 }
 
 TEST(GrowthTracker, GrowthOverTheWindow) {

@@ -130,6 +130,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "/metrics/listen: address must be a numeric IPv4 address"},
         BadConfig{"bad_api_server", R"({"kubernetes":{"api_server":"https://api.example:0"}})",
                   "/kubernetes/api_server: port must be 1..65535"},
+        BadConfig{"both_wait_names", R"({"policy":{"cooldown_s":5,"victim_wait_s":2}})",
+                  "/policy/cooldown_s: give victim_wait_s only"},
         BadConfig{"pressure_ratio_range", R"({"host":{"act":{"action":"kill-worst","when":{"pressure":{"avg10":20}}}}})",
                   "/host/act/when/pressure/avg10: must be between 0 and 1"}),
     [](const auto& test_info) { return std::string(test_info.param.name); });
@@ -143,7 +145,7 @@ TEST(Config, ActRulesAndProtections) {
                 {"match": "/batch/*", "protection": 700}]})",
                                     "t");
   EXPECT_EQ(config.mode, "act");
-  EXPECT_DOUBLE_EQ(config.cooldown_s, 5);
+  EXPECT_DOUBLE_EQ(config.victim_wait_s, 5) << "cooldown_s is victim_wait_s's old name";
   EXPECT_TRUE(config.panic_allowed);
   ASSERT_TRUE(config.host_act);
   EXPECT_EQ(config.host_act->action, policies::Action::kPanic);
