@@ -566,8 +566,9 @@ std::string Daemon::domainFor(const std::string& cgroup) const {
 }
 
 std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
-  // The host decision re-reads only the candidates the background ranking found on top; newer
-  // processes join at the next refresh. This keeps a whole-host scan off the reaction path.
+  // The host decision re-reads the candidates the background ranking found on top, and every process
+  // that appeared since that ranking (the typical fast leaker started after it): a /proc listing and
+  // a few reads, never a whole-host scan on the reaction path.
   std::vector<cgroupfs::ProcessSnapshot> processes;
   const size_t count = std::min(config_.rescan_candidates, state.top.size());
   cgroupfs::ReadCounters counters;
@@ -575,7 +576,21 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
   for (size_t i = 0; i < count; ++i) {
     pids.push_back(state.top[i].pid);
   }
+  std::vector<pid_t> newcomers;
+  if (auto listed = node_.procfs().listPids()) {
+    for (const pid_t pid : listed.value()) {
+      if (!std::binary_search(refreshed_pids_.begin(), refreshed_pids_.end(), pid)) {
+        newcomers.push_back(pid);
+      }
+    }
+  }
+  // Bounded, so that a fork storm cannot stall the reaction: the highest pids (the newest, but for a
+  // wrap of pid_max) first.
+  constexpr size_t kMaxNewcomers = 2000;
+  const size_t skip = newcomers.size() > kMaxNewcomers ? newcomers.size() - kMaxNewcomers : 0;
+  pids.insert(pids.end(), newcomers.begin() + static_cast<std::ptrdiff_t>(skip), newcomers.end());
   std::sort(pids.begin(), pids.end());
+  pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
   processes = node_.procfs().readProcesses(pids, false, counters);
   node_.overlayIntendedAdj(processes);
   stats_.read_errors += counters.malformed + counters.failed;
@@ -589,7 +604,16 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
     const auto& process = processes[candidate.scan_index];
     const auto previous = std::find_if(state.top.begin(), state.top.end(),
                                        [&](const Candidate& c) { return c.pid == process.pid; });
-    top.push_back(candidateOf(process, candidate, previous != state.top.end() ? previous->cgroup : ""));
+    std::string cgroup = previous != state.top.end() ? previous->cgroup : "";
+    if (previous == state.top.end() && top.size() < config_.rescan_candidates) {
+      auto copy = process;  // a newcomer near the top: where it is matters for protections and logs
+      node_.ensureCgroup(copy);
+      cgroup = copy.cgroup.value_or("");
+    }
+    top.push_back(candidateOf(process, candidate, std::move(cgroup)));
+    if (top.size() >= std::max({config_.rescan_candidates, config_.log_candidates, config_.metrics_top_k})) {
+      break;
+    }
   }
   return top;
 }
@@ -1299,6 +1323,11 @@ void Daemon::refresh() {
   // Every process read once; the host ranked from that.
   auto host = node_.rankHost(facts_, false);
   stats_.read_errors += host.counters.malformed + host.counters.failed;
+  refreshed_pids_.clear();
+  for (const auto& process : host.processes) {
+    refreshed_pids_.push_back(process.pid);  // in pid order (rankHost reads them sorted)
+  }
+  std::sort(refreshed_pids_.begin(), refreshed_pids_.end());
   {
     std::vector<Candidate> top;
     for (const auto& candidate : host.candidates) {

@@ -212,6 +212,8 @@ class Daemon {
   std::ostream& summary_;
   MonotonicClock monotonic_;
   Node node_;
+  // The pids the last refresh read, sorted: a host decision also reads every pid not among them.
+  std::vector<pid_t> refreshed_pids_;
   // --dry-run: the oom_score_adj each pid would have been given (see Node::useIntendedAdj).
   std::unordered_map<pid_t, int> intended_adj_;
   NodeFacts facts_;

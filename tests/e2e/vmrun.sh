@@ -187,8 +187,11 @@ prepare_kernel() {
     ( cd "$tmp" && apt-get download "${apt_opts[@]}" "$pin" >&2 ) \
       || die "apt-get download $pin failed (re-resolve with --refresh-kernel)"
     mkdir -p "$tmp/x" "$tmp/out/modules"
+    # Modules are xz-compressed in Debian's 6.12, plain .ko in bookworm's 6.1.
+    local ko=.ko.xz
+    dpkg-deb -c "$tmp"/*.deb | grep -qE '/9p\.ko\.xz$' || ko=.ko
     local patterns=('./boot/vmlinuz-*' './boot/config-*')
-    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do patterns+=("*/$m.ko.xz"); done
+    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do patterns+=("*/$m$ko"); done
     dpkg-deb --fsys-tarfile "$tmp"/*.deb | tar -x -C "$tmp/x" --wildcards "${patterns[@]}" \
       || die "unpacking $pkg failed"
     rm -f "$tmp"/*.deb
@@ -201,9 +204,9 @@ prepare_kernel() {
     cp "$config" "$tmp/out/config"
     echo "$kver" > "$tmp/out/release"
     for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do
-      f=$(find "$tmp/x" -name "$m.ko.xz" | head -n1)
+      f=$(find "$tmp/x" -name "$m$ko" | head -n1)
       [ -n "$f" ] || die "module $m not found in $pkg"
-      xz -dc "$f" > "$tmp/out/modules/$m.ko"
+      if [ "$ko" = .ko.xz ]; then xz -dc "$f" > "$tmp/out/modules/$m.ko"; else cp "$f" "$tmp/out/modules/$m.ko"; fi
     done
     # PVH boot of the bare ELF saves ~1.2 s; a bzImage whose payload is not zstd boots as it is.
     if [ "$(bytes_at "$tmp/out/vmlinuz" $(( ($(bytes_at "$tmp/out/vmlinuz" $((0x1f1)) 1 | od -An -tu1 | tr -d ' ') + 1) * 512 \

@@ -196,6 +196,30 @@ TEST_F(DaemonAct, TheKernelsVictimInProgressIsNeverFollowedByAnInnocent) {
   EXPECT_TRUE(actuator.actions.empty()) << "nothing killed while the kernel's victim is in progress";
 }
 
+TEST_F(DaemonAct, AHostDecisionSeesAProcessThatStartedAfterTheLastRefresh) {
+  // The typical fast leaker starts after the background ranking: a host decision once re-read only
+  // that ranking's top and could not see it.
+  fs::create_directories(root / "other");
+  writeFile(root / "other/cgroup.procs", "");
+  writeFile(root / "other/memory.max", "max\n");
+  writeFile(root / "other/memory.events", eventsText(0));
+  start(R"([{"match": "/**"}])", "observe");  // refresh_interval_s 3600: no refresh after start
+  constexpr size_t kGiB = size_t{1024} * 1024 * 1024;
+  const pid_t newcomer = population.spawn({kGiB + kGiB / 2, 0, 0});
+  ASSERT_GT(newcomer, 0);
+  const size_t decisions = daemon->stats().decisions;
+  writeFile(root / "other/memory.events", eventsText(1));  // no limit above /other: the host decides
+  for (int i = 0; i < 300 && daemon->stats().decisions == decisions; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  const auto lines = logLines(log_text.str(), "decision");
+  ASSERT_FALSE(lines.empty()) << log_text.str();
+  const Json& decision = lines.back();
+  EXPECT_EQ(decision["domain"]["kind"], "host");
+  EXPECT_EQ(decision["victim"]["pid"], newcomer) << "1.5 GiB, the largest process here, started after the refresh: "
+                                                 << decision.dump();
+}
+
 TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
   // Once, ranking="oomguard" was a copy of the kernel's order although protections change it.
   guardian::PrometheusMetrics exporter(10, "test", "test");
