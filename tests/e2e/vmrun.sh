@@ -188,10 +188,19 @@ prepare_kernel() {
       || die "apt-get download $pin failed (re-resolve with --refresh-kernel)"
     mkdir -p "$tmp/x" "$tmp/out/modules"
     # Modules are xz-compressed in Debian's 6.12, plain .ko in bookworm's 6.1.
-    local ko=.ko.xz
-    dpkg-deb -c "$tmp"/*.deb | grep -qE '/9p\.ko\.xz$' || ko=.ko
+    local ko=.ko.xz listing order=()
+    listing=$(dpkg-deb -c "$tmp"/*.deb)   # whole, not piped into grep -q (pipefail, SIGPIPE)
+    grep -qE '/9p\.ko\.xz$' <<<"$listing" || ko=.ko
+    # virtio is built in on 6.12 and modular on bookworm's 6.1: load what the package has, first.
+    # In dependency order; each only where the package has it as a module (fscache is part of
+    # netfs from 6.x on, a module of its own in 6.1).
+    for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache 9pnet \
+             9pnet_virtio 9p; do
+      if grep -qE "/$m\\$ko\$" <<<"$listing"; then order+=("$m"); fi
+    done
+    [[ " ${order[*]} " == *" 9p "* && " ${order[*]} " == *" 9pnet_virtio "* ]] || die "$pin has no 9p modules"
     local patterns=('./boot/vmlinuz-*' './boot/config-*')
-    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do patterns+=("*/$m$ko"); done
+    for m in "${order[@]}" "${MODULES_ZRAM[@]}"; do patterns+=("*/$m$ko"); done
     dpkg-deb --fsys-tarfile "$tmp"/*.deb | tar -x -C "$tmp/x" --wildcards "${patterns[@]}" \
       || die "unpacking $pkg failed"
     rm -f "$tmp"/*.deb
@@ -203,7 +212,8 @@ prepare_kernel() {
     cp "$vmlinuz" "$tmp/out/vmlinuz"
     cp "$config" "$tmp/out/config"
     echo "$kver" > "$tmp/out/release"
-    for m in "${MODULES_9P[@]}" "${MODULES_ZRAM[@]}"; do
+    echo "${order[*]}" > "$tmp/out/modules/9p.order"
+    for m in "${order[@]}" "${MODULES_ZRAM[@]}"; do
       f=$(find "$tmp/x" -name "$m$ko" | head -n1)
       [ -n "$f" ] || die "module $m not found in $pkg"
       if [ "$ko" = .ko.xz ]; then xz -dc "$f" > "$tmp/out/modules/$m.ko"; else cp "$f" "$tmp/out/modules/$m.ko"; fi
@@ -275,7 +285,10 @@ done
 mods=/usr/lib/modules/$(uname -r)
 VMRUN_SHARE=
 if [ "$share" = 1 ]; then
-  for m in netfs 9pnet 9pnet_virtio 9p; do insmod "$mods/$m.ko" || setup_failed "insmod $m"; done
+  # 9p.order: the 9p modules in load order, after virtio's where the kernel builds it as modules (6.1).
+  for m in $(cat "$mods/9p.order" 2>/dev/null || echo netfs 9pnet 9pnet_virtio 9p); do
+    insmod "$mods/$m.ko" || setup_failed "insmod $m"
+  done
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none host /mnt/host \
     || setup_failed "9p mount"
   VMRUN_SHARE=/mnt/host
@@ -320,6 +333,7 @@ prepare_initramfs() {
   done
   key=$( { echo "format $VMRUN_FORMAT $kernel_release"; write_init
            sha256sum "$busybox" "${inputs[@]}" "$kernel_dir"/modules/*.ko | awk '{ print $1 }'
+           cat "$kernel_dir"/modules/9p.order 2>/dev/null || true
            printf '%s\n' "${BASE_LIBS[@]}"; } | sha256sum | cut -c1-16)
   base_initramfs="$cache/initramfs-$key.cpio.gz"
   [ -s "$base_initramfs" ] && return 0
@@ -341,6 +355,7 @@ prepare_initramfs() {
   done
   ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
   cp "$kernel_dir"/modules/*.ko "$root/usr/lib/modules/$kernel_release/"
+  cp "$kernel_dir"/modules/9p.order "$root/usr/lib/modules/$kernel_release/" 2>/dev/null || true
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
   printf 'root:x:0:\n' > "$root/etc/group"
   write_init > "$root/init"
