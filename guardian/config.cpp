@@ -288,6 +288,8 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
       if (has_wait && reader.find("cooldown_s") != nullptr) {
         ObjectReader::fail("/policy/cooldown_s", "give victim_wait_s only (cooldown_s is its old name)");
       }
+      config.assumed_fill_rate_mib_s =
+          reader.number("assumed_fill_rate_mib_s", config.assumed_fill_rate_mib_s, 1, 1'000'000);
       config.victim_wait_s = has_wait ? reader.number("victim_wait_s", config.victim_wait_s, 0.1, 600)
                                       : reader.number("cooldown_s", config.victim_wait_s, 0.1, 600);
       config.max_kills_per_minute = static_cast<size_t>(reader.integer("max_kills_per_minute", 6, 1, 1000));

@@ -76,7 +76,11 @@ struct Config {
   // max_kills_per_minute (the storm guard).
   double victim_wait_s = 2;
   size_t max_kills_per_minute = 6;
-  double trend_window_s = 10;  // kill-allocating: growth is measured over this window
+  double trend_window_s = 10;
+  // The adaptive watch of level thresholds assumes a domain may fill this fast even before a fill is
+  // measured (a faster measured fill counts as measured): a reading is due when the room left to the
+  // threshold would last half as long at that rate, between 5 ms and refresh_interval_s.
+  double assumed_fill_rate_mib_s = 512;  // kill-allocating: growth is measured over this window
   bool panic_allowed = false;  // the second opt-in an act rule with action "panic" needs
   // The kernel's side of OOM handling, declared: applied at start (mode act), drift reported (metric and
   // log) at every refresh, and written back only when enforce is true.

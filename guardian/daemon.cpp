@@ -56,6 +56,7 @@ Daemon::Daemon(boost::asio::io_context& io, Config config, DaemonOptions options
       monotonic_(std::move(monotonic)),
       node_(options_.proc_root, options_.cgroup_root),
       refresh_timer_(io),
+      level_timer_(io),
       gate_(static_cast<uint64_t>(config_.victim_wait_s * 1e6), config_.max_kills_per_minute),
       growth_(static_cast<uint64_t>(config_.trend_window_s * 1e6)) {}
 
@@ -759,13 +760,21 @@ void Daemon::observe(const std::string& domain_path, const ActRule& rule, polici
   }
 }
 
-void Daemon::checkLevels(uint64_t now_us) {
-  // Level thresholds (headroom, MemAvailable, SwapFree, held PSI) need looking at even when no event
-  // comes: a cheap reading per acting domain, and a full decision only when one is crossed.
+void Daemon::checkLevels(uint64_t now_us, bool all) {
+  // Level thresholds (headroom, MemAvailable, SwapFree, held PSI) are read at the rate the physics
+  // demands (policies/level_watch.hpp): each acting domain's next reading is due when its room to the
+  // threshold could be gone at the fastest plausible fill rate, between 5 ms and the refresh interval.
+  // A reading is one small file (memory.current, or /proc/meminfo for the host); a decision follows
+  // only when the threshold is crossed. `all`: read every domain now (the refresh).
   if (config_.mode != "act") {
     return;
   }
+  constexpr uint64_t kMinDelayUs = 5'000;
+  constexpr uint64_t kAfterCrossingUs = 100'000;  // re-read a crossed domain after this (no log flood)
+  const auto max_delay_us = static_cast<uint64_t>(config_.refresh_interval_s * 1e6);
+  const double assumed_rate = config_.assumed_fill_rate_mib_s * 1024.0 * 1024.0;
   std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
+  std::set<std::string> acting;
   for (const auto& [path, state] : domains_) {
     const ActRule* rule = actRuleFor(path);
     if (rule == nullptr || rule->action == policies::Action::kObserve) {
@@ -775,16 +784,51 @@ void Daemon::checkLevels(uint64_t now_us) {
     if (!when.headroom_below && !when.mem_available_below && !when.swap_free_below && !when.pressure_avg10) {
       continue;
     }
+    acting.insert(path);
+    auto& level = levels_[path];
+    if (!all && level.due_us > now_us) {
+      continue;
+    }
+    ++stats_.level_reads;
     policies::DomainObservation observation;
     observe(path, *rule, observation);
     if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
       crossed.emplace_back(path, observation);
+      level.due_us = now_us + kAfterCrossingUs;
+      continue;
     }
+    const auto room = policies::roomToThresholdBytes(when, observation);
+    if (room) {
+      level.rate.sample(now_us, *room);
+    }
+    // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
+    level.due_us = now_us + policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
+                                                       max_delay_us);
   }
+  std::erase_if(levels_, [&](const auto& entry) { return !acting.contains(entry.first); });
   for (auto& [path, observation] : crossed) {
     event_arrived_us_ = monotonic_();
     decide(path, Json{{"kind", "threshold"}, {"cgroup", path}}, observation);
   }
+  scheduleLevels();
+}
+
+void Daemon::scheduleLevels() {
+  if (stopped_ || levels_.empty()) {
+    return;
+  }
+  uint64_t due = UINT64_MAX;
+  for (const auto& [path, level] : levels_) {
+    due = std::min(due, level.due_us);
+  }
+  const uint64_t now = monotonic_();
+  level_timer_.expires_after(std::chrono::microseconds(due > now ? due - now : 0));
+  level_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    checkLevels(monotonic_(), false);
+  });
 }
 
 std::vector<policies::VictimCandidate> Daemon::guardianCandidates(const DomainState& state, bool with_growers,
@@ -1290,7 +1334,7 @@ void Daemon::refresh() {
   const uint64_t scan_started_us = monotonic_();
   // Level thresholds first: a few small reads per acting domain, before the /proc scan delays them.
   if (stats_.refreshes > 1) {
-    checkLevels(scan_started_us);
+    checkLevels(scan_started_us, true);
   }
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
@@ -1453,7 +1497,7 @@ void Daemon::refresh() {
   }
   metrics_.observeScanDuration(static_cast<double>(monotonic_() - scan_started_us) / 1e6);
   if (stats_.refreshes == 1) {
-    checkLevels(monotonic_());  // the first time, once the domains are known
+    checkLevels(monotonic_(), true);  // the first time, once the domains are known
   }
 }
 
@@ -1545,6 +1589,7 @@ void Daemon::stop() {
   logWatchSet("stopping_state");
   stopped_ = true;
   refresh_timer_.cancel();
+  level_timer_.cancel();
   if (signals_) {
     boost::system::error_code ignored;
     signals_->cancel(ignored);
@@ -1593,6 +1638,7 @@ void Daemon::logWatchSet(const char* event) {
                          {"stats", Json{{"pressure_events", stats_.pressure_events},
                                         {"memory_events", stats_.memory_events},
                                         {"decisions", stats_.decisions},
+                                        {"level_reads", stats_.level_reads},
                                         {"kernel_oom_kills", stats_.kernel_oom_kills},
                                         {"predictions_match", stats_.predictions_match},
                                         {"predictions_mismatch", stats_.predictions_mismatch},

@@ -21,6 +21,7 @@
 #include "guardian/actuator.hpp"
 #include "guardian/config.hpp"
 #include "policies/act.hpp"
+#include "policies/level_watch.hpp"
 #include "guardian/event_log.hpp"
 #include "guardian/kube_api.hpp"
 #include "guardian/workloads.hpp"
@@ -51,6 +52,7 @@ struct DaemonStats {
   uint64_t pressure_events = 0;
   uint64_t memory_events = 0;
   uint64_t decisions = 0;
+  uint64_t level_reads = 0;  // readings of a level threshold (the adaptive watch)
   uint64_t refreshes = 0;
   uint64_t kernel_oom_kills = 0;
   uint64_t predictions_match = 0;
@@ -183,7 +185,8 @@ class Daemon {
   // Fills what a domain's thresholds look at (memory.current, MemAvailable, PSI), read now.
   void observe(const std::string& domain_path, const ActRule& rule, policies::DomainObservation& observation);
   // At each refresh: the level thresholds of every acting domain.
-  void checkLevels(uint64_t now_us);
+  void checkLevels(uint64_t now_us, bool all);
+  void scheduleLevels();
   nlohmann::ordered_json killVictim(const std::string& domain_path, const policies::VictimCandidate& victim,
                                     const ActRule& rule, const std::string& reason_kind, uint64_t now_us);
   void applyProtections(const std::unordered_map<pid_t, size_t>& by_pid,
@@ -218,6 +221,12 @@ class Daemon {
   std::unordered_map<pid_t, int> intended_adj_;
   NodeFacts facts_;
   boost::asio::steady_timer refresh_timer_;
+  boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)
+  struct LevelWatch {
+    policies::FillRate rate;
+    uint64_t due_us = 0;
+  };
+  std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
   std::optional<boost::asio::signal_set> signals_;
   std::unique_ptr<InotifyWatch> inotify_;
   std::unique_ptr<KmsgWatch> kmsg_;

@@ -220,6 +220,27 @@ TEST_F(DaemonAct, AHostDecisionSeesAProcessThatStartedAfterTheLastRefresh) {
                                                  << decision.dump();
 }
 
+TEST_F(DaemonAct, ALevelThresholdIsReadBetweenRefreshesAsTheRoomShrinks) {
+  // Once, level thresholds were read only at the refresh (here every hour): a leak passed them and
+  // reached the OOM in between. Now the next reading is due when the room could be gone.
+  writeFile(root / "pod/memory.current", "700000000\n");  // 1 GiB limit, 15 %: ~213 MB of room
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.15}}}, {"match": "/**"}])");
+  const uint64_t reads_at_start = daemon->stats().level_reads;
+  EXPECT_GE(reads_at_start, 1U);
+  // ~213 MB at the assumed 512 MiB/s lasts ~0.4 s: the next reading is due in ~0.2 s, not in an hour.
+  now_us += 250'000;
+  writeFile(root / "pod/memory.current", "950000000\n");  // 11.5 % headroom: crossed
+  for (int i = 0; i < 300 && daemon->stats().decisions == 0; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  const auto lines = logLines(log_text.str(), "decision");
+  ASSERT_FALSE(lines.empty()) << "no reading between refreshes: " << log_text.str();
+  EXPECT_EQ(lines.back()["trigger"]["kind"], "threshold");
+  EXPECT_EQ(lines.back()["result"], "killed");
+  EXPECT_EQ(lines.back()["target"]["pid"], big);
+  EXPECT_GT(daemon->stats().level_reads, reads_at_start);
+}
+
 TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
   // Once, ranking="oomguard" was a copy of the kernel's order although protections change it.
   guardian::PrometheusMetrics exporter(10, "test", "test");
