@@ -206,6 +206,7 @@ TEST_F(OwnCgroup, DryRunTouchesNothing) {
   const pid_t pid = spawnInside();
   waitPopulated(1);
   const std::string adj_before = readFile("/proc/" + std::to_string(pid) + "/oom_score_adj");
+  const std::string panic_on_oom_before = readFile("/proc/sys/vm/panic_on_oom");
   auto pinned = actuator.pin(pid);
   ASSERT_TRUE(pinned);
   EXPECT_NE(actuator.kill(pinned.value(), 0).detail.find("dry-run: would send SIGKILL"), std::string::npos);
@@ -218,7 +219,7 @@ TEST_F(OwnCgroup, DryRunTouchesNothing) {
   EXPECT_TRUE(alive(pid));
   EXPECT_EQ(readFile("/proc/" + std::to_string(pid) + "/oom_score_adj"), adj_before);
   EXPECT_NE(readFile(directory + "/cgroup.events").find("populated 1"), std::string::npos);
-  EXPECT_EQ(readFile("/proc/sys/vm/panic_on_oom"), readFile("/proc/sys/vm/panic_on_oom"));  // still up
+  EXPECT_EQ(readFile("/proc/sys/vm/panic_on_oom"), panic_on_oom_before) << "dry-run wrote the sysctl";
 }
 
 // The fallbacks for older kernels, forced on here: no cgroup.kill, no pidfd.

@@ -250,8 +250,11 @@ pid_alive() {
 }
 
 # kmsg_oom_lines SEQ: the kernel's OOM-killer records after kmsg sequence SEQ (none: empty output).
+# Exit 0 with the lines (possibly none) when /dev/kmsg was read; non-zero when kmsgdump failed, so that
+# a failed read is never mistaken for "no OOM lines".
 kmsg_oom_lines() {
-  kmsgdump -a "$1" | grep -E 'invoked oom-killer|oom-kill:|Killed process|Memory cgroup out of memory' || true
+  _k=$(kmsgdump -a "$1") || return 1
+  printf '%s\n' "$_k" | grep -E 'invoked oom-killer|oom-kill:|Killed process|Memory cgroup out of memory' || true
 }
 
 # lo_up: bring the loopback interface up, as on any real host (/init leaves it down), so that the

@@ -24,7 +24,7 @@ lo_up
 command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
 mkdir -p "$OUT/runs" || fail "no share dir"
 
-daemon_start '{"version": 1, "mode": "act", "refresh_interval_s": 0.25,
+daemon_start '{"version": 1, "mode": "act", 
   "cgroups": [
     {"match": "/btk-worst", "act": {"action": "kill-worst", "when": {"on_memory_high": true}}},
     {"match": "/btk-alloc", "act": {"action": "kill-allocating", "when": {"on_memory_high": true}}},

@@ -104,6 +104,12 @@ def check_round(share, name):
             err.append("%s died in this round" % who)
     if p.get("killer_alive_after") != "1":
         err.append("%s itself died" % killer)
+    # Missing data is a failure, never "no OOM": both vmstat readings must be numbers, and kmsg must
+    # have been read.
+    if not (p.get("vmstat_oom_kill_before") or "").isdigit() or not (p.get("vmstat_oom_kill_after") or "").isdigit():
+        err.append("vmstat oom_kill was not read: %r -> %r" % (p.get("vmstat_oom_kill_before"), p.get("vmstat_oom_kill_after")))
+    if p.get("kmsg_read_ok") != "1":
+        err.append("the kernel log was not read after the round: no evidence that the kernel stayed out")
     if p.get("vmstat_oom_kill_before") != p.get("vmstat_oom_kill_after"):
         err.append("the kernel's OOM killer fired: vmstat oom_kill %s -> %s" % (p.get("vmstat_oom_kill_before"), p.get("vmstat_oom_kill_after")))
     koom = kmsg_oom_text(os.path.join(d, "kmsg-oom.txt"))

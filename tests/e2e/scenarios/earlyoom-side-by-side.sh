@@ -59,7 +59,7 @@ round() {
   else
     OUT=$dir
     DAEMON_LOG=$dir/daemon.jsonl
-    daemon_start '{"version": 1, "mode": "act", "refresh_interval_s": 0.1,
+    daemon_start '{"version": 1, "mode": "act", 
       "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.10}}},
       "policy": {"cooldown_s": 2}}'
     killer=$DAEMON_PID
@@ -91,7 +91,7 @@ round() {
     OUT=$SHARE
     DAEMON_LOG=$SHARE/daemon.jsonl
   fi
-  kmsg_oom_lines "$seq" > "$dir/kmsg-oom.txt"
+  if kmsg_oom_lines "$seq" > "$dir/kmsg-oom.txt"; then echo "kmsg_read_ok 1" >> "$dir/params"; fi
   log "round $1 $2: $(tr '\n' ' ' < "$dir/leak.txt")"
 }
 

@@ -27,7 +27,7 @@ echo +memory > "$D/cgroup.subtree_control" || fail "+memory on $D"
 mkdir "$D/grp" "$D/keep" || fail "mkdir grp/keep"
 echo "oom_group_before $(cat "$D/grp/memory.oom.group")" > "$P"
 
-daemon_start '{"version": 1, "mode": "act", "refresh_interval_s": 0.25,
+daemon_start '{"version": 1, "mode": "act", 
   "cgroups": [
     {"match": "/gk/grp", "oom_group": true},
     {"match": "/gk", "act": {"action": "kill-worst", "when": {"headroom_below": 0.3}}},

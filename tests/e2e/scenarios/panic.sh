@@ -17,8 +17,8 @@ command -v oomguard >/dev/null || fail "oomguard is not in the guest"
 lo_up
 P=$OUT/params
 RULE='"host": {"act": {"action": "panic", "when": {"mem_available_below": 0.5}}}'
-printf '{"version": 1, "mode": "act", "refresh_interval_s": 0.25, %s}\n' "$RULE" > "$OUT/refused.json"
-printf '{"version": 1, "mode": "act", "refresh_interval_s": 0.25, %s, "policy": {"allow_panic": true}}\n' "$RULE" \
+printf '{"version": 1, "mode": "act", %s}\n' "$RULE" > "$OUT/refused.json"
+printf '{"version": 1, "mode": "act", %s, "policy": {"allow_panic": true}}\n' "$RULE" \
   > "$OUT/allowed.json"
 
 {

@@ -30,7 +30,7 @@ mkdir "$R" || fail "mkdir $R"
 echo +memory > "$R/cgroup.subtree_control" || fail "+memory on $R"
 mkdir "$R/crit" "$R/omit" "$R/pinned" "$R/plain" || fail "mkdir children"
 
-daemon_start '{"version": 1, "mode": "act", "refresh_interval_s": 0.25,
+daemon_start '{"version": 1, "mode": "act", 
   "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.06}}},
   "cgroups": [
     {"match": "/prot/crit", "protection": "critical"},
