@@ -8,9 +8,9 @@
 # same level, MemAvailable below 10 % of MemTotal, with SIGKILL at once:
 #   earlyoom  `earlyoom -m 10,10 -s 100,100 -r 0` (no swap: the swap condition is always met; it polls
 #             every 100 ms to 1 s, adaptively)
-#   oomguard  `oomguard run`, mode act, host act kill-worst when mem_available_below 0.10,
-#             refresh_interval_s 0.1 (its level checks run at every refresh: the same 100 ms as
-#             earlyoom's fastest poll), default host PSI trigger
+#   oomguard  `oomguard run`, mode act, host act kill-worst when mem_available_below 0.10, everything
+#             else default (refresh 5 s: its adaptive level watch reads MemAvailable as often as the
+#             room to the threshold demands), default host PSI trigger
 # leakwatch times the leak's start, the first poll (10 ms) where MemAvailable is below 10 %, and the
 # leaker's death; earlyoom's lines are timed by tsline as they come (its "sending SIGKILL" line is
 # printed just before kill(2)); oomguard's decision line carries its own time (written after the kill). earlyoom-side-by-side.check.py judges: in every round the killer killed the leaker (not

@@ -7,7 +7,7 @@
 # /gk (memory.max 128M, swap.max 0, +memory for its children) is the OOM domain, with an act rule
 # kill-worst when headroom < 0.3. /gk/grp has the rule "oom_group": true and holds two 8 MiB sleepers
 # and the leaker (1 MiB every 40 ms, under leakwatch); /gk/keep holds a 16 MiB sleeper outside the group.
-# The daemon runs in mode act with a refresh every 0.25 s. group-kill.check.py judges: oomguard wrote
+# The daemon runs in mode act with the default refresh (5 s). group-kill.check.py judges: oomguard wrote
 # memory.oom.group=1 (a protection line), its decision is action "kill_cgroup" for /gk/grp with result
 # "killed" and the leaker as target, every task of /gk/grp died, its cgroup.events says populated 0,
 # the keeper lives, and the kernel's oom / oom_kill / oom_group_kill stay 0 (memory.events, kmsg, daemon).

@@ -5,7 +5,7 @@
 # Negative first: a host act rule with action "panic" but no policy.allow_panic must be refused by
 # `oomguard check-config` (exit 2, naming /policy/allow_panic) and by `oomguard run` (exit 2 before it
 # starts anything). Then the same rule with "allow_panic": true passes check-config, and `oomguard run`
-# (mode act, refresh 0.25 s, host act panic when MemAvailable < 50 % of MemTotal) runs with its stdout
+# (mode act, default refresh, host act panic when MemAvailable < 50 % of MemTotal) runs with its stdout
 # on the console, so that its lines are on the serial log the host keeps. A hog takes two thirds of
 # MemAvailable. The kernel must panic (vmrun --expect-panic turns that into exit 0; if the script gets
 # past its wait, it exits 1). panic.check.py reads the console log: the decision line (action "panic",

@@ -10,7 +10,7 @@
 #           biggest task the kernel would kill, bigger than the leaker when the threshold is crossed
 #   pinned  /prot/pinned, oom_score_adj -1000 (set by itself), 0.14 A
 #   plain   /prot/plain, unprotected, 0.06 A
-# Phase 1, oomguard acts: mode act, refresh 0.25 s, host act rule kill-worst when MemAvailable <
+# Phase 1, oomguard acts: mode act, default refresh, host act rule kill-worst when MemAvailable <
 # 6 % of MemTotal. A leaker in /prot/plain (1 MiB every 30 ms, to A + 64 MiB: more than there is) runs
 # under leakwatch. oomguard must kill it, and only it, before the kernel has to.
 # Phase 2, the kernel acts: the daemon is stopped (the -998 it wrote stays), omit is killed by the
@@ -54,7 +54,7 @@ if daemon_wait_for "\"event\":\"protection\",\"cgroup\":\"/prot/crit\",\"pid\":$
 else
   echo "protection_logged 0" >> "$P"
 fi
-sleep 0.6   # two refreshes: the host ranking has every task
+sleep 0.6   # the protection settles; a host decision also reads every process newer than the last refresh
 {
   echo "crit_adj_applied $(cat "/proc/$crit/oom_score_adj")"
   echo "pinned_adj $(cat "/proc/$pinned/oom_score_adj")"
