@@ -120,6 +120,43 @@ Result<std::string> ProcFs::readCgroupPath(pid_t pid) {
   return parseCgroupV2Path(text.value()).withPath(path);
 }
 
+Result<uint64_t> parseStatStartTime(std::string_view text) {
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos) {
+    return parseError("no ')' after the comm");
+  }
+  // After ") ": field 3 (state) is the first; field 22 is the 20th.
+  std::string_view rest = text.substr(close + 1);
+  for (int field = 3; field <= 22; ++field) {
+    const auto start = rest.find_first_not_of(' ');
+    if (start == std::string_view::npos) {
+      return parseError("fewer than 22 fields");
+    }
+    rest.remove_prefix(start);
+    const auto end = rest.find(' ');
+    const std::string_view value = rest.substr(0, end);
+    if (field == 22) {
+      uint64_t ticks = 0;
+      const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), ticks);
+      if (ec != std::errc() || ptr != value.data() + value.size()) {
+        return parseError("bad starttime");
+      }
+      return ticks;
+    }
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end);
+  }
+  return parseError("fewer than 22 fields");
+}
+
+Result<uint64_t> ProcFs::readStartTimeTicks(pid_t pid) {
+  const std::string path = root_ + "/" + std::to_string(pid) + "/stat";
+  auto text = reader_.read(path);
+  if (!text) {
+    return text.error();
+  }
+  return parseStatStartTime(text.value()).withPath(path);
+}
+
 Result<long> ProcFs::readOomScore(pid_t pid) {
   const std::string path = root_ + "/" + std::to_string(pid) + "/oom_score";
   auto text = reader_.read(path);

@@ -24,6 +24,10 @@ struct ReadCounters {
   void record(const Error& error);
 };
 
+// The start time (field 22 of /proc/<pid>/stat, clock ticks since boot). The comm (field 2) may hold
+// any bytes, ')' and spaces included: fields are counted after the last ')'.
+Result<uint64_t> parseStatStartTime(std::string_view text);
+
 class ProcFs {
  public:
   explicit ProcFs(std::string root);
@@ -35,6 +39,8 @@ class ProcFs {
   Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup);
   Result<std::string> readCgroupPath(pid_t pid);
   Result<long> readOomScore(pid_t pid);
+  // /proc/<pid>/stat field 22: when the process started, in clock ticks since boot.
+  Result<uint64_t> readStartTimeTicks(pid_t pid);
   Result<MemInfo> readMemInfo();
   // resource: "memory", "cpu" or "io".
   Result<Pressure> readPressure(std::string_view resource);

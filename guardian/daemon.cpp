@@ -626,8 +626,24 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
   return top;
 }
 
+namespace {
+
+// Clock ticks since boot now, on the clock /proc/<pid>/stat's starttime uses (boot time, suspend
+// included): a kernel timestamp to compare with another, not the daemon's scheduling clock.
+uint64_t bootTicksNow() {
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  return static_cast<uint64_t>(now.tv_sec) * static_cast<uint64_t>(ticks_per_second) +
+         static_cast<uint64_t>(now.tv_nsec) * static_cast<uint64_t>(ticks_per_second) / 1'000'000'000U;
+}
+
+}  // namespace
+
 void Daemon::decide(const std::string& cgroup, Json trigger, policies::DomainObservation observation, bool may_act) {
   ++stats_.decisions;
+  // The candidates below are read now: a victim that started later is not the one chosen.
+  snapshot_boot_ticks_ = bootTicksNow();
   const std::string domain_path = domainFor(cgroup);
   auto found = domains_.find(domain_path);
   std::vector<Candidate> top;
@@ -992,11 +1008,19 @@ Json Daemon::killVictim(const std::string& domain_path, const policies::VictimCa
       }
     }
   }
-  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member;
+  // And it started before the candidates were read: a process that started later holds a recycled pid
+  // (same comm and cgroup are no proof: a pool respawning its workers).
+  const auto started = node_.procfs().readStartTimeTicks(victim.pid);
+  const bool older = started && started.value() <= snapshot_boot_ticks_;
+  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older;
   if (!same) {
     ++stats_.kills_no_data;
     outcome["result"] = "changed";
-    outcome["detail"] = now ? "pid " + std::to_string(victim.pid) + " is no longer the chosen process" : now.error().describe();
+    outcome["detail"] = !now           ? now.error().describe()
+                        : !started     ? started.error().describe()
+                        : !older       ? "pid " + std::to_string(victim.pid) +
+                                       " started after the candidates were read: a new process under a recycled pid"
+                                       : "pid " + std::to_string(victim.pid) + " is no longer the chosen process";
     metrics_.countKill(policy, reason_kind, "gone");
     return outcome;
   }

@@ -217,6 +217,8 @@ class Daemon {
   Node node_;
   // The pids the last refresh read, sorted: a host decision also reads every pid not among them.
   std::vector<pid_t> refreshed_pids_;
+  // When the current decision read its candidates, in clock ticks since boot (see killVictim).
+  uint64_t snapshot_boot_ticks_ = 0;
   // --dry-run: the oom_score_adj each pid would have been given (see Node::useIntendedAdj).
   std::unordered_map<pid_t, int> intended_adj_;
   NodeFacts facts_;

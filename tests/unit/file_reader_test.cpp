@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <fstream>
 #include <string>
 
@@ -67,6 +68,37 @@ TEST_F(FileReaderLimits, AFileOverTheCapIsRefusedAndTheReaderStaysUsable) {
   const auto small = reader.read(dir + "/small");
   ASSERT_TRUE(small.ok());
   EXPECT_EQ(small.value(), "42\n");
+}
+
+}  // namespace
+}  // namespace oomguard::cgroupfs
+
+#include "cgroupfs/procfs.hpp"
+
+namespace oomguard::cgroupfs {
+namespace {
+
+TEST(ParseStatStartTime, Field22AfterTheLastParenthesis) {
+  // A real line's shape; the comm holds ") " and spaces, as any process may name itself.
+  const std::string line =
+      "4242 (a) b (c) d) S 1 4242 4242 0 -1 4194560 1000 0 0 0 5 3 0 0 20 0 1 0 987654 12345678 300 "
+      "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
+  const auto ticks = parseStatStartTime(line);
+  ASSERT_TRUE(ticks.ok()) << ticks.error().describe();
+  EXPECT_EQ(ticks.value(), 987654U);
+  EXPECT_FALSE(parseStatStartTime("4242 (x) S 1 2 3").ok());
+  EXPECT_FALSE(parseStatStartTime("no parenthesis at all").ok());
+  EXPECT_FALSE(parseStatStartTime("1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 notanumber 1").ok());
+}
+
+TEST(ParseStatStartTime, ThisProcessStartedBeforeNow) {
+  ProcFs procfs("/proc");
+  const auto ticks = procfs.readStartTimeTicks(::getpid());
+  ASSERT_TRUE(ticks.ok()) << ticks.error().describe();
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  EXPECT_LE(ticks.value(), static_cast<uint64_t>(now.tv_sec + 1) * static_cast<uint64_t>(::sysconf(_SC_CLK_TCK)));
+  EXPECT_GT(ticks.value(), 0U);
 }
 
 }  // namespace
