@@ -38,8 +38,8 @@ class FileReader {
   // thousand pids. More is refused (EFBIG), as is anything but a regular file once a read passes
   // kCheckTypeBytes (kernel files are regular; a fixture tree may hold a FIFO or /dev/zero). Opens are
   // O_NONBLOCK, so a FIFO never blocks: with no writer it reads as empty, with one it fails EAGAIN.
-  static constexpr size_t kMaxBytes = 16 * 1024 * 1024;
-  static constexpr size_t kCheckTypeBytes = 1024 * 1024;
+  static constexpr size_t kMaxBytes = size_t{16} * 1024 * 1024;
+  static constexpr size_t kCheckTypeBytes = size_t{1024} * 1024;
 
   // Reads the whole of `name` under `directory_fd` (or an absolute name with AT_FDCWD). The view stays
   // valid until the next read. `path_for_errors` names the file in an Error.

@@ -17,7 +17,7 @@ nlohmann::json parseConfigJson(std::string_view text, const std::string& source)
 // Reads the config file at `path` and parses it as above. Only a regular file of at most
 // kMaxConfigBytes is read: a FIFO, a device or a directory is refused at once (opened non-blocking),
 // and a larger file is refused by size, so that neither start-up nor a reload can hang or balloon.
-inline constexpr size_t kMaxConfigBytes = 1024 * 1024;
+inline constexpr size_t kMaxConfigBytes = size_t{1024} * 1024;
 nlohmann::json readConfigJson(const std::string& path);
 
 }  // namespace oomguard::guardian

@@ -114,7 +114,7 @@ std::string jsonText(const nlohmann::ordered_json& document) {
 }
 
 std::string column(std::string_view raw, size_t width) {
-  const std::string text = printable(raw);
+  std::string text = printable(raw);
   if (text.size() > width) {
     return text.substr(0, width - 1) + "~";
   }
@@ -122,7 +122,7 @@ std::string column(std::string_view raw, size_t width) {
 }
 
 std::string rightColumn(std::string_view raw, size_t width) {
-  const std::string text = printable(raw);
+  std::string text = printable(raw);
   if (text.size() >= width) {
     return text;
   }
