@@ -150,6 +150,9 @@ def cmake_sources(options):
                 value = options.get(condition.group(2))
                 skipping.append(None if value is None else (not value if condition.group(1) is None else value))
                 continue
+            if re.match(r"if\s*\(", stripped):
+                skipping.append(None)  # a compound condition (compiler checks): taken as not skipping
+                continue
             if re.match(r"endif\s*\(", stripped):
                 skipping.pop()
                 continue
