@@ -212,6 +212,10 @@ daemon_stop() {
   done
   _t1=$(uptime_s)
   if daemon_alive; then
+    # Why it is still there, for the record: each thread's state and where it waits.
+    for _t in /proc/"$DAEMON_PID"/task/*; do
+      echo "stuck_thread ${_t##*/} $(sed -n 's/^State:[[:space:]]*//p' "$_t/status" 2>/dev/null | tr ' ' _) $(cat "$_t/wchan" 2>/dev/null)"
+    done > "$OUT/daemon.stuck" 2>/dev/null
     kill -9 "$DAEMON_PID" 2>/dev/null
     wait "$DAEMON_PID" 2>/dev/null
     _rc=timeout
