@@ -41,6 +41,18 @@ TEST(Config, TheExampleIsValid) {
   EXPECT_EQ(config.metrics_listen, "127.0.0.1:9743");
 }
 
+TEST(Config, TheRecommendedActingConfigIsValidAndActsWithTheDefaultRefresh) {
+  const Config config = loadConfigFile(std::string(OOMGUARD_SOURCE_DIR) + "/examples/act-recommended.json");
+  EXPECT_EQ(config.mode, "act");
+  EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0) << "it must win with the default refresh";
+  ASSERT_TRUE(config.host_act);
+  EXPECT_EQ(config.host_act->when.mem_available_below, std::optional<double>(0.10));
+  ASSERT_EQ(config.cgroups.size(), 1U);
+  ASSERT_TRUE(config.cgroups[0].act);
+  EXPECT_EQ(config.cgroups[0].act->when.headroom_below, std::optional<double>(0.10));
+  ASSERT_TRUE(config.cgroups[0].pressure) << "the default rule's PSI trigger is kept";
+}
+
 TEST(Config, NullTurnsThingsOff) {
   const Config config = parseConfig(R"({"host":{"pressure":null},"self":{"oom_score_adj":null}})", "t");
   EXPECT_FALSE(config.host_pressure.has_value());
