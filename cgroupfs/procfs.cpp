@@ -148,23 +148,6 @@ Result<uint64_t> parseStatStartTime(std::string_view text) {
   return parseError("fewer than 22 fields");
 }
 
-Result<uint64_t> ProcFs::readStartTimeTicks(pid_t pid) {
-  const std::string path = root_ + "/" + std::to_string(pid) + "/stat";
-  auto text = reader_.read(path);
-  if (!text) {
-    return text.error();
-  }
-  return parseStatStartTime(text.value()).withPath(path);
-}
-
-Result<long> ProcFs::readOomScore(pid_t pid) {
-  const std::string path = root_ + "/" + std::to_string(pid) + "/oom_score";
-  auto text = reader_.read(path);
-  if (!text) {
-    return text.error();
-  }
-  return parseInteger(text.value()).withPath(path);
-}
 
 namespace {
 
@@ -181,6 +164,14 @@ auto readParsed(ProcFs& procfs, FileReader& reader, std::string_view relative, P
 }
 
 }  // namespace
+
+Result<uint64_t> ProcFs::readStartTimeTicks(pid_t pid) {
+  return readParsed(*this, reader_, std::to_string(pid) + "/stat", parseStatStartTime);
+}
+
+Result<long> ProcFs::readOomScore(pid_t pid) {
+  return readParsed(*this, reader_, std::to_string(pid) + "/oom_score", parseInteger);
+}
 
 Result<MemInfo> ProcFs::readMemInfo() { return readParsed(*this, reader_, "meminfo", parseMemInfo); }
 

@@ -614,9 +614,10 @@ std::vector<Daemon::Candidate> Daemon::rerankHostTop(const DomainState& state) {
                                        [&](const Candidate& c) { return c.pid == process.pid; });
     std::string cgroup = previous != state.top.end() ? previous->cgroup : "";
     if (previous == state.top.end() && top.size() < config_.rescan_candidates) {
-      auto copy = process;  // a newcomer near the top: where it is matters for protections and logs
-      node_.ensureCgroup(copy);
-      cgroup = copy.cgroup.value_or("");
+      // A newcomer near the top: where it is matters for protections and logs.
+      if (auto path = node_.procfs().readCgroupPath(process.pid)) {
+        cgroup = std::move(path).value();
+      }
     }
     top.push_back(candidateOf(process, candidate, std::move(cgroup)));
     if (top.size() >= std::max({config_.rescan_candidates, config_.log_candidates, config_.metrics_top_k})) {
@@ -1301,11 +1302,10 @@ void Daemon::onKmsg(const std::string& text) {
       // One OOM, one victim: wait on the kernel's victim until it is gone, as the kernel itself does.
       if (kill->victim.pid > 0) {
         const std::string where = kill->summary.task_memcg ? *kill->summary.task_memcg : domain;
+        gate_.recordKernelKill(where, kill->victim.pid, monotonic_());
         if (auto pinned = actuator_.pin(kill->victim.pid); pinned && !pinned.value()->exited()) {
-          gate_.recordKernelKill(where, kill->victim.pid, monotonic_());
           victim_pins_[kill->victim.pid] = std::move(pinned).value();
         } else {
-          gate_.recordKernelKill(where, kill->victim.pid, monotonic_());
           gate_.release(kill->victim.pid);  // already gone: its memory is back
         }
       }
@@ -1400,9 +1400,8 @@ void Daemon::refresh() {
   stats_.read_errors += host.counters.malformed + host.counters.failed;
   refreshed_pids_.clear();
   for (const auto& process : host.processes) {
-    refreshed_pids_.push_back(process.pid);  // in pid order (rankHost reads them sorted)
+    refreshed_pids_.push_back(process.pid);  // sorted: rankHost reads the host in pid order
   }
-  std::sort(refreshed_pids_.begin(), refreshed_pids_.end());
   {
     std::vector<Candidate> top;
     for (const auto& candidate : host.candidates) {
@@ -1563,7 +1562,7 @@ bool Daemon::reload() {
     }
     // What is bound or connected at start cannot change under a running daemon: refuse, and say so,
     // rather than log "applied" for a setting that is not.
-    std::vector<std::string> restart;
+    std::string restart;  // the paths that changed, comma-separated
     const auto& old_k8s = config_.kubernetes;
     const auto& new_k8s = fresh.kubernetes;
     const std::pair<bool, const char*> fixed[] = {
@@ -1576,16 +1575,12 @@ bool Daemon::reload() {
     };
     for (const auto& [changed, path] : fixed) {
       if (changed) {
-        restart.emplace_back(path);
+        restart += (restart.empty() ? "" : ", ") + std::string(path);
       }
     }
     if (!restart.empty()) {
-      std::string list;
-      for (const auto& path : restart) {
-        list += (list.empty() ? "" : ", ") + path;
-      }
-      throw ConfigError(*options_.config_path + ": " + list + " changed; these take effect only at a restart (the " +
-                        "old config stays in force)");
+      throw ConfigError(*options_.config_path + ": " + restart +
+                        " changed; these take effect only at a restart (the old config stays in force)");
     }
     config_ = std::move(fresh);
   } catch (const ConfigError& error) {

@@ -2,16 +2,12 @@
 
 #include "guardian/format.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -21,8 +17,6 @@
 #include <functional>
 #include <mutex>
 #include <stdexcept>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 namespace oomguard::guardian {

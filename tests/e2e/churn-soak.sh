@@ -11,6 +11,7 @@
 # on the console (an oops is never retried: it is the result). Prints one line per run, then per kernel
 # "soak <kernel>: R runs, O oopses, F failed checks", and exits 1 if any run oopsed or failed.
 # Defaults: 10 runs of 25 s churn on linux-image-6.12-amd64.
+# The default config is fault-tolerance's own (refresh 0.5 s: see that scenario for why).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
