@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "guardian/node.hpp"
+#include "guardian/io/node.hpp"
 #include "idle_processes.hpp"
 
 namespace {
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     }
   }
   const auto spawned = spawnIdle(processes);
-  oomguard::guardian::Node node(proc_root, "/sys/fs/cgroup");
+  oomguard::guardian::io::Node node(proc_root, "/sys/fs/cgroup");
   const auto facts = node.readFacts();
   if (!facts) {
     reap(spawned);

@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "guardian/daemon.hpp"
+#include "guardian/daemon/daemon.hpp"
 #include "idle_processes.hpp"
 
 namespace {
@@ -108,23 +108,23 @@ int main(int argc, char** argv) {
     }
   }
 
-  oomguard::guardian::Config config;
+  oomguard::guardian::config::Config config;
   config.refresh_interval_s = 3600;  // only the initial ranking: nothing in the background meanwhile
   config.read_kmsg = false;
   config.host_pressure.reset();
-  config.cgroups = {oomguard::guardian::defaultCgroupRule()};
+  config.cgroups = {oomguard::guardian::config::defaultCgroupRule()};
   config.cgroups.front().pressure.reset();
-  oomguard::guardian::DaemonOptions options;
+  oomguard::guardian::daemon::DaemonOptions options;
   options.cgroup_root = root.string();
   options.handle_signals = false;
   options.protect_self = false;
   std::ostringstream log_text;
   std::ostringstream summary;
-  oomguard::guardian::EventLog log(log_text, [] { return std::chrono::system_clock::now(); });
+  oomguard::guardian::io::EventLog log(log_text, [] { return std::chrono::system_clock::now(); });
   boost::asio::io_context io(1);
-  oomguard::guardian::NullMetrics metrics;
-  oomguard::guardian::DryRunActuator actuator;
-  oomguard::guardian::Daemon daemon(io, config, options, log, metrics, actuator, summary);
+  oomguard::guardian::exporter::NullMetrics metrics;
+  oomguard::guardian::io::DryRunActuator actuator;
+  oomguard::guardian::daemon::Daemon daemon(io, config, options, log, metrics, actuator, summary);
   daemon.start();
   std::thread loop([&] { io.run(); });
 

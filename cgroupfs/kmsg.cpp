@@ -1,5 +1,7 @@
 #include "cgroupfs/kmsg.hpp"
 
+#include "cgroupfs/parse.hpp"
+
 #include <charconv>
 
 namespace oomguard::cgroupfs {
@@ -12,15 +14,6 @@ bool parseNumber(std::string_view text, T& out) {
   return ec == std::errc() && ptr == end && !text.empty();
 }
 
-std::string_view trimSpaces(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) {
-    text.remove_prefix(1);
-  }
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\n' || text.back() == '\r')) {
-    text.remove_suffix(1);
-  }
-  return text;
-}
 
 // "123kB" -> 123
 std::optional<uint64_t> kilobytes(std::string_view value) {
@@ -68,7 +61,7 @@ Result<KmsgRecord> parseKmsgRecord(std::string_view record) {
 
 Result<OomKillSummary> parseOomKillSummary(std::string_view message) {
   constexpr std::string_view kPrefix = "oom-kill:";
-  message = trimSpaces(message);
+  message = trim(message);
   if (!message.starts_with(kPrefix)) {
     return parseError("not an oom-kill: line");
   }
@@ -130,7 +123,7 @@ Result<OomKillSummary> parseOomKillSummary(std::string_view message) {
 
 Result<KilledProcess> parseKilledProcess(std::string_view message) {
   constexpr std::string_view kKilled = "Killed process ";
-  message = trimSpaces(message);
+  message = trim(message);
   const auto at = message.find(kKilled);
   if (at == std::string_view::npos) {
     return parseError("not a Killed process line");
@@ -138,7 +131,7 @@ Result<KilledProcess> parseKilledProcess(std::string_view message) {
   KilledProcess killed;
   if (at > 0) {
     std::string_view reason = message.substr(0, at);
-    reason = trimSpaces(reason);
+    reason = trim(reason);
     if (reason.ends_with(':')) {
       reason.remove_suffix(1);
     }
@@ -203,11 +196,11 @@ std::optional<OomInvocation> parseInvocation(std::string_view message) {
     return std::nullopt;
   }
   OomInvocation invocation;
-  invocation.comm = std::string(trimSpaces(message.substr(0, at)));
+  invocation.comm = std::string(trim(message.substr(0, at)));
   std::string_view rest = message.substr(at + kInvoked.size());
   while (!rest.empty()) {
     const auto comma = rest.find(", ");
-    const auto piece = trimSpaces(rest.substr(0, comma));
+    const auto piece = trim(rest.substr(0, comma));
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 2);
     const auto equals = piece.find('=');
     if (equals == std::string_view::npos) {
@@ -231,7 +224,7 @@ std::optional<OomInvocation> parseInvocation(std::string_view message) {
 
 std::vector<KernelOomEvent> OomReportAssembler::feed(std::string_view message, uint64_t timestamp_us) {
   std::vector<KernelOomEvent> events;
-  message = trimSpaces(message);
+  message = trim(message);
   if (auto invocation = parseInvocation(message)) {
     invocation_ = std::move(invocation);
     started_us_ = timestamp_us;

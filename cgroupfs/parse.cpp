@@ -9,6 +9,8 @@ namespace {
 
 constexpr std::string_view kWhitespace = " \t\n\r";
 
+}  // namespace
+
 std::string_view trim(std::string_view text) {
   const auto first = text.find_first_not_of(kWhitespace);
   if (first == std::string_view::npos) {
@@ -17,6 +19,8 @@ std::string_view trim(std::string_view text) {
   const auto last = text.find_last_not_of(kWhitespace);
   return text.substr(first, last - first + 1);
 }
+
+namespace {
 
 // Calls visit(line) for each line without its newline; stops early when visit returns false.
 template <class Visit>

@@ -11,6 +11,9 @@
 
 namespace oomguard::cgroupfs {
 
+// `text` without leading and trailing spaces, tabs, newlines and carriage returns: the one trim.
+std::string_view trim(std::string_view text);
+
 Result<ProcStatus> parseProcStatus(std::string_view text);
 // /proc/<pid>/oom_score_adj: an integer in -1000..1000.
 Result<int> parseOomScoreAdj(std::string_view text);

@@ -200,14 +200,32 @@ Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidate
   return {std::nullopt, std::string("action ") + toString(action) + " chooses no victim"};
 }
 
-std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
-                                            ThresholdState& state, uint64_t now_us) {
+const char* toString(CrossedBy kind) {
+  switch (kind) {
+    case CrossedBy::kMemoryMax:
+      return "memory_max";
+    case CrossedBy::kMemoryHigh:
+      return "memory_high";
+    case CrossedBy::kHeadroom:
+      return "headroom";
+    case CrossedBy::kMemAvailable:
+      return "mem_available";
+    case CrossedBy::kSwapFree:
+      return "swap_free";
+    case CrossedBy::kPressure:
+      return "pressure";
+  }
+  return "pressure";
+}
+
+std::optional<Crossing> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
+                                         ThresholdState& state, uint64_t now_us) {
   char text[160];
   if (thresholds.on_memory_max && observation.events_max > 0) {
-    return "memory.events max rose by " + std::to_string(observation.events_max);
+    return Crossing{CrossedBy::kMemoryMax, "memory.events max rose by " + std::to_string(observation.events_max)};
   }
   if (thresholds.on_memory_high && observation.events_high > 0) {
-    return "memory.events high rose by " + std::to_string(observation.events_high);
+    return Crossing{CrossedBy::kMemoryHigh, "memory.events high rose by " + std::to_string(observation.events_high)};
   }
   if (thresholds.headroom_below && observation.memory_current_bytes && observation.memory_max_bytes &&
       *observation.memory_max_bytes > 0) {
@@ -216,7 +234,7 @@ std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const 
     const double headroom = current >= max ? 0.0 : (max - current) / max;
     if (headroom < *thresholds.headroom_below) {
       std::snprintf(text, sizeof text, "headroom %.3f below %.3f of memory.max", headroom, *thresholds.headroom_below);
-      return std::string(text);
+      return Crossing{CrossedBy::kHeadroom, std::string(text)};
     }
   }
   if (thresholds.mem_available_below && observation.mem_available_kb && observation.mem_total_kb &&
@@ -224,7 +242,7 @@ std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const 
     const double ratio = static_cast<double>(*observation.mem_available_kb) / static_cast<double>(*observation.mem_total_kb);
     if (ratio < *thresholds.mem_available_below) {
       std::snprintf(text, sizeof text, "MemAvailable %.3f of MemTotal, below %.3f", ratio, *thresholds.mem_available_below);
-      return std::string(text);
+      return Crossing{CrossedBy::kMemAvailable, std::string(text)};
     }
   }
   if (thresholds.swap_free_below && observation.swap_free_kb && observation.swap_total_kb &&
@@ -232,7 +250,7 @@ std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const 
     const double ratio = static_cast<double>(*observation.swap_free_kb) / static_cast<double>(*observation.swap_total_kb);
     if (ratio < *thresholds.swap_free_below) {
       std::snprintf(text, sizeof text, "SwapFree %.3f of SwapTotal, below %.3f", ratio, *thresholds.swap_free_below);
-      return std::string(text);
+      return Crossing{CrossedBy::kSwapFree, std::string(text)};
     }
   }
   if (thresholds.pressure_avg10 && thresholds.pressure_kind) {
@@ -248,7 +266,7 @@ std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const 
       if (held >= thresholds.pressure_held_us) {
         std::snprintf(text, sizeof text, "PSI %s avg10 %.3f >= %.3f for %.1f s", thresholds.pressure_kind->c_str(),
                       *value, *thresholds.pressure_avg10, static_cast<double>(held) / 1e6);
-        return std::string(text);
+        return Crossing{CrossedBy::kPressure, std::string(text)};
       }
     } else {
       state.pressure_above_since_us.reset();

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace oomguard::policies {
@@ -42,6 +43,7 @@ struct VictimCandidate {
   // The workload's class (a pod's oomguard.io/v1.protection): the first ordering key, sacrificial first.
   ProtectionClass protection = ProtectionClass::kNormal;
   bool never_kill = false;              // oomguard itself, its ancestors, or a protected rule
+  long oom_score = 0;                   // on the host's scale, as /proc/<pid>/oom_score
   std::optional<long> growth_pages;     // charge growth over the trend window (kill-allocating)
   std::optional<std::string> group_kill_cgroup;  // memory.oom.group resolution in this domain
 };
@@ -92,10 +94,19 @@ struct ThresholdState {
   std::optional<uint64_t> pressure_above_since_us;
 };
 
-// Whether the domain has crossed a threshold at `now_us`; the reason names which. Missing data never
-// crosses a threshold (when data is missing the guardian does not kill).
-std::optional<std::string> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
-                                            ThresholdState& state, uint64_t now_us);
+// Which threshold a domain crossed: a bounded kind (a metric label) and the reading, in words.
+enum class CrossedBy { kMemoryMax, kMemoryHigh, kHeadroom, kMemAvailable, kSwapFree, kPressure };
+// memory_max | memory_high | headroom | mem_available | swap_free | pressure
+const char* toString(CrossedBy kind);
+struct Crossing {
+  CrossedBy kind = CrossedBy::kMemoryMax;
+  std::string text;  // e.g. "headroom 0.041 below 0.050 of memory.max"
+};
+
+// Whether the domain has crossed a threshold at `now_us`, and which. Missing data never crosses a
+// threshold (when data is missing the guardian does not kill).
+std::optional<Crossing> thresholdCrossed(const Thresholds& thresholds, const DomainObservation& observation,
+                                         ThresholdState& state, uint64_t now_us);
 
 // A victim whose memory is still being released, killed by oomguard or by the kernel.
 struct VictimInProgress {

@@ -65,7 +65,7 @@ section "build (Release, as docker/Dockerfile builds the image) and its unit tes
 # The image's build stage: once it could not be built (-Werror at -O3) while every other build passed.
 if cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DOOMGUARD_TESTS=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
    cmake --build build-release -j"$jobs" --target oomguard unit_tests; then
-  if build-release/bin/unit_tests --gtest_brief=1 > build/release-unit.log 2>&1 &&
+  if ctest --test-dir build-release -L unit -j"$jobs" --output-on-failure > build/release-unit.log 2>&1 &&
      build-release/bin/oomguard check-config examples/oomguard.json; then
     passed=$((passed + 1))
     tail -3 build/release-unit.log

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "guardian/glob.hpp"
+#include "guardian/config/glob.hpp"
 
 namespace {
 
@@ -33,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto split = input.find('\0');
   const std::string_view pattern = input.substr(0, split);
   const std::string_view text = split == std::string_view::npos ? std::string_view() : input.substr(split + 1);
-  (void)oomguard::guardian::pathGlobMatch(pattern, text);
-  if (pattern.size() <= 256 && text.size() <= 256 && oomguard::guardian::globMatch(pattern, text) != reference(pattern, text)) {
+  (void)oomguard::guardian::config::pathGlobMatch(pattern, text);
+  if (pattern.size() <= 256 && text.size() <= 256 && oomguard::guardian::config::globMatch(pattern, text) != reference(pattern, text)) {
     __builtin_trap();
   }
   return 0;

@@ -18,16 +18,16 @@
 #include <sstream>
 #include <thread>
 
-#include "guardian/actuator.hpp"
-#include "guardian/daemon.hpp"
+#include "guardian/io/actuator.hpp"
+#include "guardian/daemon/daemon.hpp"
 #include "process_population.hpp"
 
 namespace oomguard::testing {
 namespace {
 
 namespace fs = std::filesystem;
-using guardian::ActionResult;
-using guardian::PinnedProcess;
+using guardian::io::ActionResult;
+using guardian::io::PinnedProcess;
 
 std::string readFile(const std::string& path) {
   std::ifstream in(path);
@@ -70,7 +70,7 @@ pid_t sleeperWithPid(pid_t pid) {
 
 TEST(PidfdKill, ARecycledPidIsNeverHit) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
+  guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
   const pid_t first = sleeper();
   auto pinned = actuator.pin(first);
   ASSERT_TRUE(pinned) << pinned.error().describe();
@@ -84,7 +84,7 @@ TEST(PidfdKill, ARecycledPidIsNeverHit) {
   }
   ASSERT_EQ(second, first) << "the new process got the same pid";
   EXPECT_TRUE(pinned.value()->exited());
-  const ActionResult result = actuator.kill(pinned.value(), 0);
+  const guardian::io::ActionResult result = actuator.kill(pinned.value(), 0);
   EXPECT_EQ(result.detail, "already gone");
   EXPECT_TRUE(alive(second)) << "the process that reused the pid was hit";
   ::kill(second, SIGKILL);
@@ -93,13 +93,13 @@ TEST(PidfdKill, ARecycledPidIsNeverHit) {
 
 TEST(PidfdKill, KillsThePinnedProcessAndReleasesItsMemory) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
+  guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
   ProcessPopulation population;
   const pid_t victim = population.spawn({64 * 1024 * 1024, 0, 0});
   ASSERT_GT(victim, 0);
   auto pinned = actuator.pin(victim);
   ASSERT_TRUE(pinned);
-  const ActionResult result = actuator.kill(pinned.value(), 0);
+  const guardian::io::ActionResult result = actuator.kill(pinned.value(), 0);
   EXPECT_TRUE(result.ok) << result.detail;
   EXPECT_EQ(result.detail.rfind("SIGKILL sent", 0), 0U) << result.detail;
   int status = 0;
@@ -109,7 +109,7 @@ TEST(PidfdKill, KillsThePinnedProcessAndReleasesItsMemory) {
 
 TEST(PidfdKill, SigtermThenSigkillAfterTheGrace) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
+  guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
   // A process that ignores SIGTERM: only the SIGKILL after the grace ends it.
   const pid_t stubborn = ::fork();
   if (stubborn == 0) {
@@ -122,7 +122,7 @@ TEST(PidfdKill, SigtermThenSigkillAfterTheGrace) {
   auto pinned = actuator.pin(stubborn);
   ASSERT_TRUE(pinned);
   const auto start = std::chrono::steady_clock::now();
-  const ActionResult result = actuator.kill(pinned.value(), 200);
+  const guardian::io::ActionResult result = actuator.kill(pinned.value(), 200);
   EXPECT_NE(result.detail.find("SIGTERM sent"), std::string::npos) << result.detail;
   EXPECT_TRUE(alive(stubborn));
   io.run();  // the grace timer
@@ -185,12 +185,12 @@ class OwnCgroup : public ::testing::Test {
 
 TEST_F(OwnCgroup, CgroupKillKillsTheWholeGroup) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", root);
+  guardian::io::SystemActuator actuator(io, "/proc", root);
   for (int i = 0; i < 3; ++i) {
     spawnInside();
   }
   waitPopulated(3);
-  const ActionResult result = actuator.killCgroup(cgroup);
+  const guardian::io::ActionResult result = actuator.killCgroup(cgroup);
   EXPECT_TRUE(result.ok) << result.detail;
   for (const pid_t pid : children) {
     int status = 0;
@@ -202,7 +202,7 @@ TEST_F(OwnCgroup, CgroupKillKillsTheWholeGroup) {
 }
 
 TEST_F(OwnCgroup, DryRunTouchesNothing) {
-  guardian::DryRunActuator actuator;
+  guardian::io::DryRunActuator actuator;
   const pid_t pid = spawnInside();
   waitPopulated(1);
   const std::string adj_before = readFile("/proc/" + std::to_string(pid) + "/oom_score_adj");
@@ -225,12 +225,12 @@ TEST_F(OwnCgroup, DryRunTouchesNothing) {
 // The fallbacks for older kernels, forced on here: no cgroup.kill, no pidfd.
 TEST_F(OwnCgroup, GroupKillWithoutCgroupKillSignalsEveryTask) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", root, guardian::SystemActuator::Features{true, false});
+  guardian::io::SystemActuator actuator(io, "/proc", root, guardian::io::SystemActuator::Features{true, false});
   for (int i = 0; i < 3; ++i) {
     spawnInside();
   }
   waitPopulated(3);
-  const ActionResult result = actuator.killCgroup(cgroup);
+  const guardian::io::ActionResult result = actuator.killCgroup(cgroup);
   EXPECT_TRUE(result.ok) << result.detail;
   EXPECT_NE(result.detail.find("no cgroup.kill: SIGKILL sent to 3 tasks"), std::string::npos) << result.detail;
   for (const pid_t pid : children) {
@@ -243,13 +243,13 @@ TEST_F(OwnCgroup, GroupKillWithoutCgroupKillSignalsEveryTask) {
 
 TEST(PidfdKill, WithoutPidfdTheKillGoesByPid) {
   boost::asio::io_context io;
-  guardian::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup", guardian::SystemActuator::Features{false, true});
+  guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup", guardian::io::SystemActuator::Features{false, true});
   const pid_t victim = sleeper();
   auto pinned = actuator.pin(victim);
   ASSERT_TRUE(pinned);
   EXPECT_FALSE(pinned.value()->pinned());
   EXPECT_FALSE(pinned.value()->exited());
-  const ActionResult result = actuator.kill(pinned.value(), 0);
+  const guardian::io::ActionResult result = actuator.kill(pinned.value(), 0);
   EXPECT_EQ(result.detail, "SIGKILL sent by pid (no pidfd on this kernel)");
   int status = 0;
   ASSERT_EQ(::waitpid(victim, &status, 0), victim);
@@ -259,7 +259,7 @@ TEST(PidfdKill, WithoutPidfdTheKillGoesByPid) {
 
 TEST(KillPathProbe, ThisKernelHasEverything) {
   std::string fallbacks;
-  const auto features = guardian::SystemActuator::probe("/sys/fs/cgroup/unified", fallbacks);
+  const auto features = guardian::io::SystemActuator::probe("/sys/fs/cgroup/unified", fallbacks);
   EXPECT_TRUE(features.pidfd);
   EXPECT_TRUE(fallbacks.find("pidfd") == std::string::npos) << fallbacks;
 }
@@ -274,14 +274,14 @@ TEST_F(OwnCgroup, ProtectionIsAppliedAndReappliedToNewcomers) {
   boost::asio::io_context io;
   std::ostringstream log_text;
   std::ostringstream summary;
-  guardian::EventLog log(log_text, [] { return std::chrono::system_clock::now(); });
-  guardian::NullMetrics metrics;
-  guardian::SystemActuator actuator(io, "/proc", root);
-  guardian::DaemonOptions options;
+  guardian::io::EventLog log(log_text, [] { return std::chrono::system_clock::now(); });
+  guardian::exporter::NullMetrics metrics;
+  guardian::io::SystemActuator actuator(io, "/proc", root);
+  guardian::daemon::DaemonOptions options;
   options.cgroup_root = root;
   options.handle_signals = false;
   options.protect_self = false;
-  guardian::Daemon daemon(io, guardian::loadConfigFile(config_path), options, log, metrics, actuator, summary);
+  guardian::daemon::Daemon daemon(io, guardian::config::loadConfigFile(config_path), options, log, metrics, actuator, summary);
   const pid_t first = spawnInside();
   waitPopulated(1);
   daemon.start();

@@ -14,8 +14,8 @@
 #include <sstream>
 
 #include "daemon_test_support.hpp"
-#include "guardian/daemon.hpp"
-#include "guardian/metrics_prometheus.hpp"
+#include "guardian/daemon/daemon.hpp"
+#include "guardian/exporter/metrics_prometheus.hpp"
 #include "process_population.hpp"
 
 namespace oomguard::testing {
@@ -36,12 +36,12 @@ class DaemonAct : public ::testing::Test {
   boost::asio::io_context io{1};
   std::ostringstream log_text;
   std::ostringstream summary;
-  guardian::NullMetrics metrics;
-  guardian::Metrics* metrics_in_use = &metrics;  // a test may export for real instead
+  guardian::exporter::NullMetrics metrics;
+  guardian::exporter::Metrics* metrics_in_use = &metrics;  // a test may export for real instead
   bool dry_run = false;
   RecordingActuator actuator;
-  std::unique_ptr<guardian::EventLog> log;
-  std::unique_ptr<guardian::Daemon> daemon;
+  std::unique_ptr<guardian::io::EventLog> log;
+  std::unique_ptr<guardian::daemon::Daemon> daemon;
 
   void SetUp() override {
     constexpr size_t kMiB = size_t{1024} * 1024;
@@ -76,16 +76,16 @@ class DaemonAct : public ::testing::Test {
   }
 
   void start(const std::string& rules, const std::string& mode = "act", const std::string& extra = "") {
-    const auto config = guardian::parseConfig(R"({"mode": ")" + mode + R"(", "refresh_interval_s": 3600, "read_kmsg": false,
+    const auto config = guardian::config::parseConfig(R"({"mode": ")" + mode + R"(", "refresh_interval_s": 3600, "read_kmsg": false,
         "host": {"pressure": null}, "policy": {"cooldown_s": 10, "max_kills_per_minute": 2},)" + extra + R"(
         "cgroups": )" + rules + "}", "test");
-    guardian::DaemonOptions options;
+    guardian::daemon::DaemonOptions options;
     options.cgroup_root = root.string();
     options.handle_signals = false;
     options.protect_self = false;
     options.dry_run = dry_run;
-    log = std::make_unique<guardian::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
-    daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, *metrics_in_use, actuator, summary,
+    log = std::make_unique<guardian::io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
+    daemon = std::make_unique<guardian::daemon::Daemon>(io, config, options, *log, *metrics_in_use, actuator, summary,
                                                 [this] { return now_us; });
     daemon->start();
   }
@@ -243,7 +243,7 @@ TEST_F(DaemonAct, ALevelThresholdIsReadBetweenRefreshesAsTheRoomShrinks) {
 
 TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
   // Once, ranking="oomguard" was a copy of the kernel's order although protections change it.
-  guardian::PrometheusMetrics exporter(10, "test", "test");
+  guardian::exporter::PrometheusMetrics exporter(10, "test", "test");
   metrics_in_use = &exporter;
   start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
             {"match": "/pod/app", "preference": "avoid"}, {"match": "/**"}])");

@@ -22,8 +22,8 @@
 
 #include "daemon_test_support.hpp"
 #include "fake_api_server.hpp"
-#include "guardian/annotations.hpp"
-#include "guardian/daemon.hpp"
+#include "guardian/kube/annotations.hpp"
+#include "guardian/daemon/daemon.hpp"
 #include "process_population.hpp"
 
 namespace oomguard::testing {
@@ -124,10 +124,10 @@ class DaemonKubernetes : public ::testing::Test {
   boost::asio::io_context io{1};
   std::ostringstream log_text;
   std::ostringstream summary;
-  guardian::NullMetrics metrics_sink;
+  guardian::exporter::NullMetrics metrics_sink;
   RecordingActuator actuator;
-  std::unique_ptr<guardian::EventLog> log;
-  std::unique_ptr<guardian::Daemon> daemon;
+  std::unique_ptr<guardian::io::EventLog> log;
+  std::unique_ptr<guardian::daemon::Daemon> daemon;
 
   void SetUp() override {
     dir = fs::temp_directory_path() / ("oomguard-daemon-kube-" + std::to_string(::getpid()) + "-" +
@@ -233,13 +233,13 @@ class DaemonKubernetes : public ::testing::Test {
         "cgroups": [{"match": ")" + kPodCgroup +
                                     R"(", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
                     {"match": "/**"}]})";
-    const auto config = guardian::parseConfig(config_text, "test");
-    guardian::DaemonOptions options;
+    const auto config = guardian::config::parseConfig(config_text, "test");
+    guardian::daemon::DaemonOptions options;
     options.cgroup_root = tree.string();
     options.handle_signals = false;
     options.protect_self = false;
-    log = std::make_unique<guardian::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
-    daemon = std::make_unique<guardian::Daemon>(io, config, options, *log, metrics_sink, actuator, summary,
+    log = std::make_unique<guardian::io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
+    daemon = std::make_unique<guardian::daemon::Daemon>(io, config, options, *log, metrics_sink, actuator, summary,
                                                 [this] { return now_us; });
     daemon->start();
   }
@@ -457,13 +457,13 @@ TEST_F(DaemonKubernetes, PodArrivingThroughTheWatchIsProtectedLive) {
   pushWatchEvent(watchEvent("MODIFIED", podObject("batch", {}, "102")));
   const int64_t capacity = memTotalBytes();
   ASSERT_GT(capacity, 0);
-  guardian::KubeletOomInput burstable;
-  burstable.qos = guardian::PodQos::kBurstable;
+  guardian::kube::KubeletOomInput burstable;
+  burstable.qos = guardian::kube::QosClass::kBurstable;
   burstable.memory_capacity_bytes = capacity;
   burstable.memory_request_bytes = kTrainerRequest;
-  const int trainer_adj = guardian::kubeletOomScoreAdj(burstable);
+  const int trainer_adj = guardian::kube::kubeletOomScoreAdj(burstable);
   burstable.memory_request_bytes = kMetricsRequest;
-  const int metrics_adj = guardian::kubeletOomScoreAdj(burstable);
+  const int metrics_adj = guardian::kube::kubeletOomScoreAdj(burstable);
   ASSERT_NE(trainer_adj, metrics_adj);
   ASSERT_TRUE(runUntil(io, [&] {
     return recorded("adj " + std::to_string(trainer) + " " + std::to_string(trainer_adj)) &&

@@ -149,7 +149,7 @@ class DaemonOnUnified : public ::testing::Test {
     }
     ASSERT_EQ(::mkdir(directory.c_str(), 0755), 0) << "cannot create " << directory;
     writeConfig(100000);
-    // PSI triggers are written only into populated cgroups (see Daemon::armablePressure): one sleeper
+    // PSI triggers are written only into populated cgroups (see guardian::daemon::Daemon::armablePressure): one sleeper
     // keeps ours populated.
     sleeper = spawnSleeperIn(directory);
   }

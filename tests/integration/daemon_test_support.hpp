@@ -15,48 +15,56 @@
 #include <string>
 #include <vector>
 
-#include "guardian/actuator.hpp"
+#include "guardian/io/actuator.hpp"
 
 namespace oomguard::testing {
 
 // Pins for real (pidfd_open), and records every action as one line ("kill <pid> grace <ms>",
 // "kill-cgroup <cgroup>", "adj <pid> <value>", "oom.group <cgroup> <0|1>", "sysctl <name> <value>",
-// "panic") without doing it.
-class RecordingActuator final : public guardian::Actuator {
+// "panic", "self-adj <value>", "kmsg <line>") without doing it.
+class RecordingActuator final : public guardian::io::Actuator {
  public:
   std::vector<std::string> actions;
 
-  cgroupfs::Result<std::shared_ptr<guardian::PinnedProcess>> pin(pid_t pid) override {
+  cgroupfs::Result<std::shared_ptr<guardian::io::PinnedProcess>> pin(pid_t pid) override {
     const long fd = ::syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) {
       return cgroupfs::systemError(errno, "pid", "pidfd_open failed");
     }
-    return std::make_shared<guardian::PinnedProcess>(pid, cgroupfs::UniqueFd(static_cast<int>(fd)));
+    return std::make_shared<guardian::io::PinnedProcess>(pid, cgroupfs::UniqueFd(static_cast<int>(fd)));
   }
-  guardian::ActionResult kill(const std::shared_ptr<guardian::PinnedProcess>& process,
+  guardian::io::ActionResult kill(const std::shared_ptr<guardian::io::PinnedProcess>& process,
                               uint32_t grace_ms) override {
     actions.push_back("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
     return {true, "recorded"};
   }
-  guardian::ActionResult killCgroup(const std::string& cgroup) override {
+  guardian::io::ActionResult killCgroup(const std::string& cgroup) override {
     actions.push_back("kill-cgroup " + cgroup);
     return {true, "recorded"};
   }
-  guardian::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
+  guardian::io::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
     actions.push_back("adj " + std::to_string(pid) + " " + std::to_string(adj));
     return {true, "recorded"};
   }
-  guardian::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
+  guardian::io::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
     actions.push_back("oom.group " + cgroup + (on ? " 1" : " 0"));
     return {true, "recorded"};
   }
-  guardian::ActionResult writeSysctl(const std::string& name, long value) override {
+  guardian::io::ActionResult writeSysctl(const std::string& name, long value) override {
     actions.push_back("sysctl " + name + " " + std::to_string(value));
     return {true, "recorded"};
   }
-  guardian::ActionResult panic() override {
+  guardian::io::ActionResult panic() override {
     actions.push_back("panic");
     return {false, "recorded"};
+  }
+  guardian::io::ActionResult setOwnOomScoreAdj(int adj) override {
+    actions.push_back("self-adj " + std::to_string(adj));
+    return {true, "recorded"};
+  }
+  guardian::io::ActionResult writeKernelLog(const std::string& /*kmsg_path*/, const std::string& line) override {
+    actions.push_back("kmsg " + line);
+    return {true, "recorded"};
   }
 };
 
@@ -70,7 +78,7 @@ inline std::string eventsText(uint64_t max) {
   return "low 0\nhigh 0\nmax " + std::to_string(max) + "\noom 0\noom_kill 0\noom_group_kill 0\n";
 }
 
-// The lines of an EventLog's output whose "event" is `event`, oldest first. Every line must be JSON (a
+// The lines of an guardian::io::EventLog's output whose "event" is `event`, oldest first. Every line must be JSON (a
 // line that is not throws).
 inline std::vector<nlohmann::json> logLines(const std::string& log_text, const std::string& event) {
   std::vector<nlohmann::json> found;

@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "common/run_command.hpp"
-#include "guardian/actuator.hpp"
+#include "guardian/io/actuator.hpp"
 
 namespace oomguard::testing {
 namespace {
@@ -132,7 +132,7 @@ TEST_F(HostileNames, HumanOutputsEscapeControlCharacters) {
     EXPECT_TRUE(terminalSafe(result.out)) << arguments;
   }
   const auto top = run("top --all");
-  EXPECT_NE(top.out.find("\\xFF\\xFE\\x1B"), std::string::npos) << "the name is shown escaped (cut to its column)";
+  EXPECT_NE(top.out.find("\\xFF\\xFE\\x1B"), std::string::npos) << "the name is shown escaped (cut to its guardian::text::column)";
   const auto explain = run("explain " + pid);
   EXPECT_NE(explain.out.find("\\xFF\\xFE\\x1B[2J\\x07x"), std::string::npos) << explain.out.substr(0, 300);
   if (!cgroup_dir.empty()) {
@@ -181,9 +181,9 @@ TEST(HostileArguments, ActModeRefusesAProcTreeThatIsNotThisNamespacesProc) {
   EXPECT_NE(refused.out.find("mode act refused: --proc-root"), std::string::npos) << refused.out;
   EXPECT_NE(refused.out.find("is not a procfs mount"), std::string::npos) << refused.out;
   ::unlink(config.c_str());
-  EXPECT_TRUE(guardian::SystemActuator::rootsRefusal(fixture + "/proc", "/sys/fs/cgroup").has_value());
+  EXPECT_TRUE(guardian::io::SystemActuator::rootsRefusal(fixture + "/proc", "/sys/fs/cgroup").has_value());
   // The live /proc passes its half; the cgroup root must be cgroup2.
-  const auto live = guardian::SystemActuator::rootsRefusal("/proc", kUnified);
+  const auto live = guardian::io::SystemActuator::rootsRefusal("/proc", kUnified);
   if (live) {
     EXPECT_EQ(live->find("--proc-root"), std::string::npos) << *live;
   }

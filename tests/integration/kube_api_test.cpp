@@ -3,8 +3,6 @@
 // ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events, Status bodies for refusals, every request recorded. The
 // client runs on this thread's io_context, driven until a condition holds or a deadline passes; the server
 // answers on threads of its own.
-#include "guardian/kube_api.hpp"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -22,6 +20,9 @@
 #include <vector>
 
 #include "fake_api_server.hpp"
+#include "guardian/kube/pod.hpp"
+#include "guardian/kube_client/event_recorder.hpp"
+#include "guardian/kube_client/pod_watch.hpp"
 
 namespace oomguard::guardian {
 namespace {
@@ -32,6 +33,14 @@ using tcp = boost::asio::ip::tcp;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using kube::KubePod;
+using kube::PodChange;
+using kube_client::EventRecorder;
+using kube_client::KubeApiEndpoint;
+using kube_client::PodEventReport;
+using kube_client::PodWatch;
+using kube_client::PodWatchOptions;
+using kube_client::PodWatchStatus;
 using oomguard::testing::ApiServer;
 using oomguard::testing::bookmark;
 using oomguard::testing::kAbsent;

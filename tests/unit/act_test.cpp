@@ -121,7 +121,7 @@ TEST(Thresholds, PressureMustBeHeldForTheDuration) {
   EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 11'500'000));  // 1.5 s
   const auto crossed = thresholdCrossed(thresholds, high, state, 12'000'000);
   ASSERT_TRUE(crossed);
-  EXPECT_NE(crossed->find("for 2.0 s"), std::string::npos) << *crossed;
+  EXPECT_NE(crossed->text.find("for 2.0 s"), std::string::npos) << crossed->text;
   // Dropping below resets the clock.
   EXPECT_FALSE(thresholdCrossed(thresholds, low, state, 12'100'000));
   EXPECT_FALSE(thresholdCrossed(thresholds, high, state, 13'000'000));
@@ -154,7 +154,7 @@ TEST(Thresholds, HeadroomEventsAndHostFloors) {
   events.on_memory_max = true;
   DomainObservation max_hit;
   max_hit.events_max = 3;
-  EXPECT_EQ(*thresholdCrossed(events, max_hit, state, 1), "memory.events max rose by 3");
+  EXPECT_EQ(thresholdCrossed(events, max_hit, state, 1)->text, "memory.events max rose by 3");
   max_hit.events_max = 0;
   max_hit.events_high = 9;
   EXPECT_FALSE(thresholdCrossed(events, max_hit, state, 1));

@@ -1,9 +1,9 @@
-// The one host:port parser (guardian/address.hpp): listen addresses and the API server URL.
+// The one host:port parser (guardian/config/address.hpp): listen addresses and the API server URL.
 #include <gtest/gtest.h>
 
-#include "guardian/address.hpp"
+#include "guardian/config/address.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::config {
 namespace {
 
 TEST(ListenAddress, NumericOnlyExactlyAsWritten) {
@@ -47,4 +47,4 @@ TEST(HttpsUrl, HostsPortsAndRefusals) {
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::config

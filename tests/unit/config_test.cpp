@@ -5,12 +5,12 @@
 
 #include <fstream>
 
-#include "guardian/config.hpp"
-#include "guardian/config_json.hpp"
-#include "guardian/glob.hpp"
+#include "guardian/config/config.hpp"
+#include "guardian/config/config_json.hpp"
+#include "guardian/config/glob.hpp"
 #include "test_util.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::config {
 namespace {
 
 std::string errorOf(const std::string& json) {
@@ -24,7 +24,7 @@ std::string errorOf(const std::string& json) {
 
 TEST(Config, EmptyObjectGivesTheDefaults) {
   const Config config = parseConfig("{}", "test.json");
-  EXPECT_EQ(config.mode, "observe");
+  EXPECT_EQ(config.mode, Mode::kObserve);
   EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0);
   EXPECT_EQ(config.self.oom_score_adj, std::optional<int>(-1000));
   ASSERT_TRUE(config.host_pressure.has_value());
@@ -43,7 +43,7 @@ TEST(Config, TheExampleIsValid) {
 
 TEST(Config, TheRecommendedActingConfigIsValidAndActsWithTheDefaultRefresh) {
   const Config config = loadConfigFile(std::string(OOMGUARD_SOURCE_DIR) + "/examples/act-recommended.json");
-  EXPECT_EQ(config.mode, "act");
+  EXPECT_EQ(config.mode, Mode::kAct);
   EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0) << "it must win with the default refresh";
   ASSERT_TRUE(config.host_act);
   EXPECT_EQ(config.host_act->when.mem_available_below, std::optional<double>(0.10));
@@ -156,7 +156,7 @@ TEST(Config, ActRulesAndProtections) {
                  "act": {"action": "kill-allocating", "sigterm_grace_ms": 500, "when": {"headroom_below": 0.05, "on_memory_max": true}}},
                 {"match": "/batch/*", "protection": 700}]})",
                                     "t");
-  EXPECT_EQ(config.mode, "act");
+  EXPECT_EQ(config.mode, Mode::kAct);
   EXPECT_DOUBLE_EQ(config.victim_wait_s, 5) << "cooldown_s is victim_wait_s's old name";
   EXPECT_TRUE(config.panic_allowed);
   ASSERT_TRUE(config.host_act);
@@ -270,7 +270,7 @@ TEST(ConfigFile, OnlyARegularFileOfBoundedSizeIsRead) {
     std::ofstream out(good);
     out << R"({"mode": "act"})";
   }
-  EXPECT_EQ(loadConfigFile(good).mode, "act");
+  EXPECT_EQ(loadConfigFile(good).mode, Mode::kAct);
   EXPECT_NE(refusal(dir + "/missing.json").find("cannot open: No such file or directory"), std::string::npos);
   for (const auto& file : {fifo, big, good}) {
     ::unlink(file.c_str());
@@ -289,4 +289,4 @@ TEST(CgroupGlob, FirstMatchingRuleWins) {
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::config

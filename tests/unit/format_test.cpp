@@ -4,9 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "guardian/format.hpp"
+#include "guardian/text/format.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::text {
 namespace {
 
 TEST(Printable, ControlCharactersAndInvalidBytesAreEscaped) {
@@ -60,4 +60,4 @@ TEST(Column, PadsTheEscapedText) {
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::text

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "common/loopback_http.hpp"
-#include "guardian/http_server.hpp"
-#include "guardian/metrics_prometheus.hpp"
+#include "guardian/exporter/http_server.hpp"
+#include "guardian/exporter/metrics_prometheus.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::exporter {
 namespace {
 
 int connectTo(uint16_t port) { return testing::connectLoopback(port); }
@@ -45,7 +45,7 @@ HttpServer::Handler echoHandler() {
   };
 }
 
-HostPort loopback() { return parseListenAddress("127.0.0.1:0").value(); }
+config::HostPort loopback() { return config::parseListenAddress("127.0.0.1:0").value(); }
 
 TEST(HttpServer, HealthzAnswersWhile200IdleAnd50SlowHeaderClientsHoldConnections) {
   auto metrics = PrometheusMetrics(10, "1.2.3", "6.1.0-test");
@@ -142,7 +142,7 @@ TEST(HttpServer, MethodsPathsAndHead) {
 
 TEST(HttpServer, AnAddressInUseSaysSoWithTheErrno) {
   HttpServer first(loopback(), echoHandler(), {});
-  HostPort same = loopback();
+  config::HostPort same = loopback();
   same.port = first.port();
   try {
     HttpServer second(same, echoHandler(), {});
@@ -153,4 +153,4 @@ TEST(HttpServer, AnAddressInUseSaysSoWithTheErrno) {
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::exporter

@@ -4,11 +4,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "guardian/annotations.hpp"
-#include "guardian/kubernetes_identity.hpp"
+#include "guardian/kube/annotations.hpp"
+#include "guardian/kube/kubernetes_identity.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::kube {
 namespace {
+
+using config::namespaceGlobMatches;
+using config::parseTenantPolicy;
+using config::TenantPolicy;
+using policies::Preference;
+using Protection = policies::ProtectionClass;
 
 // Real-shaped IDs: 64-hex container IDs, API UIDs (escaped with '_' by the systemd driver), and a static
 // pod's 32-hex config hash as its UID.
@@ -479,8 +485,8 @@ TEST(ProtectionClasses, BoundKubeletsValue) {
   policy.oom_score_adj = 42;  // an explicit value wins over the class
   EXPECT_EQ(containerOomScoreAdj(policy, 750), 42);
   // critical stays killable and below the node agents.
-  EXPECT_GT(kCriticalOomScoreAdj, -1000);
-  EXPECT_GT(kCriticalOomScoreAdj, kKubeletOwnOomScoreAdj);
+  EXPECT_GT(policies::oomScoreAdjFor(Protection::kCritical), -1000);
+  EXPECT_GT(policies::oomScoreAdjFor(Protection::kCritical), kKubeletOwnOomScoreAdj);
 }
 
 TEST(OomGroup, PodWideAndPerContainer) {
@@ -519,13 +525,13 @@ TEST_P(KubeletFormula, MatchesKubelet) {
 
 KubeletOomInput burstable(int64_t request, int64_t capacity) {
   KubeletOomInput input;
-  input.qos = PodQos::kBurstable;
+  input.qos = QosClass::kBurstable;
   input.memory_request_bytes = request;
   input.memory_capacity_bytes = capacity;
   return input;
 }
 
-KubeletOomInput qos(PodQos qos, bool node_critical, int64_t request) {
+KubeletOomInput qos(QosClass qos, bool node_critical, int64_t request) {
   KubeletOomInput input = burstable(request, 16 * kGiB);
   input.qos = qos;
   input.node_critical = node_critical;
@@ -546,10 +552,10 @@ KubeletOomInput withPodLevel(KubeletOomInput input, int64_t extra) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, KubeletFormula,
     ::testing::Values(
-        KubeletCase{"guaranteed", qos(PodQos::kGuaranteed, false, 4 * kGiB), -997},
-        KubeletCase{"besteffort", qos(PodQos::kBestEffort, false, 0), 1000},
-        KubeletCase{"node_critical_burstable", qos(PodQos::kBurstable, true, kGiB), -997},
-        KubeletCase{"node_critical_besteffort", qos(PodQos::kBestEffort, true, 0), -997},
+        KubeletCase{"guaranteed", qos(QosClass::kGuaranteed, false, 4 * kGiB), -997},
+        KubeletCase{"besteffort", qos(QosClass::kBestEffort, false, 0), 1000},
+        KubeletCase{"node_critical_burstable", qos(QosClass::kBurstable, true, kGiB), -997},
+        KubeletCase{"node_critical_besteffort", qos(QosClass::kBestEffort, true, 0), -997},
         KubeletCase{"quarter_of_the_node", burstable(4 * kGiB, 16 * kGiB), 750},
         KubeletCase{"tenth_of_the_node", burstable(1600, 16000), 900},
         KubeletCase{"tiny_request_is_999_not_1000", burstable(1, 16 * kGiB), 999},
@@ -566,4 +572,4 @@ INSTANTIATE_TEST_SUITE_P(
         KubeletCase{"pod_level_sidecar", withPodLevel(withSidecar(burstable(100, 1000), 300), 100), 600}));
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::kube

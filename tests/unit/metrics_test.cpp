@@ -14,11 +14,11 @@
 #include <thread>
 #include <vector>
 
-#include "guardian/address.hpp"
+#include "guardian/config/address.hpp"
 #include "common/loopback_http.hpp"
-#include "guardian/metrics_prometheus.hpp"
+#include "guardian/exporter/metrics_prometheus.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::exporter {
 namespace {
 
 // ---- A reader of the text exposition format ----------------------------------------------------------
@@ -199,7 +199,7 @@ TEST(PrometheusMetrics, BuildInfoAndTheSeriesThatStartAtZero) {
 TEST(PrometheusMetrics, VictimRankingHasOneSeriesPerRankWithTheWorkloadLabels) {
   auto metrics = makeMetrics();
   auto top = victims(3);
-  top[0].workload = WorkloadLabels{"shop", "cart-7d9f", "cart"};
+  top[0].workload = kube::WorkloadLabels{"shop", "cart-7d9f", "cart"};
   metrics.setVictimRanking("/kubepods/burstable", "kernel", top);
   const auto e = parseExposition(metrics.render());
   const auto ranks =
@@ -630,7 +630,7 @@ TEST(PrometheusMetrics, ServeRefusesAnAddressInUseOrMalformed) {
 
 TEST(PrometheusMetrics, ListenAddresses) {
   for (const char* good : {"127.0.0.1:9743", "0.0.0.0:9743", "127.0.0.1:0", "[::1]:9743", "[::]:1"}) {
-    EXPECT_TRUE(parseListenAddress(good).ok()) << good;
+    EXPECT_TRUE(config::parseListenAddress(good).ok()) << good;
   }
   for (const char* bad : {"9743", ":9743", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:http",
                           "localhost:9743", "127.0.0.1:9743,0.0.0.0:80", "::1:9743", "127.0.0.1:9743s",
@@ -638,9 +638,9 @@ TEST(PrometheusMetrics, ListenAddresses) {
                           "256.0.0.0:18090", "383.0.0.1:9743", "999.999.999.999:1", "1.2.3:9743", "1.2.3.4.5:9743",
                           " 127.0.0.1:9743", "127.0.0.1: 9743", "127.0.0.1:+9743", "[::1]", "[::1]9743", "[:::9743",
                           "[127.0.0.1]:9743", "[localhost]:9743", ""}) {
-    EXPECT_FALSE(parseListenAddress(bad).ok()) << bad;
+    EXPECT_FALSE(config::parseListenAddress(bad).ok()) << bad;
   }
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::exporter

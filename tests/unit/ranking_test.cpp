@@ -7,8 +7,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "guardian/commands.hpp"
-#include "guardian/node.hpp"
+#include "guardian/cli/commands.hpp"
+#include "guardian/io/node.hpp"
 #include "policies/badness.hpp"
 #include "policies/ranking.hpp"
 #include "test_util.hpp"
@@ -94,10 +94,10 @@ TEST(OomGroupCgroup, HighestFlaggedAncestorWithinTheDomain) {
 //   /pods/b: 128 MiB = 32768 pages + min(SwapTotal, max) 65535 -> 98303, 98 pages a step.
 class FixtureTree : public ::testing::Test {
  protected:
-  guardian::Node node{fixturePath("tree-basic/proc"), fixturePath("tree-basic/cgroup")};
-  guardian::NodeFacts facts = node.readFacts().value();
+  guardian::io::Node node{fixturePath("tree-basic/proc"), fixturePath("tree-basic/cgroup")};
+  guardian::io::NodeFacts facts = node.readFacts().value();
 
-  static std::vector<std::pair<pid_t, long>> pointsOf(const guardian::DomainRanking& ranking) {
+  static std::vector<std::pair<pid_t, long>> pointsOf(const guardian::io::DomainRanking& ranking) {
     std::vector<std::pair<pid_t, long>> out;
     for (const auto& candidate : ranking.candidates) {
       out.emplace_back(candidate.pid, candidate.points);
@@ -165,7 +165,7 @@ TEST(EmptyDomain, AnEmptyMemcgDomainHasNoCandidates) {
   fs::create_directories(copy / "cgroup/empty");
   std::ofstream(copy / "cgroup/empty/memory.max") << "67108864\n";
   std::ofstream(copy / "cgroup/empty/cgroup.procs") << "";
-  guardian::Node node((copy / "proc").string(), (copy / "cgroup").string());
+  guardian::io::Node node((copy / "proc").string(), (copy / "cgroup").string());
   const auto facts = node.readFacts().value();
   const auto ranking = node.rankMemcg(facts, "/empty");
   ASSERT_TRUE(ranking.ok()) << ranking.error().describe();
@@ -207,7 +207,7 @@ TEST_F(FixtureTree, GroupKillResolution) {
 TEST_F(FixtureTree, TopJsonMatchesTheContract) {
   std::ostringstream out;
   std::ostringstream err;
-  ASSERT_EQ(guardian::runTop(node, {true, 2, "/pods", false}, out, err), 0) << err.str();
+  ASSERT_EQ(guardian::cli::runTop(node, {true, 2, "/pods", false}, out, err), 0) << err.str();
   EXPECT_EQ(out.str(),
             R"({"domain":{"kind":"memcg","cgroup":"/pods","totalpages":65536},"candidates":[)"
             R"({"rank":1,"pid":103,"comm":"sidecar","cgroup":"/pods/b","points":65778,"oom_score":1333,"oom_score_computed":1333,)"
@@ -222,7 +222,7 @@ TEST_F(FixtureTree, TopJsonMatchesTheContract) {
 TEST_F(FixtureTree, ExplainMissingPidFailsClearly) {
   std::ostringstream out;
   std::ostringstream err;
-  EXPECT_EQ(guardian::runExplain(node, {4242, false}, out, err), guardian::kExitFailure);
+  EXPECT_EQ(guardian::cli::runExplain(node, {4242, false}, out, err), guardian::cli::kExitFailure);
   EXPECT_NE(err.str().find("no process 4242"), std::string::npos) << err.str();
   EXPECT_TRUE(out.str().empty());
 }
@@ -230,7 +230,7 @@ TEST_F(FixtureTree, ExplainMissingPidFailsClearly) {
 TEST_F(FixtureTree, ExplainEveryDomain) {
   std::ostringstream out;
   std::ostringstream err;
-  ASSERT_EQ(guardian::runExplain(node, {101, true}, out, err), 0) << err.str();
+  ASSERT_EQ(guardian::cli::runExplain(node, {101, true}, out, err), 0) << err.str();
   const std::string json = out.str();
   // Host, then /pods (the only limited ancestor of /pods/a).
   EXPECT_NE(json.find(R"("domain":{"kind":"host","cgroup":"/","totalpages":316535})"), std::string::npos) << json;

@@ -1,14 +1,18 @@
 // Workloads: pod objects joined with cgroup paths; annotation -> policy (oom_score_adj, memory.oom.group,
 // preference, class, SIGTERM grace), the refused escalation from a namespace the operator did not allow,
 // issue reporting once per pod, and the config section that feeds it.
-#include "guardian/workloads.hpp"
+#include "guardian/kube/workloads.hpp"
 
 #include <gtest/gtest.h>
 
-#include "guardian/config.hpp"
+#include "guardian/config/config.hpp"
 
-namespace oomguard::guardian {
+namespace oomguard::guardian::kube {
 namespace {
+
+using config::ConfigError;
+using config::parseConfig;
+using config::TenantPolicy;
 
 constexpr const char* kUid = "2c48913c-b29f-11e7-9350-020968147796";
 constexpr const char* kUidEscaped = "2c48913c_b29f_11e7_9350_020968147796";
@@ -242,4 +246,4 @@ TEST(KubernetesConfig, ErrorsNameTheJsonPath) {
 }
 
 }  // namespace
-}  // namespace oomguard::guardian
+}  // namespace oomguard::guardian::kube

@@ -1,0 +1,37 @@
+// The read-only commands: `top`, `explain`, `doctor`. Each returns the process exit code
+// (0 success, 1 runtime failure, 2 bad usage) and writes only to the streams it is given.
+#pragma once
+
+#include <sys/types.h>
+
+#include <iosfwd>
+#include <string>
+
+#include "guardian/io/node.hpp"
+
+namespace oomguard::guardian::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct TopOptions {
+  bool json = false;
+  size_t limit = 10;  // 0 = all
+  std::string domain = "host";  // "host" or a cgroup path
+  bool by_cgroup = false;
+};
+int runTop(io::Node& node, const TopOptions& options, std::ostream& out, std::ostream& err);
+
+struct ExplainOptions {
+  pid_t pid = 0;
+  bool json = false;
+};
+int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out, std::ostream& err);
+
+struct DoctorOptions {
+  bool json = false;
+};
+int runDoctor(io::Node& node, const DoctorOptions& options, std::ostream& out, std::ostream& err);
+
+}  // namespace oomguard::guardian::cli

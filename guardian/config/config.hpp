@@ -1,0 +1,122 @@
+// The daemon's configuration: typed structs read from JSON. Reading throws ConfigError (start-up only),
+// whose message names the JSON path (RFC 6901 pointer, e.g. /cgroups/2/pressure/stall_us) or the line
+// and column of a syntax error. Unknown keys are errors. A Config that was returned is valid as a whole.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "guardian/config/tenant.hpp"
+#include "policies/act.hpp"
+
+namespace oomguard::guardian::config {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A PSI trigger: "<kind> <stall_us> <window_us>" written to <resource>.pressure.
+struct PressureTrigger {
+  std::string resource = "memory";  // memory | cpu | io
+  std::string kind = "some";        // some | full
+  uint64_t stall_us = 150000;
+  uint64_t window_ms = 1000;        // 500..10000
+  [[nodiscard]] std::string triggerText() const;  // what is written to the file
+};
+
+// When and how oomguard acts in one OOM domain (mode "act" only).
+struct ActRule {
+  policies::Action action = policies::Action::kObserve;
+  policies::Thresholds when;
+  uint32_t sigterm_grace_ms = 0;
+};
+
+// What to watch in the cgroups whose path matches `match` (the first matching rule applies).
+// Globs: "*" matches within one path segment, "**" any number of segments; "/" is the root.
+struct CgroupRule {
+  std::string match;
+  bool watch_events = true;                 // inotify on memory.events / memory.events.local
+  std::optional<PressureTrigger> pressure;  // a PSI trigger, if any
+  bool pressure_only_if_limited = true;     // arm it only where memory.max is finite (an OOM domain)
+  // Protections, applied in mode "act" to every process of the cgroup (and re-applied on refresh).
+  std::optional<int> oom_score_adj;
+  std::optional<bool> oom_group;
+  policies::Preference preference = policies::Preference::kNone;
+  // Acting before the kernel in this cgroup's OOM domain (only where memory.max is finite).
+  std::optional<ActRule> act;
+};
+
+// Every cgroup: memory.events watched, a memory "some 100 ms / 1 s" trigger where memory.max is finite.
+CgroupRule defaultCgroupRule();
+
+// observe: never kills, never writes to anything but its own process.
+// act: applies the protections and the act rules (--dry-run: decides and logs, touches nothing).
+enum class Mode { kObserve, kAct };
+const char* toString(Mode mode);  // observe | act
+
+struct Config {
+  Mode mode = Mode::kObserve;
+  double refresh_interval_s = 5.0;
+  size_t rescan_candidates = 8;   // on an event, re-read this many top candidates of the domain
+  size_t log_candidates = 5;      // candidates listed in a decision log line
+  struct Self {
+    std::optional<int> oom_score_adj = -1000;
+    bool mlock = true;
+  } self;
+  std::string metrics_listen = "127.0.0.1:9743";
+  size_t metrics_top_k = 10;  // victims exported per domain
+  bool read_kmsg = true;
+  std::optional<PressureTrigger> host_pressure = PressureTrigger{};
+  std::optional<ActRule> host_act;
+  // One OOM, one victim: after a kill (oomguard's or the kernel's) the domains holding the victim wait
+  // until its memory is released, at most victim_wait_s; and all domains together make at most
+  // max_kills_per_minute (the storm guard).
+  double victim_wait_s = 2;
+  size_t max_kills_per_minute = 6;
+  double trend_window_s = 10;
+  // The adaptive watch of level thresholds assumes a domain may fill this fast even before a fill is
+  // measured (a faster measured fill counts as measured): a reading is due when the room left to the
+  // threshold would last half as long at that rate, between 5 ms and refresh_interval_s.
+  double assumed_fill_rate_mib_s = 512;  // kill-allocating: growth is measured over this window
+  bool panic_allowed = false;  // the second opt-in an act rule with action "panic" needs
+  // The kernel's side of OOM handling, declared: applied at start (mode act), drift reported (metric and
+  // log) at every refresh, and written back only when enforce is true.
+  std::map<std::string, long> sysctls;  // "vm.panic_on_oom" -> 0
+  bool enforce_sysctls = false;
+  std::vector<CgroupRule> cgroups = {defaultCgroupRule()};
+
+  // Pod metadata from the API server (names, annotations as per-workload policy, Events on kills).
+  struct Kubernetes {
+    bool enabled = false;
+    std::string node_name;  // empty: $NODE_NAME
+    // "https://host:port"; empty: in-cluster (KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT).
+    std::string api_server;
+    std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    bool events = true;  // a Kubernetes Event on each kill and each refused annotation
+    bool annotations = true;  // apply oomguard.io/v1.* annotations (mode act writes them)
+    // Tenant safety: the namespaces (globs) whose pods may ask for more protection than kubelet gives.
+    TenantPolicy tenant;
+  } kubernetes;
+};
+
+// Parses and validates. `source` names the input in messages (a file name).
+Config parseConfig(std::string_view json_text, const std::string& source);
+Config loadConfigFile(const std::string& path);
+
+// Glob match of a cgroup path against a rule's pattern (see CgroupRule).
+bool cgroupMatches(std::string_view pattern, std::string_view path);
+// The first rule matching `path`, or nullptr.
+const CgroupRule* ruleFor(const Config& config, std::string_view path);
+
+// The settings bound or connected at start that a reload cannot change (metrics.listen, metrics.top_k,
+// kubernetes.enabled, api_server, node_name, service_account_dir): the JSON paths of those that differ
+// between `running` and `fresh`, comma-separated; empty when none does.
+std::string restartOnlyChanges(const Config& running, const Config& fresh);
+
+}  // namespace oomguard::guardian::config

@@ -1,0 +1,427 @@
+#include "guardian/daemon/daemon.hpp"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <csignal>
+#include <nlohmann/json.hpp>
+
+#include "cgroupfs/files.hpp"
+#include "cgroupfs/parse.hpp"
+#include "oomguard/version.hpp"
+
+namespace oomguard::guardian::daemon {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+Json eventsJson(const cgroupfs::MemoryEvents& events) {
+  return Json{{"low", events.low},   {"high", events.high},         {"max", events.max},
+              {"oom", events.oom},   {"oom_kill", events.oom_kill}, {"oom_group_kill", events.oom_group_kill}};
+}
+
+}  // namespace
+
+uint64_t monotonicNowUs() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000U + static_cast<uint64_t>(now.tv_nsec) / 1000U;
+}
+
+uint64_t bootTicksNow() {
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  return static_cast<uint64_t>(now.tv_sec) * static_cast<uint64_t>(ticks_per_second) +
+         static_cast<uint64_t>(now.tv_nsec) * static_cast<uint64_t>(ticks_per_second) / 1'000'000'000U;
+}
+
+Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions options, io::EventLog& log,
+               exporter::Metrics& metrics, io::Actuator& actuator, std::ostream& summary, MonotonicClock monotonic,
+               BootTicksClock boot_ticks)
+    : io_(io),
+      config_(std::move(config)),
+      options_(std::move(options)),
+      log_(log),
+      metrics_(metrics),
+      summary_(summary),
+      clock_{std::move(monotonic), std::move(boot_ticks)},
+      node_(options_.proc_root, options_.cgroup_root),
+      watch_set_(io, node_, config_, log, stats_, clock_, *this),
+      rankings_(node_, config_, stats_, clock_,
+                [this](const DomainState& state, bool changed) { publishRanking(state, changed); }),
+      executor_(node_, actuator, config_, options_, log, metrics, stats_, clock_),
+      pods_(io, node_, config_, facts_, log, metrics, executor_, stats_, clock_, [this] { requestRefresh(); }),
+      decider_(node_, config_, watch_set_, rankings_, executor_.neverKill(), pods_.workloads(), stats_),
+      oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
+      decision_log_(log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
+      refresh_timer_(io),
+      level_timer_(io) {}
+
+Daemon::~Daemon() {
+  try {
+    stop();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; stop() logs on the way
+  }
+}
+
+void Daemon::start() {
+  if (options_.dry_run) {
+    node_.useIntendedAdj(&executor_.intendedAdj());
+  }
+  if (auto facts = node_.readFacts()) {
+    facts_ = std::move(facts).value();
+  } else {
+    log_.write("read_error", Json{{"what", "node facts"}, {"error", facts.error().describe()}});
+  }
+  const std::string self_status = options_.protect_self ? executor_.protectSelf() : "";
+  executor_.findNeverKill();  // never kill oomguard itself or the processes that started it
+  if (options_.handle_signals) {
+    signals_.emplace(io_, SIGINT, SIGTERM, SIGHUP);
+    signals_->add(SIGUSR1);
+    waitForSignal();
+  }
+  watch_set_.open();
+  watch_set_.armHost();
+  if (node_.cgroupfs().hasFile("/", cgroupfs::files::kProcs)) {
+    watch_set_.add("/");
+  }
+  std::string kmsg_status = "off (read_kmsg: false)";
+  if (config_.read_kmsg) {
+    auto kmsg = io::KmsgWatch::open(io_, options_.kmsg_path, [this](const std::string& record) { onKmsg(record); });
+    if (kmsg) {
+      kmsg_ = std::move(kmsg).value();
+      kmsg_status = "reading " + options_.kmsg_path;
+      oom_reports_.markClock(options_.kmsg_path);
+    } else {
+      kmsg_status = "unavailable: " + kmsg.error().describe();
+    }
+  }
+  pods_.start();
+  executor_.setWorkloads(pods_.workloads());
+  executor_.onPodKill([this](const kube::KubePod& pod, const std::string& message) {
+    pods_.reportEvent(pod, "OomguardKilled", message);
+  });
+  executor_.checkSysctls(true);
+  refresh();
+  printSummary(kmsg_status, self_status);
+  log_.write("started", Json{{"version", kVersion},
+                             {"mode", config::toString(config_.mode)},
+                             {"dry_run", options_.dry_run},
+                             {"watched_cgroups", watch_set_.cgroups().size()},
+                             {"pressure_triggers", armedPressureTriggers()},
+                             {"domains", rankings_.all().size()}});
+  scheduleRefresh();
+}
+
+void Daemon::waitForSignal() {
+  signals_->async_wait([this](const boost::system::error_code& error, int signal) {
+    if (error || stopped_) {
+      return;
+    }
+    if (signal == SIGHUP) {
+      reload();
+      waitForSignal();
+      return;
+    }
+    if (signal == SIGUSR1) {
+      logWatchSet("watch_set");
+      waitForSignal();
+      return;
+    }
+    log_.write("stopping", Json{{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    stop();
+  });
+}
+
+void Daemon::onMemoryEvents(const std::string& path, bool local) {
+  auto rise = watch_set_.readEvents(path, local);
+  if (!rise) {
+    return;
+  }
+  watch_set_.limitChanged(path);
+  if (rise->rose.empty()) {
+    return;
+  }
+  Json rose = Json::object();
+  bool pressure_sign = false;  // high/max: reclaim is failing to keep up; worth a fresh decision
+  bool kernel_acted = false;   // oom/oom_kill: the kernel has already acted
+  uint64_t high = 0;
+  uint64_t max = 0;
+  for (const auto& [key, delta] : rise->rose) {
+    rose[key] = delta;
+    if (!local) {
+      metrics_.countMemoryEvent(path, key, delta);
+    }
+    pressure_sign = pressure_sign || key == "high" || key == "max";
+    kernel_acted = kernel_acted || key == "oom" || key == "oom_kill";
+    high = key == "high" ? delta : high;
+    max = key == "max" ? delta : max;
+  }
+  if (!local && rose.contains("oom_kill")) {
+    // The kernel has a victim in progress somewhere in this subtree (its kmsg report names it later).
+    executor_.recordKernelKill(path, 0, clock_.monotonic_us());
+  }
+  ++stats_.memory_events;
+  log_.write("memory_event", Json{{"cgroup", path}, {"file", local ? "memory.events.local" : "memory.events"},
+                                  {"rose", rose}, {"counters", eventsJson(rise->now)}});
+  // Only the hierarchical file drives decisions, so one event is not decided twice; oom and oom_kill
+  // mean the kernel has already acted, and the prediction made before it must stand for the check.
+  if (!local && pressure_sign && !kernel_acted) {
+    policies::DomainObservation observation;
+    observation.events_high = high;
+    observation.events_max = max;
+    policies::Trigger trigger{policies::Trigger::Kind::kMemoryEvent, path, {}, {}, {}, rise->rose};
+    decide(std::move(trigger), observation);
+  }
+}
+
+void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string& text) {
+  event_arrived_us_ = clock_.monotonic_us();
+  if (gone) {
+    log_.write("pressure_trigger_gone", Json{{"cgroup", cgroup}});
+    return;
+  }
+  ++stats_.pressure_events;
+  if (cgroup != "/") {
+    watch_set_.limitChanged(cgroup);
+  }
+  policies::Trigger trigger{policies::Trigger::Kind::kPressure, cgroup, {}, {}, {}, {}};
+  const io::PressureWatch* watch = watch_set_.pressureWatch(cgroup);
+  if (watch != nullptr) {
+    trigger.pressure_trigger = {watch->trigger().resource, watch->trigger().triggerText()};
+  }
+  policies::DomainObservation observation;
+  if (auto pressure = cgroupfs::parsePressure(text)) {
+    const double some = pressure.value().some.avg10 / 100.0;
+    const std::optional<double> full =
+        pressure.value().full ? std::optional<double>(pressure.value().full->avg10 / 100.0) : std::nullopt;
+    if (watch != nullptr && watch->trigger().resource == "memory") {
+      metrics_.setPressure(cgroup, pressure.value());
+      observation.some_avg10 = some;
+      observation.full_avg10 = full;
+    }
+    trigger.some_avg10 = some;
+    trigger.full_avg10 = full;
+  }
+  decide(std::move(trigger), observation);
+}
+
+void Daemon::onDomainGone(const std::string& cgroup) {
+  if (rankings_.forget(cgroup)) {
+    metrics_.forgetDomain(cgroup);
+  }
+}
+
+void Daemon::onCgroupRemoved(const std::string& cgroup) { metrics_.forgetCgroup(cgroup); }
+
+void Daemon::decide(policies::Trigger trigger, policies::DomainObservation observation, bool may_act) {
+  ++stats_.decisions;
+  // The candidates below are read now: a victim that started later is not the one chosen.
+  executor_.markSnapshot();
+  const std::string domain = watch_set_.domainFor(trigger.cgroup);
+  policies::Decision decision;
+  decision.trigger = std::move(trigger);
+  DomainState* state = nullptr;
+  if (domain == "/") {
+    rankings_.rerankHost(facts_);
+    state = rankings_.find("/");
+    if (state == nullptr) {
+      return;
+    }
+  } else {
+    auto ranked = rankings_.rerankMemcg(facts_, domain);
+    if (!ranked) {
+      if (!ranked.error().vanished()) {
+        ++stats_.read_errors;
+      }
+      decision.domain = policies::OomDomain{policies::DomainKind::kMemcg, domain, 0};
+      decision.outcome.result = policies::DecisionResult::kNoData;
+      decision.error = ranked.error().describe();
+      decision_log_.decision(decision);
+      return;
+    }
+    state = ranked.value();
+  }
+  const uint64_t decided_us = clock_.monotonic_us();
+  decision.reaction_us = decided_us >= event_arrived_us_ ? decided_us - event_arrived_us_ : 0;
+  metrics_.observeReaction(static_cast<double>(decision.reaction_us) / 1e6);
+  decision.domain = state->domain;
+  decision.candidates = state->top;
+  decision.acting_mode = config_.mode == config::Mode::kAct;
+  decision.dry_run = options_.dry_run;
+  decision.outcome.result =
+      state->top.empty() ? policies::DecisionResult::kNoCandidate : policies::DecisionResult::kObserved;
+  if (const config::ActRule* rule = decider_.actRuleFor(domain); may_act && rule != nullptr) {
+    decision.outcome = decider_.act(domain, *state, *rule, observation, decided_us, executor_);
+  }
+  // One OOM, one victim: while one is in progress here, it (not a second task) is what comes next.
+  if (const auto waiting = executor_.gate().blocking(domain, decided_us)) {
+    decision.waiting_on_victim = waiting;
+    decision.waiting_ms_ago = (decided_us - std::min(decided_us, waiting->since_us)) / 1000;
+  }
+  decision_log_.decision(decision);
+  if (decision.outcome.action == policies::DecisionAction::kPanic) {
+    // The decision is on stdout (flushed) before the kernel goes down.
+    const auto result = executor_.panic();
+    log_.write("panic_failed", Json{{"detail", result.detail}});
+  }
+}
+
+void Daemon::checkLevels(uint64_t now_us, bool all) {
+  for (auto& [path, observation] : decider_.checkLevels(now_us, all)) {
+    event_arrived_us_ = clock_.monotonic_us();
+    decide(policies::Trigger{policies::Trigger::Kind::kThreshold, path, {}, {}, {}, {}}, observation);
+  }
+  scheduleLevels();
+}
+
+void Daemon::scheduleLevels() {
+  const auto due = decider_.nextLevelDueUs();
+  if (stopped_ || !due) {
+    return;
+  }
+  const uint64_t now = clock_.monotonic_us();
+  level_timer_.expires_after(std::chrono::microseconds(*due > now ? *due - now : 0));
+  level_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    checkLevels(clock_.monotonic_us(), false);
+  });
+}
+
+void Daemon::onKmsg(const std::string& record) {
+  std::vector<std::string> reranks;  // domains whose prediction a kernel kill has made stale
+  for (const auto& report : oom_reports_.feed(record)) {
+    if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
+      // One OOM, one victim: wait on the kernel's victim until it is gone, as the kernel itself does.
+      const auto& kill = checked->kill;
+      if (kill.victim.pid > 0) {
+        executor_.recordKernelKill(kill.summary.task_memcg ? *kill.summary.task_memcg : checked->domain,
+                                   kill.victim.pid, clock_.monotonic_us());
+      }
+      reranks.push_back(checked->modelled ? checked->domain : "/");
+    }
+    decision_log_.kernelReport(report);
+  }
+  // A fresh prediction for each domain the kernel just acted in (logged; never acts: the kernel did).
+  for (const auto& domain : reranks) {
+    event_arrived_us_ = clock_.monotonic_us();
+    decide(policies::Trigger{policies::Trigger::Kind::kKernelOomKill, domain, {}, {}, {}, {}},
+           policies::DomainObservation{}, false);
+  }
+}
+
+void Daemon::scheduleRefresh() {
+  if (stopped_) {
+    return;
+  }
+  refresh_timer_.expires_after(std::chrono::microseconds(static_cast<int64_t>(config_.refresh_interval_s * 1e6)));
+  refresh_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    refresh();
+    scheduleRefresh();
+  });
+}
+
+void Daemon::requestRefresh() {
+  if (refresh_pending_) {
+    return;
+  }
+  refresh_pending_ = true;
+  boost::asio::post(io_, [this] {
+    refresh_pending_ = false;
+    if (!stopped_) {
+      refresh();
+    }
+  });
+}
+
+void Daemon::refresh() {
+  ++stats_.refreshes;
+  const uint64_t scan_started_us = clock_.monotonic_us();
+  // Level thresholds first: a few small reads per acting domain, before the /proc scan delays them.
+  if (stats_.refreshes > 1) {
+    checkLevels(scan_started_us, true);
+  }
+  if (auto facts = node_.readFacts()) {
+    facts_ = std::move(facts).value();
+  }
+  // Limits: young cgroups every refresh, all of them every kFullLimitScanEvery-th.
+  constexpr uint64_t kFullLimitScanEvery = 6;
+  const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
+  const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan);
+  // Growth over the trend window (kill-allocating), only where a rule could use it.
+  const bool track_growth =
+      (config_.host_act && config_.host_act->action == policies::Action::kKillAllocating) ||
+      std::any_of(config_.cgroups.begin(), config_.cgroups.end(), [](const config::CgroupRule& rule) {
+        return rule.act && rule.act->action == policies::Action::kKillAllocating;
+      });
+  const HostScan scan = rankings_.refresh(facts_, watch_set_, limited, track_growth);
+  executor_.applyProtections(scan, watch_set_.paths());
+  pods_.reconcilePressure(watch_set_);
+  pods_.publishStatus();
+  executor_.releaseVictims(clock_.monotonic_us());
+  executor_.checkSysctls(false);
+  publishDomainMemory(limited, full_scan);
+  metrics_.observeScanDuration(static_cast<double>(clock_.monotonic_us() - scan_started_us) / 1e6);
+  if (stats_.refreshes == 1) {
+    checkLevels(clock_.monotonic_us(), true);  // the first time, once the domains are known
+  }
+}
+
+bool Daemon::reload() {
+  if (!options_.config_path) {
+    log_.write("config_reload", Json{{"result", "ignored"}, {"reason", "started without --config"}});
+    return false;
+  }
+  try {
+    config::Config fresh = config::loadConfigFile(*options_.config_path);
+    if (options_.metrics_listen) {
+      fresh.metrics_listen = *options_.metrics_listen;
+    }
+    // What is bound or connected at start cannot change under a running daemon: refuse, and say so,
+    // rather than log "applied" for a setting that is not.
+    if (const auto restart = config::restartOnlyChanges(config_, fresh); !restart.empty()) {
+      throw config::ConfigError(*options_.config_path + ": " + restart +
+                                " changed; these take effect only at a restart (the old config stays in force)");
+    }
+    config_ = std::move(fresh);
+  } catch (const config::ConfigError& error) {
+    log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});
+    return false;
+  }
+  watch_set_.reapply();
+  pods_.tenantChanged();  // the tenant policy applies at once; the API watch itself needs a restart
+  refresh_timer_.cancel();
+  scheduleRefresh();
+  log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
+                                   {"pressure_triggers", armedPressureTriggers()}});
+  return true;
+}
+
+void Daemon::stop() {
+  if (stopped_) {
+    return;
+  }
+  logWatchSet("stopping_state");
+  stopped_ = true;
+  refresh_timer_.cancel();
+  level_timer_.cancel();
+  if (signals_) {
+    boost::system::error_code ignored;
+    signals_->cancel(ignored);
+  }
+  watch_set_.close();
+  if (kmsg_) {
+    kmsg_->close();
+  }
+  pods_.stop();
+}
+
+}  // namespace oomguard::guardian::daemon

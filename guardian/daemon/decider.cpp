@@ -1,0 +1,194 @@
+#include "guardian/daemon/decider.hpp"
+
+#include <algorithm>
+
+#include "cgroupfs/files.hpp"
+#include "cgroupfs/parse.hpp"
+
+namespace oomguard::guardian::daemon {
+
+Decider::Decider(io::Node& node, const config::Config& config, const WatchSet& watch_set, const Rankings& rankings,
+                 const std::set<pid_t>& never_kill, const kube::Workloads* const& workloads, DaemonStats& stats)
+    : node_(node),
+      config_(config),
+      watch_set_(watch_set),
+      rankings_(rankings),
+      never_kill_(never_kill),
+      workloads_(workloads),
+      stats_(stats) {}
+
+const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
+  if (config_.mode != config::Mode::kAct) {
+    return nullptr;
+  }
+  if (domain == "/") {
+    return config_.host_act ? &*config_.host_act : nullptr;
+  }
+  const config::CgroupRule* rule = config::ruleFor(config_, domain);
+  return rule != nullptr && rule->act ? &*rule->act : nullptr;
+}
+
+void Decider::observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation) {
+  if (domain == "/") {
+    if (auto meminfo = node_.procfs().readMemInfo()) {
+      observation.mem_total_kb = meminfo.value().mem_total_kb;
+      observation.mem_available_kb = meminfo.value().mem_available_kb;
+      observation.swap_free_kb = meminfo.value().swap_free_kb;
+      observation.swap_total_kb = meminfo.value().swap_total_kb;
+    }
+  } else {
+    if (const WatchedCgroup* watched = watch_set_.find(domain)) {
+      observation.memory_max_bytes = watched->memory_max_bytes;
+    }
+    if (auto current = node_.cgroupfs().readText(domain, cgroupfs::files::kMemoryCurrent)) {
+      if (auto bytes = cgroupfs::parseInteger(current.value()); bytes && bytes.value() >= 0) {
+        observation.memory_current_bytes = static_cast<uint64_t>(bytes.value());
+      }
+    }
+  }
+  if (rule.when.pressure_avg10 && !observation.some_avg10) {
+    auto pressure = domain == "/" ? node_.procfs().readPressure("memory")
+                                  : node_.cgroupfs().readPressure(domain, "memory");
+    if (pressure) {
+      observation.some_avg10 = pressure.value().some.avg10 / 100.0;
+      if (pressure.value().full) {
+        observation.full_avg10 = pressure.value().full->avg10 / 100.0;
+      }
+    }
+  }
+}
+
+std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& state, bool with_growers,
+                                                           bool resolve_groups) const {
+  const policies::OomDomain& domain = state.domain;
+  std::vector<policies::VictimCandidate> candidates;
+  auto add = [&](const policies::VictimCandidate& candidate) {
+    policies::VictimCandidate c = candidate;
+    c.never_kill = never_kill_.contains(candidate.pid);
+    if (const config::CgroupRule* rule = c.cgroup.empty() ? nullptr : config::ruleFor(config_, c.cgroup)) {
+      c.preference = rule->preference;
+    }
+    // A pod's annotations, where the operator's rule says nothing.
+    if (workloads_ != nullptr && config_.kubernetes.annotations && c.cgroup.find("kubepods") != std::string::npos) {
+      const auto resolved = workloads_->resolve(c.cgroup);
+      if (c.preference == policies::Preference::kNone) {
+        c.preference = kube::Workloads::preference(resolved);
+      }
+      c.protection = kube::Workloads::protection(resolved);
+    }
+    c.growth_pages = rankings_.growth().growth(c.pid);
+    if (resolve_groups && !c.cgroup.empty()) {
+      c.group_kill_cgroup = policies::oomGroupCgroup(
+          c.cgroup, domain, [this](std::string_view cgroup) { return node_.readOomGroup(cgroup); });
+    }
+    candidates.push_back(std::move(c));
+  };
+  for (const auto& candidate : state.top) {
+    add(candidate);
+  }
+  if (with_growers) {
+    for (const auto& candidate : state.growers) {
+      if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return c.pid == candidate.pid; })) {
+        add(candidate);
+      }
+    }
+  }
+  return candidates;
+}
+
+policies::Outcome Decider::act(const std::string& domain, const DomainState& state, const config::ActRule& rule,
+                               policies::DomainObservation observation, uint64_t now_us, Executor& executor) {
+  policies::Outcome outcome;
+  outcome.policy = rule.action;
+  observe(domain, rule, observation);
+  outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
+  if (!outcome.reason) {
+    outcome.result = policies::DecisionResult::kBelowThreshold;
+    return outcome;
+  }
+  executor.releaseVictims(now_us);
+  if (auto refusal = executor.gate().refusal(domain, now_us)) {
+    ++stats_.kills_held;
+    outcome.result = policies::DecisionResult::kHeld;
+    outcome.held_by = std::move(refusal);
+    return outcome;
+  }
+  if (rule.action == policies::Action::kPanic) {
+    outcome.action = policies::DecisionAction::kPanic;
+    outcome.result = executor.dryRun() ? policies::DecisionResult::kDryRun : policies::DecisionResult::kPanicking;
+    return outcome;
+  }
+  // The candidates in the guardian's view: the kernel's ranking plus the operator's protections.
+  const auto choice = policies::chooseVictim(
+      rule.action, candidates(state, rule.action == policies::Action::kKillAllocating, /*resolve_groups=*/true));
+  if (!choice.victim) {
+    outcome.result = policies::DecisionResult::kNoVictim;
+    outcome.why = choice.reason;
+    return outcome;
+  }
+  outcome.chosen_because = choice.reason;
+  executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
+  return outcome;
+}
+
+std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkLevels(uint64_t now_us, bool all) {
+  // Level thresholds (headroom, MemAvailable, SwapFree, held PSI) are read at the rate the physics
+  // demands (policies/level_watch.hpp): each acting domain's next reading is due when its room to the
+  // threshold could be gone at the fastest plausible fill rate, between 5 ms and the refresh interval.
+  // A reading is one small file (memory.current, or /proc/meminfo for the host); a decision follows
+  // only when the threshold is crossed.
+  std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
+  if (config_.mode != config::Mode::kAct) {
+    return crossed;
+  }
+  constexpr uint64_t kMinDelayUs = 5'000;
+  constexpr uint64_t kAfterCrossingUs = 100'000;  // re-read a crossed domain after this (no log flood)
+  const auto max_delay_us = static_cast<uint64_t>(config_.refresh_interval_s * 1e6);
+  const double assumed_rate = config_.assumed_fill_rate_mib_s * 1024.0 * 1024.0;
+  std::set<std::string> acting;
+  for (const auto& [path, state] : rankings_.all()) {
+    const config::ActRule* rule = actRuleFor(path);
+    if (rule == nullptr || rule->action == policies::Action::kObserve) {
+      continue;
+    }
+    const auto& when = rule->when;
+    if (!when.headroom_below && !when.mem_available_below && !when.swap_free_below && !when.pressure_avg10) {
+      continue;
+    }
+    acting.insert(path);
+    auto& level = levels_[path];
+    if (!all && level.due_us > now_us) {
+      continue;
+    }
+    ++stats_.level_reads;
+    policies::DomainObservation observation;
+    observe(path, *rule, observation);
+    if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
+      crossed.emplace_back(path, observation);
+      level.due_us = now_us + kAfterCrossingUs;
+      continue;
+    }
+    const auto room = policies::roomToThresholdBytes(when, observation);
+    if (room) {
+      level.rate.sample(now_us, *room);
+    }
+    // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
+    level.due_us = now_us + policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
+                                                       max_delay_us);
+  }
+  std::erase_if(levels_, [&](const auto& entry) { return !acting.contains(entry.first); });
+  return crossed;
+}
+
+std::optional<uint64_t> Decider::nextLevelDueUs() const {
+  if (levels_.empty()) {
+    return std::nullopt;
+  }
+  uint64_t due = UINT64_MAX;
+  for (const auto& [path, level] : levels_) {
+    due = std::min(due, level.due_us);
+  }
+  return due;
+}
+
+}  // namespace oomguard::guardian::daemon

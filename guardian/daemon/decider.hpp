@@ -1,0 +1,77 @@
+// What a domain's act rule decides: the readings its thresholds look at (observe), whether one is
+// crossed, the kill gate, and the victim in the guardian's order (the kernel's candidates with the
+// operator's protections and preferences and the pods' annotations). The result is a typed Outcome;
+// the kill itself is the Executor's. Also the adaptive level watch: when each acting domain's level
+// thresholds are next read (policies/level_watch.hpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "guardian/config/config.hpp"
+#include "guardian/daemon/context.hpp"
+#include "guardian/daemon/executor.hpp"
+#include "guardian/daemon/rankings.hpp"
+#include "guardian/daemon/watch_set.hpp"
+#include "guardian/io/node.hpp"
+#include "guardian/kube/workloads.hpp"
+#include "policies/act.hpp"
+#include "policies/decision.hpp"
+#include "policies/level_watch.hpp"
+
+namespace oomguard::guardian::daemon {
+
+class Decider {
+ public:
+  // `workloads` may be null (no Kubernetes) and may change (Daemon passes the pointer's address).
+  Decider(io::Node& node, const config::Config& config, const WatchSet& watch_set, const Rankings& rankings,
+          const std::set<pid_t>& never_kill, const kube::Workloads* const& workloads, DaemonStats& stats);
+
+  // The act rule of a domain ("/" = the host), or nullptr. Only in mode act.
+  [[nodiscard]] const config::ActRule* actRuleFor(const std::string& domain) const;
+
+  // Fills what the rule's thresholds look at, read now: memory.current and memory.max of a memcg,
+  // MemAvailable and swap of the host, and PSI when the rule has a PSI threshold and the event did not
+  // bring a reading.
+  void observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation);
+
+  // The kernel's top candidates of a domain with the operator's protections and preferences (and, with
+  // growers, the host's fastest growers); memory.oom.group resolved only when asked (a read per level).
+  [[nodiscard]] std::vector<policies::VictimCandidate> candidates(const DomainState& state, bool with_growers,
+                                                                  bool resolve_groups) const;
+
+  // Thresholds, kill gate, victim, kill (through `executor`): what the rule did at `now_us`.
+  policies::Outcome act(const std::string& domain, const DomainState& state, const config::ActRule& rule,
+                        policies::DomainObservation observation, uint64_t now_us, Executor& executor);
+
+  // The level thresholds (headroom, MemAvailable, SwapFree, held PSI) of every acting domain due at
+  // `now_us` (`all`: every one), read now. Returns the domains that crossed, with their readings; the
+  // next due time is nextLevelDueUs().
+  std::vector<std::pair<std::string, policies::DomainObservation>> checkLevels(uint64_t now_us, bool all);
+  // When the next level reading is due; nullopt when no acting domain has a level threshold.
+  [[nodiscard]] std::optional<uint64_t> nextLevelDueUs() const;
+
+
+ private:
+  struct LevelWatch {
+    policies::FillRate rate;
+    uint64_t due_us = 0;
+  };
+
+  io::Node& node_;
+  const config::Config& config_;
+  const WatchSet& watch_set_;
+  const Rankings& rankings_;
+  const std::set<pid_t>& never_kill_;
+  const kube::Workloads* const& workloads_;
+  DaemonStats& stats_;
+  std::map<std::string, policies::ThresholdState> threshold_states_;
+  std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
+};
+
+}  // namespace oomguard::guardian::daemon

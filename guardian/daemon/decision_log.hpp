@@ -1,0 +1,45 @@
+// The one place a Decision, a Candidate or a kernel OOM report becomes a JSON log line (DESIGN.md
+// section 4; the e2e checks and the docs read these lines, so their shape is a contract): "decision",
+// "next_victim", "kernel_oom_kill", "kernel_oom_group_kill", "kernel_oom_group_member_killed", and the
+// outcome fields of a "pod_pressure" line.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "guardian/config/config.hpp"
+#include "guardian/daemon/oom_reports.hpp"
+#include "guardian/daemon/rankings.hpp"
+#include "guardian/io/event_log.hpp"
+#include "guardian/kube/kubernetes_identity.hpp"
+#include "policies/decision.hpp"
+
+namespace oomguard::guardian::daemon {
+
+class DecisionLog {
+ public:
+  // The namespace/pod/container of a cgroup once its pod is known; empty otherwise.
+  using LabelsOf = std::function<kube::WorkloadLabels(const std::string& cgroup)>;
+
+  DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of);
+
+  void decision(const policies::Decision& decision);
+  void nextVictim(const DomainState& state);
+  void kernelReport(const OomReport& report);
+  // The outcome's fields (policy, reason, chosen_because, target, action, ..., result, detail) appended
+  // to `line` in the order DESIGN.md gives; a key already in `line` keeps its place.
+  static void appendOutcome(const policies::Outcome& outcome, nlohmann::ordered_json& line);
+
+ private:
+  // The first config.log_candidates of `top`, with their pods' names once known.
+  [[nodiscard]] nlohmann::ordered_json candidates(const std::vector<policies::VictimCandidate>& top) const;
+  [[nodiscard]] nlohmann::ordered_json candidate(const policies::VictimCandidate& candidate) const;
+
+  io::EventLog& log_;
+  const config::Config& config_;
+  LabelsOf labels_of_;
+};
+
+}  // namespace oomguard::guardian::daemon

@@ -1,0 +1,300 @@
+#include "guardian/daemon/executor.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "cgroupfs/files.hpp"
+#include "cgroupfs/parse.hpp"
+
+namespace oomguard::guardian::daemon {
+namespace {
+
+using Json = nlohmann::ordered_json;
+using policies::DecisionAction;
+using policies::DecisionResult;
+
+}  // namespace
+
+Executor::Executor(io::Node& node, io::Actuator& actuator, const config::Config& config, const DaemonOptions& options,
+                   io::EventLog& log, exporter::Metrics& metrics, DaemonStats& stats, const Clock& clock)
+    : node_(node),
+      actuator_(actuator),
+      config_(config),
+      options_(options),
+      log_(log),
+      metrics_(metrics),
+      stats_(stats),
+      clock_(clock),
+      gate_(static_cast<uint64_t>(config.victim_wait_s * 1e6), config.max_kills_per_minute) {}
+
+std::string Executor::protectSelf() {
+  std::string status;
+  if (config_.self.mlock) {
+    // MCL_ONFAULT (Linux 4.4): lock each page as it is first touched instead of faulting in every
+    // mapping at once, so the untouched parts of the TLS, HTTP and C++ libraries (and of each thread's
+    // stack) cost no locked memory. What the daemon uses stays resident under the pressure it watches.
+    // Without MCL_ONFAULT (EINVAL), the whole mappings as before.
+    int locked = ::mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
+    if (locked != 0 && errno == EINVAL) {
+      locked = ::mlockall(MCL_CURRENT | MCL_FUTURE);
+    }
+    status += locked == 0 ? "mlockall ok (on fault)" : std::string("mlockall failed (") + std::strerror(errno) + ")";
+  } else {
+    status += "mlockall off";
+  }
+  if (config_.self.oom_score_adj) {
+    status += ", " + actuator_.setOwnOomScoreAdj(*config_.self.oom_score_adj).detail;
+  }
+  return status;
+}
+
+void Executor::findNeverKill() {
+  for (pid_t pid = ::getpid(); pid > 1 && never_kill_.insert(pid).second;) {
+    auto process = node_.procfs().readProcess(pid, false);
+    if (!process) {
+      break;
+    }
+    pid = process.value().status.ppid;
+  }
+}
+
+void Executor::kill(const std::string& domain, const policies::VictimCandidate& victim, const config::ActRule& rule,
+                    const std::string& reason_kind, uint64_t now_us, policies::Outcome& outcome) {
+  const std::string policy = policies::toString(rule.action);
+  // The pod the victim belongs to, when the API server has told.
+  const kube::Workloads::Resolved resolved =
+      workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : kube::Workloads::Resolved{};
+  outcome.target = policies::Target{victim, resolved.pod != nullptr, resolved.labels.namespace_name,
+                                    resolved.labels.pod, resolved.labels.container};
+  // What every kill does once the actuator has answered.
+  auto finish = [&](const io::ActionResult& result, std::shared_ptr<io::PinnedProcess> pinned,
+                    const std::string& killed_cgroup) {
+    outcome.result = result.ok ? (options_.dry_run ? DecisionResult::kDryRun : DecisionResult::kKilled)
+                               : DecisionResult::kFailed;
+    outcome.detail = result.detail;
+    if (result.ok && !options_.dry_run && resolved.pod != nullptr && on_pod_kill_) {
+      // After the kill, never before it: the Event is queued and sent later on the loop.
+      std::string message = "oomguard killed ";
+      message += victim.group_kill_cgroup ? "cgroup " + *victim.group_kill_cgroup + " (memory.oom.group)"
+                                          : "pid " + std::to_string(victim.pid) + " (" + victim.comm + ")";
+      if (!resolved.labels.container.empty()) {
+        message += " in container " + resolved.labels.container;
+      }
+      message += ": OOM domain " + (domain == "/" ? std::string("host") : domain) + ", " +
+                 std::to_string(victim.points) + " points, policy " + policy + ", trigger " + reason_kind;
+      on_pod_kill_(*resolved.pod, message);
+    }
+    metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
+    if (result.ok) {
+      ++stats_.kills;
+      // One OOM, one victim: the domains that hold it wait until its memory is back.
+      if (pinned) {
+        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us);
+        victim_pins_[pinned->pid()] = std::move(pinned);
+      } else {
+        gate_.recordKill(killed_cgroup, 0, now_us);
+        killed_cgroups_.insert(killed_cgroup);
+      }
+    }
+  };
+  if (victim.group_kill_cgroup) {
+    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
+    outcome.action = DecisionAction::kKillCgroup;
+    outcome.killed_cgroup = *victim.group_kill_cgroup;
+    finish(actuator_.killCgroup(*victim.group_kill_cgroup), nullptr, *victim.group_kill_cgroup);
+    return;
+  }
+  outcome.action = DecisionAction::kKill;
+  auto pinned = actuator_.pin(victim.pid);
+  if (!pinned) {
+    outcome.result = DecisionResult::kGone;
+    outcome.detail = pinned.error().describe();
+    metrics_.countKill(policy, reason_kind, "gone");
+    return;
+  }
+  // Now that the pid is pinned, what /proc and the tree show belong to the pinned process: check it is
+  // the one chosen. Membership is checked in the tree (cgroup.procs), where it was found: paths in
+  // /proc/<pid>/cgroup are relative to the reader's cgroup namespace.
+  auto now = node_.procfs().readProcess(victim.pid, false);
+  bool member = victim.cgroup.empty();
+  if (!member) {
+    if (auto procs = node_.cgroupfs().readText(victim.cgroup, cgroupfs::files::kProcs)) {
+      if (auto pids = cgroupfs::parsePidList(procs.value())) {
+        member = std::find(pids.value().begin(), pids.value().end(), victim.pid) != pids.value().end();
+      }
+    }
+  }
+  // And it started before the candidates were read: a process that started later holds a recycled pid
+  // (same comm and cgroup are no proof: a pool respawning its workers).
+  const auto started = node_.procfs().readStartTimeTicks(victim.pid);
+  const bool older = started && started.value() <= snapshot_boot_ticks_;
+  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older;
+  if (!same) {
+    ++stats_.kills_no_data;
+    outcome.result = DecisionResult::kChanged;
+    outcome.detail = !now       ? now.error().describe()
+                     : !started ? started.error().describe()
+                     : !older   ? "pid " + std::to_string(victim.pid) +
+                                    " started after the candidates were read: a new process under a recycled pid"
+                                : "pid " + std::to_string(victim.pid) + " is no longer the chosen process";
+    metrics_.countKill(policy, reason_kind, "gone");
+    return;
+  }
+  uint32_t grace_ms = rule.sigterm_grace_ms;
+  if (const auto pod_grace = kube::Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
+    grace_ms = *pod_grace * 1000;
+    outcome.sigterm_grace_ms = grace_ms;
+  }
+  finish(actuator_.kill(pinned.value(), grace_ms), pinned.value(), {});
+}
+
+void Executor::releaseVictims(uint64_t now_us) {
+  // A victim is released once it is gone (its pidfd polls readable: it has exited, its address space
+  // torn down); a cgroup kill once the cgroup is empty. Past the wait the gate forgets it anyway.
+  for (auto it = victim_pins_.begin(); it != victim_pins_.end();) {
+    if (it->second->exited()) {
+      gate_.release(it->first);
+      log_.write("victim_released", Json{{"pid", it->first}, {"reason", "gone"}});
+      it = victim_pins_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = killed_cgroups_.begin(); it != killed_cgroups_.end();) {
+    auto procs = node_.cgroupfs().readText(*it, cgroupfs::files::kProcs);
+    if (!procs || procs.value().empty()) {
+      gate_.releaseCgroup(*it);
+      log_.write("victim_released", Json{{"cgroup", *it}, {"reason", "empty"}});
+      it = killed_cgroups_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  gate_.expire(now_us);
+  // Pins and cgroups the gate no longer waits on (their wait ran out) are dropped too.
+  const auto& waiting = gate_.inProgress();
+  std::erase_if(victim_pins_, [&](const auto& pin) {
+    return std::none_of(waiting.begin(), waiting.end(), [&](const auto& v) { return v.pid == pin.first; });
+  });
+  std::erase_if(killed_cgroups_, [&](const std::string& cgroup) {
+    return std::none_of(waiting.begin(), waiting.end(), [&](const auto& v) { return v.pid == 0 && v.cgroup == cgroup; });
+  });
+}
+
+void Executor::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {
+  gate_.recordKernelKill(cgroup, pid, now_us);
+  if (pid <= 0) {
+    return;
+  }
+  if (auto pinned = actuator_.pin(pid); pinned && !pinned.value()->exited()) {
+    victim_pins_[pid] = std::move(pinned).value();
+  } else {
+    gate_.release(pid);  // already gone: its memory is back
+  }
+}
+
+void Executor::applyProtections(const HostScan& scan, const std::vector<std::string>& cgroups) {
+  if (config_.mode != config::Mode::kAct) {
+    return;  // observe: never writes
+  }
+  std::erase_if(intended_adj_, [&](const auto& entry) { return !scan.by_pid.contains(entry.first); });
+  // The operator's config rule wins over a pod's annotations for the same setting.
+  const bool pods_known = workloads_ != nullptr && workloads_->podCount() > 0 && config_.kubernetes.annotations;
+  for (const auto& path : cgroups) {
+    const config::CgroupRule* rule = config::ruleFor(config_, path);
+    bool has_group = rule != nullptr && rule->oom_group.has_value();
+    bool wanted_group = has_group && rule->oom_group.value();
+    // (an int and a flag, not an optional: GCC 12 warns maybe-uninitialized through the JSON below)
+    bool has_adj = rule != nullptr && rule->oom_score_adj.has_value();
+    int wanted_adj = has_adj ? rule->oom_score_adj.value() : 0;
+    const char* group_source = "config";
+    const char* adj_source = "config";
+    if (pods_known && (!has_group || !has_adj) && path.find("kubepods") != std::string::npos) {
+      const auto resolved = workloads_->resolve(path);
+      if (const auto group = kube::Workloads::oomGroup(resolved); !has_group && group) {
+        has_group = true;
+        wanted_group = *group;
+        group_source = "annotation";
+      }
+      if (const auto adj = workloads_->oomScoreAdj(resolved); !has_adj && adj) {
+        has_adj = true;
+        wanted_adj = *adj;
+        adj_source = "annotation";
+      }
+    }
+    if (has_group && path != "/" && node_.readOomGroup(path) != wanted_group) {
+      const auto result = actuator_.setOomGroup(path, wanted_group);
+      ++stats_.protections_applied;
+      log_.write("protection", Json{{"cgroup", path}, {"memory.oom.group", wanted_group}, {"source", group_source},
+                                    {"ok", result.ok}, {"detail", result.detail}});
+    }
+    if (!has_adj) {
+      continue;
+    }
+    auto text = node_.cgroupfs().readText(path, cgroupfs::files::kProcs);
+    if (!text) {
+      continue;
+    }
+    auto pids = cgroupfs::parsePidList(text.value());
+    if (!pids) {
+      continue;
+    }
+    for (const pid_t pid : pids.value()) {
+      const auto found = scan.by_pid.find(pid);
+      if (found == scan.by_pid.end() || never_kill_.contains(pid) ||
+          scan.processes[found->second].oom_score_adj == wanted_adj) {
+        continue;
+      }
+      const auto result = actuator_.setOomScoreAdj(pid, wanted_adj);
+      if (options_.dry_run && result.ok) {
+        intended_adj_[pid] = wanted_adj;  // what act mode's model would read back from /proc
+      }
+      ++stats_.protections_applied;
+      log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", wanted_adj},
+                                    {"source", adj_source}, {"ok", result.ok}, {"detail", result.detail}});
+    }
+  }
+}
+
+void Executor::checkSysctls(bool at_start) {
+  for (const auto& [name, wanted] : config_.sysctls) {
+    std::string relative = name;
+    std::replace(relative.begin(), relative.end(), '.', '/');
+    auto current = node_.procfs().readSysctl(relative);
+    if (!current) {
+      log_.write("sysctl", Json{{"name", name}, {"result", "unreadable"}, {"error", current.error().describe()}});
+      continue;
+    }
+    const bool drifted = current.value() != wanted;
+    const bool may_write = config_.mode == config::Mode::kAct && (at_start || config_.enforce_sysctls);
+    if (drifted && may_write) {
+      const auto result = actuator_.writeSysctl(name, wanted);
+      log_.write("sysctl", Json{{"name", name}, {"from", current.value()}, {"to", wanted},
+                                {"result", result.ok ? (at_start ? "applied" : "enforced") : "failed"},
+                                {"detail", result.detail}});
+      if (result.ok && !options_.dry_run) {
+        metrics_.setSysctlDrift(name, false);
+        sysctl_drift_[name] = false;
+        continue;
+      }
+    }
+    metrics_.setSysctlDrift(name, drifted);
+    const auto previous = sysctl_drift_.find(name);
+    if (previous == sysctl_drift_.end() || previous->second != drifted) {
+      if (drifted) {
+        log_.write("sysctl_drift", Json{{"name", name}, {"wanted", wanted}, {"current", current.value()},
+                                        {"enforce", config_.enforce_sysctls}});
+      } else if (previous != sysctl_drift_.end()) {
+        log_.write("sysctl_drift_cleared", Json{{"name", name}, {"value", current.value()}});
+      }
+      sysctl_drift_[name] = drifted;
+    }
+  }
+}
+
+}  // namespace oomguard::guardian::daemon

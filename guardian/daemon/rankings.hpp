@@ -1,0 +1,94 @@
+// The ranking of every OOM domain as the kernel would order it (the host, and each cgroup with a finite
+// memory.max), the history of each domain's predicted victim, and the host's charge growth. The refresh
+// builds all of them from one read of /proc; a decision re-ranks only its own domain, and on the host
+// only the top candidates and the processes that appeared since the refresh.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cgroupfs/result.hpp"
+#include "guardian/config/config.hpp"
+#include "guardian/daemon/context.hpp"
+#include "guardian/daemon/watch_set.hpp"
+#include "guardian/io/node.hpp"
+#include "policies/act.hpp"
+#include "policies/ranking.hpp"
+
+namespace oomguard::guardian::daemon {
+
+// A change of a domain's predicted victim.
+struct Prediction {
+  uint64_t at_us = 0;
+  std::optional<policies::VictimCandidate> victim;
+};
+
+struct DomainState {
+  policies::OomDomain domain;
+  std::vector<policies::VictimCandidate> top;      // the kernel's order, highest first
+  std::vector<policies::VictimCandidate> growers;  // the host's fastest growers at the last refresh
+  // Each change of the predicted victim, newest last, at most kPredictionHistory (a vector: a deque's
+  // first block alone is 512 bytes, times hundreds of domains).
+  std::vector<Prediction> history;
+};
+
+// What one refresh read of the host: every process, and where each is in that list.
+struct HostScan {
+  std::vector<cgroupfs::ProcessSnapshot> processes;
+  std::unordered_map<pid_t, size_t> by_pid;
+};
+
+class Rankings {
+ public:
+  // Called whenever a domain's top is replaced; `changed`: the predicted victim changed.
+  using OnRecord = std::function<void(const DomainState& state, bool changed)>;
+
+  Rankings(io::Node& node, const config::Config& config, DaemonStats& stats, const Clock& clock, OnRecord on_record);
+
+  // The refresh: the host ranked from one read of every process, each limited cgroup of `limited` from
+  // the same reads (its members from cgroup.procs of its subtree), and, when `track_growth`, each
+  // process's charge growth. Returns what was read, for the protections.
+  HostScan refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited,
+                   bool track_growth);
+
+  // The decision path. The host: the top candidates of the last refresh re-read, and every process that
+  // appeared since (bounded). A memcg: its tasks read now, in the kernel's scan order; an error when the
+  // cgroup cannot be read. Each records the new top (the prediction in force from now).
+  void rerankHost(const io::NodeFacts& facts);
+  cgroupfs::Result<DomainState*> rerankMemcg(const io::NodeFacts& facts, const std::string& cgroup);
+
+  [[nodiscard]] DomainState* find(const std::string& domain);
+  [[nodiscard]] const std::map<std::string, DomainState>& all() const { return domains_; }
+  // The domain is gone; returns whether it was known.
+  bool forget(const std::string& domain);
+  // The victim predicted for `domain` before `at_us` (on the monotonic clock): nullopt when there was no
+  // prediction yet; an inner nullopt when the prediction was "no candidate".
+  [[nodiscard]] std::optional<std::optional<policies::VictimCandidate>> predictionBefore(const std::string& domain,
+                                                                                         int64_t at_us) const;
+  [[nodiscard]] const policies::GrowthTracker& growth() const { return growth_; }
+
+ private:
+  // How many candidates each domain keeps: enough for the rescan, the log and the metrics.
+  [[nodiscard]] size_t keep() const;
+  void record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us);
+  static policies::VictimCandidate candidateOf(const cgroupfs::ProcessSnapshot& process,
+                                               const policies::Candidate& ranked, std::string cgroup);
+  void trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us);
+
+  io::Node& node_;
+  const config::Config& config_;
+  DaemonStats& stats_;
+  const Clock& clock_;
+  OnRecord on_record_;
+  std::map<std::string, DomainState> domains_;  // "/" is the host
+  // The pids the last refresh read, sorted: a host decision also reads every pid not among them.
+  std::vector<pid_t> refreshed_pids_;
+  policies::GrowthTracker growth_;
+};
+
+}  // namespace oomguard::guardian::daemon

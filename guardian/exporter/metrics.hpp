@@ -1,0 +1,79 @@
+// What the daemon reports to Prometheus (DESIGN.md section 5), as an injected object built once at
+// start-up. The daemon calls these from its one thread; an implementation publishes the values for a
+// scraper without ever blocking that thread. NullMetrics is the implementation for tests and tools.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cgroupfs/types.hpp"
+#include "guardian/kube/kubernetes_identity.hpp"
+
+namespace oomguard::guardian::exporter {
+
+struct RankedVictim {
+  size_t rank = 0;  // 1 = next
+  std::string cgroup;
+  std::string comm;
+  long points = 0;
+  long oom_score = 0;
+  kube::WorkloadLabels workload;
+};
+
+class Metrics {
+ public:
+  virtual ~Metrics() = default;
+  // Replaces the top K of one domain ("host" or a cgroup path). `ranking` is "kernel" (the kernel's own
+  // order) or "oomguard" (after the operator's protections); they differ only when protections apply.
+  virtual void setVictimRanking(const std::string& domain, const std::string& ranking,
+                                const std::vector<RankedVictim>& top) = 0;
+  // A domain or cgroup went away: drop every series that names it.
+  virtual void forgetDomain(const std::string& domain) = 0;
+  virtual void forgetCgroup(const std::string& cgroup) = 0;
+  // A memory.events key of a cgroup rose by `delta` (low, high, max, oom, oom_kill, oom_group_kill).
+  virtual void countMemoryEvent(const std::string& cgroup, const std::string& event, uint64_t delta) = 0;
+  // The memory PSI of a cgroup ("/" = the host) as last read: totals feed the *_seconds_total counters,
+  // the averages the pressure_ratio gauges.
+  virtual void setPressure(const std::string& cgroup, const cgroupfs::Pressure& memory_pressure) = 0;
+  // The memory limit and use of a domain ("host" or a cgroup path, as in setVictimRanking), in bytes:
+  // for the host MemTotal + SwapTotal and (MemTotal - MemAvailable) + (SwapTotal - SwapFree), for a
+  // memcg memory.max and memory.current. forgetDomain drops them.
+  virtual void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes) = 0;
+  virtual void countKill(const std::string& policy, const std::string& reason, const std::string& result) = 0;
+  virtual void countKernelOomKill(const std::string& constraint) = 0;
+  // "match" or "mismatch": the kernel's OOM victim against oomguard's prediction for that domain.
+  virtual void countPrediction(const std::string& result) = 0;
+  virtual void observeScanDuration(double seconds) = 0;
+  // From an event reaching the loop to the decision (and action, when there is one).
+  virtual void observeReaction(double seconds) = 0;
+  virtual void setSysctlDrift(const std::string& name, bool drifted) = 0;
+  // An oomguard.io annotation of a pod in `namespace_name` not applied: kind "invalid" or "refused"
+  // (an escalation from a namespace the operator did not allow).
+  virtual void countAnnotationIssue(const std::string& namespace_name, const std::string& kind) = 0;
+  // Kubernetes Events about pods, by result: "sent", "failed" (after the retries), "dropped" (queue full).
+  virtual void countKubernetesEvents(const std::string& result, uint64_t count) = 0;
+  // The API server's pod watch: 1 while its cache reflects a completed list, and the pods it holds.
+  virtual void setKubernetesPods(bool synced, size_t pods) = 0;
+};
+
+class NullMetrics final : public Metrics {
+ public:
+  void setVictimRanking(const std::string&, const std::string&, const std::vector<RankedVictim>&) override {}
+  void forgetDomain(const std::string&) override {}
+  void forgetCgroup(const std::string&) override {}
+  void countMemoryEvent(const std::string&, const std::string&, uint64_t) override {}
+  void setPressure(const std::string&, const cgroupfs::Pressure&) override {}
+  void setDomainMemory(const std::string&, uint64_t, uint64_t) override {}
+  void countKill(const std::string&, const std::string&, const std::string&) override {}
+  void countKernelOomKill(const std::string&) override {}
+  void countPrediction(const std::string&) override {}
+  void observeScanDuration(double) override {}
+  void observeReaction(double) override {}
+  void setSysctlDrift(const std::string&, bool) override {}
+  void countAnnotationIssue(const std::string&, const std::string&) override {}
+  void countKubernetesEvents(const std::string&, uint64_t) override {}
+  void setKubernetesPods(bool, size_t) override {}
+};
+
+}  // namespace oomguard::guardian::exporter

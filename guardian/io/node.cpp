@@ -1,0 +1,153 @@
+#include "guardian/io/node.hpp"
+
+#include "cgroupfs/files.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace oomguard::guardian::io {
+
+Node::Node(std::string proc_root, std::string cgroup_root)
+    : procfs_(std::move(proc_root)), cgroupfs_(std::move(cgroup_root)) {}
+
+cgroupfs::Result<NodeFacts> Node::readFacts() {
+  NodeFacts facts;
+  auto kernel = procfs_.readKernelVersion();
+  if (!kernel) {
+    return kernel.error();
+  }
+  facts.kernel = std::move(kernel).value();
+  auto meminfo = procfs_.readMemInfo();
+  if (!meminfo) {
+    return meminfo.error();
+  }
+  facts.meminfo = meminfo.value();
+  if (auto swappiness = procfs_.readSysctl("vm/swappiness")) {
+    facts.vm_swappiness = swappiness.value();
+    facts.swappiness_known = true;
+  }
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  facts.page_size_bytes = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  facts.host_totalpages = policies::hostTotalPages(facts.meminfo, facts.page_size_bytes);
+  return facts;
+}
+
+namespace {
+
+void rank(DomainRanking& ranking, const NodeFacts& facts, const Node& node) {
+  node.overlayIntendedAdj(ranking.processes);
+  ranking.candidates = policies::rankDomain(policies::RankingInput{
+      ranking.processes, ranking.domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
+}
+
+}  // namespace
+
+void Node::overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const {
+  if (intended_adj_ == nullptr || intended_adj_->empty()) {
+    return;
+  }
+  for (auto& process : processes) {
+    if (const auto found = intended_adj_->find(process.pid); found != intended_adj_->end()) {
+      process.oom_score_adj = found->second;
+    }
+  }
+}
+
+DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
+  DomainRanking ranking;
+  ranking.domain = policies::OomDomain{policies::DomainKind::kHost, "/", facts.host_totalpages};
+  auto pids = procfs_.listPids();
+  if (!pids) {
+    ranking.counters.record(pids.error());
+    return ranking;
+  }
+  std::sort(pids.value().begin(), pids.value().end());
+  ranking.processes = procfs_.readProcesses(pids.value(), with_cgroups, ranking.counters);
+  rank(ranking, facts, *this);
+  return ranking;
+}
+
+cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::string_view cgroup) {
+  return rankSubtree(facts, cgroup, false);
+}
+
+cgroupfs::Result<DomainRanking> Node::rankSubtreeOnHostScale(const NodeFacts& facts, std::string_view cgroup) {
+  return rankSubtree(facts, cgroup, true);
+}
+
+cgroupfs::Result<DomainRanking> Node::rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale) {
+  DomainRanking ranking;
+  const auto subtree = cgroupfs_.readSubtree(cgroup, ranking.counters);
+  if (subtree.empty() || subtree.front().path != cgroup) {
+    if (!ranking.counters.errors.empty()) {
+      return ranking.counters.errors.front();
+    }
+    return cgroupfs::systemError(ENOENT, cgroupfs_.directoryOf(cgroup), "no such cgroup");
+  }
+  const auto& top = subtree.front();
+  if (host_scale) {
+    ranking.domain = policies::OomDomain{policies::DomainKind::kHost, top.path, facts.host_totalpages};
+  } else if (!top.memory_max_bytes) {
+    return cgroupfs::Error{0, cgroupfs_.directoryOf(cgroup) + "/memory.max",
+                           top.has_memory_controller ? "memory.max is \"max\": this cgroup is not an OOM domain"
+                                                     : "no memory controller here: not an OOM domain"};
+  }
+  if (!host_scale) {
+    ranking.domain = policies::OomDomain{
+        policies::DomainKind::kMemcg, top.path,
+        policies::memcgTotalPages(*top.memory_max_bytes, top.swap_max_bytes, facts.meminfo.swap_total_kb * 1024,
+                                  facts.vm_swappiness, facts.page_size_bytes)};
+  }
+  const auto pids = policies::memcgScanOrder(subtree);
+  ranking.processes = procfs_.readProcesses(pids, false, ranking.counters);
+  // The tree walk already says where each task is; no need to read /proc/<pid>/cgroup.
+  size_t next = 0;
+  for (const auto& node : subtree) {
+    for (const pid_t pid : node.procs) {
+      if (next < ranking.processes.size() && ranking.processes[next].pid == pid) {
+        ranking.processes[next++].cgroup = node.path;
+      }
+    }
+  }
+  rank(ranking, facts, *this);
+  return ranking;
+}
+
+std::vector<policies::OomDomain> Node::listMemcgDomains(const NodeFacts& facts, cgroupfs::ReadCounters& counters) {
+  const auto tree = cgroupfs_.readSubtree("/", counters);
+  return policies::memcgDomains(tree, facts.meminfo, facts.vm_swappiness, facts.page_size_bytes);
+}
+
+void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
+  if (!process.cgroup) {
+    if (auto path = procfs_.readCgroupPath(process.pid)) {
+      process.cgroup = std::move(path).value();
+    }
+  }
+}
+
+bool Node::oomGroupSet(std::string_view cgroup) {
+  if (const auto found = oom_group_cache_.find(cgroup); found != oom_group_cache_.end()) {
+    return found->second;
+  }
+  const bool set = readOomGroup(cgroup);
+  oom_group_cache_.emplace(std::string(cgroup), set);
+  return set;
+}
+
+bool Node::readOomGroup(std::string_view cgroup) {
+  auto text = cgroupfs_.readText(cgroup, cgroupfs::files::kMemoryOomGroup);
+  return text && text.value().starts_with('1');
+}
+
+std::optional<std::string> Node::groupKillCgroup(cgroupfs::ProcessSnapshot& process,
+                                                 const policies::OomDomain& domain) {
+  ensureCgroup(process);
+  if (!process.cgroup) {
+    return std::nullopt;
+  }
+  return policies::oomGroupCgroup(*process.cgroup, domain, [this](std::string_view cgroup) { return oomGroupSet(cgroup); });
+}
+
+}  // namespace oomguard::guardian::io

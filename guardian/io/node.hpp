@@ -1,0 +1,82 @@
+// One node as the commands see it: the roots to read, the facts every OOM domain needs, and the
+// rankings of its domains, built from cgroupfs snapshots with the pure model in policies/.
+#pragma once
+
+#include <map>
+#include <unordered_map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cgroupfs/cgroup_tree.hpp"
+#include "cgroupfs/procfs.hpp"
+#include "policies/ranking.hpp"
+
+namespace oomguard::guardian::io {
+
+struct NodeFacts {
+  cgroupfs::KernelVersion kernel;
+  cgroupfs::MemInfo meminfo;
+  long vm_swappiness = 60;
+  bool swappiness_known = false;
+  uint64_t page_size_bytes = 4096;
+  uint64_t host_totalpages = 0;
+};
+
+// One ranked OOM domain. `candidates[i].scan_index` indexes `processes`.
+struct DomainRanking {
+  policies::OomDomain domain;
+  std::vector<cgroupfs::ProcessSnapshot> processes;
+  std::vector<policies::Candidate> candidates;
+  cgroupfs::ReadCounters counters;
+
+  [[nodiscard]] const cgroupfs::ProcessSnapshot& processOf(const policies::Candidate& candidate) const {
+    return processes[candidate.scan_index];
+  }
+};
+
+class Node {
+ public:
+  Node(std::string proc_root, std::string cgroup_root);
+
+  cgroupfs::ProcFs& procfs() { return procfs_; }
+  cgroupfs::CgroupFs& cgroupfs() { return cgroupfs_; }
+
+  cgroupfs::Result<NodeFacts> readFacts();
+  // Every process of the host, in pid order (the kernel scans in fork order; pids approximate it).
+  DomainRanking rankHost(const NodeFacts& facts, bool with_cgroups);
+  // The tasks of `cgroup` and its descendants, in the kernel's memcg scan order. Fails when the cgroup
+  // cannot be read or has no finite memory.max (then it is not an OOM domain).
+  cgroupfs::Result<DomainRanking> rankMemcg(const NodeFacts& facts, std::string_view cgroup);
+  // The tasks of `cgroup`'s subtree ranked in the host's scale (totalpages = the host's): for choosing
+  // within one workload that is not itself an OOM domain (a pod's pressure limit).
+  cgroupfs::Result<DomainRanking> rankSubtreeOnHostScale(const NodeFacts& facts, std::string_view cgroup);
+  // Each cgroup with a finite memory.max, in tree pre-order.
+  std::vector<policies::OomDomain> listMemcgDomains(const NodeFacts& facts, cgroupfs::ReadCounters& counters);
+
+  // --dry-run decides exactly as act mode would: the oom_score_adj it would have written (pid -> adj)
+  // stands in for the one /proc shows, in every ranking this Node makes from then on. nullptr: none.
+  // The map is the caller's and must outlive the Node's use of it.
+  void useIntendedAdj(const std::unordered_map<pid_t, int>* intended) { intended_adj_ = intended; }
+  void overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const;
+
+  // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty).
+  void ensureCgroup(cgroupfs::ProcessSnapshot& process);
+  // memory.oom.group of a cgroup, read on first use and cached for the life of this Node (meant for the
+  // short-lived commands; the daemon reads it fresh); unreadable counts as 0.
+  bool oomGroupSet(std::string_view cgroup);
+  // memory.oom.group of a cgroup, read now (the daemon's view: a write can change it at any time).
+  bool readOomGroup(std::string_view cgroup);
+  // The cgroup a group kill would take with a victim of `process` in `domain`, if any.
+  std::optional<std::string> groupKillCgroup(cgroupfs::ProcessSnapshot& process,
+                                             const policies::OomDomain& domain);
+
+ private:
+  cgroupfs::Result<DomainRanking> rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale);
+  cgroupfs::ProcFs procfs_;
+  cgroupfs::CgroupFs cgroupfs_;
+  std::map<std::string, bool, std::less<>> oom_group_cache_;
+  const std::unordered_map<pid_t, int>* intended_adj_ = nullptr;
+};
+
+}  // namespace oomguard::guardian::io

@@ -1,0 +1,236 @@
+#include "guardian/io/watchers.hpp"
+
+#include "cgroupfs/parse.hpp"
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+namespace oomguard::guardian::io {
+
+// --- PSI -----------------------------------------------------------------------------------------
+
+PressureWatch::PressureWatch(boost::asio::io_context& io, int fd, std::string file, config::PressureTrigger trigger,
+                             Callback callback)
+    : descriptor_(io, fd), file_(std::move(file)), trigger_(std::move(trigger)), callback_(std::move(callback)) {
+  buffer_.resize(512);
+}
+
+namespace {
+
+// Opens `file` and writes the trigger; returns the fd or the errno.
+int openTrigger(const std::string& file, const config::PressureTrigger& trigger, int& error) {
+  const int fd = ::open(file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    error = errno;
+    return -1;
+  }
+  const std::string text = trigger.triggerText();
+  // The kernel takes the trigger string, NUL included, in one write.
+  if (::write(fd, text.c_str(), text.size() + 1) < 0) {
+    error = errno;
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+cgroupfs::Result<std::shared_ptr<PressureWatch>> PressureWatch::arm(boost::asio::io_context& io, const std::string& file,
+                                                                    const config::PressureTrigger& trigger, Callback callback) {
+  int error = 0;
+  config::PressureTrigger effective = trigger;
+  int fd = openTrigger(file, effective, error);
+  std::string adjusted;
+  constexpr uint64_t kUnprivilegedWindowMs = 2000;
+  if (fd < 0 && error == EINVAL && trigger.window_ms % kUnprivilegedWindowMs != 0) {
+    // Without CAP_SYS_RESOURCE the kernel only takes windows in whole multiples of 2 s. Round the window
+    // up and scale the stall to keep the same share of it.
+    effective.window_ms = (trigger.window_ms / kUnprivilegedWindowMs + 1) * kUnprivilegedWindowMs;
+    effective.stall_us = trigger.stall_us * effective.window_ms / trigger.window_ms;
+    fd = openTrigger(file, effective, error);
+    adjusted = "\"" + trigger.triggerText() + "\" refused without CAP_SYS_RESOURCE; armed \"" +
+               effective.triggerText() + "\" (unprivileged windows are multiples of 2 s)";
+  }
+  if (fd < 0) {
+    return cgroupfs::systemError(error, file, "cannot arm PSI trigger \"" + trigger.triggerText() + "\"");
+  }
+  auto watch = std::make_shared<PressureWatch>(io, fd, file, effective, std::move(callback));
+  watch->adjusted_ = std::move(adjusted);
+  watch->requested_ = trigger;
+  // The stall total at arming: a fire must grow it.
+  std::string initial(512, '\0');
+  if (const ssize_t got = ::pread(fd, initial.data(), initial.size(), 0); got > 0) {
+    initial.resize(static_cast<size_t>(got));
+    watch->last_total_us_ = watch->stallTotal(initial);
+  }
+  watch->wait();
+  return watch;
+}
+
+void PressureWatch::wait() {
+  // POLLPRI arrives as EPOLLPRI, which Asio's reactor delivers to "error" waits.
+  descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_error,
+                         [self = shared_from_this()](const boost::system::error_code& error) {
+                           if (error || !self->descriptor_.is_open()) {
+                             return;  // closed
+                           }
+                           // The poll that woke us consumed the event, so tell "fired" from "gone" by
+                           // reading the file through the trigger's own fd: a removed cgroup gives ENODEV.
+                           const int fd = self->descriptor_.native_handle();
+                           const ssize_t got = ::pread(fd, self->buffer_.data(), self->buffer_.size(), 0);
+                           if (got < 0 && errno != EAGAIN && errno != EINTR) {
+                             self->descriptor_.close();
+                             self->callback_(true, {});
+                             return;
+                           }
+                           const std::string text(self->buffer_.data(), got > 0 ? static_cast<size_t>(got) : 0);
+                           self->wait();
+                           // A real fire means stall time accrued: a wake-up whose total did not grow is
+                           // not the kernel's trigger (readiness left over from another, closed descriptor).
+                           const auto total = self->stallTotal(text);
+                           if (total && self->last_total_us_ && *total <= *self->last_total_us_) {
+                             return;
+                           }
+                           if (total) {
+                             self->last_total_us_ = total;
+                           }
+                           self->callback_(false, text);
+                         });
+}
+
+std::optional<uint64_t> PressureWatch::stallTotal(const std::string& text) const {
+  auto pressure = cgroupfs::parsePressure(text);
+  if (!pressure) {
+    return std::nullopt;
+  }
+  if (trigger_.kind == "full") {
+    return pressure.value().full ? std::optional<uint64_t>(pressure.value().full->total_us) : std::nullopt;
+  }
+  return pressure.value().some.total_us;
+}
+
+void PressureWatch::close() {
+  boost::system::error_code ignored;
+  descriptor_.close(ignored);
+}
+
+// --- inotify -------------------------------------------------------------------------------------
+
+InotifyWatch::InotifyWatch(boost::asio::io_context& io, int fd, Callback callback)
+    : descriptor_(io, fd), callback_(std::move(callback)) {
+  buffer_.resize(64 * (sizeof(inotify_event) + NAME_MAX + 1));
+}
+
+cgroupfs::Result<std::unique_ptr<InotifyWatch>> InotifyWatch::open(boost::asio::io_context& io, Callback callback) {
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) {
+    return cgroupfs::systemError(errno, "inotify", "inotify_init1 failed");
+  }
+  auto watch = std::make_unique<InotifyWatch>(io, fd, std::move(callback));
+  watch->read();
+  return watch;
+}
+
+cgroupfs::Result<int> InotifyWatch::add(const std::string& path, uint32_t mask) {
+  const int wd = ::inotify_add_watch(descriptor_.native_handle(), path.c_str(), mask);
+  if (wd < 0) {
+    return cgroupfs::systemError(errno, path, "inotify_add_watch failed");
+  }
+  return wd;
+}
+
+void InotifyWatch::remove(int wd) { ::inotify_rm_watch(descriptor_.native_handle(), wd); }
+
+void InotifyWatch::read() {
+  descriptor_.async_read_some(
+      boost::asio::buffer(buffer_), [this, alive = alive_](const boost::system::error_code& error, size_t bytes) {
+        if (!*alive || error) {
+          return;
+        }
+        size_t offset = 0;
+        while (offset + sizeof(inotify_event) <= bytes) {
+          inotify_event header{};
+          std::memcpy(&header, buffer_.data() + offset, sizeof header);
+          const char* name = buffer_.data() + offset + sizeof(inotify_event);
+          const std::string entry = header.len > 0 ? std::string(name, ::strnlen(name, header.len)) : std::string();
+          offset += sizeof(inotify_event) + header.len;
+          callback_(header.wd, header.mask, entry);
+          if (!*alive) {
+            return;
+          }
+        }
+        read();
+      });
+}
+
+void InotifyWatch::close() {
+  *alive_ = false;
+  boost::system::error_code ignored;
+  descriptor_.close(ignored);
+}
+
+// --- /dev/kmsg -----------------------------------------------------------------------------------
+
+KmsgWatch::KmsgWatch(boost::asio::io_context& io, int fd, Callback callback)
+    : descriptor_(io, fd), callback_(std::move(callback)) {
+  buffer_.resize(8192);  // one record is at most about 1 kB plus its dictionary
+}
+
+cgroupfs::Result<std::unique_ptr<KmsgWatch>> KmsgWatch::open(boost::asio::io_context& io, const std::string& path,
+                                                             Callback callback) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return cgroupfs::systemError(errno, path, "cannot open");
+  }
+  // Records from before start-up are not ours to judge: start at the end.
+  if (::lseek(fd, 0, SEEK_END) < 0) {
+    const int saved = errno;
+    ::close(fd);
+    return cgroupfs::systemError(saved, path, "cannot seek to the end");
+  }
+  auto watch = std::make_unique<KmsgWatch>(io, fd, std::move(callback));
+  watch->wait();
+  return watch;
+}
+
+void KmsgWatch::wait() {
+  descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [this, alive = alive_](const boost::system::error_code& error) {
+                           if (!*alive || error) {
+                             return;
+                           }
+                           for (;;) {
+                             const ssize_t got = ::read(descriptor_.native_handle(), buffer_.data(), buffer_.size());
+                             if (got > 0) {
+                               callback_(std::string(buffer_.data(), static_cast<size_t>(got)));
+                               if (!*alive) {
+                                 return;
+                               }
+                               continue;
+                             }
+                             if (got < 0 && errno == EPIPE) {
+                               ++lost_records_;  // overwritten before we read them; the next read resumes
+                               continue;
+                             }
+                             if (got < 0 && errno == EINTR) {
+                               continue;
+                             }
+                             break;  // EAGAIN: drained
+                           }
+                           wait();
+                         });
+}
+
+void KmsgWatch::close() {
+  *alive_ = false;
+  boost::system::error_code ignored;
+  descriptor_.close(ignored);
+}
+
+}  // namespace oomguard::guardian::io

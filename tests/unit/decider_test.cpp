@@ -1,0 +1,180 @@
+// The Decider on a fixture node with a fake clock: thresholds, the kill gate, protections and the choice,
+// each returning a typed Outcome. No process is spawned or signalled (FakeActuator records).
+#include "guardian/daemon/decider.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include "daemon_fixture.hpp"
+#include "guardian/daemon/executor.hpp"
+#include "guardian/daemon/rankings.hpp"
+#include "guardian/exporter/metrics.hpp"
+
+namespace oomguard::guardian::daemon {
+namespace {
+
+using policies::DecisionAction;
+using policies::DecisionResult;
+
+class DeciderTest : public ::testing::Test {
+ protected:
+  NodeFixture fixture;
+  const pid_t big = ::getpid();    // the fixture's processes have the pids of live processes
+  const pid_t medium = ::getppid();
+
+  void SetUp() override {
+    fixture.addProcess(big, "leaker", "/pod/app", 600 * 1024);
+    fixture.addProcess(medium, "sidecar", "/pod/side", 200 * 1024);
+  }
+
+  // Builds the parts for `rules` (the "cgroups" array of a mode-act config) and ranks /pod from the files.
+  void start(const std::string& rules, const std::string& extra = "") {
+    config = config::parseConfig(R"({"mode": "act", "refresh_interval_s": 1, )" + extra + R"("cgroups": )" + rules + "}",
+                                 "test");
+    node = std::make_unique<io::Node>(fixture.procRoot(), fixture.cgroupRoot());
+    options.proc_root = fixture.procRoot();
+    options.cgroup_root = fixture.cgroupRoot();
+    log = std::make_unique<io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
+    watch_set = std::make_unique<WatchSet>(io, *node, config, *log, stats, fixture.clock, listener);
+    watch_set->add("/");
+    rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
+    executor = std::make_unique<Executor>(*node, actuator, config, options, *log, metrics, stats, fixture.clock);
+    decider = std::make_unique<Decider>(*node, config, *watch_set, *rankings, executor->neverKill(), workloads, stats);
+    facts = node->readFacts().value();
+  }
+
+  // One decision in /pod at the fake clock's now, as Daemon::decide makes it.
+  policies::Outcome actInPod() {
+    executor->markSnapshot();
+    auto state = rankings->rerankMemcg(facts, "/pod");
+    EXPECT_TRUE(state.ok()) << state.error().describe();
+    const config::ActRule* rule = decider->actRuleFor("/pod");
+    EXPECT_NE(rule, nullptr);
+    return decider->act("/pod", *state.value(), *rule, policies::DomainObservation{}, fixture.now_us, *executor);
+  }
+
+  static constexpr const char* kHeadroom =
+      R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}}, {"match": "/**"}])";
+
+  boost::asio::io_context io;
+  config::Config config;
+  DaemonOptions options;
+  std::unique_ptr<io::Node> node;
+  std::ostringstream log_text;
+  std::unique_ptr<io::EventLog> log;
+  DaemonStats stats;
+  NoListener listener;
+  FakeActuator actuator;
+  exporter::NullMetrics metrics;
+  const kube::Workloads* workloads = nullptr;
+  io::NodeFacts facts;
+  std::unique_ptr<WatchSet> watch_set;
+  std::unique_ptr<Rankings> rankings;
+  std::unique_ptr<Executor> executor;
+  std::unique_ptr<Decider> decider;
+};
+
+TEST_F(DeciderTest, BelowTheThresholdNothingIsDone) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  const auto outcome = actInPod();
+  EXPECT_EQ(outcome.policy, policies::Action::kKillWorst);
+  EXPECT_EQ(outcome.result, DecisionResult::kBelowThreshold);
+  EXPECT_EQ(outcome.action, DecisionAction::kNone);
+  EXPECT_FALSE(outcome.reason);
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DeciderTest, ACrossedThresholdKillsTheKernelsFirstChoice) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  const auto outcome = actInPod();
+  ASSERT_TRUE(outcome.reason);
+  EXPECT_EQ(outcome.reason->kind, policies::CrossedBy::kHeadroom);
+  EXPECT_EQ(outcome.action, DecisionAction::kKill);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled) << outcome.detail.value_or("");
+  ASSERT_TRUE(outcome.target);
+  EXPECT_EQ(outcome.target->victim.pid, big);
+  EXPECT_EQ(outcome.target->victim.cgroup, "/pod/app");
+  EXPECT_TRUE(outcome.chosen_because);
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"}));
+  EXPECT_EQ(stats.kills, 1U);
+}
+
+TEST_F(DeciderTest, OneOomOneVictimUntilItIsGoneOrItsWaitRunsOut) {
+  start(kHeadroom, R"("policy": {"victim_wait_s": 2}, )");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  ASSERT_EQ(actInPod().result, DecisionResult::kKilled);
+  // The victim (a live process: its memory is not back) holds the domain.
+  fixture.now_us += 500'000;
+  const auto held = actInPod();
+  EXPECT_EQ(held.result, DecisionResult::kHeld);
+  ASSERT_TRUE(held.held_by);
+  EXPECT_NE(held.held_by->find("victim"), std::string::npos) << *held.held_by;
+  EXPECT_EQ(actuator.actions.size(), 1U);
+  EXPECT_EQ(stats.kills_held, 1U);
+  // Past the wait the gate lets the next selection run, as the kernel's oom_reaper does.
+  fixture.now_us += 2'000'000;
+  EXPECT_EQ(actInPod().result, DecisionResult::kKilled);
+  EXPECT_EQ(actuator.actions.size(), 2U);
+}
+
+TEST_F(DeciderTest, AMissingReadingNeverKills) {
+  start(kHeadroom);
+  std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
+  const auto outcome = actInPod();
+  EXPECT_EQ(outcome.result, DecisionResult::kBelowThreshold);
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DeciderTest, PanicIsDecidedNotExecutedHere) {
+  start(R"([{"match": "/pod", "act": {"action": "panic", "when": {"headroom_below": 0.10}}}, {"match": "/**"}])",
+        R"("policy": {"allow_panic": true}, )");
+  fixture.setCurrent(NodeFixture::kLimitBytes);
+  const auto outcome = actInPod();
+  EXPECT_EQ(outcome.action, DecisionAction::kPanic);
+  EXPECT_EQ(outcome.result, DecisionResult::kPanicking);
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(DeciderTest, AnOmittedCgroupIsPassedOver) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}},
+            {"match": "/pod/app", "preference": "omit"}, {"match": "/**"}])");
+  fixture.setCurrent(NodeFixture::kLimitBytes);
+  const auto outcome = actInPod();
+  ASSERT_TRUE(outcome.target);
+  EXPECT_EQ(outcome.target->victim.pid, medium);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled);
+}
+
+TEST_F(DeciderTest, ObserveModeHasNoActRule) {
+  start(kHeadroom);
+  config.mode = config::Mode::kObserve;
+  EXPECT_EQ(decider->actRuleFor("/pod"), nullptr);
+}
+
+TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  const auto due = decider->nextLevelDueUs();
+  ASSERT_TRUE(due);
+  EXPECT_GT(*due, fixture.now_us);
+  EXPECT_LE(*due, fixture.now_us + 1'000'000);  // never later than the refresh interval
+  // Not due yet: nothing is read.
+  const uint64_t reads = stats.level_reads;
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 1, false).empty());
+  EXPECT_EQ(stats.level_reads, reads);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  const auto crossed = decider->checkLevels(*due, false);
+  ASSERT_EQ(crossed.size(), 1U);
+  EXPECT_EQ(crossed.front().first, "/pod");
+}
+
+}  // namespace
+}  // namespace oomguard::guardian::daemon
