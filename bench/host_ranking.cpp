@@ -4,10 +4,14 @@
 //   floor:   list /proc, then open+read+close /proc/<pid>/status and /proc/<pid>/oom_score_adj per pid
 //            (the least any ranking must do);
 //   ranking: guardian::Node::rankHost(): the same reads through a held /proc/<pid> handle, parsing,
-//            the badness model and the sort.
-// Prints both medians and their ratio. Target: ratio <= 1.3. Every spawned process is killed and reaped.
+//            the badness model and the sort;
+//   top:     the whole `oomguard top --all --json` (output discarded): the ranking, each process's
+//            oom_score as the kernel shows it, its cgroup (from one walk of the cgroup tree) and the JSON.
+// Prints the medians and their ratios to the floor. Target: both <= 1.3. Every spawned process is killed
+// and reaped.
 //
-// Usage: bench_host_ranking [--processes N] [--rounds R] [--proc-root DIR]
+// Usage: bench_host_ranking [--processes N] [--rounds R] [--proc-root DIR] [--cgroup-root DIR]
+//   (--cgroup-root defaults to /sys/fs/cgroup where it is cgroup2, else /sys/fs/cgroup/unified)
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -19,9 +23,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "guardian/cli/commands.hpp"
 #include "guardian/io/node.hpp"
 #include "idle_processes.hpp"
 
@@ -68,6 +75,8 @@ int main(int argc, char** argv) {
   size_t processes = 5000;
   int rounds = 15;
   std::string proc_root = "/proc";
+  std::string cgroup_root = std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup"
+                                                                                          : "/sys/fs/cgroup/unified";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--processes") {
@@ -76,13 +85,15 @@ int main(int argc, char** argv) {
       rounds = std::atoi(argv[i + 1]);
     } else if (flag == "--proc-root") {
       proc_root = argv[i + 1];
+    } else if (flag == "--cgroup-root") {
+      cgroup_root = argv[i + 1];
     } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
   const auto spawned = spawnIdle(processes);
-  oomguard::guardian::io::Node node(proc_root, "/sys/fs/cgroup");
+  oomguard::guardian::io::Node node(proc_root, cgroup_root);
   const auto facts = node.readFacts();
   if (!facts) {
     reap(spawned);
@@ -92,11 +103,22 @@ int main(int argc, char** argv) {
   std::vector<char> buffer(4096);
   std::vector<double> floor_ms;
   std::vector<double> ranking_ms;
+  std::vector<double> top_ms;
+  size_t top_bytes = 0;
+  // `oomguard top --all --json`, as the command runs it: a fresh Node each time (no cache carried over).
+  auto top_all = [&] {
+    oomguard::guardian::io::Node fresh(proc_root, cgroup_root);
+    std::ostringstream out;
+    std::ostringstream err;
+    oomguard::guardian::cli::runTop(fresh, {true, 0, "host", false}, out, err);
+    top_bytes = out.str().size();
+  };
   size_t ranked = 0;
   size_t sink = 0;
   // One warm-up of each, then interleaved rounds so drift on a shared machine hits both alike.
   sink += floorPass(proc_root, buffer);
   ranked = node.rankHost(facts.value(), false).candidates.size();
+  top_all();
   for (int round = 0; round < rounds; ++round) {
     auto start = Clock::now();
     sink += floorPass(proc_root, buffer);
@@ -105,15 +127,23 @@ int main(int argc, char** argv) {
     const auto ranking = node.rankHost(facts.value(), false);
     ranking_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
     ranked = ranking.candidates.size();
+    start = Clock::now();
+    top_all();
+    top_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   }
   reap(spawned);
   const double floor_median = median(floor_ms);
   const double ranking_median = median(ranking_ms);
   const double ratio = ranking_median / floor_median;
+  const double top_median = median(top_ms);
+  const double top_ratio = top_median / floor_median;
   std::printf("host ranking: %zu spawned, %zu processes ranked, %d rounds (%zu bytes read by the floor)\n",
               spawned.size(), ranked, rounds, sink);
   std::printf("  floor   (open+read status and oom_score_adj)  median %8.2f ms\n", floor_median);
   std::printf("  ranking (read, parse, model, sort)             median %8.2f ms\n", ranking_median);
-  std::printf("  ratio %.3f (target <= 1.30): %s\n", ratio, ratio <= 1.3 ? "met" : "NOT met");
+  std::printf("  top --all --json (%zu bytes, cgroups from %s) median %8.2f ms\n", top_bytes, cgroup_root.c_str(),
+              top_median);
+  std::printf("  ratio ranking/floor %.3f (target <= 1.30): %s\n", ratio, ratio <= 1.3 ? "met" : "NOT met");
+  std::printf("  ratio top/floor     %.3f (target <= 1.30): %s\n", top_ratio, top_ratio <= 1.3 ? "met" : "NOT met");
   return 0;
 }

@@ -48,7 +48,7 @@ Result<std::vector<pid_t>> ProcFs::listPids() const {
   return pids;
 }
 
-Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup) {
+Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup, bool with_oom_score) {
   const std::string directory = root_ + "/" + std::to_string(pid);
   auto handle = openDirectory(directory);
   if (!handle) {
@@ -89,15 +89,22 @@ Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup) {
     }
     process.cgroup = std::move(cgroup).value();
   }
+  if (with_oom_score) {
+    if (auto score_text = reader_.read(fd, "oom_score", directory + "/oom_score")) {
+      if (auto score = parseInteger(score_text.value())) {
+        process.kernel_oom_score = score.value();
+      }
+    }
+  }
   return process;
 }
 
 std::vector<ProcessSnapshot> ProcFs::readProcesses(std::span<const pid_t> pids, bool with_cgroup,
-                                                   ReadCounters& counters) {
+                                                   ReadCounters& counters, bool with_oom_score) {
   std::vector<ProcessSnapshot> processes;
   processes.reserve(pids.size());
   for (const pid_t pid : pids) {
-    auto process = readProcess(pid, with_cgroup);
+    auto process = readProcess(pid, with_cgroup, with_oom_score);
     if (process) {
       processes.push_back(std::move(process).value());
     } else {

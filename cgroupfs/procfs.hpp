@@ -35,8 +35,9 @@ class ProcFs {
 
   // The numeric entries of the root (processes; threads are not listed there).
   Result<std::vector<pid_t>> listPids() const;
-  // status and oom_score_adj (and, when asked, cgroup) read through one /proc/<pid> directory handle.
-  Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup);
+  // status and oom_score_adj (and, when asked, cgroup and the kernel's oom_score) read through one
+  // /proc/<pid> directory handle. An unreadable oom_score leaves kernel_oom_score empty.
+  Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup, bool with_oom_score = false);
   Result<std::string> readCgroupPath(pid_t pid);
   Result<long> readOomScore(pid_t pid);
   // /proc/<pid>/stat field 22: when the process started, in clock ticks since boot.
@@ -54,7 +55,7 @@ class ProcFs {
   // Exactly the processes of `pids` (none when it is empty), in that order, skipping those that vanish
   // or do not parse (counted).
   std::vector<ProcessSnapshot> readProcesses(std::span<const pid_t> pids, bool with_cgroup,
-                                             ReadCounters& counters);
+                                             ReadCounters& counters, bool with_oom_score = false);
 
  private:
   Result<std::string_view> readFile(std::string_view relative);

@@ -93,6 +93,7 @@ struct ProcessSnapshot {
   ProcStatus status;
   int oom_score_adj = 0;
   std::optional<std::string> cgroup;  // v2 path from /proc/<pid>/cgroup, when it was read
+  std::optional<long> kernel_oom_score;  // /proc/<pid>/oom_score, when it was read
 };
 
 // One cgroup of the v2 tree. Paths are relative to the cgroup root and start with "/" ("/" = root).

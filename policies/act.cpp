@@ -362,6 +362,12 @@ void GrowthTracker::sample(pid_t pid, uint64_t now_us, long pages) {
   }
 }
 
+std::optional<uint64_t> GrowthTracker::lastSampleUs(pid_t pid) const {
+  const auto found = samples_.find(pid);
+  return found == samples_.end() || found->second.empty() ? std::nullopt
+                                                          : std::optional<uint64_t>(found->second.back().first);
+}
+
 std::optional<long> GrowthTracker::growth(pid_t pid) const {
   const auto found = samples_.find(pid);
   if (found == samples_.end() || found->second.size() < 2) {

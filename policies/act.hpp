@@ -162,6 +162,8 @@ class GrowthTracker {
   void sample(pid_t pid, uint64_t now_us, long pages);
   // pages now minus pages at the oldest sample inside the window; nullopt with fewer than two samples.
   [[nodiscard]] std::optional<long> growth(pid_t pid) const;
+  // When `pid` was last sampled.
+  [[nodiscard]] std::optional<uint64_t> lastSampleUs(pid_t pid) const;
   // Drops pids not sampled since `before_us`.
   void forgetOlderThan(uint64_t before_us);
   [[nodiscard]] size_t size() const { return samples_.size(); }

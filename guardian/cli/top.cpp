@@ -36,9 +36,9 @@ void reportSkipped(const cgroupfs::ReadCounters& counters, std::ostream& err) {
 }
 
 cgroupfs::Result<io::DomainRanking> rankFor(io::Node& node, const io::NodeFacts& facts, const std::string& domain,
-                                        bool with_cgroups) {
+                                        bool with_cgroups, bool with_oom_scores) {
   if (domain == "host" || domain == "/") {
-    return node.rankHost(facts, with_cgroups);
+    return node.rankHost(facts, with_cgroups, with_oom_scores);
   }
   if (!domain.starts_with('/')) {
     return cgroupfs::parseError("--domain takes \"host\" or a cgroup path starting with /, got \"" + domain + "\"");
@@ -72,6 +72,10 @@ int topByProcess(io::Node& node, const io::NodeFacts& facts, io::DomainRanking& 
                  std::ostream& out) {
   std::vector<Row> rows;
   const size_t shown = options.limit == 0 ? ranking.candidates.size() : std::min(options.limit, ranking.candidates.size());
+  if (options.limit == 0) {
+    // Every process: their cgroups from one walk of the tree, not one /proc/<pid>/cgroup each.
+    node.indexCgroupsFromTree(ranking.counters);
+  }
   for (size_t i = 0; i < shown; ++i) {
     const auto& candidate = ranking.candidates[i];
     if (options.limit != 0 && !candidate.killable) {
@@ -81,7 +85,9 @@ int topByProcess(io::Node& node, const io::NodeFacts& facts, io::DomainRanking& 
     Row row{i + 1, &candidate, std::nullopt, candidate.oom_score};
     // The kernel computes oom_score from approximate per-CPU counters (see perCpuCounterDriftPages), so
     // its own number is shown where there is one; oom_score_computed keeps the model's.
-    if (auto kernel_score = node.procfs().readOomScore(process.pid)) {
+    if (process.kernel_oom_score) {
+      row.oom_score = *process.kernel_oom_score;
+    } else if (auto kernel_score = node.procfs().readOomScore(process.pid)) {
       row.oom_score = kernel_score.value();
     }
     node.ensureCgroup(process);
@@ -210,7 +216,9 @@ int runTop(io::Node& node, const TopOptions& options, std::ostream& out, std::os
     err << "oomguard: " << text::printable(facts.error().describe()) << "\n";
     return kExitFailure;
   }
-  auto ranking = rankFor(node, facts.value(), options.domain, options.by_cgroup);
+  // Listing every process: the kernel's oom_score read with each, through its /proc/<pid> handle.
+  auto ranking = rankFor(node, facts.value(), options.domain, options.by_cgroup,
+                         options.limit == 0 && !options.by_cgroup);
   if (!ranking) {
     const auto& error = ranking.error();
     err << "oomguard: " << text::printable(error.path.empty() ? error.message : error.describe()) << "\n";

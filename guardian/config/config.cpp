@@ -164,6 +164,10 @@ ActRule readAct(const Json& value, const std::string& path, bool host) {
   const std::string action = reader.string("action", "observe", {"observe", "kill-worst", "kill-allocating", "panic"});
   act.action = *policies::parseAction(action);
   act.sigterm_grace_ms = static_cast<uint32_t>(reader.integer("sigterm_grace_ms", 0, 0, 600000));
+  if (reader.find("memory_high_at_threshold") != nullptr && host) {
+    ObjectReader::fail(reader.pathOf("memory_high_at_threshold"), "applies to cgroups (memory.high); the host has none");
+  }
+  act.memory_high_at_threshold = reader.boolean("memory_high_at_threshold", false);
   if (const Json* when = reader.find("when")) {
     const std::string when_path = reader.pathOf("when");
     ObjectReader conditions(*when, when_path);
@@ -201,6 +205,9 @@ ActRule readAct(const Json& value, const std::string& path, bool host) {
     }
   } else if (act.action != policies::Action::kObserve) {
     ObjectReader::fail(reader.pathOf("when"), "is required for action \"" + action + "\"");
+  }
+  if (act.memory_high_at_threshold && !act.when.headroom_below) {
+    ObjectReader::fail(reader.pathOf("memory_high_at_threshold"), "needs when.headroom_below: the threshold it is set at");
   }
   reader.finish();
   return act;

@@ -35,6 +35,9 @@ struct ActRule {
   policies::Action action = policies::Action::kObserve;
   policies::Thresholds when;
   uint32_t sigterm_grace_ms = 0;
+  // cgroup rules with when.headroom_below: oomguard sets the domain's memory.high at the threshold
+  // (memory.max * (1 - headroom_below)), so the kernel throttles a leak there and raises "high" events.
+  bool memory_high_at_threshold = false;
 };
 
 // What to watch in the cgroups whose path matches `match` (the first matching rule applies).

@@ -188,6 +188,10 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
   if (cgroup != "/") {
     watch_set_.limitChanged(cgroup);
   }
+  // Pressure in an acting domain: its level thresholds are polled fast for the PSI window (lmkd's way).
+  if (decider_.pressureEvent(watch_set_.domainFor(cgroup), event_arrived_us_)) {
+    scheduleLevels();
+  }
   policies::Trigger trigger{policies::Trigger::Kind::kPressure, cgroup, {}, {}, {}, {}};
   const io::PressureWatch* watch = watch_set_.pressureWatch(cgroup);
   if (watch != nullptr) {
@@ -240,7 +244,7 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
       decision.domain = policies::OomDomain{policies::DomainKind::kMemcg, domain, 0};
       decision.outcome.result = policies::DecisionResult::kNoData;
       decision.error = ranked.error().describe();
-      decision_log_.decision(decision);
+      decision_log_.decision(decision, clock_.monotonic_us());
       return;
     }
     state = ranked.value();
@@ -262,7 +266,7 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
     decision.waiting_on_victim = waiting;
     decision.waiting_ms_ago = (decided_us - std::min(decided_us, waiting->since_us)) / 1000;
   }
-  decision_log_.decision(decision);
+  decision_log_.decision(decision, decided_us);
   if (decision.outcome.action == policies::DecisionAction::kPanic) {
     // The decision is on stdout (flushed) before the kernel goes down.
     const auto result = executor_.panic();
@@ -356,14 +360,15 @@ void Daemon::refresh() {
   constexpr uint64_t kFullLimitScanEvery = 6;
   const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
   const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan);
-  // Growth over the trend window (kill-allocating), only where a rule could use it.
-  const bool track_growth =
-      (config_.host_act && config_.host_act->action == policies::Action::kKillAllocating) ||
-      std::any_of(config_.cgroups.begin(), config_.cgroups.end(), [](const config::CgroupRule& rule) {
-        return rule.act && rule.act->action == policies::Action::kKillAllocating;
-      });
-  const HostScan scan = rankings_.refresh(facts_, watch_set_, limited, track_growth);
+  const HostScan scan = rankings_.refresh(facts_, watch_set_, limited);
   executor_.applyProtections(scan, watch_set_.paths());
+  std::vector<std::pair<std::string, uint64_t>> domains;
+  for (const auto& path : limited) {
+    if (const WatchedCgroup* watched = watch_set_.find(path); watched != nullptr && watched->memory_max_bytes) {
+      domains.emplace_back(path, *watched->memory_max_bytes);
+    }
+  }
+  executor_.applyMemoryHigh(domains);
   pods_.reconcilePressure(watch_set_);
   pods_.publishStatus();
   executor_.releaseVictims(clock_.monotonic_us());
@@ -391,6 +396,7 @@ bool Daemon::reload() {
       throw config::ConfigError(*options_.config_path + ": " + restart +
                                 " changed; these take effect only at a restart (the old config stays in force)");
     }
+    executor_.restoreMemoryHigh();  // the fresh config's rules set theirs at the refresh below
     config_ = std::move(fresh);
   } catch (const config::ConfigError& error) {
     log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});
@@ -402,6 +408,9 @@ bool Daemon::reload() {
   scheduleRefresh();
   log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
                                    {"pressure_triggers", armedPressureTriggers()}});
+  if (config_.mode == config::Mode::kAct) {
+    requestRefresh();  // the fresh rules' protections and memory.high, on the loop's next turn
+  }
   return true;
 }
 
@@ -417,6 +426,7 @@ void Daemon::stop() {
     boost::system::error_code ignored;
     signals_->cancel(ignored);
   }
+  executor_.restoreMemoryHigh();
   watch_set_.close();
   if (kmsg_) {
     kmsg_->close();

@@ -173,11 +173,25 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
       level.rate.sample(now_us, *room);
     }
     // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
-    level.due_us = now_us + policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
-                                                       max_delay_us);
+    uint64_t delay_us = policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
+                                                   max_delay_us);
+    if (now_us < level.fast_until_us) {
+      delay_us = std::min(delay_us, kPressurePollUs);  // under pressure: poll as lmkd does
+    }
+    level.due_us = now_us + delay_us;
   }
   std::erase_if(levels_, [&](const auto& entry) { return !acting.contains(entry.first); });
   return crossed;
+}
+
+bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {
+  const auto found = levels_.find(domain);
+  if (found == levels_.end()) {
+    return false;
+  }
+  found->second.fast_until_us = now_us + kPressureWindowUs;
+  found->second.due_us = std::min(found->second.due_us, now_us);
+  return true;
 }
 
 std::optional<uint64_t> Decider::nextLevelDueUs() const {

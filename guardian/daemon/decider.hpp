@@ -55,12 +55,19 @@ class Decider {
   std::vector<std::pair<std::string, policies::DomainObservation>> checkLevels(uint64_t now_us, bool all);
   // When the next level reading is due; nullopt when no acting domain has a level threshold.
   [[nodiscard]] std::optional<uint64_t> nextLevelDueUs() const;
+  // A PSI trigger fired for `domain` (lmkd's response to pressure): its level thresholds are read now and
+  // then every kPressurePollUs until a window (kPressureWindowUs) passes without another trigger.
+  // Returns whether the domain has a level watch (then the caller reschedules the level timer).
+  bool pressureEvent(const std::string& domain, uint64_t now_us);
+  static constexpr uint64_t kPressurePollUs = 10'000;
+  static constexpr uint64_t kPressureWindowUs = 1'000'000;
 
 
  private:
   struct LevelWatch {
     policies::FillRate rate;
     uint64_t due_us = 0;
+    uint64_t fast_until_us = 0;  // polled every kPressurePollUs until then (a PSI trigger fired)
   };
 
   io::Node& node_;

@@ -1,5 +1,7 @@
 #include "guardian/daemon/decision_log.hpp"
 
+#include <utility>
+
 namespace oomguard::guardian::daemon {
 namespace {
 
@@ -97,7 +99,21 @@ void DecisionLog::appendOutcome(const policies::Outcome& outcome, Json& line) {
   }
 }
 
-void DecisionLog::decision(const policies::Decision& decision) {
+void DecisionLog::decision(const policies::Decision& decision, uint64_t now_us) {
+  const std::string& domain = decision.domain.cgroup;
+  uint64_t suppressed = 0;
+  if (decision.outcome.result == policies::DecisionResult::kHeld) {
+    auto& held = held_[domain];
+    if (held.logged_us != 0 && now_us - held.logged_us < kHeldQuietUs) {
+      ++held.suppressed;
+      return;
+    }
+    suppressed = std::exchange(held.suppressed, 0);
+    held.logged_us = now_us;
+  } else if (const auto found = held_.find(domain); found != held_.end()) {
+    suppressed = found->second.suppressed;
+    held_.erase(found);
+  }
   if (decision.outcome.result == policies::DecisionResult::kNoData) {
     // The domain could not be read: what was tried, and why it failed.
     log_.write("decision", Json{{"trigger", triggerJson(decision.trigger)},
@@ -116,6 +132,9 @@ void DecisionLog::decision(const policies::Decision& decision) {
             {"dry_run", decision.dry_run},
             {"reaction_us", decision.reaction_us}};
   appendOutcome(decision.outcome, line);
+  if (suppressed > 0) {
+    line["held_suppressed"] = suppressed;
+  }
   if (const auto& waiting = decision.waiting_on_victim) {
     line["waiting_on_victim"] = Json{{"pid", waiting->pid == 0 ? Json(nullptr) : Json(waiting->pid)},
                                      {"cgroup", waiting->cgroup},

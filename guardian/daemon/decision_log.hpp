@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -25,7 +26,11 @@ class DecisionLog {
 
   DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of);
 
-  void decision(const policies::Decision& decision);
+  // One "decision" line, except a held decision repeating within kHeldQuietUs of the last logged held
+  // decision of its domain (the level watch re-reads a crossed domain every 100 ms while a victim is in
+  // progress): counted instead, and the domain's next logged decision says how many ("held_suppressed").
+  void decision(const policies::Decision& decision, uint64_t now_us);
+  static constexpr uint64_t kHeldQuietUs = 1'000'000;
   void nextVictim(const DomainState& state);
   void kernelReport(const OomReport& report);
   // The outcome's fields (policy, reason, chosen_because, target, action, ..., result, detail) appended
@@ -37,9 +42,14 @@ class DecisionLog {
   [[nodiscard]] nlohmann::ordered_json candidates(const std::vector<policies::VictimCandidate>& top) const;
   [[nodiscard]] nlohmann::ordered_json candidate(const policies::VictimCandidate& candidate) const;
 
+  struct HeldLog {
+    uint64_t logged_us = 0;
+    uint64_t suppressed = 0;
+  };
   io::EventLog& log_;
   const config::Config& config_;
   LabelsOf labels_of_;
+  std::map<std::string, HeldLog> held_;  // by domain, while it has held decisions to count
 };
 
 }  // namespace oomguard::guardian::daemon

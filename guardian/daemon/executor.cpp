@@ -297,4 +297,93 @@ void Executor::checkSysctls(bool at_start) {
   }
 }
 
+namespace {
+
+// memory.high as read: bytes, nullopt for "max"; an error when unreadable.
+cgroupfs::Result<std::optional<uint64_t>> readMemoryHigh(io::Node& node, const std::string& cgroup) {
+  auto text = node.cgroupfs().readText(cgroup, cgroupfs::files::kMemoryHigh);
+  if (!text) {
+    return text.error();
+  }
+  return cgroupfs::parseLimit(text.value());
+}
+
+Json bytesJson(std::optional<uint64_t> bytes) { return bytes ? Json(*bytes) : Json("max"); }
+
+}  // namespace
+
+void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t>>& domains) {
+  if (config_.mode != config::Mode::kAct) {
+    return;
+  }
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  const uint64_t page_bytes = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  std::set<std::string> wanted_here;
+  for (const auto& [cgroup, max_bytes] : domains) {
+    const config::CgroupRule* rule = config::ruleFor(config_, cgroup);
+    if (rule == nullptr || !rule->act || !rule->act->memory_high_at_threshold || !rule->act->when.headroom_below) {
+      continue;
+    }
+    wanted_here.insert(cgroup);
+    // At the threshold, on a page boundary: usage above it is the level the rule acts on.
+    const auto threshold = static_cast<uint64_t>(static_cast<double>(max_bytes) * (1.0 - *rule->act->when.headroom_below));
+    const uint64_t wanted = threshold / page_bytes * page_bytes;
+    auto current = readMemoryHigh(node_, cgroup);
+    if (!current) {
+      continue;  // no memory controller here (yet), or the cgroup is going: nothing to set
+    }
+    const auto ours = memory_high_set_.find(cgroup);
+    const bool mine = ours != memory_high_set_.end() && current.value() == ours->second;
+    if (current.value() == wanted && mine) {
+      continue;
+    }
+    if (current.value() && !mine) {
+      if (memory_high_left_.insert(cgroup).second) {
+        log_.write("memory_high_left", Json{{"cgroup", cgroup}, {"memory.high", bytesJson(current.value())},
+                                            {"wanted", wanted}, {"why", "set by someone else; left alone"}});
+      }
+      continue;
+    }
+    const auto result = actuator_.setMemoryHigh(cgroup, wanted);
+    log_.write("memory_high", Json{{"cgroup", cgroup}, {"from", bytesJson(current.value())}, {"to", wanted},
+                                   {"ok", result.ok}, {"detail", result.detail}});
+    if (result.ok) {
+      memory_high_set_[cgroup] = wanted;
+      memory_high_left_.erase(cgroup);
+    }
+  }
+  // Domains gone, or whose rule no longer asks: forget the gone, give the others "max" back.
+  for (auto it = memory_high_set_.begin(); it != memory_high_set_.end();) {
+    if (wanted_here.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    if (auto current = readMemoryHigh(node_, it->first); current && current.value() == it->second) {
+      const auto result = actuator_.setMemoryHigh(it->first, std::nullopt);
+      log_.write("memory_high", Json{{"cgroup", it->first}, {"from", it->second}, {"to", "max"}, {"ok", result.ok},
+                                     {"detail", result.detail}, {"why", "the rule no longer asks"}});
+    }
+    it = memory_high_set_.erase(it);
+  }
+}
+
+void Executor::restoreMemoryHigh() {
+  for (const auto& [cgroup, value] : memory_high_set_) {
+    auto current = readMemoryHigh(node_, cgroup);
+    if (!current) {
+      continue;  // gone with its cgroup
+    }
+    if (current.value() != value) {
+      log_.write("memory_high_left", Json{{"cgroup", cgroup}, {"memory.high", bytesJson(current.value())},
+                                          {"why", "changed by someone else since oomguard set it; left alone"}});
+      continue;
+    }
+    const auto result = actuator_.setMemoryHigh(cgroup, std::nullopt);
+    log_.write("memory_high", Json{{"cgroup", cgroup}, {"from", value}, {"to", "max"}, {"ok", result.ok},
+                                   {"detail", result.detail}, {"why", "restored"}});
+  }
+  memory_high_set_.clear();
+  memory_high_left_.clear();
+}
+
 }  // namespace oomguard::guardian::daemon

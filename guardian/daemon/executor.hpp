@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "guardian/config/config.hpp"
@@ -71,6 +72,15 @@ class Executor {
   // Declared sysctls: applied at start (mode act), compared at every refresh (and enforced if asked).
   void checkSysctls(bool at_start);
 
+  // Mode act: memory.high at the threshold of each domain whose act rule has memory_high_at_threshold
+  // (`domains`: the limited cgroups with their memory.max). Written only over "max" or over the value
+  // oomguard wrote itself; a memory.high someone else set (kubelet's MemoryQoS, systemd's MemoryHigh=)
+  // is left alone and logged once. A domain whose rule no longer asks gets "max" back.
+  void applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t>>& domains);
+  // At exit and before a reload: every memory.high oomguard set goes back to "max", where it still holds
+  // oomguard's value.
+  void restoreMemoryHigh();
+
  private:
   // A victim in progress: a pinned process (ours or the kernel's) or a cgroup oomguard killed whole.
   void holdVictim(const std::string& cgroup, std::shared_ptr<io::PinnedProcess> pinned, uint64_t now_us);
@@ -94,6 +104,8 @@ class Executor {
   std::map<pid_t, std::shared_ptr<io::PinnedProcess>> victim_pins_;
   std::set<std::string> killed_cgroups_;
   std::map<std::string, bool> sysctl_drift_;
+  std::map<std::string, uint64_t> memory_high_set_;  // cgroup -> the memory.high oomguard wrote
+  std::set<std::string> memory_high_left_;           // set by someone else: logged once
 };
 
 }  // namespace oomguard::guardian::daemon

@@ -54,9 +54,48 @@ void Rankings::record(DomainState& state, std::vector<policies::VictimCandidate>
   on_record_(state, changed);
 }
 
+bool Rankings::tracksGrowth() const {
+  return (config_.host_act && config_.host_act->action == policies::Action::kKillAllocating) ||
+         std::any_of(config_.cgroups.begin(), config_.cgroups.end(), [](const config::CgroupRule& rule) {
+           return rule.act && rule.act->action == policies::Action::kKillAllocating;
+         });
+}
+
+namespace {
+
+long chargePages(const cgroupfs::ProcessSnapshot& process, const io::NodeFacts& facts) {
+  const auto& st = process.status;
+  return static_cast<long>(st.rss_anon_kb + st.rss_file_kb + st.rss_shmem_kb + st.swap_kb) /
+         static_cast<long>(facts.page_size_bytes / 1024);
+}
+
+}  // namespace
+
+void Rankings::sampleGrowth(const std::vector<cgroupfs::ProcessSnapshot>& processes, const io::NodeFacts& facts,
+                            uint64_t now_us) {
+  if (!tracksGrowth()) {
+    return;
+  }
+  // At most one decision-time sample per process every kMinSampleGapUs: decisions under pressure come
+  // every few milliseconds, and each sample is kept for the trend window.
+  constexpr uint64_t kMinSampleGapUs = 100'000;
+  for (const auto& process : processes) {
+    const auto last = growth_.lastSampleUs(process.pid);
+    if (!process.status.has_mm || (last && *last + kMinSampleGapUs > now_us)) {
+      continue;
+    }
+    if (!growth_.growth(process.pid) && refreshed_us_ > 0 && refreshed_us_ < now_us &&
+        !std::binary_search(refreshed_pids_.begin(), refreshed_pids_.end(), process.pid)) {
+      growth_.sample(process.pid, refreshed_us_, 0);  // not there at the last refresh: it held nothing
+    }
+    growth_.sample(process.pid, now_us, chargePages(process, facts));
+  }
+}
+
 HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
-                           const std::vector<std::string>& limited, bool track_growth) {
+                           const std::vector<std::string>& limited) {
   const uint64_t now_us = clock_.monotonic_us();
+  refreshed_us_ = now_us;
   const size_t keep_count = keep();
   // Every process read once; the host ranked from that.
   auto host = node_.rankHost(facts, false);
@@ -84,7 +123,7 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
   for (size_t i = 0; i < scan.processes.size(); ++i) {
     scan.by_pid[scan.processes[i].pid] = i;
   }
-  if (track_growth) {
+  if (tracksGrowth()) {
     trackGrowth(facts, scan, now_us);
   }
   // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
@@ -140,13 +179,10 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
 void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us) {
   // Growth over the trend window (kill-allocating): each process's charge in pages, sampled at every
   // refresh; the host's fastest growers are kept with the host's domain.
-  const long page_kb = static_cast<long>(facts.page_size_bytes / 1024);
   std::vector<policies::VictimCandidate> growers;
   for (const auto& process : scan.processes) {
-    const auto& st = process.status;
-    growth_.sample(process.pid, now_us,
-                   static_cast<long>(st.rss_anon_kb + st.rss_file_kb + st.rss_shmem_kb + st.swap_kb) / page_kb);
-    if (const auto grew = growth_.growth(process.pid); grew && *grew > 0 && st.has_mm) {
+    growth_.sample(process.pid, now_us, chargePages(process, facts));
+    if (const auto grew = growth_.growth(process.pid); grew && *grew > 0 && process.status.has_mm) {
       policies::VictimCandidate grower;
       grower.pid = process.pid;
       grower.comm = process.status.comm;
@@ -199,6 +235,7 @@ void Rankings::rerankHost(const io::NodeFacts& facts) {
   pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
   auto processes = node_.procfs().readProcesses(pids, false, counters);
   node_.overlayIntendedAdj(processes);
+  sampleGrowth(processes, facts, clock_.monotonic_us());
   stats_.read_errors += counters.malformed + counters.failed;
   const auto ranked = policies::rankDomain(
       {processes, state.domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
@@ -230,6 +267,7 @@ cgroupfs::Result<DomainState*> Rankings::rerankMemcg(const io::NodeFacts& facts,
   if (!ranking) {
     return ranking.error();
   }
+  sampleGrowth(ranking.value().processes, facts, clock_.monotonic_us());
   auto& state = domains_[cgroup];
   state.domain = ranking.value().domain;
   std::vector<policies::VictimCandidate> top;

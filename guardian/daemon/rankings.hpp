@@ -51,10 +51,9 @@ class Rankings {
   Rankings(io::Node& node, const config::Config& config, DaemonStats& stats, const Clock& clock, OnRecord on_record);
 
   // The refresh: the host ranked from one read of every process, each limited cgroup of `limited` from
-  // the same reads (its members from cgroup.procs of its subtree), and, when `track_growth`, each
-  // process's charge growth. Returns what was read, for the protections.
-  HostScan refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited,
-                   bool track_growth);
+  // the same reads (its members from cgroup.procs of its subtree), and, when a rule acts on growth
+  // (kill-allocating), each process's charge growth. Returns what was read, for the protections.
+  HostScan refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited);
 
   // The decision path. The host: the top candidates of the last refresh re-read, and every process that
   // appeared since (bounded). A memcg: its tasks read now, in the kernel's scan order; an error when the
@@ -79,6 +78,11 @@ class Rankings {
   static policies::VictimCandidate candidateOf(const cgroupfs::ProcessSnapshot& process,
                                                const policies::Candidate& ranked, std::string cgroup);
   void trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us);
+  // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
+  [[nodiscard]] bool tracksGrowth() const;
+  // The decision path's growth samples: each process read now; one that appeared since the last refresh
+  // (not in refreshed_pids_) held nothing then, so its growth is its whole charge.
+  void sampleGrowth(const std::vector<cgroupfs::ProcessSnapshot>& processes, const io::NodeFacts& facts, uint64_t now_us);
 
   io::Node& node_;
   const config::Config& config_;
@@ -88,6 +92,7 @@ class Rankings {
   std::map<std::string, DomainState> domains_;  // "/" is the host
   // The pids the last refresh read, sorted: a host decision also reads every pid not among them.
   std::vector<pid_t> refreshed_pids_;
+  uint64_t refreshed_us_ = 0;  // when the last refresh read them
   policies::GrowthTracker growth_;
 };
 

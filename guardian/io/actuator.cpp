@@ -228,6 +228,10 @@ ActionResult SystemActuator::setOomGroup(const std::string& cgroup, bool enabled
   return writeText(cgroup_root_ + cgroup + "/memory.oom.group", enabled ? "1" : "0");
 }
 
+ActionResult SystemActuator::setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) {
+  return writeText(cgroup_root_ + cgroup + "/memory.high", bytes ? std::to_string(*bytes) : "max");
+}
+
 ActionResult SystemActuator::writeSysctl(const std::string& name, long value) {
   return writeText(sysctlPath(proc_root_, name), std::to_string(value));
 }
@@ -262,6 +266,10 @@ ActionResult DryRunActuator::setOomScoreAdj(pid_t pid, int oom_score_adj) {
 
 ActionResult DryRunActuator::setOomGroup(const std::string& cgroup, bool enabled) {
   return {true, std::string("dry-run: would set memory.oom.group ") + (enabled ? "1" : "0") + " on " + cgroup};
+}
+
+ActionResult DryRunActuator::setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) {
+  return {true, "dry-run: would set memory.high " + (bytes ? std::to_string(*bytes) : std::string("max")) + " on " + cgroup};
 }
 
 ActionResult DryRunActuator::writeSysctl(const std::string& name, long value) {

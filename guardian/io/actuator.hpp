@@ -49,6 +49,8 @@ class Actuator {
   virtual ActionResult killCgroup(const std::string& cgroup) = 0;
   virtual ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) = 0;
   virtual ActionResult setOomGroup(const std::string& cgroup, bool enabled) = 0;
+  // Writes memory.high of `cgroup`: bytes, or nullopt for "max" (no throttling).
+  virtual ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) = 0;
   // name as in sysctl: "vm.panic_on_oom".
   virtual ActionResult writeSysctl(const std::string& name, long value) = 0;
   // Crashes the kernel through /proc/sysrq-trigger ("c"), after syncing. Does not return when it works.
@@ -87,6 +89,7 @@ class SystemActuator final : public Actuator {
   ActionResult killCgroup(const std::string& cgroup) override;
   ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;
+  ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override;
   ActionResult writeSysctl(const std::string& name, long value) override;
   ActionResult panic() override;
   ActionResult setOwnOomScoreAdj(int oom_score_adj) override;
@@ -108,6 +111,7 @@ class DryRunActuator final : public Actuator {
   ActionResult killCgroup(const std::string& cgroup) override;
   ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;
+  ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override;
   ActionResult writeSysctl(const std::string& name, long value) override;
   ActionResult panic() override;
   ActionResult setOwnOomScoreAdj(int oom_score_adj) override;

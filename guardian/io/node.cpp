@@ -54,7 +54,7 @@ void Node::overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes)
   }
 }
 
-DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
+DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups, bool with_oom_scores) {
   DomainRanking ranking;
   ranking.domain = policies::OomDomain{policies::DomainKind::kHost, "/", facts.host_totalpages};
   auto pids = procfs_.listPids();
@@ -63,7 +63,7 @@ DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups) {
     return ranking;
   }
   std::sort(pids.value().begin(), pids.value().end());
-  ranking.processes = procfs_.readProcesses(pids.value(), with_cgroups, ranking.counters);
+  ranking.processes = procfs_.readProcesses(pids.value(), with_cgroups, ranking.counters, with_oom_scores);
   rank(ranking, facts, *this);
   return ranking;
 }
@@ -120,11 +120,31 @@ std::vector<policies::OomDomain> Node::listMemcgDomains(const NodeFacts& facts, 
 }
 
 void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
-  if (!process.cgroup) {
-    if (auto path = procfs_.readCgroupPath(process.pid)) {
-      process.cgroup = std::move(path).value();
+  if (process.cgroup) {
+    return;
+  }
+  if (!cgroup_of_pid_.empty()) {
+    if (const auto found = cgroup_of_pid_.find(process.pid); found != cgroup_of_pid_.end()) {
+      process.cgroup = found->second;
+      return;
     }
   }
+  if (auto path = procfs_.readCgroupPath(process.pid)) {
+    process.cgroup = std::move(path).value();
+  }
+}
+
+size_t Node::indexCgroupsFromTree(cgroupfs::ReadCounters& counters) {
+  cgroup_of_pid_.clear();
+  if (!cgroupfs_.hasFile("/", "cgroup.controllers")) {
+    return 0;  // not a cgroup2 root (a v1 tmpfs of controller mounts): its paths are not the v2 ones
+  }
+  for (auto& cgroup : cgroupfs_.readSubtree("/", counters)) {
+    for (const pid_t pid : cgroup.procs) {
+      cgroup_of_pid_.emplace(pid, cgroup.path);
+    }
+  }
+  return cgroup_of_pid_.size();
 }
 
 bool Node::oomGroupSet(std::string_view cgroup) {

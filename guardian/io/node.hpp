@@ -43,8 +43,9 @@ class Node {
   cgroupfs::CgroupFs& cgroupfs() { return cgroupfs_; }
 
   cgroupfs::Result<NodeFacts> readFacts();
-  // Every process of the host, in pid order (the kernel scans in fork order; pids approximate it).
-  DomainRanking rankHost(const NodeFacts& facts, bool with_cgroups);
+  // Every process of the host, in pid order (the kernel scans in fork order; pids approximate it);
+  // `with_oom_scores`: each with the kernel's oom_score too, read through the same handle.
+  DomainRanking rankHost(const NodeFacts& facts, bool with_cgroups, bool with_oom_scores = false);
   // The tasks of `cgroup` and its descendants, in the kernel's memcg scan order. Fails when the cgroup
   // cannot be read or has no finite memory.max (then it is not an OOM domain).
   cgroupfs::Result<DomainRanking> rankMemcg(const NodeFacts& facts, std::string_view cgroup);
@@ -60,8 +61,14 @@ class Node {
   void useIntendedAdj(const std::unordered_map<pid_t, int>* intended) { intended_adj_ = intended; }
   void overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const;
 
-  // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty).
+  // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty): from
+  // the tree's index when there is one, else from /proc/<pid>/cgroup.
   void ensureCgroup(cgroupfs::ProcessSnapshot& process);
+  // Indexes every process's cgroup from one walk of the tree (one cgroup.procs per cgroup): far fewer
+  // reads than /proc/<pid>/cgroup for every process, for a listing of the whole host. Paths are the
+  // tree's, relative to --cgroup-root (as /proc/<pid>/cgroup's are for a reader in the root cgroup
+  // namespace). Returns how many pids it indexed; a pid the walk did not see is read from /proc.
+  size_t indexCgroupsFromTree(cgroupfs::ReadCounters& counters);
   // memory.oom.group of a cgroup, read on first use and cached for the life of this Node (meant for the
   // short-lived commands; the daemon reads it fresh); unreadable counts as 0.
   bool oomGroupSet(std::string_view cgroup);
@@ -77,6 +84,7 @@ class Node {
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;
   const std::unordered_map<pid_t, int>* intended_adj_ = nullptr;
+  std::unordered_map<pid_t, std::string> cgroup_of_pid_;  // indexCgroupsFromTree
 };
 
 }  // namespace oomguard::guardian::io

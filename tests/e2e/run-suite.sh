@@ -92,7 +92,7 @@ run_scenario() {
   t0=$(now)
   vm_rc=0
   "$here/vmrun.sh" "${vm_args[@]}" -d "$share" -l "$share/console.log" -f "$here/guest/guestlib.sh" \
-    "${helpers[@]}" -b "$oomguard" "$script" || vm_rc=$?
+    -f "$repo/examples/act-recommended.json" "${helpers[@]}" -b "$oomguard" "$script" || vm_rc=$?
   check="$here/scenarios/$name.check.py"
   check_rc=0
   if [ -f "$check" ]; then

@@ -21,7 +21,7 @@ namespace oomguard::testing {
 
 // Pins for real (pidfd_open), and records every action as one line ("kill <pid> grace <ms>",
 // "kill-cgroup <cgroup>", "adj <pid> <value>", "oom.group <cgroup> <0|1>", "sysctl <name> <value>",
-// "panic", "self-adj <value>", "kmsg <line>") without doing it.
+// "memory.high <cgroup> <bytes|max>", "panic", "self-adj <value>", "kmsg <line>") without doing it.
 class RecordingActuator final : public guardian::io::Actuator {
  public:
   std::vector<std::string> actions;
@@ -48,6 +48,10 @@ class RecordingActuator final : public guardian::io::Actuator {
   }
   guardian::io::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
     actions.push_back("oom.group " + cgroup + (on ? " 1" : " 0"));
+    return {true, "recorded"};
+  }
+  guardian::io::ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override {
+    actions.push_back("memory.high " + cgroup + " " + (bytes ? std::to_string(*bytes) : std::string("max")));
     return {true, "recorded"};
   }
   guardian::io::ActionResult writeSysctl(const std::string& name, long value) override {

@@ -39,6 +39,9 @@ class FakeActuator final : public io::Actuator {
   io::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
     return record("oom.group " + cgroup + (on ? " 1" : " 0"));
   }
+  io::ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override {
+    return record("memory.high " + cgroup + " " + (bytes ? std::to_string(*bytes) : std::string("max")));
+  }
   io::ActionResult writeSysctl(const std::string& name, long value) override {
     return record("sysctl " + name + " " + std::to_string(value));
   }

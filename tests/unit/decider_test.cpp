@@ -176,5 +176,43 @@ TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
   EXPECT_EQ(crossed.front().first, "/pod");
 }
 
+TEST_F(DeciderTest, PressurePollsTheLevelsFastForAWindow) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);  // far from the threshold: the slow schedule
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  const uint64_t relaxed_us = *decider->nextLevelDueUs() - fixture.now_us;
+  EXPECT_GT(relaxed_us, Decider::kPressurePollUs);
+  // A PSI trigger fires: read now, then every kPressurePollUs for the PSI window.
+  fixture.now_us += 1000;
+  ASSERT_TRUE(decider->pressureEvent("/pod", fixture.now_us));
+  EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us);
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us + Decider::kPressurePollUs);
+  // After the window without another trigger, the schedule relaxes again.
+  fixture.now_us += Decider::kPressureWindowUs;
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_GT(*decider->nextLevelDueUs() - fixture.now_us, Decider::kPressurePollUs);
+  // A domain without level thresholds has nothing to poll.
+  EXPECT_FALSE(decider->pressureEvent("/elsewhere", fixture.now_us));
+}
+
+TEST_F(DeciderTest, KillAllocatingSeesTheGrowthOfALeakerThatStartedAfterTheRefresh) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}},
+            {"match": "/**"}])");
+  // The refresh read only the sidecar; the leaker appeared after it.
+  std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
+  fixture.write("cgroup/pod/app/cgroup.procs", "");
+  watch_set->refreshLimits(fixture.now_us, true);
+  rankings->refresh(facts, *watch_set, {"/pod"});
+  fixture.now_us += 2'000'000;
+  fixture.addProcess(big, "leaker", "/pod/app", 600 * 1024);
+  fixture.setCurrent(NodeFixture::kLimitBytes);
+  const auto outcome = actInPod();
+  ASSERT_TRUE(outcome.target) << outcome.why.value_or("");
+  EXPECT_EQ(outcome.target->victim.pid, big);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled);
+}
+
 }  // namespace
 }  // namespace oomguard::guardian::daemon

@@ -140,5 +140,41 @@ TEST_F(ExecutorTest, TheKernelsVictimHoldsItsSubtree) {
   EXPECT_FALSE(executor->gate().refusal("/elsewhere", fixture.now_us));
 }
 
+TEST_F(ExecutorTest, MemoryHighIsSetAtTheThresholdAndRestored) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true}}, {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "max\n");
+  const std::vector<std::pair<std::string, uint64_t>> domains = {{"/pod", NodeFixture::kLimitBytes}};
+  executor->applyMemoryHigh(domains);
+  const uint64_t wanted = NodeFixture::kLimitBytes / 4 * 3;  // 768 MiB: a whole number of pages
+  ASSERT_EQ(actuator.actions, (std::vector<std::string>{"memory.high /pod " + std::to_string(wanted)}));
+  fixture.write("cgroup/pod/memory.high", std::to_string(wanted) + "\n");  // what the real write does
+  executor->applyMemoryHigh(domains);
+  EXPECT_EQ(actuator.actions.size(), 1U) << "already there: nothing written";
+  executor->restoreMemoryHigh();
+  EXPECT_EQ(actuator.actions.back(), "memory.high /pod max");
+}
+
+TEST_F(ExecutorTest, AMemoryHighSetBySomeoneElseIsLeftAlone) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true}}, {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "900000000\n");  // kubelet's MemoryQoS, say
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  executor->restoreMemoryHigh();
+  EXPECT_TRUE(actuator.actions.empty());
+  const std::string text = log_text.str();
+  EXPECT_NE(text.find("memory_high_left"), std::string::npos) << text;
+  EXPECT_EQ(text.find("memory_high_left"), text.rfind("memory_high_left")) << "logged once: " << text;
+}
+
+TEST_F(ExecutorTest, MemoryHighIsNeverWrittenInObserveMode) {
+  start(R"({"mode": "observe", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true}}, {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "max\n");
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
 }  // namespace
 }  // namespace oomguard::guardian::daemon
