@@ -46,9 +46,11 @@ TEST(Config, TheRecommendedActingConfigIsValidAndActsWithTheDefaultRefresh) {
   EXPECT_EQ(config.mode, Mode::kAct);
   EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0) << "it must win with the default refresh";
   ASSERT_TRUE(config.host_act);
+  EXPECT_EQ(config.host_act->action, policies::Action::kKillAllocating) << "the leak, not the largest bystander";
   EXPECT_EQ(config.host_act->when.mem_available_below, std::optional<double>(0.10));
   ASSERT_EQ(config.cgroups.size(), 1U);
   ASSERT_TRUE(config.cgroups[0].act);
+  EXPECT_EQ(config.cgroups[0].act->action, policies::Action::kKillAllocating);
   EXPECT_EQ(config.cgroups[0].act->when.headroom_below, std::optional<double>(0.10));
   ASSERT_TRUE(config.cgroups[0].pressure) << "the default rule's PSI trigger is kept";
 }

@@ -1,6 +1,7 @@
 """Host check for race: per cell (domain x rate x contender, plus several leakers and swap), each trial is
 judged from the guest's records:
-  win             every leaker died of SIGKILL sent by the contender (its own log names the leaker's pid),
+  win             every leaker died of the contender's signal (SIGKILL, or earlyoom's SIGTERM first: its log
+                  names the leaker's pid),
                   the kernel's OOM killer did not fire (vmstat oom_kill unchanged, no OOM records in
                   kmsg), the innocent lives, and the contender signalled nothing else
   kernel kill     vmstat oom_kill rose during the trial
@@ -97,7 +98,7 @@ def judge_trial(cdir, tdir, contender, leakers):
         if life > 0:
             trial["rate_mib_s"] = round(held_kb / 1024.0 / life, 1)
     trial["win"] = (not err and kernel_kills == 0 and not koom and innocent_alive
-                    and all(leak.get("killed_by_sigkill") for leak in leaks)
+                    and all(leak.get("status") in ("signaled 9", "signaled 15") for leak in leaks)
                     and all(pid in killed for pid in leaker_pids)
                     and all(pid in leaker_pids for pid in killed))
     return trial

@@ -59,10 +59,13 @@ start_contender() {
   CONTENDER_PID=""
   case $1 in
     earlyoom)
-      mkfifo "$2/earlyoom.fifo"
-      tsline < "$2/earlyoom.fifo" > "$2/earlyoom.log" &
+      # Its lines are timed as they come (tsline), through a FIFO (in /tmp: not over 9p) so that $! is
+      # earlyoom itself.
+      rm -f /tmp/earlyoom.fifo
+      mkfifo /tmp/earlyoom.fifo
+      tsline < /tmp/earlyoom.fifo > "$2/earlyoom.log" &
       STAMPER=$!
-      earlyoom -m 10 > "$2/earlyoom.fifo" 2>&1 &
+      earlyoom -m 10 > /tmp/earlyoom.fifo 2>&1 &
       CONTENDER_PID=$!
       n=0
       until grep -q 'SIGKILL when mem' "$2/earlyoom.log" 2>/dev/null || [ "$n" -ge 100 ]; do sleep 0.05; n=$((n + 1)); done
@@ -82,7 +85,7 @@ stop_contender() {
       kill -TERM "$CONTENDER_PID" 2>/dev/null
       wait "$CONTENDER_PID" 2>/dev/null
       wait "$STAMPER" 2>/dev/null
-      rm -f "$2/earlyoom.fifo"
+      rm -f /tmp/earlyoom.fifo
       ;;
     oomguard)
       daemon_stop
