@@ -39,6 +39,8 @@ class [[nodiscard]] Result {
   [[nodiscard]] T& value() & { return std::get<T>(state_); }
   [[nodiscard]] T&& value() && { return std::get<T>(std::move(state_)); }
   [[nodiscard]] const Error& error() const { return std::get<Error>(state_); }
+  const T* operator->() const { return &value(); }
+  T* operator->() { return &value(); }
 
   // Attributes a parser's error to the file it came from.
   Result withPath(const std::string& path) && {

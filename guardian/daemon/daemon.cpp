@@ -54,7 +54,7 @@ Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions
                 [this](const DomainState& state, bool changed) { publishRanking(state, changed); }),
       executor_(node_, actuator, config_, options_, log, metrics, stats_, clock_),
       pods_(io, node_, config_, facts_, log, metrics, executor_, stats_, clock_, [this] { requestRefresh(); }),
-      decider_(node_, config_, watch_set_, rankings_, executor_.neverKill(), pods_.workloads(), stats_),
+      decider_(node_, config_, watch_set_, rankings_, executor_, pods_.workloads(), stats_),
       oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
       decision_log_(log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
       refresh_timer_(io),

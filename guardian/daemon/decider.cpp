@@ -8,12 +8,12 @@
 namespace oomguard::guardian::daemon {
 
 Decider::Decider(io::Node& node, const config::Config& config, const WatchSet& watch_set, const Rankings& rankings,
-                 const std::set<pid_t>& never_kill, const kube::Workloads* const& workloads, DaemonStats& stats)
+                 const Executor& executor, const kube::Workloads* const& workloads, DaemonStats& stats)
     : node_(node),
       config_(config),
       watch_set_(watch_set),
       rankings_(rankings),
-      never_kill_(never_kill),
+      executor_(executor),
       workloads_(workloads),
       stats_(stats) {}
 
@@ -64,7 +64,7 @@ std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& st
   std::vector<policies::VictimCandidate> candidates;
   auto add = [&](const policies::VictimCandidate& candidate) {
     policies::VictimCandidate c = candidate;
-    c.never_kill = never_kill_.contains(candidate.pid);
+    c.never_kill = executor_.neverKill().contains(candidate.pid);
     if (const config::CgroupRule* rule = c.cgroup.empty() ? nullptr : config::ruleFor(config_, c.cgroup)) {
       c.preference = rule->preference;
     }
@@ -175,6 +175,11 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
     uint64_t delay_us = policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
                                                    max_delay_us);
+    if (rule->memory_high_at_threshold && executor_.memoryHighInForce(path) && room && *room > 0) {
+      // Its memory.high sits at the threshold: the kernel says when it is crossed ("high" in
+      // memory.events, an inotify wake-up), so the level is only re-read at the refresh.
+      delay_us = max_delay_us;
+    }
     if (now_us < level.fast_until_us) {
       delay_us = std::min(delay_us, kPressurePollUs);  // under pressure: poll as lmkd does
     }

@@ -30,7 +30,7 @@ class Decider {
  public:
   // `workloads` may be null (no Kubernetes) and may change (Daemon passes the pointer's address).
   Decider(io::Node& node, const config::Config& config, const WatchSet& watch_set, const Rankings& rankings,
-          const std::set<pid_t>& never_kill, const kube::Workloads* const& workloads, DaemonStats& stats);
+          const Executor& executor, const kube::Workloads* const& workloads, DaemonStats& stats);
 
   // The act rule of a domain ("/" = the host), or nullptr. Only in mode act.
   [[nodiscard]] const config::ActRule* actRuleFor(const std::string& domain) const;
@@ -74,7 +74,7 @@ class Decider {
   const config::Config& config_;
   const WatchSet& watch_set_;
   const Rankings& rankings_;
-  const std::set<pid_t>& never_kill_;
+  const Executor& executor_;
   const kube::Workloads* const& workloads_;
   DaemonStats& stats_;
   std::map<std::string, policies::ThresholdState> threshold_states_;

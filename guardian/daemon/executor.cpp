@@ -333,6 +333,9 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
       continue;  // no memory controller here (yet), or the cgroup is going: nothing to set
     }
     const auto ours = memory_high_set_.find(cgroup);
+    if (options_.dry_run && ours != memory_high_set_.end() && ours->second == wanted) {
+      continue;  // --dry-run: said once; nothing was written, so the file still shows the old value
+    }
     const bool mine = ours != memory_high_set_.end() && current.value() == ours->second;
     if (current.value() == wanted && mine) {
       continue;
@@ -368,6 +371,11 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
 }
 
 void Executor::restoreMemoryHigh() {
+  if (options_.dry_run) {
+    memory_high_set_.clear();  // nothing was written
+    memory_high_left_.clear();
+    return;
+  }
   for (const auto& [cgroup, value] : memory_high_set_) {
     auto current = readMemoryHigh(node_, cgroup);
     if (!current) {

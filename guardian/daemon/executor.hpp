@@ -80,6 +80,11 @@ class Executor {
   // At exit and before a reload: every memory.high oomguard set goes back to "max", where it still holds
   // oomguard's value.
   void restoreMemoryHigh();
+  // Whether oomguard's memory.high is in force in `cgroup` (as of the last refresh): crossing its
+  // threshold is then an event ("high" in memory.events), not only a level to poll.
+  [[nodiscard]] bool memoryHighInForce(const std::string& cgroup) const {
+    return !options_.dry_run && memory_high_set_.contains(cgroup);
+  }
 
  private:
   // A victim in progress: a pinned process (ours or the kernel's) or a cgroup oomguard killed whole.

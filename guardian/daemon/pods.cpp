@@ -68,7 +68,11 @@ void Pods::start() {
   std::string why;
   std::optional<kube_client::KubeApiEndpoint> endpoint;
   if (k8s.api_server.empty()) {
-    endpoint = kube_client::inClusterEndpoint(environment, k8s.service_account_dir, node_name, why);
+    if (auto in_cluster = kube_client::inClusterEndpoint(environment, k8s.service_account_dir, node_name)) {
+      endpoint = std::move(in_cluster).value();
+    } else {
+      why = in_cluster.error().message;
+    }
   } else {
     kube_client::KubeApiEndpoint explicit_endpoint;
     if (const auto parsed = config::parseHttpsUrl(k8s.api_server)) {

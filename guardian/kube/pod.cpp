@@ -73,10 +73,9 @@ std::optional<int64_t> scaleQuantity(Uint128 digits, int exponent10, unsigned bi
 
 // --- pods ----------------------------------------------------------------------------------------------
 
-std::optional<KubePod> parsePodObject(const Json& object, std::string& why) {
+cgroupfs::Result<KubePod> parsePodObject(const Json& object) {
   if (!object.is_object()) {
-    why = "pod is not a JSON object";
-    return std::nullopt;
+    return cgroupfs::parseError("pod is not a JSON object");
   }
   const Json& metadata = objectMember(object, "metadata");
   KubePod pod;
@@ -84,11 +83,11 @@ std::optional<KubePod> parsePodObject(const Json& object, std::string& why) {
   pod.name = stringMember(metadata, "name");
   pod.namespace_name = stringMember(metadata, "namespace");
   if (pod.uid.empty() || pod.name.empty() || pod.namespace_name.empty()) {
-    why = "pod without metadata.uid, metadata.name or metadata.namespace";
+    std::string why = "pod without metadata.uid, metadata.name or metadata.namespace";
     if (!pod.name.empty()) {
       why += " (name \"" + pod.name + "\")";
     }
-    return std::nullopt;
+    return cgroupfs::parseError(std::move(why));
   }
   pod.resource_version = stringMember(metadata, "resourceVersion");
   for (const auto& [key, value] : objectMember(metadata, "annotations").items()) {
@@ -236,13 +235,12 @@ std::optional<int64_t> parseMemoryQuantity(const std::string& text) {
   return scaleQuantity(value, exponent10 + shift, binary_power);
 }
 
-std::optional<KubePod> parsePod(const std::string& json_text, std::string& why) {
+cgroupfs::Result<KubePod> parsePod(const std::string& json_text) {
   const Json object = Json::parse(json_text, nullptr, false);
   if (object.is_discarded()) {
-    why = "pod is not valid JSON";
-    return std::nullopt;
+    return cgroupfs::parseError("pod is not valid JSON");
   }
-  return parsePodObject(object, why);
+  return parsePodObject(object);
 }
 
 }  // namespace oomguard::guardian::kube

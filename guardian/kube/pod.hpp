@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroupfs/result.hpp"
 #include "guardian/kube/kubernetes_identity.hpp"
 
 namespace oomguard::guardian::kube {
@@ -42,12 +43,12 @@ struct KubePod {
   bool operator==(const KubePod&) const = default;
 };
 
-// Parses one pod object (the JSON of a list item or of a watch event's "object"). nullopt with `why` for
+// Parses one pod object (the JSON of a list item or of a watch event's "object"). an error for
 // an object without metadata.uid/name/namespace; unknown and missing optional fields are tolerated.
-std::optional<KubePod> parsePod(const std::string& json_text, std::string& why);
-// The same, on an object already parsed (an item of a PodList, a watch event's "object"); nullopt with
+cgroupfs::Result<KubePod> parsePod(const std::string& json_text);
+// The same, on an object already parsed (an item of a PodList, a watch event's "object"); an error with
 // `why` also when it is not a JSON object.
-std::optional<KubePod> parsePodObject(const nlohmann::json& object, std::string& why);
+cgroupfs::Result<KubePod> parsePodObject(const nlohmann::json& object);
 // A Kubernetes memory quantity ("128Mi", "1Gi", "500M", "1e9", "12345", "0.5Gi") in bytes; nullopt if
 // malformed.
 std::optional<int64_t> parseMemoryQuantity(const std::string& text);

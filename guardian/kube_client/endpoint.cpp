@@ -13,14 +13,13 @@
 
 namespace oomguard::guardian::kube_client {
 
-std::optional<KubeApiEndpoint> inClusterEndpoint(
+cgroupfs::Result<KubeApiEndpoint> inClusterEndpoint(
     const std::function<std::optional<std::string>(const char*)>& env, const std::string& service_account_dir,
-    const std::string& node_name, std::string& why) {
+    const std::string& node_name) {
   KubeApiEndpoint endpoint;
   const std::optional<std::string> host = env("KUBERNETES_SERVICE_HOST");
   if (!host || host->empty()) {
-    why = "KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod";
-    return std::nullopt;
+    return cgroupfs::parseError("KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod");
   }
   endpoint.host = *host;
   if (const std::optional<std::string> port = env("KUBERNETES_SERVICE_PORT"); port && !port->empty()) {
@@ -28,23 +27,20 @@ std::optional<KubeApiEndpoint> inClusterEndpoint(
     const char* end = port->data() + port->size();
     const auto [parsed_end, error] = std::from_chars(port->data(), end, value);
     if (error != std::errc() || parsed_end != end || value == 0 || value > 65535) {
-      why = "KUBERNETES_SERVICE_PORT is not a port: \"" + *port + "\"";
-      return std::nullopt;
+      return cgroupfs::parseError("KUBERNETES_SERVICE_PORT is not a port: \"" + *port + "\"");
     }
     endpoint.port = static_cast<uint16_t>(value);
   }
   if (node_name.empty()) {
-    why = "the node name is unknown (set it from the downward API: spec.nodeName)";
-    return std::nullopt;
+    return cgroupfs::parseError("the node name is unknown (set it from the downward API: spec.nodeName)");
   }
   endpoint.node_name = node_name;
   endpoint.ca_file = service_account_dir + "/ca.crt";
   endpoint.token_file = service_account_dir + "/token";
   for (const std::string* file : {&endpoint.ca_file, &endpoint.token_file}) {
     if (::access(file->c_str(), R_OK) != 0) {
-      why = "cannot read " + *file + ": " + std::generic_category().message(errno) +
-            " (is automountServiceAccountToken off?)";
-      return std::nullopt;
+      return cgroupfs::parseError("cannot read " + *file + ": " + std::generic_category().message(errno) +
+                                  " (is automountServiceAccountToken off?)");
     }
   }
   return endpoint;

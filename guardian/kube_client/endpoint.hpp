@@ -2,6 +2,8 @@
 // EventRecorder talk to, found in-cluster from the service environment and the service account's files.
 #pragma once
 
+#include "cgroupfs/result.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -21,10 +23,10 @@ struct KubeApiEndpoint {
 
 // The in-cluster endpoint: KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT from `env` (a lookup, so
 // tests inject it), the service account's ca.crt and token under `service_account_dir`
-// (/var/run/secrets/kubernetes.io/serviceaccount). nullopt with `why` filled when something is missing.
-std::optional<KubeApiEndpoint> inClusterEndpoint(
+// (/var/run/secrets/kubernetes.io/serviceaccount). an error saying what is missing.
+cgroupfs::Result<KubeApiEndpoint> inClusterEndpoint(
     const std::function<std::optional<std::string>(const char*)>& env, const std::string& service_account_dir,
-    const std::string& node_name, std::string& why);
+    const std::string& node_name);
 
 // "host:port", an IPv6 host in brackets.
 std::string hostPort(const KubeApiEndpoint& endpoint);

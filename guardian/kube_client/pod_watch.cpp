@@ -200,12 +200,11 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     }
     if (items != nullptr && items->is_array()) {
       for (const Json& item : *items) {
-        std::string why;
-        if (std::optional<kube::KubePod> pod = kube::parsePodObject(item, why)) {
+        if (auto pod = kube::parsePodObject(item)) {
           std::string uid = pod->uid;
-          listed_.insert_or_assign(std::move(uid), std::move(*pod));
+          listed_.insert_or_assign(std::move(uid), std::move(pod).value());
         } else {
-          log("pod_skipped", why);
+          log("pod_skipped", pod.error().message);
         }
       }
     }
@@ -299,16 +298,15 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     const std::string type = stringMember(event, "type");
     const std::string resource_version = stringMember(objectMember(*object, "metadata"), "resourceVersion");
     if (type == "ADDED" || type == "MODIFIED") {
-      std::string why;
-      std::optional<kube::KubePod> pod = kube::parsePodObject(*object, why);
+      auto pod = kube::parsePodObject(*object);
       delivered(resource_version);
       if (!pod) {
-        log("pod_skipped", why);
+        log("pod_skipped", pod.error().message);
         return;
       }
       ++status_.events;
       std::string uid = pod->uid;
-      pods_.insert_or_assign(uid, std::move(*pod));
+      pods_.insert_or_assign(uid, std::move(pod).value());
       announce(kube::PodChange{kube::PodChange::Kind::kUpserted, std::move(uid)});
     } else if (type == "DELETED") {
       std::string uid = stringMember(objectMember(*object, "metadata"), "uid");

@@ -43,7 +43,7 @@ class DeciderTest : public ::testing::Test {
     watch_set->add("/");
     rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
     executor = std::make_unique<Executor>(*node, actuator, config, options, *log, metrics, stats, fixture.clock);
-    decider = std::make_unique<Decider>(*node, config, *watch_set, *rankings, executor->neverKill(), workloads, stats);
+    decider = std::make_unique<Decider>(*node, config, *watch_set, *rankings, *executor, workloads, stats);
     facts = node->readFacts().value();
   }
 
@@ -195,6 +195,20 @@ TEST_F(DeciderTest, PressurePollsTheLevelsFastForAWindow) {
   EXPECT_GT(*decider->nextLevelDueUs() - fixture.now_us, Decider::kPressurePollUs);
   // A domain without level thresholds has nothing to poll.
   EXPECT_FALSE(decider->pressureEvent("/elsewhere", fixture.now_us));
+}
+
+TEST_F(DeciderTest, AMemoryHighAtTheThresholdTurnsThePollIntoAnEvent) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10},
+             "memory_high_at_threshold": true}}, {"match": "/**"}])");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // 10 % of the limit from the threshold
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_LT(*decider->nextLevelDueUs() - fixture.now_us, 1'000'000U) << "polled while memory.high is not set";
+  fixture.write("cgroup/pod/memory.high", "max\n");
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  ASSERT_TRUE(executor->memoryHighInForce("/pod"));
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_EQ(*decider->nextLevelDueUs() - fixture.now_us, 1'000'000U) << "the refresh interval: the kernel will tell";
 }
 
 TEST_F(DeciderTest, KillAllocatingSeesTheGrowthOfALeakerThatStartedAfterTheRefresh) {

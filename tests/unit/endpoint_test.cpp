@@ -15,6 +15,9 @@
 namespace oomguard::guardian::kube_client {
 namespace {
 
+// What inClusterEndpoint refused, or "" when it found the endpoint.
+std::string why(const cgroupfs::Result<KubeApiEndpoint>& endpoint) { return endpoint ? "" : endpoint.error().message; }
+
 class InCluster : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -36,11 +39,10 @@ class InCluster : public ::testing::Test {
 };
 
 TEST_F(InCluster, FromServiceEnvironmentAndAccountFiles) {
-  std::string why;
   const auto endpoint =
       inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}, {"KUBERNETES_SERVICE_PORT", "6443"}}),
-                        dir_.string(), "worker-3", why);
-  ASSERT_TRUE(endpoint) << why;
+                        dir_.string(), "worker-3");
+  ASSERT_TRUE(endpoint) << why(endpoint);
   EXPECT_EQ(endpoint->host, "10.96.0.1");
   EXPECT_EQ(endpoint->port, 6443);
   EXPECT_EQ(endpoint->ca_file, (dir_ / "ca.crt").string());
@@ -48,34 +50,32 @@ TEST_F(InCluster, FromServiceEnvironmentAndAccountFiles) {
   EXPECT_EQ(endpoint->node_name, "worker-3");
 
   const auto default_port =
-      inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "fd00::1"}}), dir_.string(), "n", why);
-  ASSERT_TRUE(default_port) << why;
+      inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "fd00::1"}}), dir_.string(), "n");
+  ASSERT_TRUE(default_port) << why(default_port);
   EXPECT_EQ(default_port->port, 443);
 }
 
 TEST_F(InCluster, MissingPiecesAreExplained) {
-  std::string why;
-  EXPECT_FALSE(inClusterEndpoint(env({}), dir_.string(), "n", why));
-  EXPECT_NE(why.find("KUBERNETES_SERVICE_HOST"), std::string::npos) << why;
+  const auto no_host = inClusterEndpoint(env({}), dir_.string(), "n");
+  EXPECT_FALSE(no_host);
+  EXPECT_NE(why(no_host).find("KUBERNETES_SERVICE_HOST"), std::string::npos) << why(no_host);
 
   for (const char* port : {"", "0", "https", "70000", "443x"}) {
-    why.clear();
-    const bool found =
+    const auto endpoint =
         inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}, {"KUBERNETES_SERVICE_PORT", port}}),
-                          dir_.string(), "n", why)
-            .has_value();
+                          dir_.string(), "n");
     // An empty port is taken as unset (443).
-    EXPECT_EQ(found, std::string(port).empty()) << port << ": " << why;
+    EXPECT_EQ(endpoint.ok(), std::string(port).empty()) << port << ": " << why(endpoint);
   }
 
-  why.clear();
-  EXPECT_FALSE(inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}}), dir_.string(), "", why));
-  EXPECT_NE(why.find("node name"), std::string::npos) << why;
+  const auto no_node = inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}}), dir_.string(), "");
+  EXPECT_FALSE(no_node);
+  EXPECT_NE(why(no_node).find("node name"), std::string::npos) << why(no_node);
 
   std::filesystem::remove(dir_ / "token");
-  why.clear();
-  EXPECT_FALSE(inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}}), dir_.string(), "n", why));
-  EXPECT_NE(why.find("token"), std::string::npos) << why;
+  const auto no_token = inClusterEndpoint(env({{"KUBERNETES_SERVICE_HOST", "10.96.0.1"}}), dir_.string(), "n");
+  EXPECT_FALSE(no_token);
+  EXPECT_NE(why(no_token).find("token"), std::string::npos) << why(no_token);
 }
 
 }  // namespace

@@ -147,9 +147,8 @@ constexpr const char* kRealPod = R"json({
 })json";
 
 TEST(ParsePod, RealPodObject) {
-  std::string why;
-  const std::optional<KubePod> pod = parsePod(kRealPod, why);
-  ASSERT_TRUE(pod) << why;
+  const auto pod = parsePod(kRealPod);
+  ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_EQ(pod->uid, "2c48913c-b29f-11e7-9350-020968147796");
   EXPECT_EQ(pod->namespace_name, "shop");
   EXPECT_EQ(pod->name, "checkout-6c9f7d8b5-q7x2m");
@@ -182,9 +181,8 @@ TEST(ParsePod, RealPodObject) {
 }
 
 TEST(ParsePod, MinimalPodHasEmptyOptionalFields) {
-  std::string why;
-  const auto pod = parsePod(R"({"metadata":{"uid":"u-1","name":"p","namespace":"n"}})", why);
-  ASSERT_TRUE(pod) << why;
+  const auto pod = parsePod(R"({"metadata":{"uid":"u-1","name":"p","namespace":"n"}})");
+  ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_TRUE(pod->annotations.empty());
   EXPECT_EQ(pod->qos_class, "");
   EXPECT_FALSE(pod->priority.has_value());
@@ -193,15 +191,13 @@ TEST(ParsePod, MinimalPodHasEmptyOptionalFields) {
 }
 
 TEST(ParsePod, ToleratesUnexpectedTypesInOptionalFields) {
-  std::string why;
   const auto pod = parsePod(R"({"metadata":{"uid":"u-1","name":"p","namespace":"n","resourceVersion":7,
       "annotations":{"a":"b","n":5,"o":{}}},
       "spec":{"priority":"high","containers":[{"name":"c","resources":{"requests":{"memory":"lots"}}},
                                               {"name":"d","resources":{"requests":{"memory":"1Ki"}}}, 5]},
       "status":{"qosClass":3,"containerStatuses":{"name":"x"},"initContainerStatuses":[{"containerID":"x"}]},
-      "unknownField":[1,2,3]})",
-                            why);
-  ASSERT_TRUE(pod) << why;
+      "unknownField":[1,2,3]})");
+  ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_EQ(pod->resource_version, "");
   EXPECT_EQ(pod->annotations, (std::map<std::string, std::string>{{"a", "b"}}));
   EXPECT_FALSE(pod->priority.has_value());
@@ -211,14 +207,13 @@ TEST(ParsePod, ToleratesUnexpectedTypesInOptionalFields) {
 }
 
 TEST(ParsePod, PriorityOutsideInt32IsIgnored) {
-  std::string why;
   const auto pod =
-      parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"spec":{"priority":4294967296}})", why);
-  ASSERT_TRUE(pod) << why;
+      parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"spec":{"priority":4294967296}})");
+  ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_FALSE(pod->priority.has_value());
   const auto negative =
-      parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"spec":{"priority":-5}})", why);
-  ASSERT_TRUE(negative) << why;
+      parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"spec":{"priority":-5}})");
+  ASSERT_TRUE(negative) << negative.error().message;
   EXPECT_EQ(negative->priority, -5);
 }
 
@@ -228,9 +223,9 @@ TEST(ParsePod, RefusesObjectsWithoutIdentity) {
         R"({"metadata":{"uid":"u","name":"p"}})", R"({"metadata":{"uid":"","name":"p","namespace":"n"}})",
         R"({"metadata":{"uid":5,"name":"p","namespace":"n"}})", R"({"spec":{}})", R"([1,2])", R"("pod")",
         "{not json", ""}) {
-    std::string why;
-    EXPECT_FALSE(parsePod(text, why)) << text;
-    EXPECT_FALSE(why.empty()) << text;
+    const auto pod = parsePod(text);
+    ASSERT_FALSE(pod) << text;
+    EXPECT_FALSE(pod.error().message.empty()) << text;
   }
 }
 
