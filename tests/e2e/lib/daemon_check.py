@@ -156,8 +156,9 @@ def check_trial(dir_path, kind, events):
         killed.add((e.get("victim") or {}).get("pid"))
 
     err = None
-    if params.get("daemon_saw_domain", "1") != "1":
-        err = "the daemon logged no next_victim for %s within 15 s" % want_domain
+    if params.get("daemon_saw_domain") != "1":
+        err = "the daemon logged no next_victim for %s within 15 s (daemon_saw_domain %r)" % (
+            want_domain, params.get("daemon_saw_domain"))
     if kernel is None:
         err = err or "no OOM kill reported by the kernel (kmsg_rc %s)" % params.get("kmsg_rc")
     else:
@@ -184,8 +185,17 @@ def check_trial(dir_path, kind, events):
         if not isinstance(predicted, dict) or predicted.get("pid") != kernel["pid"]:
             err = err or "daemon predicted pid %s, the kernel killed %s" % ((predicted or {}).get("pid"), kernel["pid"])
         trial["match"] = err is None
+    # Independently of the daemon's own check: the next victim it had logged for the domain before the
+    # trigger started is the task the kernel then killed.
     if logged is not None and kernel is not None:
         trial["logged_next_victim_match"] = logged.get("pid") == kernel["pid"]
+        if not trial["logged_next_victim_match"]:
+            err = err or "the next_victim logged before the trigger was pid %s, the kernel killed %s" % (
+                logged.get("pid"), kernel["pid"])
+            trial["match"] = False
+    elif kernel is not None:
+        err = err or "no next_victim was logged for %s before the trigger" % want_domain
+        trial["match"] = False
     trial["alive_after"] = params.get("daemon_alive_after") == "1"
     if params.get("daemon_alive_after") != "1":
         err = err or "the daemon was not alive after this trial's OOM"

@@ -3,7 +3,11 @@ leaker itself (a decision with result "killed" whose target is the leaker, and t
 SIGKILL), the neighbour lives, the cgroup's memory.events oom and oom_kill stay 0, the kernel wrote no
 OOM report and the daemon logged no kernel_oom_kill. kill-worst must pick the leaker as the biggest;
 kill-allocating must pick the leaker while the kernel's next victim is the (bigger) neighbour.
-Records the reaction times. Writes SHARE/result.json."""
+Timing and cost are asserted, not only recorded: the cgroup's peak charge stays within
+PEAK_SLACK_MIB of memory.high (the kernel throttles there; a late kill lets it climb towards memory.max),
+the leaker dies within HIGH_TO_DEATH_LIMIT_MS of leakwatch's first sight of the high event (measured
+9.7-50 ms in the VM; a kill seconds late fails), and no decision in the domain comes before the kill (the
+first high event is the one acted on). Writes SHARE/result.json."""
 import os
 import sys
 
@@ -14,6 +18,8 @@ from daemon_check import check_lifecycle, read_daemon_log  # noqa: E402
 from e2e_common import write_result  # noqa: E402
 
 SUBRUNS = {"worst": "kill-worst", "alloc": "kill-allocating"}
+PEAK_SLACK_MIB = 8
+HIGH_TO_DEATH_LIMIT_MS = 1000
 
 
 def check_subrun(share, name, events):
@@ -111,6 +117,22 @@ def check_subrun(share, name, events):
         "peak_cgroup_mib": round(leak["peak_current_bytes"] / 2 ** 20, 1) if isinstance(leak.get("peak_current_bytes"), int) else None,
         "chosen_because": kill.get("chosen_because") if kill else None,
     }
+    timing = run["timing"]
+    high_mib = intval(p.get("high_mib"))
+    peak = timing["peak_cgroup_mib"]
+    if peak is None or high_mib is None:
+        err.append("no peak charge or memory.high recorded (peak %s, high %s)" % (peak, high_mib))
+    elif peak > high_mib + PEAK_SLACK_MIB:
+        err.append("the cgroup peaked at %.1f MiB, more than memory.high %d MiB + %d: the kill came late" % (
+            peak, high_mib, PEAK_SLACK_MIB))
+    late = timing["high_seen_by_poll_to_death_ms"]
+    if late is None:
+        err.append("no time from the high event to the leaker's death")
+    elif late > HIGH_TO_DEATH_LIMIT_MS:
+        err.append("the leaker died %.1f ms after the high event, limit %d ms" % (late, HIGH_TO_DEATH_LIMIT_MS))
+    if timing["decisions_before_the_kill"]:
+        err.append("%d decisions in %s came before the kill: the first high event was not acted on" % (
+            timing["decisions_before_the_kill"], domain))
     run["passed"] = not err
     return run
 

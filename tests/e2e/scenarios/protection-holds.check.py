@@ -25,7 +25,6 @@ def main(share):
         if len(parts) == 3:
             tasks[parts[0]] = {"pid": int(parts[1]), "rss_kb": int(parts[2])}
     leak = read_leak(os.path.join(share, "leak.txt"))
-    burst = read_leak(os.path.join(share, "burst.txt"))
     leaker = leak.get("pid")
     protected_pids = {tasks[t]["pid"]: t for t in PROTECTED if t in tasks}
     if not os.path.exists(os.path.join(share, "run.done")):
@@ -65,6 +64,11 @@ def main(share):
                           % (kill.get("domain"), kill.get("policy")))
         if not str(kill.get("reason", "")).startswith("MemAvailable"):
             errors.append("phase 1: the kill's reason is %r, expected the MemAvailable threshold" % kill.get("reason"))
+    if len(acting) != 1:
+        errors.append("phase 1: %d acting decisions, expected exactly one (the leaker's kill): %s"
+                      % (len(acting), [slim(e) for e in acting[:3]]))
+    if p.get("plain_alive_phase1") != "1":
+        errors.append("phase 1: the unprotected bystander (plain) died: oomguard's one kill must be the leaker")
     on_protected = [slim(e) for e in acting if (e.get("target") or {}).get("pid") in protected_pids]
     if on_protected:
         errors.append("oomguard acted on a protected task: %s" % on_protected[:2])
@@ -84,7 +88,7 @@ def main(share):
     reports = kernel_oom(os.path.join(share, "kmsg-phase2.txt"))
     killed2 = [k for r in reports for k in r["killed"]]
     if not killed2:
-        errors.append("phase 2: the kernel killed nothing (burst ended %r)" % burst.get("status"))
+        errors.append("phase 2: the kernel killed nothing (%s burst pieces)" % p.get("burst_pieces"))
     for k in killed2:
         if k["pid"] in protected_pids:
             errors.append("phase 2: the kernel killed protected %s (pid %s)" % (protected_pids[k["pid"]], k["pid"]))
@@ -119,7 +123,7 @@ def main(share):
         "stop_ms": lifecycle.get("stop_ms"),
     }
     write_result(share, "protection-holds", not errors, figures, errors=errors, tasks=tasks, params=p, leak=leak,
-                 burst=burst, kill_decision=slim(kill), acting_decisions=[slim(e) for e in acting],
+                 kill_decision=slim(kill), acting_decisions=[slim(e) for e in acting],
                  kernel_reports_phase2=reports, lifecycle=lifecycle)
 
 
