@@ -236,6 +236,21 @@ Result<FlatKeyed> CgroupFs::readFlatKeyed(std::string_view cgroup, std::string_v
   return parseFrom(readFile(cgroup, file), directoryOf(cgroup) + "/" + std::string(file), parseFlatKeyed);
 }
 
+Result<LimitBytes> CgroupFs::readLimit(std::string_view cgroup, std::string_view file) {
+  return parseFrom(readFile(cgroup, file), directoryOf(cgroup) + "/" + std::string(file), parseLimit);
+}
+
+Result<uint64_t> CgroupFs::readMemoryCurrent(std::string_view cgroup) {
+  auto current = parseFrom(readFile(cgroup, "memory.current"), directoryOf(cgroup) + "/memory.current", parseInteger);
+  if (!current) {
+    return current.error();
+  }
+  if (current.value() < 0) {
+    return Error{0, directoryOf(cgroup) + "/memory.current", "negative"};
+  }
+  return static_cast<uint64_t>(current.value());
+}
+
 Result<std::string> CgroupFs::readText(std::string_view cgroup, std::string_view file) {
   auto text = readFile(cgroup, file);
   if (!text) {

@@ -34,6 +34,10 @@ class CgroupFs {
   Result<MemoryEvents> readMemoryEvents(std::string_view cgroup, bool local);
   Result<Pressure> readPressure(std::string_view cgroup, std::string_view resource);
   Result<FlatKeyed> readFlatKeyed(std::string_view cgroup, std::string_view file);
+  // A limit file (memory.max, memory.high, memory.swap.max): bytes, or nullopt for "max".
+  Result<LimitBytes> readLimit(std::string_view cgroup, std::string_view file);
+  // memory.current in bytes (a negative value is malformed).
+  Result<uint64_t> readMemoryCurrent(std::string_view cgroup);
   Result<std::string> readText(std::string_view cgroup, std::string_view file);
   [[nodiscard]] bool hasFile(std::string_view cgroup, std::string_view file) const;
 

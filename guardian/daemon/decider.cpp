@@ -40,10 +40,8 @@ void Decider::observe(const std::string& domain, const config::ActRule& rule, po
     if (const WatchedCgroup* watched = watch_set_.find(domain)) {
       observation.memory_max_bytes = watched->memory_max_bytes;
     }
-    if (auto current = node_.cgroupfs().readText(domain, cgroupfs::files::kMemoryCurrent)) {
-      if (auto bytes = cgroupfs::parseInteger(current.value()); bytes && bytes.value() >= 0) {
-        observation.memory_current_bytes = static_cast<uint64_t>(bytes.value());
-      }
+    if (auto current = node_.cgroupfs().readMemoryCurrent(domain)) {
+      observation.memory_current_bytes = current.value();
     }
   }
   if (rule.when.pressure_avg10 && !observation.some_avg10) {

@@ -299,15 +299,6 @@ void Executor::checkSysctls(bool at_start) {
 
 namespace {
 
-// memory.high as read: bytes, nullopt for "max"; an error when unreadable.
-cgroupfs::Result<std::optional<uint64_t>> readMemoryHigh(io::Node& node, const std::string& cgroup) {
-  auto text = node.cgroupfs().readText(cgroup, cgroupfs::files::kMemoryHigh);
-  if (!text) {
-    return text.error();
-  }
-  return cgroupfs::parseLimit(text.value());
-}
-
 Json bytesJson(std::optional<uint64_t> bytes) { return bytes ? Json(*bytes) : Json("max"); }
 
 }  // namespace
@@ -328,7 +319,7 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
     // At the threshold, on a page boundary: usage above it is the level the rule acts on.
     const auto threshold = static_cast<uint64_t>(static_cast<double>(max_bytes) * (1.0 - *rule->act->when.headroom_below));
     const uint64_t wanted = threshold / page_bytes * page_bytes;
-    auto current = readMemoryHigh(node_, cgroup);
+    auto current = node_.cgroupfs().readLimit(cgroup, cgroupfs::files::kMemoryHigh);
     if (!current) {
       continue;  // no memory controller here (yet), or the cgroup is going: nothing to set
     }
@@ -361,7 +352,7 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
       ++it;
       continue;
     }
-    if (auto current = readMemoryHigh(node_, it->first); current && current.value() == it->second) {
+    if (auto current = node_.cgroupfs().readLimit(it->first, cgroupfs::files::kMemoryHigh); current && current.value() == it->second) {
       const auto result = actuator_.setMemoryHigh(it->first, std::nullopt);
       log_.write("memory_high", Json{{"cgroup", it->first}, {"from", it->second}, {"to", "max"}, {"ok", result.ok},
                                      {"detail", result.detail}, {"why", "the rule no longer asks"}});
@@ -377,7 +368,7 @@ void Executor::restoreMemoryHigh() {
     return;
   }
   for (const auto& [cgroup, value] : memory_high_set_) {
-    auto current = readMemoryHigh(node_, cgroup);
+    auto current = node_.cgroupfs().readLimit(cgroup, cgroupfs::files::kMemoryHigh);
     if (!current) {
       continue;  // gone with its cgroup
     }

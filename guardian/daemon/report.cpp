@@ -109,11 +109,9 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
       metrics_.setPressure(path, pressure.value());
     }
     const WatchedCgroup* watched = watch_set_.find(path);
-    if (auto text = node_.cgroupfs().readText(path, cgroupfs::files::kMemoryCurrent);
-        text && watched != nullptr && watched->memory_max_bytes) {
-      if (auto current = cgroupfs::parseInteger(text.value()); current && current.value() >= 0) {
-        metrics_.setDomainMemory(path, *watched->memory_max_bytes, static_cast<uint64_t>(current.value()));
-      }
+    if (auto current = node_.cgroupfs().readMemoryCurrent(path);
+        current && watched != nullptr && watched->memory_max_bytes) {
+      metrics_.setDomainMemory(path, *watched->memory_max_bytes, current.value());
     }
   }
 }

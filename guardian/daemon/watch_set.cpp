@@ -100,15 +100,11 @@ bool WatchSet::readLimit(const std::string& path, WatchedCgroup& watched) {
   if (path == "/") {
     return was_limited;
   }
-  if (auto max = node_.cgroupfs().readText(path, files::kMemoryMax)) {
-    if (auto limit = cgroupfs::parseLimit(max.value()); limit.ok() && limit.value()) {
-      watched.limited = true;
-      watched.memory_max_bytes = limit.value();
-      if (auto swap = node_.cgroupfs().readText(path, files::kMemorySwapMax)) {
-        if (auto swap_limit = cgroupfs::parseLimit(swap.value())) {
-          watched.swap_max_bytes = swap_limit.value();
-        }
-      }
+  if (auto limit = node_.cgroupfs().readLimit(path, files::kMemoryMax); limit && limit.value()) {
+    watched.limited = true;
+    watched.memory_max_bytes = limit.value();
+    if (auto swap_limit = node_.cgroupfs().readLimit(path, files::kMemorySwapMax)) {
+      watched.swap_max_bytes = swap_limit.value();
     }
   }
   return was_limited != watched.limited;
@@ -154,11 +150,7 @@ bool WatchSet::armablePressure(const std::string& path, const WatchedCgroup& wat
   if (!watched.preexisting && clock_.monotonic_us() - watched.added_us < kPressureArmAgeUs) {
     return false;
   }
-  auto events = node_.cgroupfs().readText(path, files::kEvents);
-  if (!events) {
-    return false;
-  }
-  auto keyed = cgroupfs::parseFlatKeyed(events.value());
+  auto keyed = node_.cgroupfs().readFlatKeyed(path, files::kEvents);
   if (!keyed) {
     return false;
   }
