@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # The daemon's footprint when idle: `oomguard run` with the default refresh (5 s) watching 500 cgroups
-# (a tree in a temporary directory: 50 parents x 10 limited leaves, each with memory.events watched),
-# for SECONDS (default 60) after a warm-up of WARMUP_S (default 35: new cgroups have their limits re-read
-# every refresh for their first 30 s). Prints its RSS at start and end, its peak RSS, and the CPU it used
-# as a share of one core. Targets: RSS <= 8 MiB, CPU <= 0.1% of a core.
+# (a tree in a temporary directory: 50 parents x 10 limited leaves, each with memory.events watched and
+# one of 500 spawned sleeping processes listed in its cgroup.procs), for SECONDS (default 60) after a
+# warm-up of WARMUP_S (default 35: new cgroups have their limits re-read every refresh for their first
+# 30 s). Two configs, one after the other:
+#   default      the default config (mode observe), minus the PSI triggers: the fixture's files are not
+#                kernel PSI files (the e2e scenario idle-footprint measures the default with its 500
+#                triggers armed, on the real memory controller);
+#   recommended  examples/act-recommended.json, likewise without PSI triggers: mode act, the adaptive
+#                level watch on 500 domains (through the host's real /proc/vmstat), with --dry-run
+#                (mode act refuses a cgroup root that is not a cgroup2 mount: this one is a fixture).
+# Prints, for each, its RSS at start and end, its peak RSS, and the CPU it used as a share of one core.
+# Targets: RSS <= 8 MiB, CPU <= 0.1% of a core.
 # Usage: bench/idle_footprint.sh [SECONDS] [OOMGUARD_BINARY]
 set -euo pipefail
 seconds="${1:-60}"
 binary="${2:-$(dirname "$0")/../build/bin/oomguard}"
 tree=$(mktemp -d)
-config="$tree.json"
 out="$tree.log"
-cleanup() { [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null; rm -rf "$tree" "$config" "$out"; }
+sleepers=()
+cleanup() {
+  [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null
+  [ "${#sleepers[@]}" -gt 0 ] && kill "${sleepers[@]}" 2>/dev/null
+  rm -rf "$tree" "$tree.json" "$out"
+}
 trap cleanup EXIT
 
 printf '' > "$tree/cgroup.procs"
@@ -23,37 +35,64 @@ for p in $(seq 0 49); do
   for l in $(seq 0 9); do
     leaf="$tree/parent$p/leaf$l"
     mkdir "$leaf"
-    printf '' > "$leaf/cgroup.procs"
+    sleep 100000 &
+    sleepers+=("$!")
+    echo "$!" > "$leaf/cgroup.procs"
     echo 268435456 > "$leaf/memory.max"
+    echo 1048576 > "$leaf/memory.current"
     echo 0 > "$leaf/memory.swap.max"
     echo 0 > "$leaf/memory.oom.group"
     printf 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n' > "$leaf/memory.events"
   done
 done
-# The default config, minus the PSI triggers (the files here are not kernel PSI files).
-cat > "$config" <<JSON
-{"cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}
-JSON
 
-"$binary" --cgroup-root "$tree" run --config "$config" --metrics-listen 127.0.0.1:0 > "$out" 2>/dev/null &
-daemon=$!
-for _ in $(seq 50); do grep -q '"event":"started"' "$out" 2>/dev/null && break; sleep 0.1; done
-sleep "${WARMUP_S:-35}"
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status"; }
-start_ticks=$(cpu_ticks); start_rss=$(rss_kb); start_time=$(date +%s.%N)
-sleep "$seconds"
-end_ticks=$(cpu_ticks); end_rss=$(rss_kb); end_time=$(date +%s.%N)
-peak_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$daemon/status")
-watched=$(grep -o '"watched_cgroups":[0-9]*' "$out" | head -1 | cut -d: -f2)
-kill -TERM "$daemon"; wait "$daemon" || true; daemon=
-awk -v t0="$start_time" -v t1="$end_time" -v c0="$start_ticks" -v c1="$end_ticks" -v hz="$ticks" \
-    -v r0="$start_rss" -v r1="$end_rss" -v peak="$peak_kb" -v watched="$watched" 'BEGIN {
-  elapsed = t1 - t0; cpu = (c1 - c0) / hz; share = 100 * cpu / elapsed;
-  printf "idle footprint: %d cgroups watched, %.1f s\n", watched, elapsed;
-  printf "  RSS %.2f MiB at start, %.2f MiB at end (peak %.2f MiB); target <= 8 MiB: %s\n",
-         r0 / 1024, r1 / 1024, peak / 1024, (peak <= 8192 ? "met" : "NOT met");
-  printf "  CPU %.3f s = %.3f%% of a core (clock ticks of 1/%d s); target <= 0.1%%: %s\n",
-         cpu, share, hz, (share <= 0.1 ? "met" : "NOT met");
-}'
+# The daemon's own count of level readings (memory.current, /proc/meminfo) so far: SIGUSR1 makes it log
+# its watch set with its counters.
+level_reads() {
+  local lines
+  lines=$(grep -c '"event":"watch_set"' "$out" || true)
+  kill -USR1 "$daemon"
+  for _ in $(seq 50); do
+    [ "$(grep -c '"event":"watch_set"' "$out" || true)" -gt "$lines" ] && break
+    sleep 0.1
+  done
+  grep '"event":"watch_set"' "$out" | tail -1 | grep -o '"level_reads":[0-9]*' | cut -d: -f2
+}
+# measure NAME CONFIG_JSON [RUN_ARGS...]
+measure() {
+  printf '%s\n' "$2" > "$tree.json"
+  : > "$out"
+  "$binary" --cgroup-root "$tree" run --config "$tree.json" --metrics-listen 127.0.0.1:0 "${@:3}" > "$out" 2>/dev/null &
+  daemon=$!
+  for _ in $(seq 50); do grep -q '"event":"started"' "$out" 2>/dev/null && break; sleep 0.1; done
+  sleep "${WARMUP_S:-35}"
+  local start_ticks start_rss start_time end_ticks end_rss end_time peak_kb watched reads0 reads1
+  reads0=$(level_reads)
+  start_ticks=$(cpu_ticks); start_rss=$(rss_kb); start_time=$(date +%s.%N)
+  sleep "$seconds"
+  end_ticks=$(cpu_ticks); end_rss=$(rss_kb); end_time=$(date +%s.%N)
+  reads1=$(level_reads)
+  peak_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$daemon/status")
+  watched=$(grep -o '"watched_cgroups":[0-9]*' "$out" | head -1 | cut -d: -f2)
+  kill -TERM "$daemon"; wait "$daemon" || true; daemon=
+  awk -v name="$1" -v t0="$start_time" -v t1="$end_time" -v c0="$start_ticks" -v c1="$end_ticks" -v hz="$ticks" \
+      -v r0="$start_rss" -v r1="$end_rss" -v peak="$peak_kb" -v watched="$watched" \
+      -v reads="$((reads1 - reads0))" 'BEGIN {
+    elapsed = t1 - t0; cpu = (c1 - c0) / hz; share = 100 * cpu / elapsed;
+    printf "idle footprint (%s): %d cgroups watched, 500 processes, %.1f s\n", name, watched, elapsed;
+    printf "  %s RSS %.2f MiB at start, %.2f MiB at end (peak %.2f MiB); target <= 8 MiB: %s\n",
+           name, r0 / 1024, r1 / 1024, peak / 1024, (peak <= 8192 ? "met" : "NOT met");
+    printf "  %s CPU %.3f s = %.3f%% of a core (clock ticks of 1/%d s); target <= 0.1%%: %s\n",
+           name, cpu, share, hz, (share <= 0.1 ? "met" : "NOT met");
+    printf "  %s level readings %.1f per second\n", name, reads / elapsed;
+  }'
+}
+
+measure default '{"cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}'
+measure recommended '{"version": 1, "mode": "act",
+  "host": {"pressure": null, "act": {"action": "kill-allocating", "when": {"mem_available_below": 0.10}}},
+  "cgroups": [{"match": "/**", "watch_events": true, "pressure": null,
+               "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}}]}' --dry-run

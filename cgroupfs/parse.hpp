@@ -3,6 +3,7 @@
 // versions we support, tolerate keys they do not know, and never guess at malformed content.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -32,6 +33,9 @@ Result<std::vector<pid_t>> parsePidList(std::string_view text);
 // cgroup.controllers, cgroup.subtree_control: space separated words.
 Result<std::vector<std::string>> parseWordList(std::string_view text);
 Result<std::vector<BuddyZone>> parseBuddyInfo(std::string_view text);
+// /proc/vmstat: the pages the host has allocated since boot, the sum of its pgalloc_* counters
+// (parse_vmstat.cpp).
+Result<uint64_t> parseAllocatedPages(std::string_view text);
 // /proc/sys/kernel/osrelease, e.g. "6.12.117+deb12-amd64".
 Result<KernelVersion> parseKernelRelease(std::string_view text);
 

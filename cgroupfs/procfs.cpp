@@ -182,6 +182,10 @@ Result<long> ProcFs::readOomScore(pid_t pid) {
 
 Result<MemInfo> ProcFs::readMemInfo() { return readParsed(*this, reader_, "meminfo", parseMemInfo); }
 
+Result<uint64_t> ProcFs::readAllocatedPages() {
+  return readParsed(*this, reader_, "vmstat", parseAllocatedPages);
+}
+
 Result<Pressure> ProcFs::readPressure(std::string_view resource) {
   return readParsed(*this, reader_, "pressure/" + std::string(resource), parsePressure);
 }

@@ -43,6 +43,8 @@ class ProcFs {
   // /proc/<pid>/stat field 22: when the process started, in clock ticks since boot.
   Result<uint64_t> readStartTimeTicks(pid_t pid);
   Result<MemInfo> readMemInfo();
+  // /proc/vmstat's pgalloc_* counters summed: every page the host has allocated since boot.
+  Result<uint64_t> readAllocatedPages();
   // resource: "memory", "cpu" or "io".
   Result<Pressure> readPressure(std::string_view resource);
   // A numeric sysctl by its path under sys/, e.g. "vm/panic_on_oom".

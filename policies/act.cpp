@@ -193,9 +193,9 @@ Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidate
       }
     }
     if (best == nullptr) {
-      return {std::nullopt, "no candidate grew over the trend window"};
+      return {std::nullopt, "no candidate still growing grew over the trend window"};
     }
-    return {*best, "fastest growth over the trend window: " + std::to_string(best_growth) + " pages"};
+    return {*best, "fastest growth over the trend window, still growing: " + std::to_string(best_growth) + " pages"};
   }
   return {std::nullopt, std::string("action ") + toString(action) + " chooses no victim"};
 }
@@ -357,9 +357,11 @@ void GrowthTracker::sample(pid_t pid, uint64_t now_us, long pages) {
   auto& samples = samples_[pid];
   samples.emplace_back(now_us, pages);
   // Keep one sample at or before the window's start, so growth covers the whole window.
-  while (samples.size() > 2 && now_us - samples[1].first >= window_us_) {
-    samples.pop_front();
+  size_t drop = 0;
+  while (samples.size() - drop > 2 && now_us - samples[drop + 1].first >= window_us_) {
+    ++drop;
   }
+  samples.erase(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(drop));
 }
 
 std::optional<uint64_t> GrowthTracker::lastSampleUs(pid_t pid) const {
@@ -374,6 +376,22 @@ std::optional<long> GrowthTracker::growth(pid_t pid) const {
     return std::nullopt;
   }
   return found->second.back().second - found->second.front().second;
+}
+
+bool GrowthTracker::growingNow(pid_t pid) const {
+  const auto found = samples_.find(pid);
+  if (found == samples_.end() || found->second.size() < 2) {
+    return false;
+  }
+  const auto& samples = found->second;
+  const uint64_t latest_us = samples.back().first;
+  long before = samples.front().second;
+  for (const auto& [at_us, pages] : samples) {
+    if (at_us + kRecentUs <= latest_us) {
+      before = pages;
+    }
+  }
+  return samples.back().second > before;
 }
 
 void GrowthTracker::forgetOlderThan(uint64_t before_us) {

@@ -55,4 +55,16 @@ uint64_t nextLevelCheckUs(std::optional<double> room_bytes, double measured_rate
   return std::clamp(static_cast<uint64_t>(lasts_us), min_us, max_us);
 }
 
+bool allocationBudgetSpent(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes) {
+  const double allocated =
+      allocated_now_bytes > allocated_then_bytes ? static_cast<double>(allocated_now_bytes - allocated_then_bytes) : 0;
+  return room_bytes <= 0 || allocated >= room_bytes / 2;
+}
+
+double roomLeftBytes(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes) {
+  const double allocated =
+      allocated_now_bytes > allocated_then_bytes ? static_cast<double>(allocated_now_bytes - allocated_then_bytes) : 0;
+  return room_bytes - allocated;
+}
+
 }  // namespace oomguard::policies

@@ -37,4 +37,15 @@ class FillRate {
 uint64_t nextLevelCheckUs(std::optional<double> room_bytes, double measured_rate_bytes_per_s,
                           double assumed_rate_bytes_per_s, uint64_t min_us, uint64_t max_us);
 
+// The host's page allocations bound every memcg's growth: a charge is a page the host allocated
+// (/proc/vmstat pgalloc_*), so a domain read when the host had allocated A0 bytes, with R bytes of room
+// to its threshold, cannot have crossed it while the host has allocated less than A0 + R since. One read
+// of /proc/vmstat then stands in for a read of every memcg domain's memory.current. (Slab objects put on
+// pages allocated earlier are charged without a new page: a few pages, covered by reading a domain
+// again once half its room could be gone.)
+// Whether the domain must be read again: the host has allocated at least half its room since.
+bool allocationBudgetSpent(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes);
+// The room the domain may still have: its room at the reading minus what the host allocated since.
+double roomLeftBytes(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes);
+
 }  // namespace oomguard::policies

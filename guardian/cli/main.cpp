@@ -8,6 +8,7 @@
 #include "guardian/config/config.hpp"
 #include "guardian/text/format.hpp"
 #include "guardian/exporter/metrics_prometheus.hpp"
+#include "guardian/kube_client/loader.hpp"
 #include "guardian/cli/run.hpp"
 #include "oomguard/version.hpp"
 
@@ -16,7 +17,12 @@ namespace {
 
 int runMain(int argc, char** argv) {
   CLI::App app{"oomguard: the kernel's OOM victim model, exactly, for the host and every cgroup with a limit"};
-  app.set_version_flag("--version", std::string(kVersion));
+  app.set_version_flag("--version", [] {
+    // The Kubernetes client is a module loaded by `run` only when kubernetes.enabled: say whether it loads.
+    const auto tls = kube_client::loadTlsClient();
+    return std::string(kVersion) + "\nkubernetes client: " +
+           (tls.client != nullptr ? tls.path : "cannot be loaded: " + tls.error);
+  });
   app.fallthrough();
   app.require_subcommand(1);
   std::string proc_root = "/proc";

@@ -168,6 +168,13 @@ ActRule readAct(const Json& value, const std::string& path, bool host) {
     ObjectReader::fail(reader.pathOf("memory_high_at_threshold"), "applies to cgroups (memory.high); the host has none");
   }
   act.memory_high_at_threshold = reader.boolean("memory_high_at_threshold", false);
+  if (reader.find("memory_high_override") != nullptr && host) {
+    ObjectReader::fail(reader.pathOf("memory_high_override"), "applies to cgroups (memory.high); the host has none");
+  }
+  act.memory_high_override = reader.boolean("memory_high_override", false);
+  if (act.memory_high_override && !act.memory_high_at_threshold) {
+    ObjectReader::fail(reader.pathOf("memory_high_override"), "needs memory_high_at_threshold: true");
+  }
   if (const Json* when = reader.find("when")) {
     const std::string when_path = reader.pathOf("when");
     ObjectReader conditions(*when, when_path);

@@ -38,6 +38,10 @@ struct ActRule {
   // cgroup rules with when.headroom_below: oomguard sets the domain's memory.high at the threshold
   // (memory.max * (1 - headroom_below)), so the kernel throttles a leak there and raises "high" events.
   bool memory_high_at_threshold = false;
+  // With memory_high_at_threshold: also lower a memory.high that someone else set above the threshold
+  // (kubelet's MemoryQoS, systemd's MemoryHigh=), and put their value back at exit, on reload and when
+  // the rule stops asking. Without it such a memory.high is left alone.
+  bool memory_high_override = false;
 };
 
 // What to watch in the cgroups whose path matches `match` (the first matching rule applies).
@@ -82,11 +86,12 @@ struct Config {
   // max_kills_per_minute (the storm guard).
   double victim_wait_s = 2;
   size_t max_kills_per_minute = 6;
+  // kill-allocating: growth is measured over this window (of the processes still growing).
   double trend_window_s = 10;
   // The adaptive watch of level thresholds assumes a domain may fill this fast even before a fill is
   // measured (a faster measured fill counts as measured): a reading is due when the room left to the
   // threshold would last half as long at that rate, between 5 ms and refresh_interval_s.
-  double assumed_fill_rate_mib_s = 512;  // kill-allocating: growth is measured over this window
+  double assumed_fill_rate_mib_s = 512;
   bool panic_allowed = false;  // the second opt-in an act rule with action "panic" needs
   // The kernel's side of OOM handling, declared: applied at start (mode act), drift reported (metric and
   // log) at every refresh, and written back only when enforce is true.

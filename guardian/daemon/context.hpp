@@ -28,6 +28,7 @@ struct DaemonStats {
   uint64_t memory_events = 0;
   uint64_t decisions = 0;
   uint64_t level_reads = 0;  // readings of a level threshold (the adaptive watch)
+  uint64_t allocation_reads = 0;  // readings of the host's allocations (/proc/vmstat), for the same watch
   uint64_t refreshes = 0;
   uint64_t kernel_oom_kills = 0;
   uint64_t predictions_match = 0;

@@ -250,8 +250,6 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
     state = ranked.value();
   }
   const uint64_t decided_us = clock_.monotonic_us();
-  decision.reaction_us = decided_us >= event_arrived_us_ ? decided_us - event_arrived_us_ : 0;
-  metrics_.observeReaction(static_cast<double>(decision.reaction_us) / 1e6);
   decision.domain = state->domain;
   decision.candidates = state->top;
   decision.acting_mode = config_.mode == config::Mode::kAct;
@@ -261,6 +259,12 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
   if (const config::ActRule* rule = decider_.actRuleFor(domain); may_act && rule != nullptr) {
     decision.outcome = decider_.act(domain, *state, *rule, observation, decided_us, executor_);
   }
+  // reaction_us: from the event reaching the loop to the decision made and its action done (the kill
+  // signal sent and process_mrelease returned, or cgroup.kill written; a SIGTERM grace runs on after
+  // it, and a panic follows the log).
+  const uint64_t acted_us = clock_.monotonic_us();
+  decision.reaction_us = acted_us >= event_arrived_us_ ? acted_us - event_arrived_us_ : 0;
+  metrics_.observeReaction(static_cast<double>(decision.reaction_us) / 1e6);
   // One OOM, one victim: while one is in progress here, it (not a second task) is what comes next.
   if (const auto waiting = executor_.gate().blocking(domain, decided_us)) {
     decision.waiting_on_victim = waiting;

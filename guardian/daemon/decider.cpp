@@ -1,5 +1,7 @@
 #include "guardian/daemon/decider.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "cgroupfs/files.hpp"
@@ -15,7 +17,8 @@ Decider::Decider(io::Node& node, const config::Config& config, const WatchSet& w
       rankings_(rankings),
       executor_(executor),
       workloads_(workloads),
-      stats_(stats) {}
+      stats_(stats),
+      page_bytes_(::sysconf(_SC_PAGESIZE) > 0 ? static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) : 4096) {}
 
 const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
   if (config_.mode != config::Mode::kAct) {
@@ -28,13 +31,15 @@ const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
   return rule != nullptr && rule->act ? &*rule->act : nullptr;
 }
 
-void Decider::observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation) {
+bool Decider::observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation) {
+  bool read = false;
   if (domain == "/") {
     if (auto meminfo = node_.procfs().readMemInfo()) {
       observation.mem_total_kb = meminfo.value().mem_total_kb;
       observation.mem_available_kb = meminfo.value().mem_available_kb;
       observation.swap_free_kb = meminfo.value().swap_free_kb;
       observation.swap_total_kb = meminfo.value().swap_total_kb;
+      read = true;
     }
   } else {
     if (const WatchedCgroup* watched = watch_set_.find(domain)) {
@@ -42,6 +47,7 @@ void Decider::observe(const std::string& domain, const config::ActRule& rule, po
     }
     if (auto current = node_.cgroupfs().readMemoryCurrent(domain)) {
       observation.memory_current_bytes = current.value();
+      read = true;
     }
   }
   if (rule.when.pressure_avg10 && !observation.some_avg10) {
@@ -54,6 +60,7 @@ void Decider::observe(const std::string& domain, const config::ActRule& rule, po
       }
     }
   }
+  return read;
 }
 
 std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& state, bool with_growers,
@@ -74,7 +81,12 @@ std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& st
       }
       c.protection = kube::Workloads::protection(resolved);
     }
+    // kill-allocating's growth: over the trend window, and only for a process still growing (a
+    // neighbour's start-up allocation inside the window is not an allocation now).
     c.growth_pages = rankings_.growth().growth(c.pid);
+    if (c.growth_pages && !rankings_.growth().growingNow(c.pid)) {
+      c.growth_pages = 0;
+    }
     if (resolve_groups && !c.cgroup.empty()) {
       c.group_kill_cgroup = policies::oomGroupCgroup(
           c.cgroup, domain, [this](std::string_view cgroup) { return node_.readOomGroup(cgroup); });
@@ -98,7 +110,7 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
                                policies::DomainObservation observation, uint64_t now_us, Executor& executor) {
   policies::Outcome outcome;
   outcome.policy = rule.action;
-  observe(domain, rule, observation);
+  (void)observe(domain, rule, observation);
   outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
   if (!outcome.reason) {
     outcome.result = policies::DecisionResult::kBelowThreshold;
@@ -133,17 +145,27 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   // Level thresholds (headroom, MemAvailable, SwapFree, held PSI) are read at the rate the physics
   // demands (policies/level_watch.hpp): each acting domain's next reading is due when its room to the
   // threshold could be gone at the fastest plausible fill rate, between 5 ms and the refresh interval.
-  // A reading is one small file (memory.current, or /proc/meminfo for the host); a decision follows
-  // only when the threshold is crossed.
+  // A memcg domain is watched through the host's allocations instead: one read of /proc/vmstat tells
+  // which domains could have come near their threshold, and only those are read (a node with 500
+  // acting pods reads one file at each tick, not 500). A reading is one small file (memory.current, or
+  // /proc/meminfo for the host); a decision follows only when the threshold is crossed.
   std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
   if (config_.mode != config::Mode::kAct) {
     return crossed;
   }
   constexpr uint64_t kMinDelayUs = 5'000;
   constexpr uint64_t kAfterCrossingUs = 100'000;  // re-read a crossed domain after this (no log flood)
+  constexpr uint64_t kBudgetedRereadRefreshes = 6;  // a domain watched through the allocations: 30 s
   const auto max_delay_us = static_cast<uint64_t>(config_.refresh_interval_s * 1e6);
   const double assumed_rate = config_.assumed_fill_rate_mib_s * 1024.0 * 1024.0;
+  std::optional<uint64_t> allocated;
+  if (auto pages = node_.procfs().readAllocatedPages()) {
+    ++stats_.allocation_reads;
+    allocated = pages.value() * page_bytes_;
+    allocation_rate_.sample(now_us, -static_cast<double>(*allocated));  // its "room" shrinks as the host allocates
+  }
   std::set<std::string> acting;
+  std::optional<double> smallest_left;  // of the domains watched through the allocations
   for (const auto& [path, state] : rankings_.all()) {
     const config::ActRule* rule = actRuleFor(path);
     if (rule == nullptr || rule->action == policies::Action::kObserve) {
@@ -155,12 +177,23 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     }
     acting.insert(path);
     auto& level = levels_[path];
-    if (!all && level.due_us > now_us) {
+    // Watched through the allocations: read when its budget is spent, or on its own timer (every
+    // kBudgetedRereadRefreshes refreshes, the safety net), not at every refresh.
+    const bool budgeted = allocated && level.budget_room_bytes && now_us >= level.fast_until_us;
+    const bool spent = budgeted && policies::allocationBudgetSpent(*level.budget_room_bytes,
+                                                                   level.budget_allocated_bytes, *allocated);
+    if ((budgeted || !all) && level.due_us > now_us && !spent) {
+      if (budgeted) {
+        const double left = policies::roomLeftBytes(*level.budget_room_bytes, level.budget_allocated_bytes, *allocated);
+        smallest_left = smallest_left ? std::min(*smallest_left, left) : left;
+      }
       continue;
     }
     ++stats_.level_reads;
     policies::DomainObservation observation;
-    observe(path, *rule, observation);
+    const bool read = observe(path, *rule, observation);
+    level.failed_reads = read ? 0 : level.failed_reads + 1;
+    level.budget_room_bytes.reset();
     if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
       crossed.emplace_back(path, observation);
       level.due_us = now_us + kAfterCrossingUs;
@@ -173,17 +206,40 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
     uint64_t delay_us = policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
                                                    max_delay_us);
+    if (path != "/" && room && *room > 0 && allocated && when.headroom_below) {
+      // Watched through the host's allocations from now on; the refresh reads it anyway.
+      level.budget_room_bytes = *room;
+      level.budget_allocated_bytes = *allocated;
+      smallest_left = smallest_left ? std::min(*smallest_left, *room) : *room;
+      delay_us = max_delay_us * kBudgetedRereadRefreshes;
+    }
     if (rule->memory_high_at_threshold && executor_.memoryHighInForce(path) && room && *room > 0) {
       // Its memory.high sits at the threshold: the kernel says when it is crossed ("high" in
       // memory.events, an inotify wake-up), so the level is only re-read at the refresh.
       delay_us = max_delay_us;
+      level.budget_room_bytes.reset();
+    }
+    if (!read) {
+      // The reading failed (a cgroup going away, a transient error): no decision on missing data, and
+      // no blind refresh interval either: read again soon, backing off while it keeps failing.
+      const uint64_t retry_us = kAfterCrossingUs << std::min<uint32_t>(level.failed_reads - 1, 6);
+      delay_us = std::min(delay_us, retry_us);
     }
     if (now_us < level.fast_until_us) {
       delay_us = std::min(delay_us, kPressurePollUs);  // under pressure: poll as lmkd does
+      level.budget_room_bytes.reset();
     }
     level.due_us = now_us + delay_us;
   }
   std::erase_if(levels_, [&](const auto& entry) { return !acting.contains(entry.first); });
+  // The next read of the allocations: before the smallest room left could be gone at the fastest
+  // plausible rate (the host's measured allocation rate, or the assumed fill rate).
+  allocation_due_us_.reset();
+  if (smallest_left) {
+    allocation_due_us_ = now_us + policies::nextLevelCheckUs(std::max(*smallest_left, 0.0),
+                                                             allocation_rate_.bytesPerSecond(), assumed_rate,
+                                                             kMinDelayUs, max_delay_us);
+  }
   return crossed;
 }
 
@@ -201,7 +257,7 @@ std::optional<uint64_t> Decider::nextLevelDueUs() const {
   if (levels_.empty()) {
     return std::nullopt;
   }
-  uint64_t due = UINT64_MAX;
+  uint64_t due = allocation_due_us_.value_or(UINT64_MAX);
   for (const auto& [path, level] : levels_) {
     due = std::min(due, level.due_us);
   }

@@ -38,7 +38,8 @@ class Decider {
   // Fills what the rule's thresholds look at, read now: memory.current and memory.max of a memcg,
   // MemAvailable and swap of the host, and PSI when the rule has a PSI threshold and the event did not
   // bring a reading.
-  void observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation);
+  // Returns false when the level (memory.current, /proc/meminfo) could not be read.
+  bool observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation);
 
   // The kernel's top candidates of a domain with the operator's protections and preferences (and, with
   // growers, the host's fastest growers); memory.oom.group resolved only when asked (a read per level).
@@ -50,8 +51,10 @@ class Decider {
                         policies::DomainObservation observation, uint64_t now_us, Executor& executor);
 
   // The level thresholds (headroom, MemAvailable, SwapFree, held PSI) of every acting domain due at
-  // `now_us` (`all`: every one), read now. Returns the domains that crossed, with their readings; the
-  // next due time is nextLevelDueUs().
+  // `now_us` (`all`: every one), read now. A memcg domain with a headroom threshold is due when the
+  // host has allocated half its room since its last reading (one read of /proc/vmstat for all of
+  // them), else at the refresh. Returns the domains that crossed, with their readings; the next due
+  // time is nextLevelDueUs().
   std::vector<std::pair<std::string, policies::DomainObservation>> checkLevels(uint64_t now_us, bool all);
   // When the next level reading is due; nullopt when no acting domain has a level threshold.
   [[nodiscard]] std::optional<uint64_t> nextLevelDueUs() const;
@@ -68,6 +71,11 @@ class Decider {
     policies::FillRate rate;
     uint64_t due_us = 0;
     uint64_t fast_until_us = 0;  // polled every kPressurePollUs until then (a PSI trigger fired)
+    uint32_t failed_reads = 0;   // in a row: the retry backs off from 100 ms to the refresh interval
+    // A memcg domain watched through the host's allocations: its room at its last reading, and what the
+    // host had allocated then (policies::allocationBudgetSpent).
+    std::optional<double> budget_room_bytes;
+    uint64_t budget_allocated_bytes = 0;
   };
 
   io::Node& node_;
@@ -79,6 +87,11 @@ class Decider {
   DaemonStats& stats_;
   std::map<std::string, policies::ThresholdState> threshold_states_;
   std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
+  // The host's allocations (/proc/vmstat), read once per level check: the fastest fill seen, and when
+  // they must be read next (nullopt: no domain is watched through them).
+  policies::FillRate allocation_rate_;
+  std::optional<uint64_t> allocation_due_us_;
+  uint64_t page_bytes_;
 };
 
 }  // namespace oomguard::guardian::daemon

@@ -324,25 +324,37 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
       continue;  // no memory controller here (yet), or the cgroup is going: nothing to set
     }
     const auto ours = memory_high_set_.find(cgroup);
-    if (options_.dry_run && ours != memory_high_set_.end() && ours->second == wanted) {
+    if (options_.dry_run && ours != memory_high_set_.end() && ours->second.bytes == wanted) {
       continue;  // --dry-run: said once; nothing was written, so the file still shows the old value
     }
-    const bool mine = ours != memory_high_set_.end() && current.value() == ours->second;
+    const bool mine = ours != memory_high_set_.end() && current.value() == ours->second.bytes;
     if (current.value() == wanted && mine) {
       continue;
     }
-    if (current.value() && !mine) {
+    // Someone else's memory.high (kubelet's MemoryQoS, systemd's MemoryHigh=): left alone, unless the
+    // rule says override and theirs lies above the threshold (then theirs is put back later).
+    const bool foreign = current.value() && !mine;
+    if (foreign && (!rule->act->memory_high_override || *current.value() <= wanted)) {
       if (memory_high_left_.insert(cgroup).second) {
-        log_.write("memory_high_left", Json{{"cgroup", cgroup}, {"memory.high", bytesJson(current.value())},
-                                            {"wanted", wanted}, {"why", "set by someone else; left alone"}});
+        log_.write("memory_high_left",
+                   Json{{"cgroup", cgroup}, {"memory.high", bytesJson(current.value())}, {"wanted", wanted},
+                        {"why", rule->act->memory_high_override ? "set by someone else, at or below the threshold; left alone"
+                                                                : "set by someone else; left alone"}});
       }
+      memory_high_set_.erase(cgroup);  // no longer ours: not in force, and not put back
       continue;
     }
+    // What is put back later: theirs when overriding, else what was there before oomguard's first write.
+    const std::optional<uint64_t> previous = foreign ? current.value() : mine ? ours->second.previous : std::nullopt;
     const auto result = actuator_.setMemoryHigh(cgroup, wanted);
-    log_.write("memory_high", Json{{"cgroup", cgroup}, {"from", bytesJson(current.value())}, {"to", wanted},
-                                   {"ok", result.ok}, {"detail", result.detail}});
+    Json line{{"cgroup", cgroup}, {"from", bytesJson(current.value())}, {"to", wanted}, {"ok", result.ok},
+              {"detail", result.detail}};
+    if (foreign) {
+      line["why"] = "memory_high_override: set by someone else above the threshold; theirs is put back later";
+    }
+    log_.write("memory_high", line);
     if (result.ok) {
-      memory_high_set_[cgroup] = wanted;
+      memory_high_set_[cgroup] = MemoryHighWritten{wanted, previous};
       memory_high_left_.erase(cgroup);
     }
   }
@@ -352,10 +364,11 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
       ++it;
       continue;
     }
-    if (auto current = node_.cgroupfs().readLimit(it->first, cgroupfs::files::kMemoryHigh); current && current.value() == it->second) {
-      const auto result = actuator_.setMemoryHigh(it->first, std::nullopt);
-      log_.write("memory_high", Json{{"cgroup", it->first}, {"from", it->second}, {"to", "max"}, {"ok", result.ok},
-                                     {"detail", result.detail}, {"why", "the rule no longer asks"}});
+    if (auto current = node_.cgroupfs().readLimit(it->first, cgroupfs::files::kMemoryHigh);
+        current && current.value() == it->second.bytes) {
+      const auto result = actuator_.setMemoryHigh(it->first, it->second.previous);
+      log_.write("memory_high", Json{{"cgroup", it->first}, {"from", it->second.bytes}, {"to", bytesJson(it->second.previous)},
+                                     {"ok", result.ok}, {"detail", result.detail}, {"why", "the rule no longer asks"}});
     }
     it = memory_high_set_.erase(it);
   }
@@ -367,19 +380,19 @@ void Executor::restoreMemoryHigh() {
     memory_high_left_.clear();
     return;
   }
-  for (const auto& [cgroup, value] : memory_high_set_) {
+  for (const auto& [cgroup, written] : memory_high_set_) {
     auto current = node_.cgroupfs().readLimit(cgroup, cgroupfs::files::kMemoryHigh);
     if (!current) {
       continue;  // gone with its cgroup
     }
-    if (current.value() != value) {
+    if (current.value() != written.bytes) {
       log_.write("memory_high_left", Json{{"cgroup", cgroup}, {"memory.high", bytesJson(current.value())},
                                           {"why", "changed by someone else since oomguard set it; left alone"}});
       continue;
     }
-    const auto result = actuator_.setMemoryHigh(cgroup, std::nullopt);
-    log_.write("memory_high", Json{{"cgroup", cgroup}, {"from", value}, {"to", "max"}, {"ok", result.ok},
-                                   {"detail", result.detail}, {"why", "restored"}});
+    const auto result = actuator_.setMemoryHigh(cgroup, written.previous);
+    log_.write("memory_high", Json{{"cgroup", cgroup}, {"from", written.bytes}, {"to", bytesJson(written.previous)},
+                                   {"ok", result.ok}, {"detail", result.detail}, {"why", "restored"}});
   }
   memory_high_set_.clear();
   memory_high_left_.clear();

@@ -75,10 +75,11 @@ class Executor {
   // Mode act: memory.high at the threshold of each domain whose act rule has memory_high_at_threshold
   // (`domains`: the limited cgroups with their memory.max). Written only over "max" or over the value
   // oomguard wrote itself; a memory.high someone else set (kubelet's MemoryQoS, systemd's MemoryHigh=)
-  // is left alone and logged once. A domain whose rule no longer asks gets "max" back.
+  // is left alone and logged once, unless the rule has memory_high_override and theirs lies above the
+  // threshold. A domain whose rule no longer asks gets back what was there before ("max" or theirs).
   void applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t>>& domains);
-  // At exit and before a reload: every memory.high oomguard set goes back to "max", where it still holds
-  // oomguard's value.
+  // At exit and before a reload: every memory.high oomguard set goes back to what was there before
+  // ("max", or the value it overrode), where it still holds oomguard's value.
   void restoreMemoryHigh();
   // Whether oomguard's memory.high is in force in `cgroup` (as of the last refresh): crossing its
   // threshold is then an event ("high" in memory.events), not only a level to poll.
@@ -109,7 +110,11 @@ class Executor {
   std::map<pid_t, std::shared_ptr<io::PinnedProcess>> victim_pins_;
   std::set<std::string> killed_cgroups_;
   std::map<std::string, bool> sysctl_drift_;
-  std::map<std::string, uint64_t> memory_high_set_;  // cgroup -> the memory.high oomguard wrote
+  struct MemoryHighWritten {
+    uint64_t bytes = 0;                   // what oomguard wrote
+    std::optional<uint64_t> previous;     // what it replaced and puts back: nullopt = "max"
+  };
+  std::map<std::string, MemoryHighWritten> memory_high_set_;  // cgroup -> the memory.high oomguard wrote
   std::set<std::string> memory_high_left_;           // set by someone else: logged once
 };
 

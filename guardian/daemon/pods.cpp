@@ -7,6 +7,7 @@
 #include "cgroupfs/parse.hpp"
 #include "guardian/config/address.hpp"
 #include "guardian/daemon/decision_log.hpp"
+#include "guardian/kube_client/loader.hpp"
 #include "policies/ranking.hpp"
 
 namespace oomguard::guardian::daemon {
@@ -91,14 +92,21 @@ void Pods::start() {
     log_.write("kubernetes", Json{{"what", "unavailable"}, {"detail", status_}});
     return;
   }
-  pod_watch_ = std::make_unique<kube_client::PodWatch>(
+  // The TLS client is a module, loaded only here: a node without Kubernetes never maps OpenSSL.
+  const auto tls = kube_client::loadTlsClient();
+  if (tls.client == nullptr) {
+    status_ = "unavailable: the Kubernetes client module could not be loaded (" + tls.error + ")";
+    log_.write("kubernetes", Json{{"what", "unavailable"}, {"detail", status_}});
+    return;
+  }
+  pod_watch_ = tls.client->podWatch(
       io_, *endpoint, kube_client::PodWatchOptions{}, [this](const kube::PodChange& change) { onPodChange(change); },
       [this](const std::string& event, const std::string& detail) {
         // "what", not "event": a field named "event" would replace the line's own event name.
         log_.write("kubernetes", Json{{"what", event}, {"detail", detail}});
       });
   if (k8s.events) {
-    pod_events_ = std::make_unique<kube_client::EventRecorder>(io_, *endpoint);
+    pod_events_ = tls.client->eventRecorder(io_, *endpoint);
   }
   pod_watch_->start();
   status_ = "watching the pods of node " + node_name + " at " + endpoint->host + ":" +

@@ -22,8 +22,7 @@
 #include "guardian/io/watchers.hpp"
 #include "guardian/kube/pod.hpp"
 #include "guardian/kube/workloads.hpp"
-#include "guardian/kube_client/event_recorder.hpp"
-#include "guardian/kube_client/pod_watch.hpp"
+#include "guardian/kube_client/client.hpp"
 
 namespace oomguard::guardian::daemon {
 
@@ -81,8 +80,8 @@ class Pods {
   std::function<void()> request_refresh_;
   std::unique_ptr<kube::Workloads> workloads_;
   const kube::Workloads* workloads_raw_ = nullptr;
-  std::unique_ptr<kube_client::PodWatch> pod_watch_;
-  std::unique_ptr<kube_client::EventRecorder> pod_events_;
+  std::unique_ptr<kube_client::PodSource> pod_watch_;   // from the TLS client module
+  std::unique_ptr<kube_client::EventSink> pod_events_;
   std::string status_ = "off (kubernetes.enabled: false)";
   kube_client::EventRecorderStatus events_counted_;  // what publishStatus has counted into the metrics
   std::map<std::string, PodPressure> pressure_;      // by pod uid

@@ -182,7 +182,8 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
   std::vector<policies::VictimCandidate> growers;
   for (const auto& process : scan.processes) {
     growth_.sample(process.pid, now_us, chargePages(process, facts));
-    if (const auto grew = growth_.growth(process.pid); grew && *grew > 0 && process.status.has_mm) {
+    if (const auto grew = growth_.growth(process.pid);
+        grew && *grew > 0 && process.status.has_mm && growth_.growingNow(process.pid)) {
       policies::VictimCandidate grower;
       grower.pid = process.pid;
       grower.comm = process.status.comm;

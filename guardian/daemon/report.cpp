@@ -127,6 +127,7 @@ void Daemon::logWatchSet(const char* event) {
                                         {"memory_events", stats_.memory_events},
                                         {"decisions", stats_.decisions},
                                         {"level_reads", stats_.level_reads},
+                                        {"allocation_reads", stats_.allocation_reads},
                                         {"kernel_oom_kills", stats_.kernel_oom_kills},
                                         {"predictions_match", stats_.predictions_match},
                                         {"predictions_mismatch", stats_.predictions_mismatch},

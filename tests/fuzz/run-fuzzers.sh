@@ -24,6 +24,7 @@ seeds_for() {
     parsePidList) ls "$fixtures"/*/cgroup/*/cgroup.procs ;;
     parseWordList) ls "$fixtures"/host-*/*cgroup.controllers "$fixtures"/*/cgroup/cgroup.controllers ;;
     parseBuddyInfo) ls "$fixtures"/host-*/buddyinfo ;;
+    parseAllocatedPages) ls "$fixtures"/host-*/vmstat ;;
     parseKernelRelease) ls "$fixtures"/host-*/osrelease "$fixtures"/*/proc/sys/kernel/osrelease ;;
     parseKmsgRecord|parseOomKillSummary|parseKilledProcess|OomReportAssembler) ls "$fixtures"/kmsg-*/*.txt ;;
     Config) ls examples/*.json tests/fuzz/seeds/config/* ;;

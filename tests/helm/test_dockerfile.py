@@ -319,18 +319,23 @@ def runtime_tree_script_works_here():
     runs = [a for k, a, _ in build_stage()["instructions"] if k == "RUN" and "/rootfs" in a]
     assert len(runs) == 1, "expected one RUN that assembles /rootfs"
     with tempfile.TemporaryDirectory() as work:
+        module = ROOT / "build" / "lib" / "oomguard" / "liboomguard_kube_tls.so"
         script = (runs[0].replace("/rootfs", f"{work}/rootfs").replace("/tmp/libs", f"{work}/libs")
-                  .replace("build/bin/oomguard", str(binary)))
+                  .replace("build/bin/oomguard", str(binary)).replace("build/lib/oomguard", str(module.parent)))
         result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
         if result.returncode != 0 and "chroot" in result.stderr and "Operation not permitted" in result.stderr:
             raise Skip("chroot is not permitted here (CAP_SYS_CHROOT)")
         assert result.returncode == 0, f"the RUN failed here:\n{result.stderr}"
         project = re.search(r"project\(oomguard VERSION ([\d.]+)", (ROOT / "CMakeLists.txt").read_text()).group(1)
         assert project in result.stdout, f"oomguard --version under chroot printed {result.stdout!r}"
+        # The Kubernetes client module (loaded by `run` only when kubernetes.enabled) loads in the image.
+        assert "kubernetes client: /usr/lib/oomguard/liboomguard_kube_tls.so" in result.stdout, \
+            f"the Kubernetes client module does not load under chroot: {result.stdout!r}"
         tree = sorted(p.relative_to(f"{work}/rootfs").as_posix() for p in Path(work, "rootfs").rglob("*")
                       if p.is_file())
         libraries = [line for line in Path(work, "libs").read_text().split() if line]
-        assert tree == sorted(["usr/bin/oomguard"] + [lib.lstrip("/") for lib in libraries]), tree
+        assert tree == sorted(["usr/bin/oomguard", "usr/lib/oomguard/liboomguard_kube_tls.so"] +
+                              [lib.lstrip("/") for lib in libraries]), tree
 
 
 @suite.check

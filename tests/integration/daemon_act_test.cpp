@@ -229,6 +229,10 @@ TEST_F(DaemonAct, ALevelThresholdIsReadBetweenRefreshesAsTheRoomShrinks) {
   EXPECT_GE(reads_at_start, 1U);
   // ~213 MB at the assumed 512 MiB/s lasts ~0.4 s: the next reading is due in ~0.2 s, not in an hour.
   now_us += 250'000;
+  // The leak is real (the cgroup tree here is a fixture, the host is not): memory.current of a memcg
+  // rises only by pages the host allocates, and the daemon watches memcg levels through the host's
+  // allocations (/proc/vmstat), so the 250 MB are allocated and touched here.
+  const std::vector<char> leak(250'000'000, 1);
   writeFile(root / "pod/memory.current", "950000000\n");  // 11.5 % headroom: crossed
   for (int i = 0; i < 300 && daemon->stats().decisions == 0; ++i) {
     io.run_for(std::chrono::milliseconds(10));
@@ -239,6 +243,7 @@ TEST_F(DaemonAct, ALevelThresholdIsReadBetweenRefreshesAsTheRoomShrinks) {
   EXPECT_EQ(lines.back()["result"], "killed");
   EXPECT_EQ(lines.back()["target"]["pid"], big);
   EXPECT_GT(daemon->stats().level_reads, reads_at_start);
+  EXPECT_EQ(leak[leak.size() / 2], 1);  // the leak stays allocated (and not optimised away) until here
 }
 
 TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {

@@ -21,8 +21,8 @@
 
 #include "fake_api_server.hpp"
 #include "guardian/kube/pod.hpp"
-#include "guardian/kube_client/event_recorder.hpp"
-#include "guardian/kube_client/pod_watch.hpp"
+#include "guardian/kube_tls/event_recorder.hpp"
+#include "guardian/kube_tls/pod_watch.hpp"
 
 namespace oomguard::guardian {
 namespace {
@@ -35,10 +35,10 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 using kube::KubePod;
 using kube::PodChange;
-using kube_client::EventRecorder;
+using kube_tls::EventRecorder;
 using kube_client::KubeApiEndpoint;
 using kube_client::PodEventReport;
-using kube_client::PodWatch;
+using kube_tls::PodWatch;
 using kube_client::PodWatchOptions;
 using kube_client::PodWatchStatus;
 using oomguard::testing::ApiServer;

@@ -262,5 +262,25 @@ TEST(GrowthTracker, GrowthOverTheWindow) {
   EXPECT_EQ(tracker.size(), 0U);
 }
 
+TEST(GrowthTracker, StartUpGrowthInsideTheWindowIsNotGrowingNow) {
+  GrowthTracker tracker(10'000'000);
+  // A neighbour caught by a refresh half-way through its start-up allocation, then at rest.
+  tracker.sample(7, 0, 2'000);
+  tracker.sample(7, 5'000'000, 12'000);
+  tracker.sample(7, 5'600'000, 12'000);
+  EXPECT_EQ(tracker.growth(7), 10'000);  // still inside the window
+  EXPECT_TRUE(tracker.growingNow(7));    // the rest is younger than a second: the start-up still counts
+  tracker.sample(7, 6'100'000, 12'000);
+  EXPECT_FALSE(tracker.growingNow(7));   // a second at rest: not allocating now
+  // A newcomer: nothing at the refresh before it, its charge at the decision.
+  tracker.sample(8, 5'000'000, 0);
+  tracker.sample(8, 6'100'000, 4'000);
+  EXPECT_TRUE(tracker.growingNow(8));
+  // One sample is no growth.
+  tracker.sample(9, 6'100'000, 4'000);
+  EXPECT_FALSE(tracker.growingNow(9));
+  EXPECT_FALSE(tracker.growingNow(10));
+}
+
 }  // namespace
 }  // namespace oomguard::policies

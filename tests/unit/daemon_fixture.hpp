@@ -114,10 +114,7 @@ class NodeFixture {
     namespace fs = std::filesystem;
     fs::create_directories(root / ("proc/" + std::to_string(pid)));
     const std::string dir = "proc/" + std::to_string(pid) + "/";
-    write(dir + "status", "Name:\t" + comm + "\nState:\tS (sleeping)\nTgid:\t" + std::to_string(pid) + "\nPid:\t" +
-                              std::to_string(pid) + "\nPPid:\t1\nUid:\t0\t0\t0\t0\nVmSize:\t" + std::to_string(rss_kb) + " kB\nVmRSS:\t" + std::to_string(rss_kb) +
-                              " kB\nRssAnon:\t" + std::to_string(rss_kb) +
-                              " kB\nRssFile:\t0 kB\nRssShmem:\t0 kB\nVmSwap:\t0 kB\nVmPTE:\t16 kB\nThreads:\t1\n");
+    setRss(pid, comm, rss_kb);
     write(dir + "oom_score_adj", "0\n");
     write(dir + "cgroup", "0::" + cgroup + "\n");
     std::ostringstream stat;
@@ -131,6 +128,14 @@ class NodeFixture {
     std::ifstream in(root / procs);
     const std::string listed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     write(procs, listed + std::to_string(pid) + "\n");
+  }
+  // Rewrites the process's status with a new size (all of it anonymous).
+  void setRss(pid_t pid, const std::string& comm, uint64_t rss_kb) const {
+    write("proc/" + std::to_string(pid) + "/status",
+          "Name:\t" + comm + "\nState:\tS (sleeping)\nTgid:\t" + std::to_string(pid) + "\nPid:\t" + std::to_string(pid) +
+              "\nPPid:\t1\nUid:\t0\t0\t0\t0\nVmSize:\t" + std::to_string(rss_kb) + " kB\nVmRSS:\t" +
+              std::to_string(rss_kb) + " kB\nRssAnon:\t" + std::to_string(rss_kb) +
+              " kB\nRssFile:\t0 kB\nRssShmem:\t0 kB\nVmSwap:\t0 kB\nVmPTE:\t16 kB\nThreads:\t1\n");
   }
   [[nodiscard]] std::string procRoot() const { return (root / "proc").string(); }
   [[nodiscard]] std::string cgroupRoot() const { return (root / "cgroup").string(); }

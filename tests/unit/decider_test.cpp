@@ -176,6 +176,61 @@ TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
   EXPECT_EQ(crossed.front().first, "/pod");
 }
 
+TEST_F(DeciderTest, TheHostsAllocationsStandInForReadingEveryDomain) {
+  // A fill rate assumed 8 times the default: ticks every 50 ms, many of them within one refresh (1 s).
+  start(kHeadroom, R"("policy": {"assumed_fill_rate_mib_s": 4096}, )");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);  // room 0.4 of the limit to the threshold at 0.9
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t half_room_pages = NodeFixture::kLimitBytes / 5 / page;
+  fixture.write("proc/vmstat", "pgalloc_dma32 10\npgalloc_normal 1000000\npgalloc_movable 0\n");
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_EQ(stats.level_reads, 1U);
+  // Idle: each tick reads /proc/vmstat only.
+  for (int tick = 0; tick < 3; ++tick) {
+    fixture.now_us = *decider->nextLevelDueUs();
+    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  }
+  EXPECT_EQ(stats.level_reads, 1U) << "memory.current read while the host allocated nothing";
+  EXPECT_EQ(stats.allocation_reads, 4U);
+  // Nor at a refresh: a domain watched through the allocations is re-read every 6 refreshes.
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_EQ(stats.level_reads, 1U);
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 6'000'000, true).empty());
+  EXPECT_EQ(stats.level_reads, 2U) << "the safety net: read again after 6 refresh intervals";
+  fixture.now_us += 6'000'000;
+  const uint64_t idle_tick_us = *decider->nextLevelDueUs() - fixture.now_us;
+  // The host allocates just under half the domain's room: still not read, but the ticks come closer.
+  fixture.write("proc/vmstat", "pgalloc_dma32 10\npgalloc_normal " + std::to_string(1000000 + half_room_pages - 10) +
+                                   "\npgalloc_movable 0\n");
+  fixture.now_us = *decider->nextLevelDueUs();
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_EQ(stats.level_reads, 2U);
+  EXPECT_LT(*decider->nextLevelDueUs() - fixture.now_us, idle_tick_us);
+  // Half its room allocated somewhere on the host: the domain is read, and its crossing seen.
+  fixture.write("proc/vmstat", "pgalloc_dma32 10\npgalloc_normal " + std::to_string(1000000 + half_room_pages + 10) +
+                                   "\npgalloc_movable 0\n");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  fixture.now_us = *decider->nextLevelDueUs();
+  const auto crossed = decider->checkLevels(fixture.now_us, false);
+  EXPECT_EQ(stats.level_reads, 3U);
+  ASSERT_EQ(crossed.size(), 1U);
+  EXPECT_EQ(crossed.front().first, "/pod");
+}
+
+TEST_F(DeciderTest, AFailedReadingKeepsTheWatchClose) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // near the threshold: a fast schedule
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  // memory.current cannot be read for a moment: no decision, and the next reading stays close (it
+  // used to fall back to the refresh interval, blind for a whole refresh while a leak went on).
+  std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
+  fixture.now_us = *decider->nextLevelDueUs();
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_LE(*decider->nextLevelDueUs() - fixture.now_us, 100'000U);
+}
+
 TEST_F(DeciderTest, PressurePollsTheLevelsFastForAWindow) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);  // far from the threshold: the slow schedule
@@ -225,6 +280,28 @@ TEST_F(DeciderTest, KillAllocatingSeesTheGrowthOfALeakerThatStartedAfterTheRefre
   const auto outcome = actInPod();
   ASSERT_TRUE(outcome.target) << outcome.why.value_or("");
   EXPECT_EQ(outcome.target->victim.pid, big);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled);
+}
+
+TEST_F(DeciderTest, KillAllocatingPassesOverANeighbourWhoseStartUpIsInsideTheWindow) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}},
+            {"match": "/**"}])");
+  // A refresh caught the sidecar half-way through its start-up (50 MiB), the next one at rest (200 MiB):
+  // 150 MiB of growth inside the default 10 s window. The leaker appeared after both.
+  std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
+  fixture.write("cgroup/pod/app/cgroup.procs", "");
+  fixture.setRss(medium, "sidecar", 50 * 1024);
+  watch_set->refreshLimits(fixture.now_us, true);
+  rankings->refresh(facts, *watch_set, {"/pod"});
+  fixture.now_us += 2'000'000;
+  fixture.setRss(medium, "sidecar", 200 * 1024);
+  rankings->refresh(facts, *watch_set, {"/pod"});
+  fixture.now_us += 1'500'000;
+  fixture.addProcess(big, "leaker", "/pod/app", 100 * 1024);
+  fixture.setCurrent(NodeFixture::kLimitBytes);
+  const auto outcome = actInPod();
+  ASSERT_TRUE(outcome.target) << outcome.why.value_or("");
+  EXPECT_EQ(outcome.target->victim.pid, big) << "the sidecar grew more in the window, but is not growing now";
   EXPECT_EQ(outcome.result, DecisionResult::kKilled);
 }
 

@@ -168,6 +168,32 @@ TEST_F(ExecutorTest, AMemoryHighSetBySomeoneElseIsLeftAlone) {
   EXPECT_EQ(text.find("memory_high_left"), text.rfind("memory_high_left")) << "logged once: " << text;
 }
 
+TEST_F(ExecutorTest, MemoryHighOverrideLowersAForeignValueAboveTheThresholdAndPutsItBack) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true, "memory_high_override": true}},
+            {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "1000000000\n");  // kubelet's MemoryQoS: above the threshold
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  const uint64_t wanted = NodeFixture::kLimitBytes / 4 * 3;
+  ASSERT_EQ(actuator.actions, (std::vector<std::string>{"memory.high /pod " + std::to_string(wanted)}));
+  EXPECT_NE(log_text.str().find("memory_high_override"), std::string::npos) << log_text.str();
+  fixture.write("cgroup/pod/memory.high", std::to_string(wanted) + "\n");
+  EXPECT_TRUE(executor->memoryHighInForce("/pod"));
+  executor->restoreMemoryHigh();
+  EXPECT_EQ(actuator.actions.back(), "memory.high /pod 1000000000") << "theirs goes back, not max";
+}
+
+TEST_F(ExecutorTest, MemoryHighOverrideLeavesAForeignValueBelowTheThresholdAlone) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true, "memory_high_override": true}},
+            {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "500000000\n");  // already throttles before the threshold
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  executor->restoreMemoryHigh();
+  EXPECT_TRUE(actuator.actions.empty());
+  EXPECT_FALSE(executor->memoryHighInForce("/pod"));
+}
+
 TEST_F(ExecutorTest, MemoryHighIsNeverWrittenInObserveMode) {
   start(R"({"mode": "observe", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
             "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true}}, {"match": "/**"}]})");

@@ -167,6 +167,23 @@ TEST(ParseMemInfo, ExactValuesAndErrors) {
   EXPECT_FALSE(parseMemInfo("MemTotal: x kB\nMemFree: 1 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n").ok());
 }
 
+// --- /proc/vmstat ---------------------------------------------------------------------------------
+
+TEST(ParseAllocatedPages, RealFileFromThisHost) {
+  // pgalloc_dma 0, pgalloc_dma32 0, pgalloc_normal 831161561, pgalloc_movable 0, pgalloc_device 0.
+  EXPECT_EQ(parseAllocatedPages(readFixture("host-6.18/vmstat")).value(), 831161561U);
+}
+
+TEST(ParseAllocatedPages, SumsEveryZoneAndRefusesWhatIsNotACount) {
+  EXPECT_EQ(parseAllocatedPages("nr_free_pages 5\npgalloc_dma32 7\npgalloc_normal 100\npgfree 3\n").value(), 107U);
+  EXPECT_EQ(parseAllocatedPages("pgalloc_normal 100").value(), 100U);  // no final newline
+  EXPECT_FALSE(parseAllocatedPages("nr_free_pages 5\npgfree 3\n").ok());  // no counter at all
+  EXPECT_FALSE(parseAllocatedPages("pgalloc_normal -1\n").ok());
+  EXPECT_FALSE(parseAllocatedPages("pgalloc_normal 12x\n").ok());
+  EXPECT_FALSE(parseAllocatedPages("pgalloc_normal\n").ok());
+  EXPECT_FALSE(parseAllocatedPages("pgalloc_normal 99999999999999999999999\n").ok());
+}
+
 // --- PSI ------------------------------------------------------------------------------------------
 
 TEST(ParsePressure, RealFilesFromThisHost) {

@@ -1,14 +1,17 @@
-"""Host check for beat-the-kernel: in each sub-run oomguard (mode act, when on_memory_high) killed the
-leaker itself (a decision with result "killed" whose target is the leaker, and the leaker died of
-SIGKILL), the neighbour lives, the cgroup's memory.events oom and oom_kill stay 0, the kernel wrote no
-OOM report and the daemon logged no kernel_oom_kill. kill-worst must pick the leaker as the biggest;
-kill-allocating must pick the leaker while the kernel's next victim is the (bigger) neighbour.
-Timing and cost are asserted, not only recorded: the cgroup's peak charge stays within
-PEAK_SLACK_MIB of memory.high (the kernel throttles there; a late kill lets it climb towards memory.max),
-the leaker dies within HIGH_TO_DEATH_LIMIT_MS of the high event (leakwatch's first sight of it, or the
-daemon's memory_event line when the leaker died before leakwatch polled; measured 9.7-50 ms in the VM;
-a kill seconds late fails), and no decision in the domain comes before the kill (the
-first high event is the one acted on). Writes SHARE/result.json."""
+"""Host check for beat-the-kernel: in each sub-run oomguard (mode act, defaults) killed the leaker
+itself (a decision with result "killed" whose target is the leaker, and the leaker died of SIGKILL), the
+neighbour lives, the cgroup's memory.events oom and oom_kill stay 0, the kernel wrote no OOM report and
+the daemon logged no kernel_oom_kill. kill-worst must pick the leaker as the biggest; kill-allocating
+(alloc) must pick the leaker while the kernel's next victim is the (bigger) neighbour, whose start-up
+lies inside the trend window.
+Timing and cost are asserted, not only recorded: the cgroup's peak charge stays within PEAK_SLACK_MIB
+of memory.high (worst, alloc: the kernel throttles there; a late kill lets it climb towards memory.max)
+or of the rule's threshold (nohigh: nothing throttles; at 25 MiB/s the slack is 0.3 s of leak); in
+worst and alloc the leaker dies within HIGH_TO_DEATH_LIMIT_MS of the high event (leakwatch's first
+sight of it, or the daemon's memory_event line when the leaker died before leakwatch polled; measured
+9.7-50 ms in the VM; a kill seconds late fails); the killing decision's trigger is a memory.events high
+rise (worst, alloc) or the headroom threshold (nohigh); and no decision in the domain comes before the
+kill. Writes SHARE/result.json."""
 import os
 import sys
 
@@ -18,7 +21,9 @@ from act_check import (decisions, epoch, in_range, intval, kmsg_oom_text, memory
 from daemon_check import check_lifecycle, read_daemon_log  # noqa: E402
 from e2e_common import write_result  # noqa: E402
 
-SUBRUNS = {"worst": "kill-worst", "alloc": "kill-allocating"}
+SUBRUNS = {"worst": "kill-worst", "alloc": "kill-allocating", "nohigh": "kill-allocating"}
+# nohigh: the rule's threshold, memory.max 160 MiB * (1 - headroom_below 0.10)
+NOHIGH_THRESHOLD_MIB = 144
 PEAK_SLACK_MIB = 8
 HIGH_TO_DEATH_LIMIT_MS = 1000
 
@@ -66,7 +71,12 @@ def check_subrun(share, name, events):
             err.append("the killing decision has policy %r, expected %r" % (kill.get("policy"), SUBRUNS[name]))
         if target.get("pid") != leaker or target.get("comm") != "leaker":
             err.append("oomguard killed pid %s (%s), the leaker is pid %s" % (target.get("pid"), target.get("comm"), leaker))
-        if (kill.get("trigger") or {}).get("kind") != "memory_event" or "high" not in ((kill.get("trigger") or {}).get("rose") or {}):
+        trigger = kill.get("trigger") or {}
+        if name == "nohigh":
+            if trigger.get("kind") != "threshold" or "headroom" not in str(kill.get("reason")):
+                err.append("the kill was not made for the headroom threshold: trigger %s, reason %s" % (
+                    trigger, kill.get("reason")))
+        elif trigger.get("kind") != "memory_event" or "high" not in (trigger.get("rose") or {}):
             err.append("the kill was not triggered by a memory.events high rise: %s" % kill.get("trigger"))
         victim = (kill.get("victim") or {}).get("pid")
         run["kernel_next_victim"] = victim
@@ -119,22 +129,24 @@ def check_subrun(share, name, events):
         "chosen_because": kill.get("chosen_because") if kill else None,
     }
     timing = run["timing"]
-    high_mib = intval(p.get("high_mib"))
+    limit_mib = NOHIGH_THRESHOLD_MIB if name == "nohigh" else intval(p.get("high_mib"))
+    limit_name = "the headroom threshold" if name == "nohigh" else "memory.high"
     peak = timing["peak_cgroup_mib"]
-    if peak is None or high_mib is None:
-        err.append("no peak charge or memory.high recorded (peak %s, high %s)" % (peak, high_mib))
-    elif peak > high_mib + PEAK_SLACK_MIB:
-        err.append("the cgroup peaked at %.1f MiB, more than memory.high %d MiB + %d: the kill came late" % (
-            peak, high_mib, PEAK_SLACK_MIB))
-    # From leakwatch's 10 ms poll of memory.events; a leaker killed before that poll saw the rise has
-    # none, and then the daemon's own memory_event line times the event.
-    late = timing["high_seen_by_poll_to_death_ms"]
-    if late is None:
-        late = timing["event_line_to_leaker_death_ms"]
-    if late is None:
-        err.append("no time from the high event to the leaker's death")
-    elif late > HIGH_TO_DEATH_LIMIT_MS:
-        err.append("the leaker died %.1f ms after the high event, limit %d ms" % (late, HIGH_TO_DEATH_LIMIT_MS))
+    if peak is None or limit_mib is None:
+        err.append("no peak charge or %s recorded (peak %s, limit %s)" % (limit_name, peak, limit_mib))
+    elif peak > limit_mib + PEAK_SLACK_MIB:
+        err.append("the cgroup peaked at %.1f MiB, more than %s %d MiB + %d: the kill came late" % (
+            peak, limit_name, limit_mib, PEAK_SLACK_MIB))
+    if name != "nohigh":
+        # From leakwatch's 10 ms poll of memory.events; a leaker killed before that poll saw the rise
+        # has none, and then the daemon's own memory_event line times the event.
+        late = timing["high_seen_by_poll_to_death_ms"]
+        if late is None:
+            late = timing["event_line_to_leaker_death_ms"]
+        if late is None:
+            err.append("no time from the high event to the leaker's death")
+        elif late > HIGH_TO_DEATH_LIMIT_MS:
+            err.append("the leaker died %.1f ms after the high event, limit %d ms" % (late, HIGH_TO_DEATH_LIMIT_MS))
     if timing["decisions_before_the_kill"]:
         err.append("%d decisions in %s came before the kill: the first high event was not acted on" % (
             timing["decisions_before_the_kill"], domain))

@@ -60,8 +60,7 @@ round() {
     OUT=$dir
     DAEMON_LOG=$dir/daemon.jsonl
     daemon_start '{"version": 1, "mode": "act", 
-      "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.10}}},
-      "policy": {"cooldown_s": 2}}'
+      "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.10}}}}'
     killer=$DAEMON_PID
   fi
   sleep 0.5

@@ -31,8 +31,7 @@ daemon_start '{"version": 1, "mode": "act",
   "cgroups": [
     {"match": "/gk/grp", "oom_group": true},
     {"match": "/gk", "act": {"action": "kill-worst", "when": {"headroom_below": 0.3}}},
-    {"match": "/**"}],
-  "policy": {"cooldown_s": 30}}'
+    {"match": "/**"}]}'
 log "group-kill: daemon $DAEMON_PID started"
 seq=$(kmsgdump -l)
 m1=$(hog -D -q -g "$D/grp" -m 8 -n member1) || fail "member1"

@@ -38,8 +38,7 @@ daemon_start '{"version": 1, "mode": "act",
   "cgroups": [
     {"match": "/prot/crit", "protection": "critical"},
     {"match": "/prot/omit", "preference": "omit"},
-    {"match": "/**"}],
-  "policy": {"cooldown_s": 2}}'
+    {"match": "/**"}]}'
 settle_memory
 A=$(mem_available_mib)
 seq=$(kmsgdump -l)

@@ -1,6 +1,6 @@
 // One HTTPS exchange with the API server (https_exchange.hpp). All members are used on the io_context's
 // thread only, cancel() included.
-#include "guardian/kube_client/https_exchange.hpp"
+#include "guardian/kube_tls/https_exchange.hpp"
 
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -14,7 +14,7 @@
 #include <boost/beast/http/write.hpp>
 #include <limits>
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
 
 namespace {
 
@@ -305,4 +305,4 @@ http::request<http::string_body> makeRequest(http::verb verb, const std::string&
   return request;
 }
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls

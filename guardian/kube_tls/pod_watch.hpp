@@ -27,55 +27,36 @@
 #include <string>
 
 #include "guardian/kube/pod.hpp"
-#include "guardian/kube_client/endpoint.hpp"
+#include "guardian/kube_client/client.hpp"
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
 
-// Counters and state for logs and tests.
-struct PodWatchStatus {
-  bool synced = false;           // a list has completed and the cache reflects it
-  std::string resource_version;  // the last one seen (list, event or bookmark)
-  uint64_t lists = 0;            // completed lists (the first one, and every relist)
-  uint64_t relists_gone = 0;     // relists caused by 410 Gone
-  uint64_t watch_starts = 0;     // watch requests sent
-  uint64_t events = 0;           // ADDED/MODIFIED/DELETED applied
-  uint64_t bookmarks = 0;
-  uint64_t reconnects = 0;     // connections that failed or dropped and were retried
-  uint64_t auth_failures = 0;  // 401/403 responses
-  std::string last_error;      // the latest failure, human-readable; empty when none
-};
+using kube_client::KubeApiEndpoint;
+using kube_client::PodWatchOptions;
+using kube_client::PodWatchStatus;
 
-struct PodWatchOptions {
-  std::chrono::milliseconds backoff_initial{500};
-  std::chrono::milliseconds backoff_max{30000};
-  std::chrono::seconds watch_timeout{300};  // timeoutSeconds asked of the server
-  std::chrono::seconds idle_timeout{330};   // no bytes for this long: the connection is dead, reconnect
-  std::chrono::seconds connect_timeout{10};
-  uint32_t list_page_limit = 500;
-};
-
-class PodWatch {
+class PodWatch final : public kube_client::PodSource {
  public:
   // `on_change` runs on the io_context's thread for every cache change; `on_log(event, detail)` for
   // state changes worth a log line (synced, relist, reconnect with the error, auth failure).
   PodWatch(boost::asio::io_context& io, KubeApiEndpoint endpoint, PodWatchOptions options,
            std::function<void(const kube::PodChange&)> on_change,
            std::function<void(const std::string& event, const std::string& detail)> on_log);
-  ~PodWatch();
+  ~PodWatch() override;
   PodWatch(const PodWatch&) = delete;
   PodWatch& operator=(const PodWatch&) = delete;
 
-  void start();
+  void start() override;
   // Cancels everything in flight; no callback runs after stop() returns.
-  void stop();
+  void stop() override;
 
-  [[nodiscard]] const std::map<std::string, kube::KubePod>& pods() const;  // by uid
-  [[nodiscard]] const kube::KubePod* find(const std::string& uid) const;
-  [[nodiscard]] const PodWatchStatus& status() const;
+  [[nodiscard]] const std::map<std::string, kube::KubePod>& pods() const override;  // by uid
+  [[nodiscard]] const kube::KubePod* find(const std::string& uid) const override;
+  [[nodiscard]] const PodWatchStatus& status() const override;
 
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls

@@ -1,6 +1,6 @@
 // Kubernetes Events (event_recorder.hpp): a bounded queue sent one POST at a time, each over an
 // HttpsExchange of its own. All members are used on the io_context's thread only, stop() included.
-#include "guardian/kube_client/event_recorder.hpp"
+#include "guardian/kube_tls/event_recorder.hpp"
 
 #include <algorithm>
 #include <array>
@@ -13,9 +13,9 @@
 #include <utility>
 
 #include "guardian/kube_client/api_text.hpp"
-#include "guardian/kube_client/https_exchange.hpp"
+#include "guardian/kube_tls/https_exchange.hpp"
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
 
 namespace {
 
@@ -277,4 +277,4 @@ const EventRecorderStatus& EventRecorder::status() const {
   return impl_->status_;
 }
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls

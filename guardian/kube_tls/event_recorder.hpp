@@ -11,48 +11,34 @@
 #include <memory>
 #include <string>
 
-#include "guardian/kube_client/endpoint.hpp"
+#include "guardian/kube_client/client.hpp"
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
 
-// One Kubernetes Event about a pod (core/v1 Event, POSTed to /api/v1/namespaces/<ns>/events).
-struct PodEventReport {
-  std::string namespace_name;
-  std::string pod_name;
-  std::string pod_uid;
-  std::string type = "Warning";  // Normal | Warning
-  std::string reason;            // e.g. OomguardKilled, OomguardAnnotationRefused
-  std::string message;           // at most 1024 bytes are sent
-};
-
-struct EventRecorderStatus {
-  uint64_t queued = 0;
-  uint64_t sent = 0;
-  uint64_t failed = 0;   // the server refused it or the connection failed (after the retries)
-  uint64_t dropped = 0;  // the queue was full
-  std::string last_error;
-};
+using kube_client::EventRecorderStatus;
+using kube_client::KubeApiEndpoint;
+using kube_client::PodEventReport;
 
 // Best effort: report() queues and returns at once; a bounded queue (max_queued) is sent one at a time on
 // the io_context, each retried up to `attempts` times with a short backoff, then counted as failed.
-class EventRecorder {
+class EventRecorder final : public kube_client::EventSink {
  public:
   // The wall clock an Event's firstTimestamp/lastTimestamp and its name are made from (injected in tests).
   using WallClock = std::function<std::chrono::system_clock::time_point()>;
   EventRecorder(boost::asio::io_context& io, KubeApiEndpoint endpoint, std::string component = "oomguard",
                 size_t max_queued = 256, unsigned attempts = 3,
                 WallClock wall_clock = [] { return std::chrono::system_clock::now(); });
-  ~EventRecorder();
+  ~EventRecorder() override;
   EventRecorder(const EventRecorder&) = delete;
   EventRecorder& operator=(const EventRecorder&) = delete;
 
-  void report(PodEventReport event);
-  void stop();
-  [[nodiscard]] const EventRecorderStatus& status() const;
+  void report(PodEventReport event) override;
+  void stop() override;
+  [[nodiscard]] const EventRecorderStatus& status() const override;
 
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls

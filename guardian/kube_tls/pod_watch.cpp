@@ -1,6 +1,6 @@
 // The pod watch (pod_watch.hpp): list, then watch, of the pods bound to this node, over one HttpsExchange
 // per request. All members are used on the io_context's thread only, stop() included.
-#include "guardian/kube_client/pod_watch.hpp"
+#include "guardian/kube_tls/pod_watch.hpp"
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "guardian/kube_client/api_text.hpp"
-#include "guardian/kube_client/https_exchange.hpp"
+#include "guardian/kube_tls/https_exchange.hpp"
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
 
 namespace {
 
@@ -482,4 +482,4 @@ const PodWatchStatus& PodWatch::status() const {
   return impl_->status_;
 }
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls

@@ -27,7 +27,24 @@
 #include "guardian/kube_client/api_text.hpp"
 #include "guardian/kube_client/endpoint.hpp"
 
-namespace oomguard::guardian::kube_client {
+namespace oomguard::guardian::kube_tls {
+
+// What the TLS side uses of the client's plain parts (guardian/kube_client).
+using kube_client::describeBody;
+using kube_client::describeHttpFailure;
+using kube_client::hostHeader;
+using kube_client::hostPort;
+using kube_client::Json;
+using kube_client::KubeApiEndpoint;
+using kube_client::member;
+using kube_client::milliseconds;
+using kube_client::Milliseconds;
+using kube_client::objectMember;
+using kube_client::percentEncode;
+using kube_client::readToken;
+using kube_client::stringMember;
+using kube_client::trimmed;
+using kube_client::truncateUtf8;
 
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
@@ -116,4 +133,4 @@ void guarded(Action&& action, OnError&& on_error) {
   }
 }
 
-}  // namespace oomguard::guardian::kube_client
+}  // namespace oomguard::guardian::kube_tls
