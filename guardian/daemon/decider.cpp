@@ -207,7 +207,8 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     uint64_t delay_us = policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
                                                    max_delay_us);
     if (path != "/" && room && *room > 0 && allocated && when.headroom_below) {
-      // Watched through the host's allocations from now on; the refresh reads it anyway.
+      // Watched through the host's allocations from now on, and re-read every kBudgetedRereadRefreshes
+      // refreshes whatever they say (the safety net).
       level.budget_room_bytes = *room;
       level.budget_allocated_bytes = *allocated;
       smallest_left = smallest_left ? std::min(*smallest_left, *room) : *room;
