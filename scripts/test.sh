@@ -187,7 +187,8 @@ section "benchmarks (short forms; bench/)"
 # 0.98-1.21x its floor and `top --all --json` 1.70x (target 1.3, not met: see bench/host_ranking.cpp),
 # reading /proc/<pid>/cgroup for every process again would put it at 2.0-2.4x; the event-to-kill p99
 # measured 172-400 us (target 1 ms); the idle daemon with 500 populated cgroups 7.2-7.7 MiB and 0.40 %
-# (default config) / 0.65 % (recommended) of a core (targets 8 MiB, 0.1 %: its refresh reads every
+# (default config) / 0.50-1.15 % (recommended, on a machine busy with other work) of a core, failing
+# above 2.5 % (targets 8 MiB, 0.1 %: its refresh reads every
 # process's /proc status; with empty cgroups 0.05 %), and the recommended config's level watch about
 # 17 readings a second (each domain every 30 s; read on a timer it made 2,200 a second and 19.7 % of the
 # VM's core);
@@ -220,7 +221,7 @@ for config in default recommended; do
   bench_check "idle RSS at end ($config config)" \
     "$(sed -nE "s/.*$config RSS .*MiB at start, ([0-9.]+) MiB at end.*/\\1/p" build/bench-idle.log)" 12 MiB
   bench_check "idle CPU ($config config)" \
-    "$(sed -nE "s/.*$config CPU .* = ([0-9.]+)% of a core.*/\\1/p" build/bench-idle.log)" 1.2 "% of a core"
+    "$(sed -nE "s/.*$config CPU .* = ([0-9.]+)% of a core.*/\\1/p" build/bench-idle.log)" 2.5 "% of a core"
 done
 bench_check "idle level readings (recommended config)" \
   "$(sed -nE "s/.*recommended level readings ([0-9.]+) per second.*/\\1/p" build/bench-idle.log)" 100 "per second"
