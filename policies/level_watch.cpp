@@ -55,16 +55,15 @@ uint64_t nextLevelCheckUs(std::optional<double> room_bytes, double measured_rate
   return std::clamp(static_cast<uint64_t>(lasts_us), min_us, max_us);
 }
 
-bool allocationBudgetSpent(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes) {
-  const double allocated =
-      allocated_now_bytes > allocated_then_bytes ? static_cast<double>(allocated_now_bytes - allocated_then_bytes) : 0;
-  return room_bytes <= 0 || allocated >= room_bytes / 2;
-}
-
 double roomLeftBytes(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes) {
   const double allocated =
       allocated_now_bytes > allocated_then_bytes ? static_cast<double>(allocated_now_bytes - allocated_then_bytes) : 0;
   return room_bytes - allocated;
+}
+
+bool allocationBudgetSpent(double room_bytes, uint64_t allocated_then_bytes, uint64_t allocated_now_bytes) {
+  // Half the room allocated: the room left is at most the other half.
+  return room_bytes <= 0 || roomLeftBytes(room_bytes, allocated_then_bytes, allocated_now_bytes) <= room_bytes / 2;
 }
 
 }  // namespace oomguard::policies
