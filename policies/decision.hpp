@@ -79,6 +79,7 @@ struct Outcome {
   std::optional<std::string> held_by;  // kHeld: the gate's reason
   std::optional<std::string> why;      // kNoVictim: the choice's reason
   std::optional<std::string> detail;   // a kill's: what the actuator said, or why it did not act
+  std::optional<uint64_t> signalled_at_us;  // a kill's: when the signal was sent (or cgroup.kill written)
 };
 
 // One decision about one OOM domain.
@@ -88,7 +89,8 @@ struct Decision {
   std::vector<VictimCandidate> candidates;  // the kernel's order, highest first
   bool acting_mode = false;                 // config mode "act"
   bool dry_run = false;
-  uint64_t reaction_us = 0;  // from the event reaching the loop to the decision
+  uint64_t reaction_us = 0;  // from the event reaching the loop to the decision and its action done
+  std::optional<uint64_t> signal_us;  // a kill's: from the event reaching the loop to the signal sent
   Outcome outcome;
   // One OOM, one victim: the victim in progress in this domain, and how long ago it was taken.
   std::optional<VictimInProgress> waiting_on_victim;

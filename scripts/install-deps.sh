@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs, from Debian 12 packages only, whatever oomguard needs and this machine lacks.
-# Idempotent and non-interactive. Usage: scripts/install-deps.sh [build|test|all]   (default: all)
+# Idempotent and non-interactive. Usage: scripts/install-deps.sh [build|test|image|package|all]   (default: all)
 #   build: compiler, CMake and the libraries oomguard links against
 #   test:  build + what the test suite runs (sanitizer runtime, clang for libFuzzer, promtool, the VM lab)
+#   image: what builds and runs the DaemonSet image here (tests/image/run.sh): podman with runc, and
+#          mmdebstrap for a Debian 12 base made from Debian's packages (no registry is reachable)
+#   package: build + what makes and checks the Debian package (scripts/package.sh)
 set -euo pipefail
 
 what="${1:-all}"
@@ -24,6 +27,10 @@ test_packages=(
   unzip                     # helm/kubectl from the npm package (npm itself: see below)
 )
 
+image_packages=(podman runc mmdebstrap uidmap)
+# scripts/package.sh: Debian's tools that compute the dependencies and check the package and its unit
+package_packages=(dpkg-dev lintian systemd procps python3)
+
 # npm: the machine's own Node.js ships it; Debian's npm package conflicts with that nodejs.
 if [ "$what" != build ] && ! command -v npm >/dev/null 2>&1; then
   test_packages+=(npm)
@@ -31,8 +38,11 @@ fi
 
 case "$what" in
   build) wanted=("${build_packages[@]}") ;;
-  test|all) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
-  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+  test) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
+  image) wanted=("${image_packages[@]}") ;;
+  package) wanted=("${build_packages[@]}" "${package_packages[@]}") ;;
+  all) wanted=("${build_packages[@]}" "${test_packages[@]}" "${image_packages[@]}" "${package_packages[@]}") ;;
+  *) echo "usage: $0 [build|test|image|package|all]" >&2; exit 2 ;;
 esac
 
 missing=()

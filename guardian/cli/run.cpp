@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 
 #include "guardian/cli/commands.hpp"
 #include "guardian/io/actuator.hpp"
+#include "guardian/io/features.hpp"
 #include "guardian/daemon/daemon.hpp"
 #include "guardian/config/address.hpp"
 #include "guardian/text/format.hpp"
@@ -56,6 +58,24 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
       err << "oomguard: mode act refused: " << text::printable(*refusal) << " (--dry-run decides without acting)\n";
       return kExitUsage;
     }
+    // The capabilities the kills need, checked before anything is armed: a daemon that would decide
+    // and then fail every kill with EPERM is refused, and says which capability is missing.
+    if (const auto effective = io::ownEffectiveCapabilities()) {
+      const auto check = io::checkActCapabilities(*effective);
+      if (!check.refused.empty()) {
+        err << "oomguard: mode act refused: this process has not got ";
+        for (size_t i = 0; i < check.refused.size(); ++i) {
+          err << (i > 0 ? ", " : "") << check.refused[i];
+        }
+        err << ". Under systemd, grant it in the unit (/usr/share/doc/oomguard/act.conf is the drop-in for "
+               "mode act); in a container, add it to the container's capabilities. --dry-run decides without "
+               "acting.\n";
+        return kExitUsage;
+      }
+      for (const auto& line : check.degraded) {
+        err << "oomguard: mode act: " << line << "\n";
+      }
+    }
   }
   boost::asio::io_context io(1);
   io::EventLog log(out, [] { return std::chrono::system_clock::now(); });
@@ -65,6 +85,7 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
   daemon_options.config_path = options.config_path;
   daemon_options.dry_run = options.dry_run;
   daemon_options.metrics_listen = options.metrics_listen;
+  daemon_options.notify = io::notifySettingsFromEnvironment(::getpid());
   if (options.metrics_listen) {
     config.metrics_listen = *options.metrics_listen;
   }

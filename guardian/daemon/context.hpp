@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "guardian/io/service_notify.hpp"
+
 namespace oomguard::guardian::daemon {
 
 struct DaemonOptions {
@@ -20,6 +22,9 @@ struct DaemonOptions {
   bool dry_run = false;
   bool handle_signals = true;
   bool protect_self = true;  // apply config.self (mlockall, oom_score_adj)
+  // systemd Type=notify: READY=1 once every domain is ranked, RELOADING=1 / STOPPING=1, and the
+  // watchdog pinged from the event loop itself (a stuck loop stops the pings and is restarted).
+  io::NotifySettings notify;
 };
 
 // What the daemon has done so far; read by tests and logged with the watch set.

@@ -58,7 +58,10 @@ Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions
       oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
       decision_log_(log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
       refresh_timer_(io),
-      level_timer_(io) {}
+      level_timer_(io),
+      notifier_(options_.notify),
+      watchdog_timer_(io),
+      young_timer_(io) {}
 
 Daemon::~Daemon() {
   try {
@@ -114,6 +117,11 @@ void Daemon::start() {
                              {"pressure_triggers", armedPressureTriggers()},
                              {"domains", rankings_.all().size()}});
   scheduleRefresh();
+  // Ready: every source armed and every domain ranked once.
+  notifyManager("READY=1\nSTATUS=" + std::to_string(rankings_.all().size()) + " OOM domains ranked, " +
+                std::to_string(watch_set_.cgroups().size()) + " cgroups watched, mode " +
+                config::toString(config_.mode));
+  scheduleWatchdog();
 }
 
 void Daemon::waitForSignal() {
@@ -264,6 +272,9 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
   // it, and a panic follows the log).
   const uint64_t acted_us = clock_.monotonic_us();
   decision.reaction_us = acted_us >= event_arrived_us_ ? acted_us - event_arrived_us_ : 0;
+  if (const auto signalled = decision.outcome.signalled_at_us) {
+    decision.signal_us = *signalled >= event_arrived_us_ ? *signalled - event_arrived_us_ : 0;
+  }
   metrics_.observeReaction(static_cast<double>(decision.reaction_us) / 1e6);
   // One OOM, one victim: while one is in progress here, it (not a second task) is what comes next.
   if (const auto waiting = executor_.gate().blocking(domain, decided_us)) {
@@ -389,6 +400,12 @@ bool Daemon::reload() {
     log_.write("config_reload", Json{{"result", "ignored"}, {"reason", "started without --config"}});
     return false;
   }
+  notifyManager("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(clock_.monotonic_us()));
+  // The manager waits for READY=1 after RELOADING=1, whatever the reload's result.
+  struct Ready {
+    Daemon& daemon;
+    ~Ready() { daemon.notifyManager("READY=1"); }
+  } ready{*this};
   try {
     config::Config fresh = config::loadConfigFile(*options_.config_path);
     if (options_.metrics_listen) {
@@ -423,9 +440,12 @@ void Daemon::stop() {
     return;
   }
   logWatchSet("stopping_state");
+  notifyManager("STOPPING=1");
   stopped_ = true;
   refresh_timer_.cancel();
   level_timer_.cancel();
+  watchdog_timer_.cancel();
+  young_timer_.cancel();
   if (signals_) {
     boost::system::error_code ignored;
     signals_->cancel(ignored);

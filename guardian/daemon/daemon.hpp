@@ -66,6 +66,12 @@ class Daemon final : private WatchSet::Listener {
   void onDomainGone(const std::string& cgroup) override;
   void onCgroupRemoved(const std::string& cgroup) override;
   void onEventArrived() override { event_arrived_us_ = clock_.monotonic_us(); }
+  void onYoungCgroup() override;
+  void onDomainFound(const std::string& cgroup) override;
+  // The next limit probe of the young cgroups (WatchSet::probeYoungLimits), and one probe round: a
+  // cgroup found limited becomes an OOM domain at once (ranked, its level read).
+  void scheduleYoungProbe();
+  void probeYoung();
 
   void waitForSignal();
   void onKmsg(const std::string& record);
@@ -86,6 +92,9 @@ class Daemon final : private WatchSet::Listener {
   void printSummary(const std::string& kmsg_status, const std::string& self_status);
   // Logs the watch set and counters (SIGUSR1, and on stop).
   void logWatchSet(const char* event);
+  // The service manager: `state` sent, a failure logged once.
+  void notifyManager(const std::string& state);
+  void scheduleWatchdog();
 
   boost::asio::io_context& io_;
   config::Config config_;
@@ -106,6 +115,11 @@ class Daemon final : private WatchSet::Listener {
   DecisionLog decision_log_;
   boost::asio::steady_timer refresh_timer_;
   boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)
+  io::ServiceNotifier notifier_;
+  bool notify_failed_ = false;
+  boost::asio::steady_timer watchdog_timer_;  // WATCHDOG=1 at half the manager's timeout
+  boost::asio::steady_timer young_timer_;     // the next young cgroup's limit probe
+  std::optional<uint64_t> young_due_us_;      // when young_timer_ fires, while it is set
   std::optional<boost::asio::signal_set> signals_;
   std::unique_ptr<io::KmsgWatch> kmsg_;
   uint64_t event_arrived_us_ = 0;  // when the event being handled reached the loop

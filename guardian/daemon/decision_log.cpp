@@ -131,6 +131,9 @@ void DecisionLog::decision(const policies::Decision& decision, uint64_t now_us) 
             {"mode", decision.acting_mode ? "act" : "observe"},
             {"dry_run", decision.dry_run},
             {"reaction_us", decision.reaction_us}};
+  if (decision.signal_us) {
+    line["signal_us"] = *decision.signal_us;
+  }
   appendOutcome(decision.outcome, line);
   if (suppressed > 0) {
     line["held_suppressed"] = suppressed;

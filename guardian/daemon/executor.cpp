@@ -106,7 +106,9 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
     outcome.action = DecisionAction::kKillCgroup;
     outcome.killed_cgroup = *victim.group_kill_cgroup;
-    finish(actuator_.killCgroup(*victim.group_kill_cgroup), nullptr, *victim.group_kill_cgroup);
+    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
+    outcome.signalled_at_us = clock_.monotonic_us();
+    finish(result, nullptr, *victim.group_kill_cgroup);
     return;
   }
   outcome.action = DecisionAction::kKill;
@@ -150,7 +152,14 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     grace_ms = *pod_grace * 1000;
     outcome.sigterm_grace_ms = grace_ms;
   }
-  finish(actuator_.kill(pinned.value(), grace_ms), pinned.value(), {});
+  io::ActionResult result = actuator_.kill(pinned.value(), grace_ms);
+  // The signal is what stops the leak (a killed process charges no more memory); the release after it
+  // only returns the memory sooner.
+  outcome.signalled_at_us = clock_.monotonic_us();
+  if (result.ok && grace_ms == 0) {
+    result.detail += ", " + actuator_.release(pinned.value()).detail;
+  }
+  finish(result, pinned.value(), {});
 }
 
 void Executor::releaseVictims(uint64_t now_us) {

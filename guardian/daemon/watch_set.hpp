@@ -36,6 +36,7 @@ struct WatchedCgroup {
   std::shared_ptr<io::PressureWatch> pressure;
   bool pressure_pending = false;  // a trigger is wanted but not safe to write yet (see armablePressure)
   bool preexisting = false;       // found by the start-up walk: its age is unknown, not young
+  uint8_t young_probes = 0;       // limit probes done since it appeared (probeYoungLimits)
 };
 
 // What rose in a memory.events file since it was last read.
@@ -58,6 +59,11 @@ class WatchSet {
     virtual void onCgroupRemoved(const std::string& cgroup) = 0;
     // An inotify event reached the loop (the reaction clock starts here).
     virtual void onEventArrived() = 0;
+    // A cgroup appeared while running, without a limit yet: its limit probes are due (probeYoungLimits).
+    virtual void onYoungCgroup() = 0;
+    // A cgroup became an OOM domain between refreshes: it appeared with a limit, a young probe or an
+    // event found one. The refresh would make it a domain only up to refresh_interval_s later.
+    virtual void onDomainFound(const std::string& cgroup) = 0;
   };
 
   WatchSet(boost::asio::io_context& io, io::Node& node, const config::Config& config, io::EventLog& log,
@@ -80,6 +86,13 @@ class WatchSet {
   std::vector<std::string> refreshLimits(uint64_t now_us, bool full_scan);
   // Re-reads one cgroup's limit on an event there, re-applying its rule when it changed.
   void limitChanged(const std::string& path);
+  // Limits are written just after mkdir (runc, systemd), and a container can fill its limit within
+  // seconds, long before the next refresh: a cgroup that appeared while running and has no limit yet
+  // is probed at the ages in kYoungProbeAgesUs (50 ms to 3 s). Each found limited has its rule
+  // re-applied and is passed to Listener::onDomainFound; returns them.
+  std::vector<std::string> probeYoungLimits(uint64_t now_us);
+  // When the next young probe is due, or nullopt when none is waiting.
+  [[nodiscard]] std::optional<uint64_t> nextYoungProbeUs() const;
   // Reads memory.events (or .local) of a watched cgroup and what rose since the last read; nullopt
   // when the cgroup is not watched or the file is unreadable (counted unless it vanished).
   std::optional<EventsRise> readEvents(const std::string& path, bool local);
@@ -114,6 +127,8 @@ class WatchSet {
   bool armablePressure(const std::string& path, const WatchedCgroup& watched);
   // Arms or disarms the rule's watches and trigger for the cgroup as it is now.
   void applyRule(const std::string& path, WatchedCgroup& watched);
+  // The age at which `watched`'s next young probe is due, or nullopt when it has none left.
+  static std::optional<uint64_t> youngProbeAgeUs(const WatchedCgroup& watched);
 
   boost::asio::io_context& io_;
   io::Node& node_;
@@ -125,6 +140,7 @@ class WatchSet {
   std::unique_ptr<io::InotifyWatch> inotify_;
   std::shared_ptr<io::PressureWatch> host_pressure_;
   std::string host_pressure_status_;
+  std::vector<std::string> young_;  // cgroups with limit probes left (probeYoungLimits)
   std::map<std::string, WatchedCgroup> cgroups_;
   std::unordered_map<int, std::pair<std::string, WatchKind>> watches_;
   bool closed_ = false;

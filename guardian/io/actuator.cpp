@@ -42,7 +42,7 @@ int signalProcess(const PinnedProcess& process, int signal) {
   return process.pinned() ? pidfdSendSignal(process.pidfd(), signal) : ::kill(process.pid(), signal);
 }
 
-// SIGKILL through the pidfd, then process_mrelease to free the victim's memory at once.
+// SIGKILL through the pidfd (by pid where there is none).
 ActionResult killNow(const PinnedProcess& process) {
   if (!process.pinned()) {
     if (::kill(process.pid(), SIGKILL) != 0) {
@@ -54,14 +54,22 @@ ActionResult killNow(const PinnedProcess& process) {
     const int error = errno;
     return {error == ESRCH, error == ESRCH ? "already gone" : "SIGKILL failed: " + errnoText(error)};
   }
+  return {true, "SIGKILL sent"};
+}
+
+// process_mrelease after a SIGKILL: the victim's memory returns at once.
+ActionResult releaseNow(const PinnedProcess& process) {
+  if (!process.pinned()) {
+    return {true, "no process_mrelease without a pidfd"};
+  }
   if (processMrelease(process.pidfd()) == 0) {
-    return {true, "SIGKILL sent, memory released (process_mrelease)"};
+    return {true, "memory released (process_mrelease)"};
   }
   const int error = errno;
   if (error == ESRCH) {
-    return {true, "SIGKILL sent, exited before process_mrelease"};
+    return {true, "exited before process_mrelease"};
   }
-  return {true, "SIGKILL sent; process_mrelease unavailable or refused (" + errnoText(error) + ")"};
+  return {true, "process_mrelease unavailable or refused (" + errnoText(error) + ")"};
 }
 
 // The daemon's own settings (see Actuator::setOwnOomScoreAdj), the same for every actuator.
@@ -151,12 +159,14 @@ ActionResult SystemActuator::kill(const std::shared_ptr<PinnedProcess>& process,
   // The grace runs on the loop: the process (pinned by the shared handle) gets SIGKILL if still alive.
   auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(sigterm_grace_ms));
   timer->async_wait([timer, process](const boost::system::error_code& error) {
-    if (!error && !process->exited()) {
-      killNow(*process);
+    if (!error && !process->exited() && killNow(*process).ok) {
+      releaseNow(*process);
     }
   });
   return {true, "SIGTERM sent; SIGKILL follows in " + std::to_string(sigterm_grace_ms) + " ms if it is still alive"};
 }
+
+ActionResult SystemActuator::release(const std::shared_ptr<PinnedProcess>& process) { return releaseNow(*process); }
 
 std::optional<std::string> SystemActuator::rootsRefusal(const std::string& proc_root, const std::string& cgroup_root) {
   constexpr long kProcSuperMagic = 0x9fa0;
@@ -254,6 +264,10 @@ ActionResult DryRunActuator::kill(const std::shared_ptr<PinnedProcess>& process,
                     (sigterm_grace_ms == 0 ? std::string("SIGKILL")
                                            : "SIGTERM, then SIGKILL after " + std::to_string(sigterm_grace_ms) + " ms") +
                     " to pid " + std::to_string(process->pid())};
+}
+
+ActionResult DryRunActuator::release(const std::shared_ptr<PinnedProcess>& /*process*/) {
+  return {true, "then process_mrelease"};
 }
 
 ActionResult DryRunActuator::killCgroup(const std::string& cgroup) {

@@ -42,9 +42,13 @@ class Actuator {
   // Pins the process now at `pid` (pidfd_open). Read its /proc data only after this, then check that it
   // has not exited: what was read then belongs to the pinned process.
   virtual cgroupfs::Result<std::shared_ptr<PinnedProcess>> pin(pid_t pid) = 0;
-  // SIGKILL at once (grace 0), or SIGTERM then SIGKILL after `sigterm_grace_ms` if it is still alive;
-  // then process_mrelease so its memory returns without waiting for the exit.
+  // SIGKILL at once (grace 0), or SIGTERM then SIGKILL after `sigterm_grace_ms` if it is still alive
+  // (that later SIGKILL is followed by process_mrelease on its own). Returns once the signal is sent: a
+  // killed process allocates no more, so this is the moment the race with the kernel is decided.
   virtual ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) = 0;
+  // After kill() with grace 0: process_mrelease, so the victim's memory returns without waiting for
+  // its exit. ok even when it could not (the kill stands); the detail says what happened.
+  virtual ActionResult release(const std::shared_ptr<PinnedProcess>& process) = 0;
   // Writes "1" to <cgroup>/cgroup.kill (the whole subtree dies).
   virtual ActionResult killCgroup(const std::string& cgroup) = 0;
   virtual ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) = 0;
@@ -86,6 +90,7 @@ class SystemActuator final : public Actuator {
                  Features features = Features{});
   cgroupfs::Result<std::shared_ptr<PinnedProcess>> pin(pid_t pid) override;
   ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) override;
+  ActionResult release(const std::shared_ptr<PinnedProcess>& process) override;
   ActionResult killCgroup(const std::string& cgroup) override;
   ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;
@@ -108,6 +113,7 @@ class DryRunActuator final : public Actuator {
   explicit DryRunActuator(std::string proc_root = "/proc") : proc_root_(std::move(proc_root)) {}
   cgroupfs::Result<std::shared_ptr<PinnedProcess>> pin(pid_t pid) override;
   ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) override;
+  ActionResult release(const std::shared_ptr<PinnedProcess>& process) override;
   ActionResult killCgroup(const std::string& cgroup) override;
   ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;

@@ -4,9 +4,12 @@
 
 #include <unistd.h>
 
+#include <linux/capability.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fstream>
 
 namespace oomguard::guardian::io {
 namespace {
@@ -42,6 +45,41 @@ KernelFeatures probeKernelFeatures() {
     features.process_mrelease_reason = "needs pidfd_open";
   }
   return features;
+}
+
+std::optional<uint64_t> ownEffectiveCapabilities() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      try {
+        size_t used = 0;
+        const std::string hex = line.substr(line.find_first_not_of(" \t", 7));
+        const uint64_t mask = std::stoull(hex, &used, 16);
+        return used == hex.size() ? std::optional<uint64_t>(mask) : std::nullopt;
+      } catch (const std::exception&) {
+        return std::nullopt;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+CapabilityCheck checkActCapabilities(uint64_t effective) {
+  auto has = [effective](int cap) { return (effective >> cap & 1U) != 0; };
+  CapabilityCheck check;
+  if (!has(CAP_KILL)) {
+    check.refused.emplace_back("CAP_KILL (to signal the processes of other users: the kill itself)");
+  }
+  if (!has(CAP_DAC_OVERRIDE)) {
+    check.degraded.emplace_back(
+        "no CAP_DAC_OVERRIDE: oom_score_adj of other users' processes and cgroup files of delegated subtrees "
+        "cannot be written (their protections fail)");
+  }
+  if (!has(CAP_SYS_RESOURCE)) {
+    check.degraded.emplace_back(
+        "no CAP_SYS_RESOURCE: oom_score_adj cannot be lowered (protections, the daemon's own -1000 fail)");
+  }
+  return check;
 }
 
 }  // namespace oomguard::guardian::io

@@ -2,7 +2,10 @@
 // whatever roots the command was given.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace oomguard::guardian::io {
 
@@ -16,5 +19,20 @@ struct KernelFeatures {
 };
 
 KernelFeatures probeKernelFeatures();
+
+// This process's effective capabilities (the CapEff mask of /proc/self/status: the live /proc, whatever
+// --proc-root says), or nullopt when it cannot be read.
+std::optional<uint64_t> ownEffectiveCapabilities();
+
+// What each mode needs beyond observing, measured action by action as uid 0 (docs/config.md, "Running
+// as a service"): signalling another user's process needs CAP_KILL; writing its oom_score_adj, or a file
+// in a cgroup subtree delegated to a user, CAP_DAC_OVERRIDE; lowering an oom_score_adj (protections, the
+// daemon's own -1000) and PSI windows not a multiple of 2 s, CAP_SYS_RESOURCE. Cgroup files, sysctls
+// and the panic trigger belong to root and need no capability beyond uid 0.
+struct CapabilityCheck {
+  std::vector<std::string> refused;  // mode act cannot work without these: it is refused
+  std::vector<std::string> degraded;  // what works less without these, one line each
+};
+CapabilityCheck checkActCapabilities(uint64_t effective);
 
 }  // namespace oomguard::guardian::io

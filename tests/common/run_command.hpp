@@ -1,11 +1,14 @@
-// Runs a shell command line for a test and collects its standard output and exit code.
+// Runs a shell command line for a test and collects its standard output and exit code; and the exec
+// of a child a test forked.
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace oomguard::testing {
 
@@ -28,6 +31,18 @@ inline CommandResult runCommand(const std::string& command) {
   const int status = ::pclose(pipe.release());
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// In a forked child: execv(args[0], args); never returns (exit 127 when the exec fails).
+[[noreturn]] inline void execArgs(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (const auto& arg : args) {
+    argv.push_back(const_cast<char*>(arg.c_str()));  // NOLINT(cppcoreguidelines-pro-type-const-cast): execv's signature
+  }
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  ::_exit(127);
 }
 
 }  // namespace oomguard::testing

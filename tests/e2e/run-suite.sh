@@ -91,8 +91,15 @@ run_scenario() {
   say "scenario $name: vmrun ${vm_args[*]}"
   t0=$(now)
   vm_rc=0
+  # The Debian package, for the scenario that installs it (scripts/package.sh makes it; OOMGUARD_DEB
+  # names another).
+  local package_args=()
+  if [ "$name" = package ]; then
+    local deb="${OOMGUARD_DEB:-$(ls -t "$repo"/dist/oomguard_*.deb 2>/dev/null | head -n 1)}"
+    [ -n "$deb" ] && package_args=(-f "$deb")
+  fi
   "$here/vmrun.sh" "${vm_args[@]}" -d "$share" -l "$share/console.log" -f "$here/guest/guestlib.sh" \
-    -f "$repo/examples/act-recommended.json" "${helpers[@]}" -b "$oomguard" "$script" || vm_rc=$?
+    -f "$repo/examples/act-recommended.json" "${package_args[@]}" "${helpers[@]}" -b "$oomguard" "$script" || vm_rc=$?
   check="$here/scenarios/$name.check.py"
   check_rc=0
   if [ -f "$check" ]; then

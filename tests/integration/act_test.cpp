@@ -102,6 +102,10 @@ TEST(PidfdKill, KillsThePinnedProcessAndReleasesItsMemory) {
   const guardian::io::ActionResult result = actuator.kill(pinned.value(), 0);
   EXPECT_TRUE(result.ok) << result.detail;
   EXPECT_EQ(result.detail.rfind("SIGKILL sent", 0), 0U) << result.detail;
+  // process_mrelease after the signal: the memory is released, or the victim had already exited.
+  const guardian::io::ActionResult released = actuator.release(pinned.value());
+  EXPECT_TRUE(released.ok) << released.detail;
+  EXPECT_NE(released.detail.find("process_mrelease"), std::string::npos) << released.detail;
   int status = 0;
   ASSERT_EQ(::waitpid(victim, &status, 0), victim);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);

@@ -115,6 +115,10 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
   EXPECT_EQ(first["target"]["pid"], big);
   EXPECT_EQ(first["reason"], "memory.events max rose by 1");
   ASSERT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"}));
+  // The signal's time, then the release: signal_us is within reaction_us.
+  ASSERT_TRUE(first.contains("signal_us")) << first.dump();
+  EXPECT_LE(first["signal_us"].get<uint64_t>(), first["reaction_us"].get<uint64_t>());
+  EXPECT_EQ(actuator.released, (std::vector<pid_t>{big}));
 
   // Same instant: the domain waits on its victim (the recorded kill did not really end the process):
   // one OOM, one victim.

@@ -6,17 +6,25 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "daemon_process.hpp"
 
 namespace oomguard::testing {
 namespace {
@@ -26,106 +34,6 @@ using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUnified = "/sys/fs/cgroup/unified";
-
-// The daemon as a child process; its stdout is read line by line.
-class DaemonProcess {
- public:
-  explicit DaemonProcess(const std::vector<std::string>& args) {
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) {
-      return;
-    }
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], STDOUT_FILENO);
-      const int null = ::open("/dev/null", O_WRONLY);
-      ::dup2(null, STDERR_FILENO);
-      std::vector<char*> argv;
-      for (const auto& arg : args) {
-        argv.push_back(const_cast<char*>(arg.c_str()));
-      }
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    fd_ = out[0];
-  }
-  DaemonProcess(const DaemonProcess&) = delete;
-  DaemonProcess& operator=(const DaemonProcess&) = delete;
-  ~DaemonProcess() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-
-  // The next log line whose "event" is `event` and that satisfies `accept`, within `timeout`.
-  std::optional<Json> waitFor(const std::string& event, std::chrono::milliseconds timeout,
-                              const std::function<bool(const Json&)>& accept = [](const Json&) { return true; }) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      while (auto line = nextLine()) {
-        Json parsed = Json::parse(*line, nullptr, false);
-        lines.push_back(*line);
-        if (!parsed.is_discarded() && parsed.value("event", "") == event && accept(parsed)) {
-          return parsed;
-        }
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) {
-        return std::nullopt;
-      }
-      pollfd pfd{fd_, POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(left)) <= 0) {
-        return std::nullopt;
-      }
-      char chunk[65536];
-      const ssize_t got = ::read(fd_, chunk, sizeof chunk);
-      if (got <= 0) {
-        return std::nullopt;  // the daemon closed stdout (exited)
-      }
-      pending_.append(chunk, static_cast<size_t>(got));
-    }
-  }
-
-  void signal(int number) const { ::kill(pid_, number); }
-
-  // Waits for exit; returns the exit status (or -1 on timeout).
-  int waitExit(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      ::usleep(5000);
-    }
-    return -1;
-  }
-
-  std::vector<std::string> lines;
-
- private:
-  std::optional<std::string> nextLine() {
-    const auto newline = pending_.find('\n');
-    if (newline == std::string::npos) {
-      return std::nullopt;
-    }
-    std::string line = pending_.substr(0, newline);
-    pending_.erase(0, newline + 1);
-    return line;
-  }
-
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  bool exited_ = false;
-  std::string pending_;
-};
 
 void writeFile(const std::string& path, const std::string& text) {
   std::ofstream out(path);
@@ -361,6 +269,60 @@ TEST_F(DaemonOnUnified, SighupRefusesABadConfigAndKeepsTheOld) {
   EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
 }
 
+// systemd's Type=notify, as the unit starts it: READY=1 after the first ranking, WATCHDOG=1 from the
+// loop at half WATCHDOG_USEC, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM. A datagram
+// socket stands in for systemd's (the protocol is the socket; nothing else of systemd is involved).
+TEST_F(DaemonOnUnified, TellsTheServiceManagerReadyWatchdogReloadAndStop) {
+  const std::string socket_path = "/tmp/oomguard-notify-it-" + std::to_string(::getpid());
+  const int listener = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_path.c_str(), sizeof address.sun_path - 1);
+  ::unlink(socket_path.c_str());
+  ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  // The next datagram within `timeout_ms` ("" when none came).
+  auto next = [&](int timeout_ms) {
+    pollfd pfd{listener, POLLIN, 0};
+    char buffer[512];
+    if (::poll(&pfd, 1, timeout_ms) <= 0) {
+      return std::string();
+    }
+    const ssize_t n = ::recv(listener, buffer, sizeof buffer, 0);
+    return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string();
+  };
+  ::setenv("NOTIFY_SOCKET", socket_path.c_str(), 1);
+  ::setenv("WATCHDOG_USEC", "400000", 1);  // pings every 200 ms
+  auto daemon = start();
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  const std::string ready = next(10000);
+  EXPECT_EQ(ready.rfind("READY=1\nSTATUS=", 0), 0U) << ready;
+  EXPECT_NE(ready.find("OOM domains ranked"), std::string::npos) << ready;
+  ASSERT_TRUE(daemon.waitFor("started", std::chrono::seconds(5)));  // logged before READY=1 was sent
+  EXPECT_EQ(next(1000), "WATCHDOG=1");
+  EXPECT_EQ(next(1000), "WATCHDOG=1");
+  daemon.signal(SIGHUP);
+  std::string reloading = next(2000);
+  while (reloading == "WATCHDOG=1") {
+    reloading = next(2000);
+  }
+  EXPECT_EQ(reloading.rfind("RELOADING=1\nMONOTONIC_USEC=", 0), 0U) << reloading;
+  std::string after = next(2000);
+  while (after == "WATCHDOG=1") {
+    after = next(2000);
+  }
+  EXPECT_EQ(after, "READY=1");
+  daemon.signal(SIGTERM);
+  std::string stopping = next(2000);
+  while (stopping == "WATCHDOG=1") {
+    stopping = next(2000);
+  }
+  EXPECT_EQ(stopping, "STOPPING=1");
+  EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
+  ::close(listener);
+  ::unlink(socket_path.c_str());
+}
+
 TEST_F(DaemonOnUnified, SighupOntoHostileConfigsKeepsTheOldAndTheLoop) {
   auto daemon = start();
   ASSERT_TRUE(daemon.waitFor("started", std::chrono::seconds(10)));
@@ -391,44 +353,6 @@ TEST_F(DaemonOnUnified, SighupOntoHostileConfigsKeepsTheOldAndTheLoop) {
   EXPECT_EQ(applied->at("result"), "applied") << "--metrics-listen's override is not a change";
   daemon.signal(SIGTERM);
   EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
-}
-
-TEST(DaemonCommand, HostileConfigFilesExitTwoAtOnce) {
-  const std::string dir = fs::temp_directory_path() / ("oomguard-hostile-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string fifo = dir + "/fifo.json";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  const std::string overflow = dir + "/overflow.json";
-  writeFile(overflow, R"({"refresh_interval_s": 1e400})");
-  for (const std::string& path : {fifo, std::string("/dev/zero"), overflow}) {
-    DaemonProcess check({OOMGUARD_BINARY, "check-config", path});
-    EXPECT_EQ(check.waitExit(std::chrono::seconds(5)), 2) << path;
-    DaemonProcess run({OOMGUARD_BINARY, "run", "--config", path, "--metrics-listen", "127.0.0.1:0"});
-    EXPECT_EQ(run.waitExit(std::chrono::seconds(5)), 2) << path;
-  }
-  // One address parser for check-config and run: both refuse what the other refuses.
-  const std::string named = dir + "/named.json";
-  writeFile(named, R"({"metrics": {"listen": "localhost:9743"}})");
-  DaemonProcess check({OOMGUARD_BINARY, "check-config", named});
-  EXPECT_EQ(check.waitExit(std::chrono::seconds(5)), 2);
-  DaemonProcess flag({OOMGUARD_BINARY, "run", "--metrics-listen", "256.0.0.0:18090"});
-  EXPECT_EQ(flag.waitExit(std::chrono::seconds(5)), 2);
-  std::error_code ignored;
-  fs::remove_all(dir, ignored);
-}
-
-TEST(DaemonCommand, BadConfigExitsTwoBeforeStarting) {
-  const std::string path = fs::temp_directory_path() / ("oomguard-bad-" + std::to_string(::getpid()) + ".json");
-  writeFile(path, R"({"cgroups": [{"match": "/x", "pressure": {"window_ms": 20}}]})");
-  DaemonProcess daemon({OOMGUARD_BINARY, "run", "--config", path});
-  EXPECT_EQ(daemon.waitExit(std::chrono::seconds(5)), 2);
-  EXPECT_FALSE(daemon.waitFor("started", std::chrono::milliseconds(100)));
-  DaemonProcess check({OOMGUARD_BINARY, "check-config", path});
-  EXPECT_EQ(check.waitExit(std::chrono::seconds(5)), 2);
-  DaemonProcess example({OOMGUARD_BINARY, "check-config", OOMGUARD_SOURCE_DIR "/examples/oomguard.json"});
-  EXPECT_EQ(example.waitExit(std::chrono::seconds(5)), 0);
-  std::error_code ignored;
-  fs::remove(path, ignored);
 }
 
 }  // namespace

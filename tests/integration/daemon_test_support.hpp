@@ -25,6 +25,7 @@ namespace oomguard::testing {
 class RecordingActuator final : public guardian::io::Actuator {
  public:
   std::vector<std::string> actions;
+  std::vector<pid_t> released;
 
   cgroupfs::Result<std::shared_ptr<guardian::io::PinnedProcess>> pin(pid_t pid) override {
     const long fd = ::syscall(SYS_pidfd_open, pid, 0);
@@ -37,6 +38,10 @@ class RecordingActuator final : public guardian::io::Actuator {
                               uint32_t grace_ms) override {
     actions.push_back("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
     return {true, "recorded"};
+  }
+  guardian::io::ActionResult release(const std::shared_ptr<guardian::io::PinnedProcess>& process) override {
+    released.push_back(process->pid());  // not an action of its own: what follows a kill
+    return {true, "released"};
   }
   guardian::io::ActionResult killCgroup(const std::string& cgroup) override {
     actions.push_back("kill-cgroup " + cgroup);

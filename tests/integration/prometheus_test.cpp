@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include "common/run_command.hpp"
 #include "common/loopback_http.hpp"
 #include <netinet/in.h>
 #include <signal.h>
@@ -110,13 +111,7 @@ class Child {
       ::dup2(out, STDERR_FILENO);
       const int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, STDIN_FILENO);
-      std::vector<char*> argv;
-      for (const auto& arg : args) {
-        argv.push_back(const_cast<char*>(arg.c_str()));
-      }
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+      execArgs(args);
     }
   }
   Child(const Child&) = delete;

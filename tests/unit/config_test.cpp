@@ -55,6 +55,30 @@ TEST(Config, TheRecommendedActingConfigIsValidAndActsWithTheDefaultRefresh) {
   ASSERT_TRUE(config.cgroups[0].pressure) << "the default rule's PSI trigger is kept";
 }
 
+// systemd's layout (docs/service.md): the example's rules land on the cgroups systemd makes.
+TEST(Config, TheSystemdHostExampleFitsSystemdsSlices) {
+  const Config config = loadConfigFile(std::string(OOMGUARD_SOURCE_DIR) + "/examples/systemd-host.json");
+  EXPECT_EQ(config.mode, Mode::kAct);
+  auto rule = [&](std::string_view path) { return ruleFor(config, path); };
+  ASSERT_NE(rule("/system.slice/ssh.service"), nullptr);
+  EXPECT_EQ(rule("/system.slice/ssh.service")->oom_score_adj, std::optional<int>(-998));
+  EXPECT_EQ(rule("/system.slice/ssh.service")->preference, policies::Preference::kOmit);
+  EXPECT_EQ(rule("/system.slice/systemd-journald.service")->oom_score_adj, std::optional<int>(-998));
+  EXPECT_EQ(rule("/init.scope")->preference, policies::Preference::kOmit);
+  for (const char* session : {"/user.slice", "/user.slice/user-1000.slice/session-3.scope",
+                              "/user.slice/user-1000.slice/user@1000.service/app.slice/firefox.scope"}) {
+    ASSERT_NE(rule(session), nullptr) << session;
+    EXPECT_EQ(rule(session)->preference, policies::Preference::kPrefer) << session;
+  }
+  // Any other service: watched, its own limit acted on, no protection and no preference.
+  const CgroupRule* other = rule("/system.slice/postgresql.service");
+  ASSERT_NE(other, nullptr);
+  EXPECT_FALSE(other->oom_score_adj.has_value());
+  EXPECT_EQ(other->preference, policies::Preference::kNone);
+  ASSERT_TRUE(other->act);
+  EXPECT_EQ(other->act->action, policies::Action::kKillAllocating);
+}
+
 TEST(Config, NullTurnsThingsOff) {
   const Config config = parseConfig(R"({"host":{"pressure":null},"self":{"oom_score_adj":null}})", "t");
   EXPECT_FALSE(config.host_pressure.has_value());

@@ -26,11 +26,16 @@ namespace oomguard::guardian::daemon {
 class FakeActuator final : public io::Actuator {
  public:
   std::vector<std::string> actions;
+  std::vector<pid_t> released;
   cgroupfs::Result<std::shared_ptr<io::PinnedProcess>> pin(pid_t pid) override {
     return std::make_shared<io::PinnedProcess>(pid, cgroupfs::UniqueFd());
   }
   io::ActionResult kill(const std::shared_ptr<io::PinnedProcess>& process, uint32_t grace_ms) override {
     return record("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
+  }
+  io::ActionResult release(const std::shared_ptr<io::PinnedProcess>& process) override {
+    released.push_back(process->pid());  // not an action of its own: what follows a kill
+    return {true, "released"};
   }
   io::ActionResult killCgroup(const std::string& cgroup) override { return record("kill-cgroup " + cgroup); }
   io::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
@@ -65,6 +70,8 @@ class NoListener final : public WatchSet::Listener {
   void onDomainGone(const std::string&) override {}
   void onCgroupRemoved(const std::string&) override {}
   void onEventArrived() override {}
+  void onYoungCgroup() override {}
+  void onDomainFound(const std::string&) override {}
 };
 
 // /pod: memory.max 1 GiB, memory.current as set; its tasks in /pod/app and /pod/side.

@@ -74,6 +74,10 @@ TEST_F(ExecutorTest, TheChosenProcessIsKilledAndHoldsItsDomains) {
   EXPECT_EQ(outcome.action, DecisionAction::kKill);
   EXPECT_EQ(outcome.result, DecisionResult::kKilled);
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(big) + " grace 0"}));
+  // The signal's time is kept (the decision's signal_us), and the memory is released after it.
+  EXPECT_EQ(outcome.signalled_at_us, fixture.now_us);
+  EXPECT_EQ(actuator.released, (std::vector<pid_t>{big}));
+  EXPECT_NE(outcome.detail->find("released"), std::string::npos) << *outcome.detail;
   EXPECT_TRUE(executor->gate().refusal("/pod", fixture.now_us));
   EXPECT_TRUE(executor->gate().refusal("/", fixture.now_us));
   EXPECT_FALSE(executor->gate().refusal("/other", fixture.now_us));

@@ -8,7 +8,8 @@ judged from the guest's records:
   innocent killed the innocent died (by the contender when its log names it, else by the kernel)
 and the cell's figures are: trials, wins, trials with a kernel kill, kernel kills, innocents killed (and by
 whom), the median time from the leak's start to the last leaker's death, and the leak rate reached.
-Asserted: oomguard kills no innocent in any trial; it wins at least 95 % of the trials at slow and medium
+Each cell's first leak is a warm-up (race.sh says why): judged, reported, not counted in its wins.
+Asserted: oomguard kills no innocent in any trial (the warm-up included); it wins at least 95 % of the trials at slow and medium
 in both domains; at full speed on the host it wins at least as often as earlyoom; the config it ran is
 examples/act-recommended.json unchanged (default refresh interval). Every trial must have its records
 (leakwatch, vmstat before and after, the kernel log read): missing data fails, never counts as a win.
@@ -115,7 +116,13 @@ def judge_cell(share, name):
     trials = sorted((d for d in os.listdir(cdir) if d.startswith("trial-")), key=lambda d: int(d.split("-")[1])) \
         if os.path.isdir(cdir) else []
     judged = [judge_trial(cdir, os.path.join(cdir, t), contender, leakers) for t in trials]
-    for t in judged:
+    # The warm-up leak (race.sh: the contender's path runs cold under TCG) is judged but not counted:
+    # its data must be there, and an innocent it cost is counted below like any other.
+    warmup = judge_trial(cdir, os.path.join(cdir, "warmup"), contender, leakers) \
+        if os.path.isdir(os.path.join(cdir, "warmup")) else None
+    if warmup is None:
+        cell["errors"].append("the warm-up leak did not run")
+    for t in judged + ([warmup] if warmup else []):
         cell["errors"].extend("%s: %s" % (t["trial"], e) for e in t["errors"])
     if contender == "oomguard":
         stop = read_stop(cdir)
@@ -137,10 +144,12 @@ def judge_cell(share, name):
         "trials_with_kernel_kill": sum(1 for t in judged if t["kernel_kills"]),
         "kernel_kills": sum(t["kernel_kills"] or 0 for t in judged),
         "innocents_killed": sum(1 for t in judged if not t["innocent_alive"]),
-        "innocents_killed_by_contender": sum(1 for t in judged if t["innocent_killed_by_contender"]),
+        "innocents_killed_by_contender": sum(1 for t in judged + ([warmup] if warmup else [])
+                                             if t["innocent_killed_by_contender"]),
+        "warmup_won": warmup["win"] if warmup else None,
         "median_leak_to_death_ms": round(statistics.median(times), 1) if times else None,
         "median_rate_mib_s": round(statistics.median(rates), 1) if rates else None,
-        "trial_details": judged,
+        "trial_details": judged + ([warmup] if warmup else []),
     })
     return cell
 
@@ -178,9 +187,10 @@ def main(share):
         errors.append("host-full: oomguard won %d, earlyoom %d" % (ours["wins"], theirs["wins"]))
     figures = {"trials_per_cell": expected_trials}
     for name, cell in cells.items():
-        figures[name] = "%d/%d won, kernel %d, innocents %d, median %s ms, %s MiB/s" % (
+        figures[name] = "%d/%d won, kernel %d, innocents %d, median %s ms, %s MiB/s; warm-up %s" % (
             cell["wins"], cell["trials"], cell["kernel_kills"], cell["innocents_killed"],
-            cell["median_leak_to_death_ms"], cell["median_rate_mib_s"])
+            cell["median_leak_to_death_ms"], cell["median_rate_mib_s"],
+            {True: "won", False: "lost", None: "missing"}[cell["warmup_won"]])
     summary = {name: {k: v for k, v in cell.items() if k != "trial_details"} for name, cell in cells.items()}
     write_result(share, "race", not errors, figures, errors=errors, cells=summary,
                  trials={name: cell["trial_details"] for name, cell in cells.items()})

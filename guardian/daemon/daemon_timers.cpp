@@ -1,0 +1,76 @@
+// The daemon's own timers beside the refresh and the level watch: the service manager's watchdog, and
+// the limit probes of young cgroups, with the domains they find.
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "guardian/daemon/daemon.hpp"
+
+namespace oomguard::guardian::daemon {
+namespace {
+using Json = nlohmann::ordered_json;
+}  // namespace
+
+void Daemon::notifyManager(const std::string& state) {
+  const std::string error = notifier_.send(state);
+  if (!error.empty() && !notify_failed_) {
+    notify_failed_ = true;
+    log_.write("service_notify", Json{{"result", "failed"}, {"error", error}});
+  }
+}
+
+void Daemon::scheduleWatchdog() {
+  const auto timeout_us = notifier_.watchdogUs();
+  if (stopped_ || !notifier_.enabled() || !timeout_us) {
+    return;
+  }
+  // From a timer on the loop, not a thread of its own: when the loop is stuck, the pings stop.
+  watchdog_timer_.expires_after(std::chrono::microseconds(*timeout_us / 2));
+  watchdog_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    notifyManager("WATCHDOG=1");
+    scheduleWatchdog();
+  });
+}
+
+void Daemon::onYoungCgroup() { scheduleYoungProbe(); }
+
+void Daemon::scheduleYoungProbe() {
+  const auto due = watch_set_.nextYoungProbeUs();
+  if (stopped_ || !due || (young_due_us_ && *young_due_us_ <= *due)) {
+    return;  // nothing waits, or the timer set already comes first
+  }
+  young_due_us_ = due;
+  const uint64_t now = clock_.monotonic_us();
+  young_timer_.expires_after(std::chrono::microseconds(*due > now ? *due - now : 0));
+  young_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    young_due_us_.reset();
+    probeYoung();
+    scheduleYoungProbe();
+  });
+}
+
+void Daemon::probeYoung() { watch_set_.probeYoungLimits(clock_.monotonic_us()); }
+
+void Daemon::onDomainFound(const std::string& cgroup) {
+  if (stopped_ || rankings_.find(cgroup) != nullptr) {
+    return;
+  }
+  // Ranked now, so that the level watch reads it on the loop's next turn (a new domain's first reading
+  // is due on sight) instead of at the next refresh. Posted: this runs inside the watch set's own walk.
+  if (rankings_.rerankMemcg(facts_, cgroup)) {
+    log_.write("domain_added", Json{{"cgroup", cgroup}});
+    boost::asio::post(io_, [this] {
+      if (!stopped_) {
+        checkLevels(clock_.monotonic_us(), false);
+      }
+    });
+  }
+}
+
+}  // namespace oomguard::guardian::daemon
