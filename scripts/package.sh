@@ -21,7 +21,7 @@ dpkg-deb -I "$deb" | sed -n 's/^ \(Depends\|Version\|Architecture\|Installed-Siz
 
 status=0
 lintian_log=$(mktemp)
-lintian --no-tag-display-limit "$deb" > "$lintian_log" 2>&1 || true
+lintian --tag-display-limit 0 "$deb" > "$lintian_log" 2>&1 || true
 errors=$(grep -c '^E: ' "$lintian_log" || true)
 warnings=$(grep -c '^W: ' "$lintian_log" || true)
 sed 's/^/package: lintian: /' "$lintian_log"

@@ -1,7 +1,5 @@
 #include "guardian/daemon/decider.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 
 #include "cgroupfs/files.hpp"
@@ -17,8 +15,7 @@ Decider::Decider(io::Node& node, const config::Config& config, const WatchSet& w
       rankings_(rankings),
       executor_(executor),
       workloads_(workloads),
-      stats_(stats),
-      page_bytes_(::sysconf(_SC_PAGESIZE) > 0 ? static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) : 4096) {}
+      stats_(stats) {}
 
 const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
   if (config_.mode != config::Mode::kAct) {
@@ -161,7 +158,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   std::optional<uint64_t> allocated;
   if (auto pages = node_.procfs().readAllocatedPages()) {
     ++stats_.allocation_reads;
-    allocated = pages.value() * page_bytes_;
+    allocated = pages.value() * node_.pageBytes();
     allocation_rate_.sample(now_us, -static_cast<double>(*allocated));  // its "room" shrinks as the host allocates
   }
   std::set<std::string> acting;

@@ -91,7 +91,6 @@ class Decider {
   // they must be read next (nullopt: no domain is watched through them).
   policies::FillRate allocation_rate_;
   std::optional<uint64_t> allocation_due_us_;
-  uint64_t page_bytes_;
 };
 
 }  // namespace oomguard::guardian::daemon

@@ -316,8 +316,7 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
   if (config_.mode != config::Mode::kAct) {
     return;
   }
-  const long page_size = ::sysconf(_SC_PAGESIZE);
-  const uint64_t page_bytes = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  const uint64_t page_bytes = node_.pageBytes();
   std::set<std::string> wanted_here;
   for (const auto& [cgroup, max_bytes] : domains) {
     const config::CgroupRule* rule = config::ruleFor(config_, cgroup);

@@ -8,8 +8,15 @@
 
 namespace oomguard::guardian::io {
 
+namespace {
+uint64_t systemPageBytes() {
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  return page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+}
+}  // namespace
+
 Node::Node(std::string proc_root, std::string cgroup_root)
-    : procfs_(std::move(proc_root)), cgroupfs_(std::move(cgroup_root)) {}
+    : page_bytes_(systemPageBytes()), procfs_(std::move(proc_root)), cgroupfs_(std::move(cgroup_root)) {}
 
 cgroupfs::Result<NodeFacts> Node::readFacts() {
   NodeFacts facts;
@@ -27,8 +34,7 @@ cgroupfs::Result<NodeFacts> Node::readFacts() {
     facts.vm_swappiness = swappiness.value();
     facts.swappiness_known = true;
   }
-  const long page_size = ::sysconf(_SC_PAGESIZE);
-  facts.page_size_bytes = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  facts.page_size_bytes = page_bytes_;
   facts.host_totalpages = policies::hostTotalPages(facts.meminfo, facts.page_size_bytes);
   return facts;
 }

@@ -41,6 +41,9 @@ class Node {
 
   cgroupfs::ProcFs& procfs() { return procfs_; }
   cgroupfs::CgroupFs& cgroupfs() { return cgroupfs_; }
+  // The page size (sysconf, once): the one source for every page-to-byte conversion the daemon makes
+  // (NodeFacts::page_size_bytes, /proc/vmstat's page counts, memory.high on a page boundary).
+  [[nodiscard]] uint64_t pageBytes() const { return page_bytes_; }
 
   cgroupfs::Result<NodeFacts> readFacts();
   // Every process of the host, in pid order (the kernel scans in fork order; pids approximate it);
@@ -80,6 +83,7 @@ class Node {
 
  private:
   cgroupfs::Result<DomainRanking> rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale);
+  uint64_t page_bytes_;
   cgroupfs::ProcFs procfs_;
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;

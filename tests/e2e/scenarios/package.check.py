@@ -12,6 +12,9 @@
             after the daemon started, so its limit is found by the young-cgroup probe, a "domain_added"
             line), the leaker died of SIGKILL, the innocent
             lives, no kernel OOM kill (memory.events of /pk, vmstat, kmsg), SIGTERM exit 0
+  matrix    the capability each action needs, measured as uid 0 (each action without the capability
+            thought needed fails, with every capability works; cgroup files, vm sysctls and cgroup.kill
+            work with none): the unit grants exactly observe mode's, act.conf adds CAP_KILL
 Writes SHARE/result.json."""
 import os
 import sys
@@ -22,6 +25,12 @@ from act_check import intval, kmsg_oom_text, memory_events, read_kv, read_leak, 
 from e2e_common import read_text, write_result  # noqa: E402
 import json  # noqa: E402
 
+# What each action is thought to need as uid 0 (docs/service.md), measured by package.sh.
+MATRIX = {"signal_other_user": "CAP_KILL", "oom_score_adj_other_user": "CAP_DAC_OVERRIDE",
+          "oom_score_adj_lower": "CAP_SYS_RESOURCE", "psi_trigger_1s_window": "CAP_SYS_RESOURCE",
+          "kmsg_read_dmesg_restrict": "CAP_SYSLOG", "psi_trigger_delegated_cgroup": "CAP_DAC_OVERRIDE",
+          "cgroup_write": "none", "vm_sysctl_write": "none",
+          "cgroup_kill": "none"}
 UNPACKED = ["/usr/bin/oomguard", "/usr/lib/oomguard/liboomguard_kube_tls.so", "/lib/systemd/system/oomguard.service",
             "/etc/oomguard/config.json", "/etc/oomguard/act-recommended.json", "/usr/share/doc/oomguard/act.conf"]
 
@@ -75,6 +84,34 @@ def main(share):
     observe_caps, act_caps = caps(p.get("observe_caps")), caps(p.get("act_caps"))
     if "cap_kill" in observe_caps or "cap_kill" not in act_caps:
         errors.append("the unit grants %s and the act drop-in %s: CAP_KILL belongs to the drop-in only" % (observe_caps, act_caps))
+
+    # The capability each action needs, measured in the guest (package.sh, "matrix" lines): the ones
+    # the unit grants must be exactly what observe mode's actions need, and act.conf's what the kill needs.
+    matrix = {}
+    for line in (read_text(os.path.join(share, "params"), limit=10 ** 6) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "matrix":
+            matrix[parts[1]] = {"cap": parts[2], "without": intval(parts[3]), "with_all": intval(parts[4])}
+    needed = {}
+    for action, cap in MATRIX.items():
+        row = matrix.get(action)
+        if row is None:
+            errors.append("matrix: %s was not measured" % action)
+            continue
+        if row["with_all"] != 0:
+            errors.append("matrix: %s failed even with every capability (rc %s)" % (action, row["with_all"]))
+        elif cap == "none" and row["without"] != 0:
+            errors.append("matrix: %s failed without any capability (rc %s): it needs one" % (action, row["without"]))
+        elif cap != "none" and row["without"] == 0:
+            errors.append("matrix: %s worked without %s: the unit grants it for nothing" % (action, cap))
+        elif cap != "none":
+            needed.setdefault(cap.lower(), []).append(action)
+    for cap, actions in needed.items():
+        in_observe, in_act = cap in observe_caps, cap in act_caps
+        if cap == "cap_kill" and (in_observe or not in_act):
+            errors.append("matrix: CAP_KILL (%s) must come with act.conf only" % actions)
+        elif cap != "cap_kill" and not in_observe:
+            errors.append("matrix: %s (%s) is needed in observe mode but the unit lacks it" % (cap, actions))
 
     # observe
     observe = log_events(share, "observe")
@@ -133,6 +170,8 @@ def main(share):
 
     figures = {
         "deb": p.get("deb"),
+        "capability_matrix": {a: "%s: rc %s without, %s with all" % (r["cap"], r["without"], r["with_all"])
+                              for a, r in matrix.items()},
         "observe_caps": " ".join(observe_caps),
         "act_caps": " ".join(act_caps),
         "refused_exit": p.get("refused_exit"),

@@ -12,6 +12,7 @@
 #   act        the same config with the drop-in act.conf's capability added: a leak in /pk (memory.max
 #              128M, swap 0, a 24 MiB innocent beside it) is killed by oomguard before the kernel's
 #              OOM killer fires, and SIGTERM stops it with exit 0
+#   matrix     before them: the capability each action needs, measured (see below)
 # package.check.py judges.
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
@@ -51,6 +52,49 @@ drops_except() {
   done
   echo "$out"
 }
+
+# The capability each action needs, measured as uid 0 with busybox's own syscalls (kill(2) and
+# pidfd_send_signal check the same permission; a write(2) is a write): each action once with the one
+# capability it is thought to need dropped, once with every capability, and the ones thought to need
+# none with every capability dropped. "matrix ACTION CAP DROPPED_RC ALL_RC" lines; CAP "none" means
+# DROPPED_RC ran with no capability at all.
+# as_root_without CAPS COMMAND: COMMAND in a root shell whose bounding set lacks CAPS ("" drops none).
+as_root_without() {
+  if [ -n "$1" ]; then
+    capsh --shell=/bin/sh --drop="$1" -- -c "$2" 2>> "$OUT/matrix.err"
+  else
+    capsh --shell=/bin/sh -- -c "$2" 2>> "$OUT/matrix.err"
+  fi
+  echo $?
+}
+matrix() {  # ACTION CAP COMMAND
+  if [ "$2" = none ]; then
+    dropped=$(as_root_without "$ALL_CAPS_CSV" "$3")
+  else
+    dropped=$(as_root_without "$(echo "$2" | tr 'A-Z' 'a-z')" "$3")
+  fi
+  echo "matrix $1 $2 $dropped $(as_root_without "" "$3")" >> "$P"
+}
+ALL_CAPS_CSV=$(echo "$ALL_CAPS" | tr ' ' ',')
+capsh --shell=/bin/sh --uid=1000 -- -c "exec sleep 600" &
+OTHER=$!
+sleep 0.3
+M=$(cg_new pk-matrix 64)
+RESTRICT=$(cat /proc/sys/kernel/dmesg_restrict)
+echo 1 > /proc/sys/kernel/dmesg_restrict
+matrix signal_other_user CAP_KILL "kill -0 $OTHER"
+matrix oom_score_adj_other_user CAP_DAC_OVERRIDE "echo 500 > /proc/$OTHER/oom_score_adj"
+matrix oom_score_adj_lower CAP_SYS_RESOURCE "echo -100 > /proc/self/oom_score_adj"
+matrix psi_trigger_1s_window CAP_SYS_RESOURCE "printf 'some 100000 1000000' > /proc/pressure/memory"
+matrix kmsg_read_dmesg_restrict CAP_SYSLOG "head -c 1 /dev/kmsg > /dev/null"
+chown 1000 "$M/memory.pressure"  # as in a subtree delegated to a user (user@.service)
+matrix psi_trigger_delegated_cgroup CAP_DAC_OVERRIDE "printf 'some 100000 2000000' > $M/memory.pressure"
+matrix cgroup_write none "echo max > $M/memory.high && echo 0 > $M/memory.oom.group"
+matrix vm_sysctl_write none "echo \$(cat /proc/sys/vm/panic_on_oom) > /proc/sys/vm/panic_on_oom"
+matrix cgroup_kill none "echo 1 > $M/cgroup.kill"
+echo "$RESTRICT" > /proc/sys/kernel/dmesg_restrict
+kill_pids "$OTHER"
+cg_remove "$M"
 
 # start_as_unit NAME CAPS: the unit's command with only CAPS, its stdout in NAME.jsonl.
 start_as_unit() {
