@@ -90,7 +90,8 @@ section "the Debian package (scripts/package.sh): lintian, the unit's verify and
 if scripts/package.sh build 2>&1 | tee build/package.log; then
   passed=$((passed + 1))
 else
-  failed=$((failed + 1)); failed_list+=("package: $(grep -m1 -E 'lintian: [0-9]+ errors|verify: .+' build/package.log | grep -v 'verify: clean' || echo 'scripts/package.sh failed (build/package.log)')")
+  why=$(grep -E 'lintian: [1-9][0-9]* errors|verify: ' build/package.log | grep -v 'verify: clean' | head -n 1)
+  failed=$((failed + 1)); failed_list+=("package: ${why:-scripts/package.sh failed (build/package.log)}")
 fi
 
 section "the DaemonSet image, built and run (tests/image: podman, a Debian 12 base from mmdebstrap)"
@@ -102,10 +103,13 @@ count_runner build/image.log image
 if grep -q '^SKIP  image: ' build/image.log; then
   if cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DOOMGUARD_TESTS=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
      cmake --build build-release -j"$jobs" --target oomguard unit_tests &&
-     ctest --test-dir build-release -L unit -j"$jobs" --output-on-failure > build/release-unit.log 2>&1; then
+     ctest --test-dir build-release -L unit -j"$jobs" --output-on-failure > build/release-unit.log 2>&1 &&
+     build-release/bin/oomguard check-config examples/oomguard.json; then
     passed=$((passed + 1))
+    tail -3 build/release-unit.log
   else
-    failed=$((failed + 1)); failed_list+=("release: the Release build or its unit tests failed (build/release-unit.log)")
+    tail -20 build/release-unit.log 2>/dev/null
+    failed=$((failed + 1)); failed_list+=("release: the Release build, its unit tests or check-config failed (build/release-unit.log)")
   fi
 fi
 

@@ -68,10 +68,9 @@ class Daemon final : private WatchSet::Listener {
   void onEventArrived() override { event_arrived_us_ = clock_.monotonic_us(); }
   void onYoungCgroup() override;
   void onDomainFound(const std::string& cgroup) override;
-  // The next limit probe of the young cgroups (WatchSet::probeYoungLimits), and one probe round: a
-  // cgroup found limited becomes an OOM domain at once (ranked, its level read).
+  // The next limit probe of the young cgroups (WatchSet::probeYoungLimits): a cgroup found limited
+  // becomes an OOM domain at once (onDomainFound: ranked, its level read).
   void scheduleYoungProbe();
-  void probeYoung();
 
   void waitForSignal();
   void onKmsg(const std::string& record);

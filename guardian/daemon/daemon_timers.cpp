@@ -50,12 +50,10 @@ void Daemon::scheduleYoungProbe() {
       return;
     }
     young_due_us_.reset();
-    probeYoung();
+    watch_set_.probeYoungLimits(clock_.monotonic_us());  // the domains it finds come to onDomainFound
     scheduleYoungProbe();
   });
 }
-
-void Daemon::probeYoung() { watch_set_.probeYoungLimits(clock_.monotonic_us()); }
 
 void Daemon::onDomainFound(const std::string& cgroup) {
   if (stopped_ || rankings_.find(cgroup) != nullptr) {

@@ -5,11 +5,12 @@
 #include <unistd.h>
 
 #include <linux/capability.h>
+#include <sys/syscall.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 
 namespace oomguard::guardian::io {
 namespace {
@@ -48,20 +49,13 @@ KernelFeatures probeKernelFeatures() {
 }
 
 std::optional<uint64_t> ownEffectiveCapabilities() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("CapEff:", 0) == 0) {
-      try {
-        size_t used = 0;
-        const std::string hex = line.substr(line.find_first_not_of(" \t", 7));
-        const uint64_t mask = std::stoull(hex, &used, 16);
-        return used == hex.size() ? std::optional<uint64_t>(mask) : std::nullopt;
-      } catch (const std::exception&) {
-        return std::nullopt;
-      }
-    }
+  // capget(2) for this thread, in the 64-bit layout (two 32-bit words).
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, 2> data{};
+  if (::syscall(SYS_capget, &header, data.data()) != 0) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  return static_cast<uint64_t>(data[0].effective) | static_cast<uint64_t>(data[1].effective) << 32U;
 }
 
 CapabilityCheck checkActCapabilities(uint64_t effective) {

@@ -20,8 +20,8 @@ struct KernelFeatures {
 
 KernelFeatures probeKernelFeatures();
 
-// This process's effective capabilities (the CapEff mask of /proc/self/status: the live /proc, whatever
-// --proc-root says), or nullopt when it cannot be read.
+// This process's effective capabilities (capget(2): this process's own, whatever --proc-root says), or
+// nullopt when the call fails.
 std::optional<uint64_t> ownEffectiveCapabilities();
 
 // What each mode needs beyond observing, measured action by action as uid 0 (docs/config.md, "Running

@@ -88,6 +88,14 @@ else
   fail "--version in the image: $(tr '\n' ' ' <<<"$version" | head -c 300)"
 fi
 
+# check-config of the example from the image's (Release) binary, as the host's Release build once did.
+if podman run --rm "${as_chart[@]}" -v "$PWD/examples:/examples:ro" "$image" check-config /examples/oomguard.json \
+    > "$work/check.out" 2>&1; then
+  pass "check-config of examples/oomguard.json in the image: $(head -n 1 "$work/check.out")"
+else
+  fail "check-config of examples/oomguard.json in the image: $(head -c 300 "$work/check.out")"
+fi
+
 # top: both rankings taken back to back; the processes and their sizes change in between, so the
 # comparison is over the processes both saw with the same inputs.
 podman run --rm "${as_chart[@]}" "$image" "${roots[@]}" top --all --json > "$work/image-top.json" 2> "$work/image-top.err"

@@ -1,5 +1,6 @@
 // oomguard against the live /proc of this machine: the kernel's own /proc/<pid>/oom_score is the oracle.
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <string>
 #include <iostream>
 
+#include "guardian/io/features.hpp"
 #include "cgroupfs/parse.hpp"
 #include "common/run_command.hpp"
 #include "policies/badness.hpp"
@@ -52,17 +54,10 @@ TopResult topAll() {
   return top;
 }
 
-// Lowering oom_score_adj below its current value needs CAP_SYS_RESOURCE (bit 24 of CapEff).
+// Lowering oom_score_adj below its current value needs CAP_SYS_RESOURCE.
 bool canLowerOomScoreAdj() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("CapEff:", 0) == 0) {
-      constexpr unsigned kCapSysResource = 24;
-      return ((std::stoull(line.substr(7), nullptr, 16) >> kCapSysResource) & 1U) != 0;
-    }
-  }
-  return false;
+  const auto effective = guardian::io::ownEffectiveCapabilities();
+  return effective && ((*effective >> CAP_SYS_RESOURCE) & 1U) != 0;
 }
 
 // One population for the whole suite: 33 idle children, about 2.5 GiB in all.

@@ -1,4 +1,4 @@
-// What mode act needs of the process's capabilities (io::checkActCapabilities), on masks as CapEff
+// What mode act needs of the process's capabilities (io::checkActCapabilities), on effective masks as capget
 // shows them; and the live reading of this process's own.
 #include <gtest/gtest.h>
 #include <linux/capability.h>
@@ -34,7 +34,7 @@ TEST(ActCapabilities, NothingButCapKillActsWithItsProtectionsDegraded) {
 }
 
 TEST(ActCapabilities, ThisProcessHasAReadableMask) {
-  // Every process has a CapEff line; its value is whatever this test runs with.
+  // capget of this process works; the mask is whatever this test runs with.
   EXPECT_TRUE(ownEffectiveCapabilities().has_value());
 }
 
