@@ -34,4 +34,12 @@ struct DoctorOptions {
 };
 int runDoctor(io::Node& node, const DoctorOptions& options, std::ostream& out, std::ostream& err);
 
+struct HealthOptions {
+  std::string address = "127.0.0.1:9743";  // the daemon's metrics.health_listen (or metrics.listen)
+  uint32_t timeout_ms = 2000;               // for the whole exchange
+};
+// GET http://ADDRESS/healthz: 0 and the body on HTTP 200; 1 otherwise (the status or the error on
+// `err`); 2 for an address that is not a numeric ADDRESS:PORT.
+int runHealth(const HealthOptions& options, std::ostream& out, std::ostream& err);
+
 }  // namespace oomguard::guardian::cli

@@ -72,6 +72,14 @@ int runMain(int argc, char** argv) {
         return address ? std::string() : address.error().message;
       });
 
+  HealthOptions health_options;
+  auto* health = app.add_subcommand("health", "Ask a running daemon's /healthz (for an exec probe); exit 0 when healthy");
+  health->add_option("--address", health_options.address, "ADDR:PORT of metrics.health_listen or metrics.listen")
+      ->capture_default_str();
+  health->add_option("--timeout-ms", health_options.timeout_ms, "Give up after this long")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60000));
+
   std::string check_path;
   auto* check = app.add_subcommand("check-config", "Validate a config file; errors name the JSON path");
   check->add_option("file", check_path, "The config file")->required();
@@ -102,6 +110,9 @@ int runMain(int argc, char** argv) {
   }
   if (doctor->parsed()) {
     return runDoctor(node, doctor_options, std::cout, std::cerr);
+  }
+  if (health->parsed()) {
+    return runHealth(health_options, std::cout, std::cerr);
   }
   if (check->parsed()) {
     try {

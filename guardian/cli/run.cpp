@@ -4,7 +4,9 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <ostream>
 
@@ -96,8 +98,15 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   exporter::PrometheusMetrics metrics(config.metrics_top_k, kVersion, kernelRelease());
+  // /healthz fails when the decision loop has not turned (a refresh) for three refresh intervals, and
+  // at least 30 s: a stuck loop restarts the pod instead of passing its probes forever.
+  metrics.setLoopStallLimit(std::chrono::milliseconds(
+      static_cast<int64_t>(std::max(30.0, 3 * config.refresh_interval_s) * 1000)));
   try {
     metrics.serve(config.metrics_listen);
+    if (!config.health_listen.empty()) {
+      metrics.serveHealth(config.health_listen);
+    }
   } catch (const std::exception& error) {
     err << "oomguard: " << text::printable(error.what()) << "\n";
     return kExitFailure;

@@ -264,6 +264,12 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
         ObjectReader::fail("/metrics/listen", address.error().message);
       }
       config.metrics_top_k = static_cast<size_t>(reader.integer("top_k", 10, 1, 100));
+      if (metrics->contains("health_listen")) {
+        config.health_listen = reader.string("health_listen", "");
+        if (const auto address = parseListenAddress(config.health_listen); !address) {
+          ObjectReader::fail("/metrics/health_listen", address.error().message);
+        }
+      }
       reader.finish();
     }
     if (const Json* host = root.find("host")) {
@@ -424,6 +430,7 @@ std::string restartOnlyChanges(const Config& running, const Config& fresh) {
   const auto& new_k8s = fresh.kubernetes;
   const std::pair<bool, const char*> fixed[] = {
       {fresh.metrics_listen != running.metrics_listen, "/metrics/listen"},
+      {fresh.health_listen != running.health_listen, "/metrics/health_listen"},
       {fresh.metrics_top_k != running.metrics_top_k, "/metrics/top_k"},
       {new_k8s.enabled != old_k8s.enabled, "/kubernetes/enabled"},
       {new_k8s.api_server != old_k8s.api_server, "/kubernetes/api_server"},

@@ -77,6 +77,9 @@ struct Config {
     bool mlock = true;
   } self;
   std::string metrics_listen = "127.0.0.1:9743";
+  // A second listener that serves only /healthz (empty: none), e.g. on loopback for an exec probe, so
+  // that the health check need not be reachable where /metrics is.
+  std::string health_listen;
   size_t metrics_top_k = 10;  // victims exported per domain
   bool read_kmsg = true;
   std::optional<PressureTrigger> host_pressure = PressureTrigger{};

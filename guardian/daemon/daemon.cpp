@@ -105,7 +105,7 @@ void Daemon::start() {
   pods_.start();
   executor_.setWorkloads(pods_.workloads());
   executor_.onPodKill([this](const kube::KubePod& pod, const std::string& message) {
-    pods_.reportEvent(pod, "OomguardKilled", message);
+    pods_.reportEvent(pod, "OomguardKilled", message, true);
   });
   executor_.checkSysctls(true);
   refresh();
@@ -363,6 +363,7 @@ void Daemon::requestRefresh() {
 
 void Daemon::refresh() {
   ++stats_.refreshes;
+  metrics_.loopTurned();  // the health check's proof that the loop turns
   const uint64_t scan_started_us = clock_.monotonic_us();
   // Level thresholds first: a few small reads per acting domain, before the /proc scan delays them.
   if (stats_.refreshes > 1) {

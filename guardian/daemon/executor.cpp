@@ -147,19 +147,34 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     metrics_.countKill(policy, reason_kind, "gone");
     return;
   }
+  // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
+  // operator who kills at once is never made to wait by a tenant).
   uint32_t grace_ms = rule.sigterm_grace_ms;
   if (const auto pod_grace = kube::Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
-    grace_ms = *pod_grace * 1000;
+    const bool trusted = resolved.pod != nullptr && config::mayEscalate(config_.kubernetes.tenant, resolved.pod->namespace_name);
+    grace_ms = trusted ? *pod_grace * 1000 : std::min(*pod_grace * 1000, rule.sigterm_grace_ms);
     outcome.sigterm_grace_ms = grace_ms;
   }
   io::ActionResult result = actuator_.kill(pinned.value(), grace_ms);
   // The signal is what stops the leak (a killed process charges no more memory); the release after it
   // only returns the memory sooner.
   outcome.signalled_at_us = clock_.monotonic_us();
+  bool reaped = false;
   if (result.ok && grace_ms == 0) {
-    result.detail += ", " + actuator_.release(pinned.value()).detail;
+    const io::ActionResult released = actuator_.release(pinned.value());
+    result.detail += ", " + released.detail;
+    reaped = released.memory_released;
   }
   finish(result, pinned.value(), {});
+  if (reaped && !options_.dry_run) {
+    // Its memory is back: the next OOM of the domain may take another task at once, as the kernel's may
+    // once the oom_reaper has reaped its victim. The victim itself is no candidate until it is gone.
+    gate_.release(victim.pid);
+    if (auto pin = victim_pins_.extract(victim.pid)) {
+      reaped_pins_[victim.pid] = {std::move(pin.mapped()), now_us};
+    }
+    log_.write("victim_released", Json{{"pid", victim.pid}, {"reason", "reaped"}});
+  }
 }
 
 void Executor::releaseVictims(uint64_t now_us) {
@@ -184,6 +199,11 @@ void Executor::releaseVictims(uint64_t now_us) {
       ++it;
     }
   }
+  // A reaped victim is forgotten once it has exited, or after the victim wait (it holds no memory).
+  std::erase_if(reaped_pins_, [&](const auto& entry) {
+    return entry.second.first->exited() ||
+           now_us - std::min(now_us, entry.second.second) >= static_cast<uint64_t>(config_.victim_wait_s * 1e6);
+  });
   gate_.expire(now_us);
   // Pins and cgroups the gate no longer waits on (their wait ran out) are dropped too.
   const auto& waiting = gate_.inProgress();

@@ -8,6 +8,7 @@
 #include "guardian/config/address.hpp"
 #include "guardian/daemon/decision_log.hpp"
 #include "guardian/kube_client/loader.hpp"
+#include "guardian/text/format.hpp"
 #include "policies/ranking.hpp"
 
 namespace oomguard::guardian::daemon {
@@ -211,11 +212,13 @@ nlohmann::ordered_json Pods::policyJson(const std::string& uid) const {
   return json;
 }
 
-void Pods::reportEvent(const kube::KubePod& pod, const std::string& reason, const std::string& message) {
+void Pods::reportEvent(const kube::KubePod& pod, const std::string& reason, const std::string& message,
+                       bool essential) {
   if (!pod_events_) {
     return;
   }
-  pod_events_->report(kube_client::PodEventReport{pod.namespace_name, pod.name, pod.uid, "Warning", reason, message});
+  pod_events_->report(kube_client::PodEventReport{pod.namespace_name, pod.name, pod.uid, "Warning", reason,
+                                                  text::printable(message), essential});
 }
 
 kube::WorkloadLabels Pods::labelsOf(const std::string& cgroup) const {
@@ -389,6 +392,9 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
         break;
       }
       const auto& process = ranking.value().processOf(ranked);
+      if (executor_.reapedVictim(process.pid)) {
+        continue;  // killed and reaped, still exiting: not a candidate again
+      }
       policies::VictimCandidate c;
       c.pid = process.pid;
       c.comm = process.status.comm;

@@ -51,8 +51,11 @@ class Pods {
   // triggers matched to the pods' policies and the cgroups in `watch_set`.
   void publishStatus();
   void reconcilePressure(const WatchSet& watch_set);
-  // A Warning Event on the pod, best effort (queued; never waits).
-  void reportEvent(const kube::KubePod& pod, const std::string& reason, const std::string& message);
+  // A Warning Event on the pod, best effort (queued; never waits). `essential` for a kill's Event: the
+  // recorder never lets the others crowd it out. The message is sent as text::printable shows it (a
+  // value from an annotation can hold newlines and escapes).
+  void reportEvent(const kube::KubePod& pod, const std::string& reason, const std::string& message,
+                   bool essential = false);
   // After a config reload: the tenant policy applies at once; each pod whose policy changed is logged.
   void tenantChanged();
 

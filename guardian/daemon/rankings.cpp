@@ -71,35 +71,43 @@ long chargePages(const cgroupfs::ProcessSnapshot& process, const io::NodeFacts& 
 
 }  // namespace
 
+void Rankings::sampleOne(const cgroupfs::ProcessSnapshot& process, const io::NodeFacts& facts, uint64_t now_us,
+                         uint64_t listed_us, const std::vector<pid_t>& listed_pids) {
+  if (!growth_.lastSampleUs(process.pid) && listed_us > 0 && listed_us < now_us &&
+      !std::binary_search(listed_pids.begin(), listed_pids.end(), process.pid)) {
+    growth_.sample(process.pid, listed_us, 0);  // not there at the listing before: it held nothing then
+  }
+  growth_.sample(process.pid, now_us, chargePages(process, facts));
+}
+
 void Rankings::sampleGrowth(const std::vector<cgroupfs::ProcessSnapshot>& processes, const io::NodeFacts& facts,
                             uint64_t now_us) {
   if (!tracksGrowth()) {
     return;
   }
   // At most one decision-time sample per process every kMinSampleGapUs: decisions under pressure come
-  // every few milliseconds, and each sample is kept for the trend window.
+  // every few milliseconds, and each sample is kept for the trend window. A process with a single
+  // sample (first seen by the refresh just before) is sampled anyway: one sample is no growth at all.
   constexpr uint64_t kMinSampleGapUs = 100'000;
   for (const auto& process : processes) {
     const auto last = growth_.lastSampleUs(process.pid);
-    if (!process.status.has_mm || (last && *last + kMinSampleGapUs > now_us)) {
+    if (!process.status.has_mm || (last && *last + kMinSampleGapUs > now_us && growth_.growth(process.pid))) {
       continue;
     }
-    if (!growth_.growth(process.pid) && refreshed_us_ > 0 && refreshed_us_ < now_us &&
-        !std::binary_search(refreshed_pids_.begin(), refreshed_pids_.end(), process.pid)) {
-      growth_.sample(process.pid, refreshed_us_, 0);  // not there at the last refresh: it held nothing
-    }
-    growth_.sample(process.pid, now_us, chargePages(process, facts));
+    sampleOne(process, facts, now_us, refreshed_us_, refreshed_pids_);
   }
 }
 
 HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
                            const std::vector<std::string>& limited) {
   const uint64_t now_us = clock_.monotonic_us();
+  const uint64_t previous_us = refreshed_us_;
   refreshed_us_ = now_us;
   const size_t keep_count = keep();
   // Every process read once; the host ranked from that.
   auto host = node_.rankHost(facts, false);
   stats_.read_errors += host.counters.malformed + host.counters.failed;
+  std::vector<pid_t> previous_pids = std::move(refreshed_pids_);
   refreshed_pids_.clear();
   for (const auto& process : host.processes) {
     refreshed_pids_.push_back(process.pid);  // sorted: rankHost reads the host in pid order
@@ -124,7 +132,7 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
     scan.by_pid[scan.processes[i].pid] = i;
   }
   if (tracksGrowth()) {
-    trackGrowth(facts, scan, now_us);
+    trackGrowth(facts, scan, now_us, previous_us, previous_pids);
   }
   // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
   // subtree (read once per refresh, however many domains nest). The tree is the watch set, kept by
@@ -176,12 +184,13 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
   return scan;
 }
 
-void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us) {
+void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us, uint64_t previous_us,
+                           const std::vector<pid_t>& previous_pids) {
   // Growth over the trend window (kill-allocating): each process's charge in pages, sampled at every
   // refresh; the host's fastest growers are kept with the host's domain.
   std::vector<policies::VictimCandidate> growers;
   for (const auto& process : scan.processes) {
-    growth_.sample(process.pid, now_us, chargePages(process, facts));
+    sampleOne(process, facts, now_us, previous_us, previous_pids);
     if (const auto grew = growth_.growth(process.pid);
         grew && *grew > 0 && process.status.has_mm && growth_.growingNow(process.pid)) {
       policies::VictimCandidate grower;

@@ -77,7 +77,16 @@ class Rankings {
   void record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us);
   static policies::VictimCandidate candidateOf(const cgroupfs::ProcessSnapshot& process,
                                                const policies::Candidate& ranked, std::string cgroup);
-  void trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us);
+  // The refresh's growth samples, every process read; `previous_us`/`previous_pids` are the refresh
+  // before this one (a process not in it is sampled as sampleOne says).
+  void trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t now_us, uint64_t previous_us,
+                   const std::vector<pid_t>& previous_pids);
+  // One growth sample of `process` at `now_us`. A process never sampled that was not in the listing
+  // taken at `listed_us` (`listed_pids`, sorted) started after it and held nothing then: it gets a
+  // sample of 0 pages at `listed_us`, so its growth is its whole charge from its first reading on (the
+  // typical fast leaker is younger than a refresh interval). Same rule at a refresh and at a decision.
+  void sampleOne(const cgroupfs::ProcessSnapshot& process, const io::NodeFacts& facts, uint64_t now_us,
+                 uint64_t listed_us, const std::vector<pid_t>& listed_pids);
   // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
   [[nodiscard]] bool tracksGrowth() const;
   // The decision path's growth samples: each process read now; one that appeared since the last refresh

@@ -55,6 +55,8 @@ class Metrics {
   virtual void countKubernetesEvents(const std::string& result, uint64_t count) = 0;
   // The API server's pod watch: 1 while its cache reflects a completed list, and the pods it holds.
   virtual void setKubernetesPods(bool synced, size_t pods) = 0;
+  // The decision loop turned (a refresh ran): /healthz fails once it has not for the stall limit.
+  virtual void loopTurned() {}
 };
 
 class NullMetrics final : public Metrics {

@@ -20,6 +20,8 @@
 // /metrics/anything). The server's bounds (timeouts, connection slots) are in http_server.hpp.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -58,6 +60,11 @@ class PrometheusMetrics final : public Metrics {
   // thread of its own. Throws std::runtime_error when the address is invalid or cannot be bound (with
   // the errno). Call at most once.
   void serve(const std::string& listen, HttpServer::Limits limits = {});
+  // Also serves /healthz alone on `listen` (same rules as serve), on a thread of its own.
+  void serveHealth(const std::string& listen, HttpServer::Limits limits = {});
+  // /healthz answers 503 once loopTurned() has not been called for `limit` (from serve() on).
+  void setLoopStallLimit(std::chrono::milliseconds limit) { stall_limit_ms_ = limit.count(); }
+  void loopTurned() override;
   // The port(s) bound by serve() (the real one when it was given port 0).
   [[nodiscard]] std::vector<int> listeningPorts() const;
 
@@ -122,6 +129,12 @@ class PrometheusMetrics final : public Metrics {
   // The response to one request (the server's thread).
   [[nodiscard]] HttpServer::Response answer(std::string_view method, std::string_view path) const;
 
+  // What GET|HEAD /healthz answers: 200 "ok", or 503 when the loop has stalled (any thread).
+  [[nodiscard]] HttpServer::Response health(std::string_view method) const;
+
+  std::atomic<int64_t> loop_turned_ms_{0};  // steady_clock, milliseconds
+  std::atomic<int64_t> stall_limit_ms_{60'000};
+  std::unique_ptr<HttpServer> health_server_;
   std::unique_ptr<HttpServer> server_;  // last: stopped before anything it reads goes away
 };
 

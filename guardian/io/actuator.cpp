@@ -63,7 +63,7 @@ ActionResult releaseNow(const PinnedProcess& process) {
     return {true, "no process_mrelease without a pidfd"};
   }
   if (processMrelease(process.pidfd()) == 0) {
-    return {true, "memory released (process_mrelease)"};
+    return {true, "memory released (process_mrelease)", true};
   }
   const int error = errno;
   if (error == ESRCH) {

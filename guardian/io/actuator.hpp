@@ -34,6 +34,9 @@ class PinnedProcess {
 struct ActionResult {
   bool ok = false;
   std::string detail;  // what happened, for the log ("SIGKILL sent, memory released", "gone", ...)
+  // release(): process_mrelease reaped the victim's address space (its memory is back, as after the
+  // kernel's oom_reaper, which then sets MMF_OOM_SKIP so that the next OOM may choose another task).
+  bool memory_released = false;
 };
 
 class Actuator {

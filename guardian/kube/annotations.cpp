@@ -228,9 +228,10 @@ class Parser {
       return;
     }
     const auto share = parseDecimal(std::string_view(percent).substr(0, percent.size() - 1));
-    if (!share || *share <= 0 || *share > 100) {
+    if (!share || *share < kMinPressureLimitPercent || *share > 100) {
       invalid(key, std::string(value),
-              "the share " + inQuotes(percent) + " must be above 0% and at most 100%; no limit");
+              "the share " + inQuotes(percent) + " must be at least 1% and at most 100% (below, any stall at "
+              "all would trip it); no limit");
       return;
     }
     const auto seconds = parseInteger<uint32_t>(std::string_view(duration).substr(0, duration.size() - 1));
@@ -320,6 +321,34 @@ ParsedAnnotations parseAnnotations(const std::map<std::string, std::string>& ann
   return out;
 }
 
+AnnotationKey classifyAnnotationKey(std::string_view key) {
+  if (key.substr(0, kAnnotationDomain.size()) != kAnnotationDomain) {
+    return AnnotationKey::kOther;
+  }
+  std::string_view name = key.substr(kAnnotationDomain.size());
+  const std::string version_prefix = std::string(kAnnotationVersion) + ".";
+  if (name.substr(0, version_prefix.size()) != version_prefix) {
+    return AnnotationKey::kUnknown;
+  }
+  name.remove_prefix(version_prefix.size());
+  for (const std::string_view known : {"protection", "oom-score-adj", "oom-group", "preference", "pressure-limit",
+                                       "pressure-action", "sigterm-grace-seconds"}) {
+    if (name == known) {
+      return AnnotationKey::kKnown;
+    }
+  }
+  return name.substr(0, 10) == "oom-group." ? AnnotationKey::kContainerGroup : AnnotationKey::kUnknown;
+}
+
+std::string boundedAnnotationValue(std::string_view value) {
+  if (value.size() <= kMaxAnnotationValueBytes) {
+    return std::string(value);
+  }
+  std::string cut(value.substr(0, kMaxAnnotationValueBytes - 3));
+  cut += "...";
+  return cut;
+}
+
 EffectivePolicy effectivePolicy(const std::map<std::string, std::string>& annotations,
                                 std::string_view namespace_name, const config::TenantPolicy& tenant,
                                 int baseline_oom_score_adj) {
@@ -358,6 +387,22 @@ EffectivePolicy effectivePolicy(const std::map<std::string, std::string>& annota
            where + ": a SIGTERM grace above " + std::to_string(tenant.tenant_max_sigterm_grace_seconds) +
                " s keeps the node under pressure longer; the pod keeps the daemon's default");
     policy.sigterm_grace_seconds.reset();
+  }
+  // kubelet puts each container's processes in one memory.oom.group: an OOM kill takes the whole
+  // container. "false" would undo that for the pod, so that later OOM kills can land on single
+  // processes of containers next to the leak: a decision about the node, not only the pod.
+  if (policy.oom_group == false) {
+    refuse("oom-group", "false", where + ": \"false\" undoes kubelet's per-container group kill; left as it is");
+    policy.oom_group.reset();
+  }
+  for (auto it = policy.container_oom_group.begin(); it != policy.container_oom_group.end();) {
+    if (!it->second) {
+      refuse("oom-group." + it->first, "false",
+             where + ": \"false\" undoes kubelet's group kill of the container; left as it is");
+      it = policy.container_oom_group.erase(it);
+    } else {
+      ++it;
+    }
   }
   return effective;
 }

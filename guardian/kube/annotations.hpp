@@ -72,6 +72,27 @@ struct ParsedAnnotations {
   std::vector<AnnotationIssue> invalid;  // unknown keys or versions under oomguard.io/, bad values
 };
 
+// Bounds on what one pod's annotations can make the daemon hold, log and send (a tenant may write up to
+// the API server's 256 KiB of annotations, in any number of keys): the pod cache keeps only the keys
+// under oomguard.io/ that selectAnnotation admits, each value cut to kMaxAnnotationValueBytes.
+inline constexpr size_t kMaxAnnotationValueBytes = 256;  // every valid value is far shorter
+inline constexpr size_t kMaxContainerOomGroupKeys = 64;  // oom-group.<container> keys read per pod
+inline constexpr size_t kMaxUnknownAnnotationKeys = 4;   // other keys under oomguard.io/ kept to report
+// The smallest share a pod's pressure-limit may name: below it the limit fires on any stall at all.
+inline constexpr double kMinPressureLimitPercent = 1.0;
+
+// What the pod cache does with one annotation key.
+enum class AnnotationKey {
+  kOther,           // not under oomguard.io/: dropped
+  kKnown,           // one of this version's names: kept
+  kContainerGroup,  // oom-group.<container>: kept up to kMaxContainerOomGroupKeys
+  kUnknown,         // under oomguard.io/ but not understood: kept up to kMaxUnknownAnnotationKeys, reported
+};
+AnnotationKey classifyAnnotationKey(std::string_view key);
+// `value` cut to kMaxAnnotationValueBytes; a cut value ends in "..." (which no valid value contains, so
+// it is reported as invalid, never half-applied).
+std::string boundedAnnotationValue(std::string_view value);
+
 // Reads every "oomguard.io/..." annotation; others are ignored. Never throws: a bad value leaves that
 // field at its default and is reported.
 ParsedAnnotations parseAnnotations(const std::map<std::string, std::string>& annotations);

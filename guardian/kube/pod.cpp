@@ -9,6 +9,8 @@
 #include <system_error>
 #include <utility>
 
+#include "guardian/kube/annotations.hpp"
+
 namespace oomguard::guardian::kube {
 
 using Json = nlohmann::json;
@@ -90,10 +92,20 @@ cgroupfs::Result<KubePod> parsePodObject(const Json& object) {
     return cgroupfs::parseError(std::move(why));
   }
   pod.resource_version = stringMember(metadata, "resourceVersion");
+  size_t container_groups = 0;
+  size_t unknown = 0;
   for (const auto& [key, value] : objectMember(metadata, "annotations").items()) {
-    if (value.is_string()) {
-      pod.annotations.emplace(key, value.get<std::string>());
+    const AnnotationKey kind = classifyAnnotationKey(key);
+    if (kind == AnnotationKey::kOther || !value.is_string()) {
+      continue;
     }
+    size_t& count = kind == AnnotationKey::kContainerGroup ? container_groups : unknown;
+    const size_t bound = kind == AnnotationKey::kContainerGroup ? kMaxContainerOomGroupKeys : kMaxUnknownAnnotationKeys;
+    if (kind != AnnotationKey::kKnown && count++ >= bound) {
+      ++pod.annotations_dropped;
+      continue;
+    }
+    pod.annotations.emplace(key, boundedAnnotationValue(value.get_ref<const std::string&>()));
   }
 
   const Json& spec = objectMember(object, "spec");

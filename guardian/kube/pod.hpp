@@ -27,7 +27,10 @@ struct KubePod {
   std::string namespace_name;
   std::string name;
   std::string resource_version;
-  std::map<std::string, std::string> annotations;  // metadata.annotations
+  // metadata.annotations under oomguard.io/ only, as kube::classifyAnnotationKey admits them, values
+  // cut by kube::boundedAnnotationValue: a pod's other annotations are never held.
+  std::map<std::string, std::string> annotations;
+  uint32_t annotations_dropped = 0;  // keys under oomguard.io/ over the bounds (reported, not read)
   std::string qos_class;            // status.qosClass: Guaranteed | Burstable | BestEffort | ""
   std::optional<int32_t> priority;  // spec.priority
   std::string priority_class_name;  // spec.priorityClassName
@@ -40,6 +43,8 @@ struct KubePod {
   std::map<std::string, int64_t> memory_request_bytes;
 
   [[nodiscard]] PodRef ref() const { return PodRef{namespace_name, name, uid, containers}; }
+  // Succeeded or Failed: its containers will not run again, so the cache does not keep it.
+  [[nodiscard]] bool finished() const { return phase == "Succeeded" || phase == "Failed"; }
   bool operator==(const KubePod&) const = default;
 };
 

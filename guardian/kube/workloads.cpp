@@ -24,8 +24,14 @@ bool asksForOomScoreAdj(const WorkloadPolicy& policy) {
   return policy.oom_score_adj.has_value() || policy.protection != policies::ProtectionClass::kNormal;
 }
 
-bool hasIssue(const std::vector<AnnotationIssue>& issues, const AnnotationIssue& issue) {
-  return std::find(issues.begin(), issues.end(), issue) != issues.end();
+// Whether `issue` is news for the pod (another than the one last reported for its key); remembers it.
+bool firstReport(std::map<std::string, AnnotationIssue>& reported, const AnnotationIssue& issue) {
+  auto [it, inserted] = reported.try_emplace(issue.key, issue);
+  if (!inserted && it->second == issue) {
+    return false;
+  }
+  it->second = issue;
+  return true;
 }
 
 }  // namespace
@@ -54,7 +60,15 @@ EffectivePolicy Workloads::computePolicy(const KubePod& pod) const {
   for (const auto& [name, unused] : pod.memory_request_bytes) {
     baseline = std::max(baseline, kubeletOomScoreAdj(pod, name));
   }
-  return effectivePolicy(pod.annotations, pod.namespace_name, tenant_, baseline);
+  EffectivePolicy effective = effectivePolicy(pod.annotations, pod.namespace_name, tenant_, baseline);
+  if (pod.annotations_dropped > 0) {
+    effective.invalid.push_back(AnnotationIssue{
+        std::string(kAnnotationDomain) + "*", std::to_string(pod.annotations_dropped) + " keys",
+        "more annotations under " + std::string(kAnnotationDomain) + " than are read (at most " +
+            std::to_string(kMaxContainerOomGroupKeys) + " oom-group.<container> keys and " +
+            std::to_string(kMaxUnknownAnnotationKeys) + " unknown keys per pod); the rest are ignored"});
+  }
+  return effective;
 }
 
 Workloads::PodUpdate Workloads::upsert(const KubePod& pod) {
@@ -65,17 +79,21 @@ Workloads::PodUpdate Workloads::upsert(const KubePod& pod) {
   update.policy_changed =
       inserted ? effective.policy != WorkloadPolicy{} : effective.policy != held.effective.policy;
   for (const auto& issue : effective.invalid) {
-    if (!hasIssue(held.reported, issue)) {
+    if (firstReport(held.reported, issue)) {
       update.new_invalid.push_back(issue);
-      held.reported.push_back(issue);
     }
   }
   for (const auto& issue : effective.refused) {
-    if (!hasIssue(held.reported, issue)) {
+    if (firstReport(held.reported, issue)) {
       update.new_refused.push_back(issue);
-      held.reported.push_back(issue);
     }
   }
+  // A key that no longer has an issue (fixed or removed) is forgotten: its next issue is news again.
+  std::erase_if(held.reported, [&](const auto& entry) {
+    const auto same_key = [&](const AnnotationIssue& issue) { return issue.key == entry.first; };
+    return std::none_of(effective.invalid.begin(), effective.invalid.end(), same_key) &&
+           std::none_of(effective.refused.begin(), effective.refused.end(), same_key);
+  });
   held.pod = pod;
   held.effective = std::move(effective);
   held.adj_changed_once = held.adj_changed_once || asksForOomScoreAdj(held.effective.policy);

@@ -27,8 +27,8 @@ class Workloads {
   // What taking in one pod object changed.
   struct PodUpdate {
     bool policy_changed = false;  // the pod's effective policy differs from the one held before
-    // Issues with this object's annotations that were not reported for this pod before (each distinct
-    // issue is reported once per pod, not at every MODIFIED event).
+    // Issues with this object's annotations that were not reported for this pod before (each issue is
+    // reported once per pod and key, not at every MODIFIED event; a changed value is a new issue).
     std::vector<AnnotationIssue> new_invalid;
     std::vector<AnnotationIssue> new_refused;
   };
@@ -68,7 +68,9 @@ class Workloads {
   struct Held {
     KubePod pod;
     EffectivePolicy effective;
-    std::vector<AnnotationIssue> reported;  // issues already reported for this pod
+    // The issue last reported for each annotation key of the pod: one per key, replaced when the value
+    // changes, so a pod's updates cost O(its own keys) and the set is bounded by the keys it may hold.
+    std::map<std::string, AnnotationIssue> reported;
     // The pod's policy asked for another oom_score_adj at some point: from then on kubelet's value is
     // written back when the policy asks for none (an annotation removed).
     bool adj_changed_once = false;

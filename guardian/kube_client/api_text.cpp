@@ -1,6 +1,11 @@
 // The API client's shared text and JSON helpers (api_text.hpp).
 #include "guardian/kube_client/api_text.hpp"
 
+#include <algorithm>
+#include <vector>
+
+#include "guardian/kube/annotations.hpp"
+
 #include "cgroupfs/parse.hpp"
 
 #include <nlohmann/json.hpp>
@@ -41,10 +46,84 @@ std::string truncateUtf8(const std::string& text, size_t max_bytes) {
 }
 
 
+bool jsonDepthWithin(std::string_view text, size_t max_depth) {
+  size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        return false;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
+Json parseBounded(std::string_view text) {
+  if (!jsonDepthWithin(text, kMaxJsonDepth)) {
+    return Json(Json::value_t::discarded);
+  }
+  return Json::parse(text, nullptr, false);
+}
+
+Json parsePodJson(std::string_view text) {
+  if (!jsonDepthWithin(text, kMaxJsonDepth)) {
+    return Json(Json::value_t::discarded);
+  }
+  // The key that opened the container at each depth ("" for an array's element): a key's parent is the
+  // entry one level up.
+  std::vector<std::string> keys;
+  bool after_key = false;
+  const Json::parser_callback_t keep = [&keys, &after_key](int depth, Json::parse_event_t event, Json& parsed) {
+    const auto at = static_cast<size_t>(std::max(depth, 0));
+    if (event != Json::parse_event_t::key) {
+      if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) && !after_key) {
+        keys.resize(at + 1);
+        keys[at].clear();
+      }
+      after_key = false;
+      return true;
+    }
+    after_key = true;
+    keys.resize(at + 1);
+    keys[at] = parsed.is_string() ? parsed.get<std::string>() : std::string();
+    const std::string& key = keys[at];
+    if (key == "managedFields" || key == "labels") {
+      return false;
+    }
+    return !(at >= 1 && keys[at - 1] == "annotations" && key.rfind(kube::kAnnotationDomain, 0) != 0);
+  };
+  return Json::parse(text.begin(), text.end(), keep, false);
+}
+
+std::string describeText(std::string_view text) {
+  constexpr size_t kMaxShown = 120;
+  std::string shown = trimmed(truncateUtf8(std::string(text.substr(0, kMaxShown + 4)), kMaxShown));
+  for (char& c : shown) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      c = ' ';
+    }
+  }
+  return shown;
+}
+
 // The message of a Kubernetes Status body, else the start of the body as text; one line, at most 300 bytes.
 std::string describeBody(const std::string& body) {
   constexpr size_t kMaxShown = 300;
-  const Json status = Json::parse(body, nullptr, false);
+  const Json status = parseBounded(body);
   std::string shown = status.is_discarded() ? std::string() : stringMember(status, "message");
   if (shown.empty()) {
     shown = body;

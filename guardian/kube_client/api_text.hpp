@@ -29,6 +29,23 @@ using kube::member;
 using kube::objectMember;
 using kube::stringMember;
 
+// Bounds on what the API server may make the daemon parse: a pod object is at most the API server's own
+// request limit (etcd's 1.5 MiB) plus the watch envelope; pod objects nest about a dozen levels.
+inline constexpr size_t kMaxObjectBytes = 2UL << 20U;
+inline constexpr size_t kMaxJsonDepth = 64;
+// Whether the arrays and objects of `text` nest at most `max_depth` deep (strings and escapes skipped):
+// one pass, no allocation, so that a line of 16 million '[' is refused before nlohmann::json builds it.
+bool jsonDepthWithin(std::string_view text, size_t max_depth);
+// Parses `text` once, when it nests at most kMaxJsonDepth deep; a discarded value otherwise.
+Json parseBounded(std::string_view text);
+// A list page or a watch event, parsed once (a discarded value when it nests deeper than kMaxJsonDepth
+// or is not JSON), keeping only what the pod model reads: annotations outside oomguard.io/, labels and
+// managedFields are dropped while parsing, so a pod's 250 KB of other annotations cost no memory.
+Json parsePodJson(std::string_view text);
+// The start of `text` as one line of at most 120 bytes (control bytes as spaces): for a body that is not
+// JSON, without parsing it again.
+std::string describeText(std::string_view text);
+
 // The message of a Kubernetes Status body, else the start of the body as text; one line, at most 300 bytes.
 std::string describeBody(const std::string& body);
 // "<what>: HTTP <status> (<describeBody(body)>)", the parenthesis only when there is something to show.

@@ -29,6 +29,7 @@ struct PodWatchStatus {
   uint64_t bookmarks = 0;
   uint64_t reconnects = 0;     // connections that failed or dropped and were retried
   uint64_t auth_failures = 0;  // 401/403 responses
+  uint64_t pods_over_cap = 0;  // pod objects not cached: the cache held PodWatchOptions::max_pods
   std::string last_error;      // the latest failure, human-readable; empty when none
 };
 
@@ -38,7 +39,12 @@ struct PodWatchOptions {
   std::chrono::seconds watch_timeout{300};  // timeoutSeconds asked of the server
   std::chrono::seconds idle_timeout{330};   // no bytes for this long: the connection is dead, reconnect
   std::chrono::seconds connect_timeout{10};
-  uint32_t list_page_limit = 500;
+  // Pods per list page. A page larger than the response cap (kMaxListResponseBytes in pod_watch.cpp) is
+  // asked again at half the size, down to one pod.
+  uint32_t list_page_limit = 100;
+  // The most pods the cache holds (kubelet's max-pods is 110 by default, rarely above 250): pods past it
+  // are not cached (logged and counted), so a server listing too many cannot grow the daemon unbounded.
+  size_t max_pods = 1000;
 };
 
 // One Kubernetes Event about a pod (core/v1 Event, POSTed to /api/v1/namespaces/<ns>/events).
@@ -49,7 +55,12 @@ struct PodEventReport {
   std::string type = "Warning";  // Normal | Warning
   std::string reason;            // e.g. OomguardKilled, OomguardAnnotationRefused
   std::string message;           // at most 1024 bytes are sent
+  // A kill's Event: never crowded out by the others. An essential Event finds room in a full queue by
+  // evicting the newest waiting non-essential one; non-essential Events (annotation issues, which a
+  // tenant can provoke) take at most half the queue, and at most kMaxQueuedPerPod of them per pod.
+  bool essential = false;
 };
+inline constexpr size_t kMaxQueuedPerPod = 2;
 
 struct EventRecorderStatus {
   uint64_t queued = 0;

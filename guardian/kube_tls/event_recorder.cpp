@@ -70,10 +70,15 @@ struct EventRecorder::Impl : std::enable_shared_from_this<EventRecorder::Impl> {
         retry_timer_(io) {}
 
   void report(PodEventReport event) {
-    if (stopped_ || queue_.size() >= max_queued_) {
+    if (!stopped_ && !admit(event)) {
       ++status_.dropped;
-      status_.last_error =
-          stopped_ ? "event recorder stopped" : "event queue full (" + std::to_string(max_queued_) + ")";
+      status_.last_error = event.essential ? "event queue full (" + std::to_string(max_queued_) + ")"
+                                           : "non-essential event not queued (queue share or per-pod share used up)";
+      return;
+    }
+    if (stopped_) {
+      ++status_.dropped;
+      status_.last_error = "event recorder stopped";
       return;
     }
     Pending pending{std::move(event), "", rfc3339Utc(wall_clock_())};
@@ -83,6 +88,30 @@ struct EventRecorder::Impl : std::enable_shared_from_this<EventRecorder::Impl> {
     if (!busy_) {
       sendFront();
     }
+  }
+
+  // Whether `event` may be queued, after evicting a waiting non-essential Event for an essential one.
+  bool admit(const PodEventReport& event) {
+    const auto waiting_begin = queue_.begin() + (busy_ && !queue_.empty() ? 1 : 0);  // the front is in flight
+    const auto non_essential = [](const Pending& p) { return !p.report.essential; };
+    if (event.essential) {
+      if (queue_.size() < max_queued_) {
+        return true;
+      }
+      const auto newest = std::find_if(queue_.rbegin(), std::make_reverse_iterator(waiting_begin), non_essential);
+      if (newest == std::make_reverse_iterator(waiting_begin)) {
+        return false;
+      }
+      queue_.erase(std::next(newest).base());
+      ++status_.dropped;  // the evicted one
+      return true;
+    }
+    const auto queued = static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(), non_essential));
+    const auto same_pod = static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(), [&](const Pending& p) {
+      return !p.report.essential && p.report.pod_uid == event.pod_uid;
+    }));
+    return queue_.size() < max_queued_ && queued < std::max<size_t>(max_queued_ / 2, 1) &&
+           same_pod < kube_client::kMaxQueuedPerPod;
   }
 
   void stop() {

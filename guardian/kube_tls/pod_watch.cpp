@@ -19,8 +19,14 @@ namespace oomguard::guardian::kube_tls {
 namespace {
 
 // Caps on what a misbehaving server can make the daemon hold in memory.
-constexpr size_t kMaxListResponseBytes = 64UL << 20U;  // one page of a PodList
-constexpr size_t kMaxWatchLineBytes = 16UL << 20U;     // one watch event
+// One page of a PodList: a page over it is asked again at half the pods (one pod is at most
+// kMaxObjectBytes). Parsing keeps only what the pod model reads (parsePodJson), so the page's text is
+// the bulk of the memory a list costs.
+constexpr size_t kMaxListResponseBytes = 8UL << 20U;
+constexpr size_t kMaxWatchLineBytes = kube_client::kMaxObjectBytes;  // one watch event: one pod object
+
+// Frees the capacity of a buffer that held a large response (clear() keeps it).
+void release(std::string& buffer) { std::string().swap(buffer); }
 
 }  // namespace
 
@@ -38,7 +44,8 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
         on_change_(std::move(on_change)),
         on_log_(std::move(on_log)),
         retry_timer_(io),
-        backoff_(options.backoff_initial) {}
+        backoff_(options.backoff_initial),
+        page_limit_(options.list_page_limit) {}
 
   void start() {
     if (started_ || stopped_) {
@@ -110,8 +117,8 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
   void send(const std::string& target, bool stream_body, void (Impl::*on_end)(const std::string&)) {
     abandonExchange();
     response_status_ = 0;
-    response_body_.clear();
-    line_buffer_.clear();
+    release(response_body_);
+    release(line_buffer_);
     std::string token;
     std::string error;
     if (!readToken(endpoint_.token_file, token, error)) {
@@ -155,7 +162,15 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     if (response_body_.size() + bytes.size() > cap) {
       if (response_status_ == 200) {
         abandonExchange();
-        retryAfterFailure("list: response larger than " + std::to_string(cap) + " bytes");
+        release(response_body_);
+        if (page_limit_ > 1) {
+          page_limit_ /= 2;  // fewer pods per page; the list starts over (its pages must be consistent)
+          log("reconnect", "list: a page larger than " + std::to_string(cap) + " bytes; asking " +
+                               std::to_string(page_limit_) + " pods per page");
+          beginList("");
+        } else {
+          retryAfterFailure("list: one pod larger than " + std::to_string(cap) + " bytes");
+        }
       }
       return;  // an error body: what was kept is enough to describe it
     }
@@ -170,8 +185,8 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
       need_list_ = true;
     }
     std::string target = "/api/v1/pods?" + selectorQuery();
-    if (options_.list_page_limit > 0) {
-      target += "&limit=" + std::to_string(options_.list_page_limit);
+    if (page_limit_ > 0) {
+      target += "&limit=" + std::to_string(page_limit_);
     }
     if (!continue_token.empty()) {
       target += "&continue=" + percentEncode(continue_token);
@@ -188,8 +203,8 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
       httpFailure("list", response_status_);
       return;
     }
-    const Json list = Json::parse(response_body_, nullptr, false);
-    response_body_.clear();
+    const Json list = kube_client::parsePodJson(response_body_);
+    release(response_body_);
     const Json* items = member(list, "items");
     const Json& metadata = objectMember(list, "metadata");
     const std::string resource_version = stringMember(metadata, "resourceVersion");
@@ -201,6 +216,13 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     if (items != nullptr && items->is_array()) {
       for (const Json& item : *items) {
         if (auto pod = kube::parsePodObject(item)) {
+          if (pod->finished()) {
+            continue;  // Succeeded or Failed: nothing of it runs again
+          }
+          if (listed_.size() >= options_.max_pods && !listed_.contains(pod->uid)) {
+            skipOverCap(pod->uid);
+            continue;
+          }
           std::string uid = pod->uid;
           listed_.insert_or_assign(std::move(uid), std::move(pod).value());
         } else {
@@ -288,11 +310,12 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     if (trimmed(line).empty()) {
       return;
     }
-    const Json event = Json::parse(line, nullptr, false);
+    const Json event = kube_client::parsePodJson(line);
     const Json* object = member(event, "object");
     if (event.is_discarded() || object == nullptr || !object->is_object()) {
       abandonExchange();
-      retryAfterFailure("watch: malformed event: " + describeBody(line));
+      retryAfterFailure("watch: malformed event (" + std::to_string(line.size()) +
+                        " bytes): " + kube_client::describeText(line));
       return;
     }
     const std::string type = stringMember(event, "type");
@@ -306,6 +329,16 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
       }
       ++status_.events;
       std::string uid = pod->uid;
+      if (pod->finished()) {
+        if (pods_.erase(uid) > 0) {  // Succeeded or Failed: as good as deleted
+          announce(kube::PodChange{kube::PodChange::Kind::kDeleted, std::move(uid)});
+        }
+        return;
+      }
+      if (pods_.size() >= options_.max_pods && !pods_.contains(uid)) {
+        skipOverCap(uid);
+        return;
+      }
       pods_.insert_or_assign(uid, std::move(pod).value());
       announce(kube::PodChange{kube::PodChange::Kind::kUpserted, std::move(uid)});
     } else if (type == "DELETED") {
@@ -359,6 +392,15 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
       return;
     }
     httpFailure("watch", response_status_);
+  }
+
+  // A pod past options_.max_pods: not cached; logged once per list or watch (then only counted).
+  void skipOverCap(const std::string& uid) {
+    if (status_.pods_over_cap++ == 0 || status_.pods_over_cap % 1000 == 0) {
+      log("pod_skipped", "more than " + std::to_string(options_.max_pods) + " pods on node " + endpoint_.node_name +
+                             "; pod " + uid + " and others are not cached (" +
+                             std::to_string(status_.pods_over_cap) + " so far)");
+    }
   }
 
   // --- failures ---
@@ -444,6 +486,7 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
   unsigned response_status_ = 0;
   std::string response_body_;
   std::string line_buffer_;
+  uint32_t page_limit_;  // pods per list page: options_.list_page_limit, halved after an oversized page
   std::map<std::string, kube::KubePod> listed_;  // the pages of the list in progress
   std::map<std::string, kube::KubePod> pods_;
   PodWatchStatus status_;

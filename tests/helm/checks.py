@@ -10,9 +10,10 @@ class Skip(Exception):
 
 
 class Suite:
-    def __init__(self, name):
+    def __init__(self, name, notes=()):
         self.name = name
         self.checks = []
+        self.notes = notes  # a list the checks may add to: what they could not cover, printed before the summary
 
     def check(self, function):
         self.checks.append(function)
@@ -31,13 +32,15 @@ class Suite:
                 print(f"SKIP  {self.name}/{title}: {skip}", flush=True)
             except AssertionError as error:
                 failed += 1
-                print(f"FAIL  {self.name}/{title}: {error or traceback.format_exc(limit=3)}", flush=True)
+                print(f"FAIL  {self.name}/{title}: {str(error) or traceback.format_exc(limit=3)}", flush=True)
             except Exception:  # noqa: BLE001 - a check that crashes has failed
                 failed += 1
                 print(f"FAIL  {self.name}/{title}: {traceback.format_exc(limit=4)}", flush=True)
             else:
                 passed += 1
                 print(f"PASS  {self.name}/{title}", flush=True)
+        for note in self.notes:
+            print(f"NOTE  {self.name}: {note}", flush=True)
         print(f"{self.name}: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
         return 1 if failed else 0
 

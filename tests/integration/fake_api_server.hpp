@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -70,6 +71,8 @@ class Responder {
   void beginStream();
   // One watch event: a JSON object and a newline, in a chunk of its own.
   void event(const nlohmann::json& event);
+  // Raw bytes in a chunk of their own (a hostile or broken server's); false once the client is gone.
+  bool chunk(std::string_view bytes);
   // The terminating chunk: the stream ends cleanly (as at the server's timeoutSeconds). Returning from
   // the handler without it drops the connection mid-stream.
   void endStream();

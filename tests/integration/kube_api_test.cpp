@@ -705,7 +705,7 @@ TEST_F(KubeApiTest, FullEventQueueDrops) {
   recorder_ = std::make_unique<EventRecorder>(io_, endpoint(), "oomguard", 2, 1);
   for (int i = 0; i < 5; ++i) {
     recorder_->report(
-        PodEventReport{"shop", "web-" + std::to_string(i), kUidA, "Warning", "OomguardKilled", "m"});
+        PodEventReport{"shop", "web-" + std::to_string(i), kUidA, "Warning", "OomguardKilled", "m", true});
   }
   // One being sent and one waiting fill the queue of two.
   EXPECT_EQ(recorder_->status().queued, 2U);

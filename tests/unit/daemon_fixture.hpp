@@ -27,6 +27,7 @@ class FakeActuator final : public io::Actuator {
  public:
   std::vector<std::string> actions;
   std::vector<pid_t> released;
+  bool reaps = false;  // release() reports the victim's memory reaped (process_mrelease returned 0)
   cgroupfs::Result<std::shared_ptr<io::PinnedProcess>> pin(pid_t pid) override {
     return std::make_shared<io::PinnedProcess>(pid, cgroupfs::UniqueFd());
   }
@@ -35,7 +36,7 @@ class FakeActuator final : public io::Actuator {
   }
   io::ActionResult release(const std::shared_ptr<io::PinnedProcess>& process) override {
     released.push_back(process->pid());  // not an action of its own: what follows a kill
-    return {true, "released"};
+    return {true, "released", reaps};
   }
   io::ActionResult killCgroup(const std::string& cgroup) override { return record("kill-cgroup " + cgroup); }
   io::ActionResult setOomScoreAdj(pid_t pid, int adj) override {

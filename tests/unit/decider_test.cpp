@@ -123,6 +123,34 @@ TEST_F(DeciderTest, OneOomOneVictimUntilItIsGoneOrItsWaitRunsOut) {
   EXPECT_EQ(actuator.actions.size(), 2U);
 }
 
+TEST_F(DeciderTest, AReapedVictimLetsTheNextKillFollowAndIsNoCandidateAgain) {
+  // Three leakers at once in the VM: each victim took 176-340 ms to exit after process_mrelease had
+  // already given its memory back, and the kernel killed the next leaker in the meantime.
+  start(kHeadroom, R"("policy": {"victim_wait_s": 2}, )");
+  actuator.reaps = true;
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  const auto first = actInPod();
+  ASSERT_EQ(first.result, DecisionResult::kKilled);
+  EXPECT_EQ(first.target->victim.pid, big);
+  EXPECT_NE(log_text.str().find(R"("reason":"reaped")"), std::string::npos) << log_text.str();
+  // The reaped victim is still listed (it has not exited yet); the domain is still over its threshold.
+  fixture.now_us += 20'000;
+  const auto next = actInPod();
+  ASSERT_EQ(next.result, DecisionResult::kKilled) << next.held_by.value_or("");
+  EXPECT_EQ(next.target->victim.pid, medium) << "the reaped victim is not chosen twice";
+  EXPECT_EQ(actuator.actions.size(), 2U);
+}
+
+TEST_F(DeciderTest, AnUnreapedVictimStillHoldsItsDomain) {
+  start(kHeadroom, R"("policy": {"victim_wait_s": 2}, )");
+  actuator.reaps = false;  // process_mrelease refused or unavailable: wait for the exit, as before
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  ASSERT_EQ(actInPod().result, DecisionResult::kKilled);
+  fixture.now_us += 20'000;
+  EXPECT_EQ(actInPod().result, DecisionResult::kHeld);
+  EXPECT_EQ(actuator.actions.size(), 1U);
+}
+
 TEST_F(DeciderTest, AMissingReadingNeverKills) {
   start(kHeadroom);
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
@@ -276,6 +304,27 @@ TEST_F(DeciderTest, KillAllocatingSeesTheGrowthOfALeakerThatStartedAfterTheRefre
   rankings->refresh(facts, *watch_set, {"/pod"});
   fixture.now_us += 2'000'000;
   fixture.addProcess(big, "leaker", "/pod/app", 600 * 1024);
+  fixture.setCurrent(NodeFixture::kLimitBytes);
+  const auto outcome = actInPod();
+  ASSERT_TRUE(outcome.target) << outcome.why.value_or("");
+  EXPECT_EQ(outcome.target->victim.pid, big);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled);
+}
+
+TEST_F(DeciderTest, KillAllocatingSeesALeakerThatTheLastRefreshReadFirst) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}},
+            {"match": "/**"}])");
+  // Seen in the race scenario: the leaker started between two refreshes, the second read it once, and
+  // the decision 57 ms later (inside the decision's sample gap) found "no candidate still growing".
+  std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
+  fixture.write("cgroup/pod/app/cgroup.procs", "");
+  watch_set->refreshLimits(fixture.now_us, true);
+  rankings->refresh(facts, *watch_set, {"/pod"});
+  fixture.now_us += 5'000'000;
+  fixture.addProcess(big, "leaker", "/pod/app", 300 * 1024);
+  rankings->refresh(facts, *watch_set, {"/pod"});
+  fixture.now_us += 57'000;
+  fixture.setRss(big, "leaker", 320 * 1024);
   fixture.setCurrent(NodeFixture::kLimitBytes);
   const auto outcome = actInPod();
   ASSERT_TRUE(outcome.target) << outcome.why.value_or("");

@@ -2,6 +2,7 @@
 // be the chosen process), group kills and their release, protections only in mode act. Nothing is
 // spawned or signalled (FakeActuator records).
 #include "guardian/daemon/executor.hpp"
+#include "guardian/kube/workloads.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -204,6 +205,40 @@ TEST_F(ExecutorTest, MemoryHighIsNeverWrittenInObserveMode) {
   fixture.write("cgroup/pod/memory.high", "max\n");
   executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
   EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(ExecutorTest, APodsGraceIsBoundedByTheOperatorsOutsideProtectedNamespaces) {
+  // Issue 16: a tenant's sigterm-grace-seconds replaced the operator's grace even when the operator
+  // killed at once (0). Outside protected_namespaces the rule's grace is now the upper bound.
+  const std::string pod_cgroup =
+      "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2c48913c_b29f_11e7_9350_020968147796.slice";
+  const std::string container = pod_cgroup + "/cri-containerd-4f2d.scope";
+  std::filesystem::create_directories(fixture.root / ("cgroup" + container));
+  fixture.addProcess(big, "leaker", container, 600 * 1024);
+  start(R"({"mode": "act", "kubernetes": {"protected_namespaces": ["platform"]}})");
+  kube::Workloads workloads(config.kubernetes.tenant, 8LL << 30);
+  executor->setWorkloads(&workloads);
+  kube::KubePod pod;
+  pod.uid = "2c48913c-b29f-11e7-9350-020968147796";
+  pod.name = "web";
+  pod.annotations = {{"oomguard.io/v1.sigterm-grace-seconds", "8"}};
+  const auto graceFor = [&](const std::string& namespace_name, uint32_t rule_grace_ms) {
+    pod.namespace_name = namespace_name;
+    workloads.upsert(pod);
+    actuator.actions.clear();
+    config::ActRule rule;
+    rule.action = policies::Action::kKillWorst;
+    rule.sigterm_grace_ms = rule_grace_ms;
+    policies::Outcome outcome;
+    executor->kill("/", candidate(big, "leaker", container), rule, "headroom", fixture.now_us, outcome);
+    executor->releaseVictims(fixture.now_us += 10'000'000);  // past the victim wait: the next kill may follow
+    return actuator.actions.empty() ? "none: " + outcome.detail.value_or("") : actuator.actions.front();
+  };
+  const std::string kill = "kill " + std::to_string(big) + " grace ";
+  EXPECT_EQ(graceFor("team-a", 0), kill + "0") << "the operator kills at once: so does the tenant's pod";
+  EXPECT_EQ(graceFor("team-a", 3000), kill + "3000") << "8 s asked, 3 s allowed";
+  EXPECT_EQ(graceFor("team-a", 20000), kill + "8000");
+  EXPECT_EQ(graceFor("platform", 0), kill + "8000") << "a protected namespace's own grace stands";
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -153,4 +154,24 @@ TEST(HttpServer, AnAddressInUseSaysSoWithTheErrno) {
 }
 
 }  // namespace
+TEST(HttpServer, HealthzFailsWhenTheDecisionLoopStopsTurning) {
+  // Issue 16: /healthz answered from the server's thread even when the decision loop was stuck.
+  PrometheusMetrics metrics(10, "test", "6.12");
+  metrics.serve("127.0.0.1:0");
+  metrics.serveHealth("127.0.0.1:0");
+  const auto ports = metrics.listeningPorts();
+  ASSERT_EQ(ports.size(), 2U);
+  const auto health_port = static_cast<uint16_t>(ports[1]);
+  EXPECT_EQ(request(health_port, "/healthz").status, 200);
+  EXPECT_EQ(request(health_port, "/metrics").status, 404) << "the health listener serves /healthz only";
+  metrics.setLoopStallLimit(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  const auto stalled = request(health_port, "/healthz");
+  EXPECT_EQ(stalled.status, 503);
+  EXPECT_NE(stalled.body.find("decision loop stalled"), std::string::npos) << stalled.body;
+  EXPECT_EQ(request(static_cast<uint16_t>(ports[0]), "/healthz").status, 503) << "the metrics listener's too";
+  metrics.loopTurned();
+  EXPECT_EQ(request(health_port, "/healthz").status, 200);
+}
+
 }  // namespace oomguard::guardian::exporter

@@ -354,7 +354,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadAnnotation{"pressure_form", "oomguard.io/v1.pressure-limit", "full 20 5s",
                       "expected \"<some|full>"},
         BadAnnotation{"pressure_extra", "oomguard.io/v1.pressure-limit", "full 20% 5s now", "expected"},
-        BadAnnotation{"pressure_zero", "oomguard.io/v1.pressure-limit", "some 0% 5s", "must be above 0%"},
+        BadAnnotation{"pressure_zero", "oomguard.io/v1.pressure-limit", "some 0% 5s", "must be at least 1%"},
+        // Issue 16: a share of 0.0001% was accepted, a limit that fires on any stall at all.
+        BadAnnotation{"pressure_tiny", "oomguard.io/v1.pressure-limit", "some 0.0001% 5s", "must be at least 1%"},
         BadAnnotation{"pressure_over", "oomguard.io/v1.pressure-limit", "some 100.5% 5s", "at most 100%"},
         BadAnnotation{"pressure_long", "oomguard.io/v1.pressure-limit", "some 10% 61s", "from 1s to 60s"},
         BadAnnotation{"pressure_ms", "oomguard.io/v1.pressure-limit", "some 10% 500ms", "from 1s to 60s"},
@@ -375,12 +377,14 @@ TEST(TenantSafety, RefusedEscalationFromANamespaceNotAllowlisted) {
       {"oomguard.io/v1.oom-score-adj", "-500"},
       {"oomguard.io/v1.preference", "omit"},
       {"oomguard.io/v1.sigterm-grace-seconds", "60"},
-      {"oomguard.io/v1.oom-group", "false"},             // only changes how this pod dies: allowed
+      // Undoes kubelet's per-container group kill: later OOM kills could land on neighbours' processes.
+      {"oomguard.io/v1.oom-group", "false"},
+      {"oomguard.io/v1.oom-group.app", "true"},          // only changes how this pod dies: allowed
       {"oomguard.io/v1.pressure-limit", "some 20% 5s"},  // a limit on itself: allowed
   });
   const EffectivePolicy tenant_pod = effectivePolicy(wanted, "team-a", tenant, 900);
   EXPECT_TRUE(tenant_pod.invalid.empty());
-  ASSERT_EQ(tenant_pod.refused.size(), 4U);
+  ASSERT_EQ(tenant_pod.refused.size(), 5U);
   std::vector<std::string> keys;
   for (const AnnotationIssue& issue : tenant_pod.refused) {
     keys.push_back(issue.key);
@@ -389,12 +393,15 @@ TEST(TenantSafety, RefusedEscalationFromANamespaceNotAllowlisted) {
   }
   EXPECT_EQ(keys,
             (std::vector<std::string>{"oomguard.io/v1.protection", "oomguard.io/v1.oom-score-adj",
-                                      "oomguard.io/v1.preference", "oomguard.io/v1.sigterm-grace-seconds"}));
+                                      "oomguard.io/v1.preference", "oomguard.io/v1.sigterm-grace-seconds",
+                                      "oomguard.io/v1.oom-group"}));
+  EXPECT_FALSE(tenant_pod.policy.oom_group.has_value());
+  EXPECT_EQ(tenant_pod.policy.container_oom_group, (std::map<std::string, bool>{{"app", true}}));
   EXPECT_EQ(tenant_pod.refused[1].value, "-500");
   EXPECT_NE(tenant_pod.refused[1].reason.find("below kubelet's 900"), std::string::npos);
   // Every refused field is back at its default; nothing else changed.
   WorkloadPolicy expected;
-  expected.oom_group = false;
+  expected.container_oom_group = {{"app", true}};
   expected.pressure_limit = PressureLimit{PressureKind::kSome, 20, 5};
   EXPECT_EQ(tenant_pod.policy, expected);
   EXPECT_EQ(containerOomScoreAdj(tenant_pod.policy, 900), 900);

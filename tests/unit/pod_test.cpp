@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "guardian/kube/annotations.hpp"
 #include "guardian/kube/pod.hpp"
 
 namespace oomguard::guardian::kube {
@@ -154,8 +157,7 @@ TEST(ParsePod, RealPodObject) {
   EXPECT_EQ(pod->name, "checkout-6c9f7d8b5-q7x2m");
   EXPECT_EQ(pod->resource_version, "48213377");
   EXPECT_EQ(pod->annotations,
-            (std::map<std::string, std::string>{{"kubectl.kubernetes.io/restartedAt", "2024-05-02T09:12:44Z"},
-                                                {"oomguard.io/v1.protection", "high"},
+            (std::map<std::string, std::string>{{"oomguard.io/v1.protection", "high"},  // only oomguard.io/ kept
                                                 {"oomguard.io/v1.pressure-limit", "full 20% 5s"}}));
   EXPECT_EQ(pod->qos_class, "Burstable");
   EXPECT_EQ(pod->priority, 100000);
@@ -192,14 +194,14 @@ TEST(ParsePod, MinimalPodHasEmptyOptionalFields) {
 
 TEST(ParsePod, ToleratesUnexpectedTypesInOptionalFields) {
   const auto pod = parsePod(R"({"metadata":{"uid":"u-1","name":"p","namespace":"n","resourceVersion":7,
-      "annotations":{"a":"b","n":5,"o":{}}},
+      "annotations":{"oomguard.io/v1.protection":"low","oomguard.io/v1.preference":5,"oomguard.io/v1.oom-group":{}}},
       "spec":{"priority":"high","containers":[{"name":"c","resources":{"requests":{"memory":"lots"}}},
                                               {"name":"d","resources":{"requests":{"memory":"1Ki"}}}, 5]},
       "status":{"qosClass":3,"containerStatuses":{"name":"x"},"initContainerStatuses":[{"containerID":"x"}]},
       "unknownField":[1,2,3]})");
   ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_EQ(pod->resource_version, "");
-  EXPECT_EQ(pod->annotations, (std::map<std::string, std::string>{{"a", "b"}}));
+  EXPECT_EQ(pod->annotations, (std::map<std::string, std::string>{{"oomguard.io/v1.protection", "low"}}));
   EXPECT_FALSE(pod->priority.has_value());
   EXPECT_EQ(pod->qos_class, "");
   EXPECT_TRUE(pod->containers.empty());
@@ -230,4 +232,42 @@ TEST(ParsePod, RefusesObjectsWithoutIdentity) {
 }
 
 }  // namespace
+TEST(ParsePod, AnnotationsAreBoundedByDesign) {
+  // Issue 16: a pod with 10,000 annotations under oomguard.io/ (190 KB) grew the daemon by 40 MiB and
+  // stalled its loop for seconds. The cache holds the known keys, 64 oom-group.<container> keys and 4
+  // unknown ones (to report them); values are cut to 256 bytes; other annotations are not held at all.
+  nlohmann::json annotations = nlohmann::json::object();
+  for (int i = 0; i < 10000; ++i) {
+    annotations["oomguard.io/v1.x" + std::to_string(i)] = "v";
+    annotations["oomguard.io/v1.oom-group.c" + std::to_string(i)] = "true";
+    annotations["example.com/other-" + std::to_string(i)] = std::string(100, 'o');
+  }
+  annotations["oomguard.io/v1.protection"] = "low";
+  annotations["oomguard.io/v1.preference"] = std::string(100000, 'p');
+  const nlohmann::json object = {{"metadata", {{"uid", "u"}, {"name", "p"}, {"namespace", "n"}, {"annotations", annotations}}}};
+  const auto pod = parsePodObject(object);
+  ASSERT_TRUE(pod) << pod.error().message;
+  EXPECT_EQ(pod->annotations.size(), 2U + kMaxContainerOomGroupKeys + kMaxUnknownAnnotationKeys);
+  EXPECT_EQ(pod->annotations_dropped, 20000U - kMaxContainerOomGroupKeys - kMaxUnknownAnnotationKeys);
+  EXPECT_EQ(pod->annotations.at("oomguard.io/v1.protection"), "low");
+  const std::string& cut = pod->annotations.at("oomguard.io/v1.preference");
+  EXPECT_EQ(cut.size(), kMaxAnnotationValueBytes);
+  EXPECT_EQ(cut.substr(cut.size() - 3), "...");
+  EXPECT_EQ(std::count_if(pod->annotations.begin(), pod->annotations.end(),
+                          [](const auto& entry) { return entry.first.rfind("oomguard.io/", 0) != 0; }),
+            0);
+}
+
+TEST(ParsePod, FinishedPodsAreKnownAsSuch) {
+  for (const char* phase : {"Succeeded", "Failed"}) {
+    const auto pod = parsePod(std::string(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"status":{"phase":")") +
+                              phase + R"("}})");
+    ASSERT_TRUE(pod);
+    EXPECT_TRUE(pod->finished()) << phase;
+  }
+  const auto running = parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},"status":{"phase":"Running"}})");
+  ASSERT_TRUE(running);
+  EXPECT_FALSE(running->finished());
+}
+
 }  // namespace oomguard::guardian::kube

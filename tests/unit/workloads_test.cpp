@@ -98,7 +98,7 @@ TEST(Workloads, KubeletFormulaIsTheBaseline) {
 }
 
 TEST(Workloads, SacrificialAndGroupAnnotationsApply) {
-  Workloads workloads(allowing({}), kMemTotalBytes);
+  Workloads workloads(allowing({"batch"}), kMemTotalBytes);  // oom-group "false" needs a protected namespace
   const auto update =
       workloads.upsert(burstablePod("batch", {{"oomguard.io/v1.protection", "sacrificial"},
                                               {"oomguard.io/v1.oom-group", "true"},
@@ -246,4 +246,38 @@ TEST(KubernetesConfig, ErrorsNameTheJsonPath) {
 }
 
 }  // namespace
+TEST(Workloads, AnnotationIssuesAreOnePerKeyReplacedNotAppended) {
+  // Issue 16: each distinct issue was appended to a per-pod list that was never pruned and searched
+  // linearly; a changed value was a new issue. Now: one issue per key, replaced, reported once.
+  Workloads workloads(allowing({}), kMemTotalBytes);
+  size_t reported = 0;
+  for (int update = 0; update < 50; ++update) {
+    std::map<std::string, std::string> annotations;
+    for (int i = 0; i < 60; ++i) {
+      annotations["oomguard.io/v1.oom-group.c" + std::to_string(i)] = "maybe-" + std::to_string(update);
+    }
+    const auto result = workloads.upsert(burstablePod("shop", annotations));
+    reported += result.new_invalid.size();
+    // The same object again: nothing new.
+    EXPECT_TRUE(workloads.upsert(burstablePod("shop", annotations)).new_invalid.empty());
+  }
+  EXPECT_EQ(reported, 50U * 60U) << "a changed value is news once";
+  // A fixed annotation is forgotten: the same bad value later is news again.
+  workloads.upsert(burstablePod("shop", {}));
+  EXPECT_EQ(workloads.upsert(burstablePod("shop", {{"oomguard.io/v1.protection", "bogus"}})).new_invalid.size(), 1U);
+  workloads.upsert(burstablePod("shop", {}));
+  EXPECT_EQ(workloads.upsert(burstablePod("shop", {{"oomguard.io/v1.protection", "bogus"}})).new_invalid.size(), 1U);
+}
+
+TEST(Workloads, KeysOverTheBoundAreOneIssue) {
+  Workloads workloads(allowing({}), kMemTotalBytes);
+  KubePod pod = burstablePod("shop", {});
+  pod.annotations_dropped = 9936;
+  const auto update = workloads.upsert(pod);
+  ASSERT_EQ(update.new_invalid.size(), 1U);
+  EXPECT_EQ(update.new_invalid[0].key, "oomguard.io/*");
+  EXPECT_NE(update.new_invalid[0].reason.find("at most 64 oom-group.<container> keys"), std::string::npos)
+      << update.new_invalid[0].reason;
+}
+
 }  // namespace oomguard::guardian::kube

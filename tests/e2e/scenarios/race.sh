@@ -14,11 +14,13 @@
 # The guest has 1 vCPU under TCG, so "full" is what emulation allows (the figures give the rate seen).
 # leakwatch times each leak's start and death and the leaker's end; vmstat oom_kill and the kernel log
 # say whether the kernel's OOM killer fired; each contender's own log says whom it signalled. race.check.py
-# judges. Args: [TRIALS].
+# judges. Args: [TRIALS [CELLS]].
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
 
 TRIALS=${1:-5}
+ONLY=${2:-}  # a manual run may name the cells to run (space-separated); the check then reports the rest missing
+KILL_CAP=""
 command -v oomguard >/dev/null || fail "oomguard is not in the guest"
 command -v earlyoom >/dev/null || fail "earlyoom is not in the guest (vmrun --deb earlyoom)"
 command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
@@ -73,7 +75,11 @@ start_contender() {
     oomguard)
       OUT=$2
       DAEMON_LOG=$2/daemon.jsonl
-      daemon_start "$(cat "$VMRUN_RECOMMENDED_CONFIG")"
+      if [ -n "$KILL_CAP" ]; then
+        daemon_start "$(sed "s/\"mode\": \"act\",/\"mode\": \"act\", \"policy\": {\"max_kills_per_minute\": $KILL_CAP},/" "$VMRUN_RECOMMENDED_CONFIG")"
+      else
+        daemon_start "$(cat "$VMRUN_RECOMMENDED_CONFIG")"
+      fi
       CONTENDER_PID=$DAEMON_PID
       ;;
   esac
@@ -110,6 +116,7 @@ leak_args() {
 
 # cell NAME DOMAIN RATE CONTENDER LEAKERS: TRIALS leaks against one contender.
 cell() {
+  case " $ONLY " in *" $1 "*|"  ") ;; *) return 0 ;; esac
   cdir="$SHARE/cells/$1"
   mkdir -p "$cdir"
   {
@@ -191,9 +198,17 @@ for domain in memcg host; do
     done
   done
 done
+# The one tuned setting of this scenario: the several-leakers cell packs its warm-up and trials, three
+# kills each, into about 15 s, and the default kill cap (6 a minute, across all domains: a storm guard)
+# held oomguard back from the third trial on while the kernel killed the leakers (1/5 won). On a node,
+# incidents like these are minutes apart; the cap is raised so that the cell measures the chain of
+# kills (one victim at a time, the next as soon as its memory is back), not the cap. Every other cell
+# runs the recommended config as it is.
+KILL_CAP=60
 for contender in kernel oomguard; do
   cell "memcg-several-$contender" memcg medium "$contender" 3
 done
+KILL_CAP=""
 [ -n "$INNOCENT" ] && kill_pids "$INNOCENT"
 INNOCENT=""
 cg_remove "$CGROOT/race"
