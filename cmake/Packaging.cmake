@@ -8,7 +8,8 @@
 
 find_package(Python3 COMPONENTS Interpreter)
 set(OOMGUARD_MAN_DIR ${CMAKE_BINARY_DIR}/man)
-set(OOMGUARD_MAN_PAGES oomguard oomguard-top oomguard-explain oomguard-doctor oomguard-run oomguard-check-config)
+set(OOMGUARD_MAN_PAGES oomguard oomguard-top oomguard-explain oomguard-explain-oom oomguard-doctor oomguard-run
+                       oomguard-health oomguard-check-config)
 set(man_outputs "")
 foreach(page IN LISTS OOMGUARD_MAN_PAGES)
   list(APPEND man_outputs ${OOMGUARD_MAN_DIR}/${page}.1.gz)

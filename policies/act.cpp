@@ -297,7 +297,8 @@ std::optional<VictimInProgress> KillGate::blocking(const std::string& domain, ui
   return std::nullopt;
 }
 
-std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t now_us) const {
+std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t now_us,
+                                             const std::string& budget) const {
   if (const auto victim = blocking(domain, now_us)) {
     const uint64_t waited_ms = (now_us - std::min(now_us, victim->since_us)) / 1000;
     const std::string who = victim->pid != 0 ? "victim " + std::to_string(victim->pid) : "the kernel's victim";
@@ -305,22 +306,29 @@ std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t
            std::to_string(waited_ms) + " ms ago) to release its memory: one OOM, one victim";
   }
   constexpr uint64_t kMinuteUs = 60'000'000;
+  const auto found = budget.empty() ? tenant_kills_us_.end() : tenant_kills_us_.find(budget);
+  if (!budget.empty() && found == tenant_kills_us_.end()) {
+    return std::nullopt;
+  }
+  const std::deque<uint64_t>& kills = budget.empty() ? recent_kills_us_ : found->second;
   size_t in_last_minute = 0;
-  for (const uint64_t at : recent_kills_us_) {
+  for (const uint64_t at : kills) {
     in_last_minute += now_us - at < kMinuteUs ? 1 : 0;
   }
   if (in_last_minute >= max_per_minute_) {
-    return "kill cap reached: " + std::to_string(in_last_minute) + " kills in the last minute";
+    return (budget.empty() ? "kill cap reached: " : "the pod's own kill cap reached: ") +
+           std::to_string(in_last_minute) + " kills in the last minute";
   }
   return std::nullopt;
 }
 
-void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {
+void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget) {
   victims_.push_back(VictimInProgress{cgroup, pid, false, now_us});
-  recent_kills_us_.push_back(now_us);
+  std::deque<uint64_t>& kills = budget.empty() ? recent_kills_us_ : tenant_kills_us_[budget];
+  kills.push_back(now_us);
   constexpr uint64_t kMinuteUs = 60'000'000;
-  while (!recent_kills_us_.empty() && now_us - recent_kills_us_.front() >= kMinuteUs) {
-    recent_kills_us_.pop_front();
+  while (!kills.empty() && now_us - kills.front() >= kMinuteUs) {
+    kills.pop_front();
   }
 }
 
@@ -351,6 +359,10 @@ void KillGate::releaseCgroup(const std::string& cgroup) {
 
 void KillGate::expire(uint64_t now_us) {
   std::erase_if(victims_, [&](const VictimInProgress& v) { return now_us - std::min(now_us, v.since_us) >= victim_wait_us_; });
+  constexpr uint64_t kMinuteUs = 60'000'000;
+  std::erase_if(tenant_kills_us_, [&](const auto& entry) {
+    return entry.second.empty() || now_us - std::min(now_us, entry.second.back()) >= kMinuteUs;
+  });
 }
 
 void GrowthTracker::sample(pid_t pid, uint64_t now_us, long pages) {

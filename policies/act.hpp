@@ -125,18 +125,22 @@ struct VictimInProgress {
 // victim ends when the caller releases it (it saw the process gone, its address space torn down), or
 // after `victim_wait_us` (the kernel's oom_reaper likewise gives up on a stuck victim after about a
 // second and lets the next selection run). The storm guard stays: at most `max_per_minute` kills in
-// any 60 s over all domains.
+// any 60 s over all domains. Kills a tenant asked for (a pod's own pressure limit) have budgets of their
+// own, one per `budget` key (the pod's cgroup), `max_per_minute` each: a tenant that keeps tripping its
+// own limit never holds back the node's kills, nor another tenant's.
 class KillGate {
  public:
   KillGate(uint64_t victim_wait_us, size_t max_per_minute)
       : victim_wait_us_(victim_wait_us), max_per_minute_(max_per_minute) {}
   // nullopt when a kill in `domain` may happen now, else why not ("waiting on victim 123 ...", "kill
   // cap reached ..."). Victims past their wait are treated as ended.
-  [[nodiscard]] std::optional<std::string> refusal(const std::string& domain, uint64_t now_us) const;
+  // `budget`: empty for the node's cap, else the tenant budget the kill would spend.
+  [[nodiscard]] std::optional<std::string> refusal(const std::string& domain, uint64_t now_us,
+                                                   const std::string& budget = "") const;
   // The victim in progress that blocks `domain` now, if any (the oldest).
   [[nodiscard]] std::optional<VictimInProgress> blocking(const std::string& domain, uint64_t now_us) const;
   // oomguard killed `pid` (0 for a cgroup kill) in `cgroup`; counts toward the per-minute cap.
-  void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us);
+  void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget = "");
   // The kernel killed in `cgroup`: `pid` 0 when only memory.events said so (then `cgroup` is the
   // subtree it happened in). A report that names the task replaces the unknown entries it explains
   // (those whose subtree holds `cgroup`).
@@ -153,6 +157,7 @@ class KillGate {
   size_t max_per_minute_;
   std::vector<VictimInProgress> victims_;
   std::deque<uint64_t> recent_kills_us_;
+  std::map<std::string, std::deque<uint64_t>> tenant_kills_us_;  // by budget key; pruned by expire()
 };
 
 // Charge growth per process over a trend window, from successive samples.

@@ -1,10 +1,12 @@
-// The read-only commands: `top`, `explain`, `doctor`. Each returns the process exit code
+// The read-only commands: `top`, `explain`, `doctor`, `explain-oom`. Each returns the process exit code
 // (0 success, 1 runtime failure, 2 bad usage) and writes only to the streams it is given.
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <iosfwd>
+#include <optional>
 #include <string>
 
 #include "guardian/io/node.hpp"
@@ -28,6 +30,20 @@ struct ExplainOptions {
   bool json = false;
 };
 int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out, std::ostream& err);
+
+struct ExplainOomOptions {
+  std::string input = "-";  // a file, or "-" for `in`
+  bool json = false;
+  // What a report does not print (see OomAssumptions): unset means assumed, and the output says what.
+  std::optional<long> vm_swappiness;
+  std::optional<uint64_t> total_swap_kb;
+  std::optional<uint64_t> page_size_bytes;
+};
+// Replays the kernel OOM reports in a kernel log (dmesg, journalctl -k, /dev/kmsg records or bare
+// messages, mixed as they come) and explains each with the project's model. 0 when every report found
+// is whole; 1 when there is none, when one is cut short (the others are still explained), or when the
+// input cannot be read.
+int runExplainOom(const ExplainOomOptions& options, std::istream& in, std::ostream& out, std::ostream& err);
 
 struct DoctorOptions {
   bool json = false;

@@ -55,6 +55,22 @@ int runMain(int argc, char** argv) {
   explain->add_option("pid", explain_options.pid, "The process")->required()->check(CLI::PositiveNumber);
   explain->add_flag("--json", explain_options.json, "JSON output");
 
+  ExplainOomOptions explain_oom_options;
+  auto* explain_oom = app.add_subcommand(
+      "explain-oom", "Replay a kernel OOM report (dmesg, journalctl -k, /dev/kmsg): why the kernel killed what it killed");
+  explain_oom->add_option("file", explain_oom_options.input, "The kernel log, or - for standard input")
+      ->required()
+      ->check([](std::string value) { return value == "-" ? std::string() : CLI::ExistingFile(value); });
+  explain_oom->add_flag("--json", explain_oom_options.json, "JSON output");
+  explain_oom->add_option("--swappiness", explain_oom_options.vm_swappiness,
+                          "vm.swappiness of the reporting machine (a memcg report lacks it; default: assumed 60)")
+      ->check(CLI::Range(0L, 200L));
+  explain_oom->add_option("--total-swap-kb", explain_oom_options.total_swap_kb,
+                          "SwapTotal of the reporting machine in kB (a memcg report lacks it; default: assumed 0)");
+  explain_oom->add_option("--page-size", explain_oom_options.page_size_bytes,
+                          "Page size of the reporting machine in bytes (default: inferred from the report, else 4096)")
+      ->check(CLI::IsMember({4096UL, 16384UL, 65536UL}));
+
   DoctorOptions doctor_options;
   auto* doctor = app.add_subcommand("doctor", "This node's OOM behaviour in plain words, with warnings");
   doctor->add_flag("--json", doctor_options.json, "JSON output");
@@ -97,6 +113,9 @@ int runMain(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (explain_oom->parsed()) {
+    return runExplainOom(explain_oom_options, std::cin, std::cout, std::cerr);
+  }
   io::Node node(proc_root, cgroup_root);
   if (top->parsed()) {
     top_options.by_cgroup = top_by == "cgroup";

@@ -72,6 +72,8 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   outcome.target = policies::Target{victim, resolved.pod != nullptr, resolved.labels.namespace_name,
                                     resolved.labels.pod, resolved.labels.container};
   // What every kill does once the actuator has answered.
+  // A kill the pod asked for (its own pressure limit) spends the pod's budget, not the node's.
+  const std::string budget = reason_kind == kPodPressureReason ? domain : std::string();
   auto finish = [&](const io::ActionResult& result, std::shared_ptr<io::PinnedProcess> pinned,
                     const std::string& killed_cgroup) {
     outcome.result = result.ok ? (options_.dry_run ? DecisionResult::kDryRun : DecisionResult::kKilled)
@@ -94,10 +96,10 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
       ++stats_.kills;
       // One OOM, one victim: the domains that hold it wait until its memory is back.
       if (pinned) {
-        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us);
+        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us, budget);
         victim_pins_[pinned->pid()] = std::move(pinned);
       } else {
-        gate_.recordKill(killed_cgroup, 0, now_us);
+        gate_.recordKill(killed_cgroup, 0, now_us, budget);
         killed_cgroups_.insert(killed_cgroup);
       }
     }
@@ -279,7 +281,14 @@ void Executor::applyProtections(const HostScan& scan, const std::vector<std::str
           scan.processes[found->second].oom_score_adj == wanted_adj) {
         continue;
       }
-      const auto result = actuator_.setOomScoreAdj(pid, wanted_adj);
+      // Through a verified pin: the pinned process started before the scan read it, so it is the one
+      // the scan saw (not a new process under a recycled pid).
+      auto pinned = actuator_.pin(pid);
+      const auto started = pinned ? node_.procfs().readStartTimeTicks(pid) : cgroupfs::Result<uint64_t>(pinned.error());
+      if (!pinned || !started || started.value() > scan.read_boot_ticks) {
+        continue;  // gone, or a recycled pid: the next refresh sees it as it is
+      }
+      const auto result = actuator_.setOomScoreAdj(pinned.value(), wanted_adj);
       if (options_.dry_run && result.ok) {
         intended_adj_[pid] = wanted_adj;  // what act mode's model would read back from /proc
       }

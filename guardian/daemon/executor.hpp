@@ -27,6 +27,10 @@
 
 namespace oomguard::guardian::daemon {
 
+// The reason_kind of a kill a pod's own pressure limit asked for (Executor::kill): it spends a budget of
+// the pod's own (policies::KillGate), never the node's.
+inline constexpr const char* kPodPressureReason = "pod_pressure";
+
 class Executor {
  public:
   Executor(io::Node& node, io::Actuator& actuator, const config::Config& config, const DaemonOptions& options,

@@ -361,7 +361,7 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
     log_.write("pod_pressure", line);
     return;
   }
-  if (auto refusal = executor_.gate().refusal(entry.cgroup, now_us)) {
+  if (auto refusal = executor_.gate().refusal(entry.cgroup, now_us, entry.cgroup)) {
     ++stats_.kills_held;
     line["result"] = "held";
     line["held_by"] = *refusal;
@@ -418,7 +418,7 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
     line["chosen_because"] = choice.reason;
   }
   policies::Outcome outcome;
-  executor_.kill(entry.cgroup, victim, rule, "pod_pressure", now_us, outcome);
+  executor_.kill(entry.cgroup, victim, rule, kPodPressureReason, now_us, outcome);
   DecisionLog::appendOutcome(outcome, line);
   log_.write("pod_pressure", line);
 }

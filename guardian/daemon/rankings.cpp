@@ -101,6 +101,7 @@ void Rankings::sampleGrowth(const std::vector<cgroupfs::ProcessSnapshot>& proces
 HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
                            const std::vector<std::string>& limited) {
   const uint64_t now_us = clock_.monotonic_us();
+  const uint64_t read_boot_ticks = clock_.boot_ticks();
   const uint64_t previous_us = refreshed_us_;
   refreshed_us_ = now_us;
   const size_t keep_count = keep();
@@ -126,7 +127,7 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
     state.domain = host.domain;
     record(state, std::move(top), clock_.monotonic_us());  // stamped once its data is read
   }
-  HostScan scan{std::move(host.processes), {}};
+  HostScan scan{std::move(host.processes), {}, read_boot_ticks};
   scan.by_pid.reserve(scan.processes.size());
   for (size_t i = 0; i < scan.processes.size(); ++i) {
     scan.by_pid[scan.processes[i].pid] = i;

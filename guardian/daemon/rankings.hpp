@@ -41,6 +41,8 @@ struct DomainState {
 struct HostScan {
   std::vector<cgroupfs::ProcessSnapshot> processes;
   std::unordered_map<pid_t, size_t> by_pid;
+  // The boot-clock tick the scan started at: a process that started later holds a recycled pid.
+  uint64_t read_boot_ticks = 0;
 };
 
 class Rankings {

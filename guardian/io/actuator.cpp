@@ -230,8 +230,22 @@ ActionResult SystemActuator::killCgroup(const std::string& cgroup) {
                      " rounds (" + std::to_string(signalled) + " signalled)"};
 }
 
-ActionResult SystemActuator::setOomScoreAdj(pid_t pid, int oom_score_adj) {
-  return writeText(proc_root_ + "/" + std::to_string(pid) + "/oom_score_adj", std::to_string(oom_score_adj));
+ActionResult SystemActuator::setOomScoreAdj(const std::shared_ptr<PinnedProcess>& process, int oom_score_adj) {
+  const std::string path = proc_root_ + "/" + std::to_string(process->pid()) + "/oom_score_adj";
+  const cgroupfs::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    const int error = errno;
+    return {error == ENOENT || error == ESRCH, error == ENOENT || error == ESRCH ? "gone" : path + ": " + errnoText(error)};
+  }
+  if (process->pinned() && process->exited()) {
+    return {true, "gone"};  // the file may belong to a new process under the same pid: not written
+  }
+  const std::string text = std::to_string(oom_score_adj);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    const int error = errno;
+    return {error == ESRCH, error == ESRCH ? "gone" : path + ": " + errnoText(error)};
+  }
+  return {true, "wrote \"" + text + "\" to " + path + (process->pinned() ? " (pidfd-verified)" : "")};
 }
 
 ActionResult SystemActuator::setOomGroup(const std::string& cgroup, bool enabled) {
@@ -274,8 +288,9 @@ ActionResult DryRunActuator::killCgroup(const std::string& cgroup) {
   return {true, "dry-run: would write 1 to " + cgroup + "/cgroup.kill"};
 }
 
-ActionResult DryRunActuator::setOomScoreAdj(pid_t pid, int oom_score_adj) {
-  return {true, "dry-run: would set oom_score_adj " + std::to_string(oom_score_adj) + " on pid " + std::to_string(pid)};
+ActionResult DryRunActuator::setOomScoreAdj(const std::shared_ptr<PinnedProcess>& process, int oom_score_adj) {
+  return {true, "dry-run: would set oom_score_adj " + std::to_string(oom_score_adj) + " on pid " +
+                    std::to_string(process->pid())};
 }
 
 ActionResult DryRunActuator::setOomGroup(const std::string& cgroup, bool enabled) {

@@ -54,7 +54,10 @@ class Actuator {
   virtual ActionResult release(const std::shared_ptr<PinnedProcess>& process) = 0;
   // Writes "1" to <cgroup>/cgroup.kill (the whole subtree dies).
   virtual ActionResult killCgroup(const std::string& cgroup) = 0;
-  virtual ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) = 0;
+  // Writes /proc/<pid>/oom_score_adj of the pinned process: the file is opened first, and written only
+  // if the pin says the process is still alive then (a pid cannot be reused while its process lives,
+  // so the file belongs to the pinned process). The caller checked the pin against its snapshot.
+  virtual ActionResult setOomScoreAdj(const std::shared_ptr<PinnedProcess>& process, int oom_score_adj) = 0;
   virtual ActionResult setOomGroup(const std::string& cgroup, bool enabled) = 0;
   // Writes memory.high of `cgroup`: bytes, or nullopt for "max" (no throttling).
   virtual ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) = 0;
@@ -95,7 +98,7 @@ class SystemActuator final : public Actuator {
   ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) override;
   ActionResult release(const std::shared_ptr<PinnedProcess>& process) override;
   ActionResult killCgroup(const std::string& cgroup) override;
-  ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
+  ActionResult setOomScoreAdj(const std::shared_ptr<PinnedProcess>& process, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;
   ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override;
   ActionResult writeSysctl(const std::string& name, long value) override;
@@ -118,7 +121,7 @@ class DryRunActuator final : public Actuator {
   ActionResult kill(const std::shared_ptr<PinnedProcess>& process, uint32_t sigterm_grace_ms) override;
   ActionResult release(const std::shared_ptr<PinnedProcess>& process) override;
   ActionResult killCgroup(const std::string& cgroup) override;
-  ActionResult setOomScoreAdj(pid_t pid, int oom_score_adj) override;
+  ActionResult setOomScoreAdj(const std::shared_ptr<PinnedProcess>& process, int oom_score_adj) override;
   ActionResult setOomGroup(const std::string& cgroup, bool enabled) override;
   ActionResult setMemoryHigh(const std::string& cgroup, std::optional<uint64_t> bytes) override;
   ActionResult writeSysctl(const std::string& name, long value) override;

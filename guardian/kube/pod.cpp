@@ -140,9 +140,16 @@ cgroupfs::Result<KubePod> parsePodObject(const Json& object) {
     }
     for (const Json& container : *statuses) {
       PodContainerRef ref{stringMember(container, "name"), stringMember(container, "containerID")};
-      if (!ref.name.empty()) {
-        pod.containers.push_back(std::move(ref));
+      if (ref.name.empty()) {
+        continue;
       }
+      // After an in-place resize kubelet works from the resources it allocated, not from spec: its
+      // oom_score_adj follows the allocated memory request (status.containerStatuses[].allocatedResources).
+      const std::string allocated = stringMember(objectMember(container, "allocatedResources"), "memory");
+      if (const std::optional<int64_t> bytes = allocated.empty() ? std::nullopt : parseMemoryQuantity(allocated)) {
+        pod.memory_request_bytes[ref.name] = *bytes;
+      }
+      pod.containers.push_back(std::move(ref));
     }
   }
   return pod;

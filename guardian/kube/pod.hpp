@@ -39,7 +39,9 @@ struct KubePod {
   // ("containerd://<id>"; empty until the container has started).
   std::vector<PodContainerRef> containers;
   // spec.containers[].resources.requests.memory, by container name, in bytes (quantities such as "128Mi",
-  // "1G", "500M", "1e9" parsed); containers without a request are absent.
+  // "1G", "500M", "1e9" parsed), replaced by status.containerStatuses[].allocatedResources.memory where the
+  // status has it (an in-place resize: what kubelet allocated is what it computes oom_score_adj from);
+  // containers without a request are absent.
   std::map<std::string, int64_t> memory_request_bytes;
 
   [[nodiscard]] PodRef ref() const { return PodRef{namespace_name, name, uid, containers}; }

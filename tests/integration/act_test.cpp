@@ -91,6 +91,33 @@ TEST(PidfdKill, ARecycledPidIsNeverHit) {
   ::waitpid(second, nullptr, 0);
 }
 
+TEST(PidfdKill, ARecycledPidNeverGetsAnotherProcesssOomScoreAdj) {
+  // Issue 16: oom_score_adj was written by pid. Now through a pin: not written once the pinned process
+  // is gone, even when a new process holds its pid.
+  boost::asio::io_context io;
+  guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
+  const pid_t live = sleeper();
+  auto live_pin = actuator.pin(live);
+  ASSERT_TRUE(live_pin) << live_pin.error().describe();
+  const auto written = actuator.setOomScoreAdj(live_pin.value(), 700);
+  EXPECT_TRUE(written.ok) << written.detail;
+  EXPECT_EQ(readFile("/proc/" + std::to_string(live) + "/oom_score_adj"), "700\n");
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+  const pid_t second = sleeperWithPid(live);
+  if (second < 0) {
+    EXPECT_EQ(actuator.setOomScoreAdj(live_pin.value(), 900).detail, "gone");
+    GTEST_SKIP() << "SKIPPED (the recycled half): clone3 with set_tid is not permitted here ("
+                 << std::strerror(errno) << ")";
+  }
+  ASSERT_EQ(second, live);
+  const std::string before = readFile("/proc/" + std::to_string(second) + "/oom_score_adj");
+  EXPECT_EQ(actuator.setOomScoreAdj(live_pin.value(), 900).detail, "gone");
+  EXPECT_EQ(readFile("/proc/" + std::to_string(second) + "/oom_score_adj"), before) << "the new process was written";
+  ::kill(second, SIGKILL);
+  ::waitpid(second, nullptr, 0);
+}
+
 TEST(PidfdKill, KillsThePinnedProcessAndReleasesItsMemory) {
   boost::asio::io_context io;
   guardian::io::SystemActuator actuator(io, "/proc", "/sys/fs/cgroup");
@@ -215,7 +242,7 @@ TEST_F(OwnCgroup, DryRunTouchesNothing) {
   ASSERT_TRUE(pinned);
   EXPECT_NE(actuator.kill(pinned.value(), 0).detail.find("dry-run: would send SIGKILL"), std::string::npos);
   EXPECT_TRUE(actuator.killCgroup(cgroup).ok);
-  EXPECT_TRUE(actuator.setOomScoreAdj(pid, 1000).ok);
+  EXPECT_TRUE(actuator.setOomScoreAdj(pinned.value(), 1000).ok);
   EXPECT_TRUE(actuator.setOomGroup(cgroup, true).ok);
   EXPECT_TRUE(actuator.writeSysctl("vm.panic_on_oom", 2).ok);
   EXPECT_TRUE(actuator.panic().ok);

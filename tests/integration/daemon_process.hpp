@@ -83,6 +83,7 @@ class DaemonProcess {
   }
 
   void signal(int number) const { ::kill(pid_, number); }
+  [[nodiscard]] pid_t pid() const { return pid_; }
 
   // Waits for exit; returns the exit status (or -1 on timeout).
   int waitExit(std::chrono::milliseconds timeout) {

@@ -47,8 +47,9 @@ class RecordingActuator final : public guardian::io::Actuator {
     actions.push_back("kill-cgroup " + cgroup);
     return {true, "recorded"};
   }
-  guardian::io::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
-    actions.push_back("adj " + std::to_string(pid) + " " + std::to_string(adj));
+  guardian::io::ActionResult setOomScoreAdj(const std::shared_ptr<guardian::io::PinnedProcess>& process,
+                                            int adj) override {
+    actions.push_back("adj " + std::to_string(process->pid()) + " " + std::to_string(adj));
     return {true, "recorded"};
   }
   guardian::io::ActionResult setOomGroup(const std::string& cgroup, bool on) override {

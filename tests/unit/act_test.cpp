@@ -236,6 +236,30 @@ TEST(KillGate, TheCapHoldsEveryDomain) {
   EXPECT_FALSE(gate.refusal("/d", 60'000'001));  // the first kill left the window
 }
 
+TEST(KillGate, ATenantsOwnKillsSpendItsOwnBudget) {
+  // Issue 16: a tenant that kept tripping its own pressure-limit used up the node-wide cap (6 a minute)
+  // and the host's kills were held. Its kills now spend a budget of the pod's own.
+  KillGate gate(2'000'000, 3);
+  const std::string pod = "/kubepods.slice/kubepods-pod1.slice";
+  uint64_t now_us = 0;
+  for (pid_t pid = 10; pid < 13; ++pid) {
+    ASSERT_FALSE(gate.refusal(pod, now_us, pod));
+    gate.recordKill(pod + "/c", pid, now_us, pod);
+    gate.release(pid);
+    now_us += 1'000'000;
+  }
+  ASSERT_TRUE(gate.refusal(pod, now_us, pod));
+  EXPECT_NE(gate.refusal(pod, now_us, pod)->find("the pod's own kill cap"), std::string::npos);
+  EXPECT_FALSE(gate.refusal("/", now_us)) << "the node's cap is untouched";
+  EXPECT_FALSE(gate.refusal("/kubepods.slice/kubepods-pod2.slice", now_us, "/kubepods.slice/kubepods-pod2.slice"))
+      << "another tenant's budget is untouched";
+  // The node's own kills do not spend the tenant's budget either; a minute later the pod's is back.
+  gate.recordKill("/", 99, now_us);
+  gate.release(99);
+  gate.expire(now_us + 60'000'000);
+  EXPECT_FALSE(gate.refusal(pod, now_us + 60'000'000, pod));
+}
+
 TEST(KillGate, ACgroupKillIsReleasedWhenTheCgroupIsEmpty) {
   KillGate gate(2'000'000, 10);
   gate.recordKill("/pod/app", 0, 0);

@@ -39,8 +39,8 @@ class FakeActuator final : public io::Actuator {
     return {true, "released", reaps};
   }
   io::ActionResult killCgroup(const std::string& cgroup) override { return record("kill-cgroup " + cgroup); }
-  io::ActionResult setOomScoreAdj(pid_t pid, int adj) override {
-    return record("adj " + std::to_string(pid) + " " + std::to_string(adj));
+  io::ActionResult setOomScoreAdj(const std::shared_ptr<io::PinnedProcess>& process, int adj) override {
+    return record("adj " + std::to_string(process->pid()) + " " + std::to_string(adj));
   }
   io::ActionResult setOomGroup(const std::string& cgroup, bool on) override {
     return record("oom.group " + cgroup + (on ? " 1" : " 0"));

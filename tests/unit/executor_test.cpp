@@ -129,10 +129,17 @@ TEST_F(ExecutorTest, ProtectionsAreWrittenOnlyInModeAct) {
   process.pid = big;
   scan.processes.push_back(process);
   scan.by_pid[big] = 0;
+  scan.read_boot_ticks = fixture.boot_ticks;
   executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
   EXPECT_TRUE(actuator.actions.empty());
 
   start(R"({"mode": "act", )" + rules);
+  // The process under this pid started (tick 50'000) after a scan read at tick 40'000: a recycled pid,
+  // not the process the scan saw. Nothing is written to it.
+  scan.read_boot_ticks = 40'000;
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_TRUE(actuator.actions.empty());
+  scan.read_boot_ticks = fixture.boot_ticks;
   executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"adj " + std::to_string(big) + " -500"}));
   EXPECT_EQ(stats.protections_applied, 1U);

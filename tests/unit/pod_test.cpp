@@ -270,4 +270,17 @@ TEST(ParsePod, FinishedPodsAreKnownAsSuch) {
   EXPECT_FALSE(running->finished());
 }
 
+TEST(ParsePod, AnInPlaceResizeIsReadFromTheAllocatedResources) {
+  // Issue 16: the baseline oom_score_adj came from spec requests; after an in-place resize kubelet uses
+  // what it allocated (status.containerStatuses[].allocatedResources).
+  const auto pod = parsePod(R"({"metadata":{"uid":"u","name":"p","namespace":"n"},
+      "spec":{"containers":[{"name":"app","resources":{"requests":{"memory":"1Gi"}}},
+                            {"name":"side","resources":{"requests":{"memory":"64Mi"}}}]},
+      "status":{"containerStatuses":[{"name":"app","allocatedResources":{"cpu":"1","memory":"256Mi"}},
+                                     {"name":"side"}]}})");
+  ASSERT_TRUE(pod) << pod.error().message;
+  EXPECT_EQ(pod->memory_request_bytes.at("app"), 256LL << 20) << "allocated, not spec";
+  EXPECT_EQ(pod->memory_request_bytes.at("side"), 64LL << 20) << "spec, where nothing was allocated";
+}
+
 }  // namespace oomguard::guardian::kube
