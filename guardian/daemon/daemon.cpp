@@ -318,6 +318,10 @@ void Daemon::onKmsg(const std::string& record) {
     if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
       // One OOM, one victim: wait on the kernel's victim until it is gone, as the kernel itself does.
       const auto& kill = checked->kill;
+      // Attributed to the workload whose cgroup the victim was in: counted and, in a pod, an Event.
+      const std::string where = kill.summary.task_memcg.value_or(checked->domain);
+      metrics_.countOomKill(pods_.labelsOf(where), "kernel", kill.summary.constraint);
+      pods_.reportKernelKill(where, DecisionLog::kernelKillText(*checked));
       if (kill.victim.pid > 0) {
         executor_.recordKernelKill(kill.summary.task_memcg ? *kill.summary.task_memcg : checked->domain,
                                    kill.victim.pid, clock_.monotonic_us());
@@ -364,6 +368,7 @@ void Daemon::requestRefresh() {
 void Daemon::refresh() {
   ++stats_.refreshes;
   metrics_.loopTurned();  // the health check's proof that the loop turns
+  metrics_.expireSeries(clock_.monotonic_us());
   const uint64_t scan_started_us = clock_.monotonic_us();
   // Level thresholds first: a few small reads per acting domain, before the /proc scan delays them.
   if (stats_.refreshes > 1) {

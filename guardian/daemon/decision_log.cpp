@@ -153,10 +153,36 @@ void DecisionLog::nextVictim(const DomainState& state) {
                                  {"victim", victim ? candidate(*victim) : Json(nullptr)}});
 }
 
+std::string DecisionLog::kernelKillText(const KernelKillCheck& checked) {
+  const auto& victim = checked.kill.victim;
+  const auto kb = [](const std::optional<uint64_t>& value) {
+    return value ? std::to_string(*value) + " kB" : std::string("?");
+  };
+  std::string text = "the kernel's OOM killer killed pid " + std::to_string(victim.pid) + " (" + victim.comm + "): " +
+                     checked.kill.summary.constraint + ", OOM domain " +
+                     (checked.domain == "/" ? std::string("the host") : checked.domain) + "; anon-rss " +
+                     kb(victim.anon_rss_kb) + ", file-rss " + kb(victim.file_rss_kb) + ", shmem-rss " +
+                     kb(victim.shmem_rss_kb) + ", page tables " + kb(victim.pgtables_kb) + ", oom_score_adj " +
+                     (victim.oom_score_adj ? std::to_string(*victim.oom_score_adj) : std::string("?"));
+  if (victim.allocating_task) {
+    text += "; the allocating task (vm.oom_kill_allocating_task)";
+  }
+  if (checked.result == PredictionCheck::kMatch) {
+    text += "; oomguard had predicted it";
+  } else if (checked.predicted) {
+    text += "; oomguard had predicted pid " + std::to_string(checked.predicted->pid) + " (" + checked.predicted->comm + ")";
+  }
+  return text;
+}
+
 void DecisionLog::kernelReport(const OomReport& report) {
   if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
     const auto& kill = checked->kill;
     const auto& victim = kill.victim;
+    Json workload = nullptr;
+    if (const auto labels = labels_of_(kill.summary.task_memcg.value_or(checked->domain)); !labels.pod.empty()) {
+      workload = Json{{"namespace", labels.namespace_name}, {"pod", labels.pod}, {"container", labels.container}};
+    }
     log_.write("kernel_oom_kill",
                Json{{"constraint", kill.summary.constraint},
                     {"domain", checked->domain},
@@ -172,7 +198,8 @@ void DecisionLog::kernelReport(const OomReport& report) {
                     {"report_rate_limited", kill.rate_limited},
                     {"invoked_by", kill.invocation.comm},
                     {"predicted", checked->predicted ? candidate(*checked->predicted) : Json(nullptr)},
-                    {"prediction", toString(checked->result)}});
+                    {"prediction", toString(checked->result)},
+                    {"workload", workload}});
   } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&report)) {
     log_.write("kernel_oom_group_kill", Json{{"cgroup", group->cgroup}});
   } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&report)) {

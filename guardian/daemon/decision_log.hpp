@@ -33,6 +33,9 @@ class DecisionLog {
   static constexpr uint64_t kHeldQuietUs = 1'000'000;
   void nextVictim(const DomainState& state);
   void kernelReport(const OomReport& report);
+  // One line of plain text about a kernel kill, for its Kubernetes Event: the victim, its memory, the
+  // constraint and domain, and what oomguard had predicted.
+  static std::string kernelKillText(const KernelKillCheck& checked);
   // The outcome's fields (policy, reason, chosen_because, target, action, ..., result, detail) appended
   // to `line` in the order DESIGN.md gives; a key already in `line` keeps its place.
   static void appendOutcome(const policies::Outcome& outcome, nlohmann::ordered_json& line);

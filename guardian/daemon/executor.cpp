@@ -92,6 +92,9 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
       on_pod_kill_(*resolved.pod, message);
     }
     metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
+    if (result.ok && !options_.dry_run) {
+      metrics_.countOomKill(resolved.labels, "oomguard", domain == "/" ? "CONSTRAINT_NONE" : "CONSTRAINT_MEMCG");
+    }
     if (result.ok) {
       ++stats_.kills;
       // One OOM, one victim: the domains that hold it wait until its memory is back.

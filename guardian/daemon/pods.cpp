@@ -138,6 +138,10 @@ void Pods::onPodChange(const kube::PodChange& change) {
     return;
   }
   if (change.kind == kube::PodChange::Kind::kDeleted) {
+    if (const kube::KubePod* gone = workloads_->pod(change.uid)) {
+      metrics_.podGone(gone->namespace_name, gone->name, clock_.monotonic_us());
+    }
+    kernel_kill_events_.erase(change.uid);
     workloads_->erase(change.uid);
     return;
   }
@@ -219,6 +223,28 @@ void Pods::reportEvent(const kube::KubePod& pod, const std::string& reason, cons
   }
   pod_events_->report(kube_client::PodEventReport{pod.namespace_name, pod.name, pod.uid, "Warning", reason,
                                                   text::printable(message), essential});
+}
+
+void Pods::reportKernelKill(const std::string& cgroup, const std::string& message) {
+  if (!workloads_ || cgroup.find("kubepods") == std::string::npos) {
+    return;
+  }
+  const auto resolved = workloads_->resolve(cgroup);
+  if (resolved.pod == nullptr) {
+    return;
+  }
+  const uint64_t now_us = clock_.monotonic_us();
+  auto [entry, first] = kernel_kill_events_.try_emplace(resolved.pod->uid, 0, 0);
+  if (!first && now_us - std::min(now_us, entry->second.first) < kKernelKillEventGapUs) {
+    ++entry->second.second;  // said by the next Event
+    return;
+  }
+  std::string text = message;
+  if (entry->second.second > 0) {
+    text += " (and " + std::to_string(entry->second.second) + " more kernel OOM kills in this pod since the last Event)";
+  }
+  entry->second = {now_us, 0};
+  reportEvent(*resolved.pod, "OomguardKernelOomKill", text, true);
 }
 
 kube::WorkloadLabels Pods::labelsOf(const std::string& cgroup) const {

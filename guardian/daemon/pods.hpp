@@ -56,6 +56,12 @@ class Pods {
   // value from an annotation can hold newlines and escapes).
   void reportEvent(const kube::KubePod& pod, const std::string& reason, const std::string& message,
                    bool essential = false);
+  // A kernel OOM kill in a pod's cgroup: a Warning Event on the pod (OomguardKernelOomKill) with the
+  // victim, its memory, the domain and oomguard's prediction; one per OOM (a group kill's members get
+  // none of their own), at most one per pod every kKernelKillEventGapUs (the next one says how many
+  // kills it stands for). Outside pods: nothing (the log line and the counter have it).
+  void reportKernelKill(const std::string& cgroup, const std::string& message);
+  static constexpr uint64_t kKernelKillEventGapUs = 10'000'000;
   // After a config reload: the tenant policy applies at once; each pod whose policy changed is logged.
   void tenantChanged();
 
@@ -80,6 +86,8 @@ class Pods {
   Executor& executor_;
   DaemonStats& stats_;
   const Clock& clock_;
+  // Per pod uid: when its last kernel-kill Event went, and the kills since that had none.
+  std::map<std::string, std::pair<uint64_t, uint32_t>> kernel_kill_events_;
   std::function<void()> request_refresh_;
   std::unique_ptr<kube::Workloads> workloads_;
   const kube::Workloads* workloads_raw_ = nullptr;

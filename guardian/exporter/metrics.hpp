@@ -21,6 +21,10 @@ struct RankedVictim {
   kube::WorkloadLabels workload;
 };
 
+// How long the oom-kill series of a pod that is gone stay: long enough for alerts and dashboards to
+// see its last kills (the alert rules look 10 minutes back), short enough to bound the series.
+inline constexpr uint64_t kOomKillSeriesTtlUs = 3600ULL * 1'000'000;
+
 class Metrics {
  public:
   virtual ~Metrics() = default;
@@ -57,6 +61,16 @@ class Metrics {
   virtual void setKubernetesPods(bool synced, size_t pods) = 0;
   // The decision loop turned (a refresh ran): /healthz fails once it has not for the stall limit.
   virtual void loopTurned() {}
+  // One OOM kill: `killer` "kernel" or "oomguard"; `constraint` the kernel's (CONSTRAINT_MEMCG, _NONE,
+  // _CPUSET, _MEMORY_POLICY; oomguard's own kills: CONSTRAINT_MEMCG in a memcg domain, CONSTRAINT_NONE on
+  // the host); attributed to the pod's namespace/pod/container (empty outside pods). The series live in
+  // oomguard, not in the container: they survive its restarts.
+  virtual void countOomKill(const kube::WorkloadLabels& /*workload*/, const std::string& /*killer*/,
+                            const std::string& /*constraint*/) {}
+  // The pod is gone (deleted, or finished): its oom-kill series are dropped kOomKillSeriesTtlUs after
+  // `now_us` (by expireSeries), so the series stay bounded by the pods of the last hour.
+  virtual void podGone(const std::string& /*namespace_name*/, const std::string& /*pod*/, uint64_t /*now_us*/) {}
+  virtual void expireSeries(uint64_t /*now_us*/) {}
 };
 
 class NullMetrics final : public Metrics {

@@ -73,6 +73,11 @@ PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, c
       pm::BuildCounter(), "oomguard_kills_total", "counter",
       "Kills oomguard made or attempted, by policy, reason and result (e.g. killed, vanished, failed, "
       "dry_run). Unit: kills.");
+  oom_kills_ = &family(
+      pm::BuildCounter(), "oomguard_oom_kills_total", "counter",
+      "OOM kills on this node by anyone, attributed: namespace, pod and container (empty outside pods), "
+      "killer (kernel or oomguard) and constraint. Kept by oomguard, so a container's restart does not reset "
+      "them; a pod's series go an hour after the pod. Unit: kills.");
   kernel_oom_kills_ =
       &family(pm::BuildCounter(), "oomguard_kernel_oom_kills_total", "counter",
               "OOM kills by the kernel itself, read from its reports on /dev/kmsg, by constraint "
@@ -224,6 +229,48 @@ void PrometheusMetrics::countKernelOomKill(const std::string& constraint) {
                 .first;
   }
   found->second->Increment();
+}
+
+void PrometheusMetrics::countOomKill(const kube::WorkloadLabels& workload, const std::string& killer,
+                                     const std::string& constraint) {
+  auto key = std::make_tuple(workload.namespace_name, workload.pod, workload.container, killer, constraint);
+  auto found = oom_kill_series_.find(key);
+  if (found == oom_kill_series_.end()) {
+    auto& counter = oom_kills_->Add({{"namespace", text::validUtf8(workload.namespace_name)},
+                                     {"pod", text::validUtf8(workload.pod)},
+                                     {"container", text::validUtf8(workload.container)},
+                                     {"killer", text::validUtf8(killer)},
+                                     {"constraint", text::validUtf8(constraint)}});
+    found = oom_kill_series_.emplace(std::move(key), &counter).first;
+  }
+  found->second->Increment();
+  gone_pods_us_.erase({workload.namespace_name, workload.pod});  // a pod of that name is back (StatefulSets)
+}
+
+void PrometheusMetrics::podGone(const std::string& namespace_name, const std::string& pod, uint64_t now_us) {
+  if (std::any_of(oom_kill_series_.begin(), oom_kill_series_.end(), [&](const auto& entry) {
+        return std::get<0>(entry.first) == namespace_name && std::get<1>(entry.first) == pod;
+      })) {
+    gone_pods_us_.try_emplace({namespace_name, pod}, now_us);
+  }
+}
+
+void PrometheusMetrics::expireSeries(uint64_t now_us) {
+  for (auto gone = gone_pods_us_.begin(); gone != gone_pods_us_.end();) {
+    if (now_us - std::min(now_us, gone->second) < exporter::kOomKillSeriesTtlUs) {
+      ++gone;
+      continue;
+    }
+    for (auto it = oom_kill_series_.begin(); it != oom_kill_series_.end();) {
+      if (std::get<0>(it->first) == gone->first.first && std::get<1>(it->first) == gone->first.second) {
+        oom_kills_->Remove(it->second);
+        it = oom_kill_series_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    gone = gone_pods_us_.erase(gone);
+  }
 }
 
 void PrometheusMetrics::countPrediction(const std::string& result) {

@@ -65,6 +65,10 @@ class PrometheusMetrics final : public Metrics {
   // /healthz answers 503 once loopTurned() has not been called for `limit` (from serve() on).
   void setLoopStallLimit(std::chrono::milliseconds limit) { stall_limit_ms_ = limit.count(); }
   void loopTurned() override;
+  void countOomKill(const kube::WorkloadLabels& workload, const std::string& killer,
+                    const std::string& constraint) override;
+  void podGone(const std::string& namespace_name, const std::string& pod, uint64_t now_us) override;
+  void expireSeries(uint64_t now_us) override;
   // The port(s) bound by serve() (the real one when it was given port 0).
   [[nodiscard]] std::vector<int> listeningPorts() const;
 
@@ -109,6 +113,11 @@ class PrometheusMetrics final : public Metrics {
 
   prometheus::Family<prometheus::Counter>* kills_;
   prometheus::Family<prometheus::Counter>* kernel_oom_kills_;
+  prometheus::Family<prometheus::Counter>* oom_kills_;
+  // By (namespace, pod, container, killer, constraint); and when each gone pod went (by namespace, pod).
+  std::map<std::tuple<std::string, std::string, std::string, std::string, std::string>, prometheus::Counter*>
+      oom_kill_series_;
+  std::map<std::pair<std::string, std::string>, uint64_t> gone_pods_us_;
   prometheus::Family<prometheus::Counter>* predictions_;
   prometheus::Family<prometheus::Gauge>* sysctl_drift_;
   prometheus::Family<prometheus::Gauge>* build_info_;

@@ -155,6 +155,7 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
       {"oomguard_pressure_ratio", "gauge"},
       {"oomguard_kills_total", "counter"},
       {"oomguard_kernel_oom_kills_total", "counter"},
+      {"oomguard_oom_kills_total", "counter"},
       {"oomguard_predictions_total", "counter"},
       {"oomguard_scan_duration_seconds", "histogram"},
       {"oomguard_reaction_seconds", "histogram"},
@@ -194,6 +195,33 @@ TEST(PrometheusMetrics, BuildInfoAndTheSeriesThatStartAtZero) {
   EXPECT_EQ(e.value("oomguard_predictions_total", {{"result", "mismatch"}}), 0);
   EXPECT_TRUE(e.find("oomguard_kills_total").empty());
   EXPECT_TRUE(e.find("oomguard_victim_rank").empty());
+}
+
+TEST(PrometheusMetrics, OomKillsAreAttributedAndAGonePodsSeriesExpireAfterTheirTtl) {
+  auto metrics = makeMetrics();
+  const kube::WorkloadLabels web{"shop", "web-1", "app"};
+  metrics.countOomKill(web, "kernel", "CONSTRAINT_MEMCG");
+  metrics.countOomKill(web, "kernel", "CONSTRAINT_MEMCG");
+  metrics.countOomKill(web, "oomguard", "CONSTRAINT_MEMCG");
+  metrics.countOomKill({}, "kernel", "CONSTRAINT_NONE");  // a system service on the host
+  auto e = parseExposition(metrics.render());
+  EXPECT_EQ(e.value("oomguard_oom_kills_total", {{"pod", "web-1"}, {"container", "app"}, {"killer", "kernel"}}), 2);
+  EXPECT_EQ(e.value("oomguard_oom_kills_total", {{"pod", "web-1"}, {"killer", "oomguard"}}), 1);
+  EXPECT_EQ(e.value("oomguard_oom_kills_total", {{"pod", ""}, {"namespace", ""}, {"constraint", "CONSTRAINT_NONE"}}), 1);
+  // The pod goes at t = 100 s: its series stay for the TTL (alerts look 10 minutes back), then go.
+  metrics.podGone("shop", "web-1", 100'000'000);
+  metrics.expireSeries(100'000'000 + exporter::kOomKillSeriesTtlUs - 1);
+  e = parseExposition(metrics.render());
+  EXPECT_EQ(e.find("oomguard_oom_kills_total", {{"pod", "web-1"}}).size(), 2U);
+  metrics.expireSeries(100'000'000 + exporter::kOomKillSeriesTtlUs);
+  e = parseExposition(metrics.render());
+  EXPECT_TRUE(e.find("oomguard_oom_kills_total", {{"pod", "web-1"}}).empty());
+  EXPECT_EQ(e.find("oomguard_oom_kills_total", {{"pod", ""}}).size(), 1U) << "series outside pods never expire";
+  // A pod of the same name that comes back (a StatefulSet's) and is killed again: counted afresh, kept.
+  metrics.podGone("shop", "web-1", 200'000'000);  // no series: nothing to expire
+  metrics.countOomKill(web, "kernel", "CONSTRAINT_MEMCG");
+  metrics.expireSeries(200'000'000 + 2 * exporter::kOomKillSeriesTtlUs);
+  EXPECT_EQ(parseExposition(metrics.render()).value("oomguard_oom_kills_total", {{"pod", "web-1"}}), 1);
 }
 
 TEST(PrometheusMetrics, VictimRankingHasOneSeriesPerRankWithTheWorkloadLabels) {
