@@ -156,7 +156,10 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // operator who kills at once is never made to wait by a tenant).
   uint32_t grace_ms = rule.sigterm_grace_ms;
   if (const auto pod_grace = kube::Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
-    const bool trusted = resolved.pod != nullptr && config::mayEscalate(config_.kubernetes.tenant, resolved.pod->namespace_name);
+    // A kill the pod asked for itself (its pressure limit) takes its own grace as it is.
+    const bool trusted = (resolved.pod != nullptr &&
+                          config::mayEscalate(config_.kubernetes.tenant, resolved.pod->namespace_name)) ||
+                         reason_kind == kPodPressureReason;
     grace_ms = trusted ? *pod_grace * 1000 : std::min(*pod_grace * 1000, rule.sigterm_grace_ms);
     outcome.sigterm_grace_ms = grace_ms;
   }
@@ -204,11 +207,9 @@ void Executor::releaseVictims(uint64_t now_us) {
       ++it;
     }
   }
-  // A reaped victim is forgotten once it has exited, or after the victim wait (it holds no memory).
-  std::erase_if(reaped_pins_, [&](const auto& entry) {
-    return entry.second.first->exited() ||
-           now_us - std::min(now_us, entry.second.second) >= static_cast<uint64_t>(config_.victim_wait_s * 1e6);
-  });
+  // A reaped victim is forgotten only once it has exited (its pidfd polls readable): until then it is
+  // no candidate, however long its exit takes (a process stuck in D state is never killed twice).
+  std::erase_if(reaped_pins_, [](const auto& entry) { return entry.second.first->exited(); });
   gate_.expire(now_us);
   // Pins and cgroups the gate no longer waits on (their wait ran out) are dropped too.
   const auto& waiting = gate_.inProgress();

@@ -115,7 +115,8 @@ class Executor {
   // Victims in progress (see policies::KillGate): pinned processes, ours and the kernel's, and the
   // cgroups oomguard killed whole; released once gone.
   std::map<pid_t, std::shared_ptr<io::PinnedProcess>> victim_pins_;
-  // Victims whose memory process_mrelease reaped, with when: pinned until they have exited.
+  // Victims whose memory process_mrelease reaped, with when: pinned until they have exited (the pins are
+  // bounded by the kill cap and the pods' budgets).
   std::map<pid_t, std::pair<std::shared_ptr<io::PinnedProcess>, uint64_t>> reaped_pins_;
   std::set<std::string> killed_cgroups_;
   std::map<std::string, bool> sysctl_drift_;

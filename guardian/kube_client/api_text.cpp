@@ -79,12 +79,55 @@ Json parseBounded(std::string_view text) {
   return Json::parse(text, nullptr, false);
 }
 
+namespace {
+
+// What parsePodJson keeps: for each parent (the key that opened the enclosing object; "name[]" for an
+// element of the array under "name"; "<root>" at the top), the member names the pod model and the
+// list/watch envelopes read (pod.cpp's parsePodObject, pod_watch.cpp). Everything else is skipped while
+// parsing, whatever its size: a tenant's 500,000 container args never become JSON values here.
+bool keepMember(std::string_view parent, std::string_view key) {
+  if (parent == "annotations") {
+    return key.substr(0, kube::kAnnotationDomain.size()) == kube::kAnnotationDomain;
+  }
+  using Names = std::initializer_list<std::string_view>;
+  const auto in = [key](Names names) { return std::find(names.begin(), names.end(), key) != names.end(); };
+  if (parent == "<root>" || parent == "object" || parent == "items[]") {  // a list, a watch event, a pod
+    return in({"apiVersion", "kind", "metadata", "spec", "status", "items", "object", "type", "code", "message",
+               "reason"});
+  }
+  if (parent == "metadata") {
+    return in({"uid", "name", "namespace", "resourceVersion", "annotations", "continue"});
+  }
+  if (parent == "spec") {
+    return in({"priority", "priorityClassName", "containers"});
+  }
+  if (parent == "containers[]") {
+    return in({"name", "resources"});
+  }
+  if (parent == "resources") {
+    return in({"requests"});
+  }
+  if (parent == "requests" || parent == "allocatedResources") {
+    return in({"memory"});
+  }
+  if (parent == "status") {
+    return in({"phase", "qosClass", "containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"});
+  }
+  if (parent == "containerStatuses[]" || parent == "initContainerStatuses[]" ||
+      parent == "ephemeralContainerStatuses[]") {
+    return in({"name", "containerID", "allocatedResources"});
+  }
+  return false;
+}
+
+}  // namespace
+
 Json parsePodJson(std::string_view text) {
   if (!jsonDepthWithin(text, kMaxJsonDepth)) {
     return Json(Json::value_t::discarded);
   }
-  // The key that opened the container at each depth ("" for an array's element): a key's parent is the
-  // entry one level up.
+  // The key that opened the container at each depth ("" for an array's element, whose array's key is one
+  // level further up): a member's parent is found from there.
   std::vector<std::string> keys;
   bool after_key = false;
   const Json::parser_callback_t keep = [&keys, &after_key](int depth, Json::parse_event_t event, Json& parsed) {
@@ -100,11 +143,13 @@ Json parsePodJson(std::string_view text) {
     after_key = true;
     keys.resize(at + 1);
     keys[at] = parsed.is_string() ? parsed.get<std::string>() : std::string();
-    const std::string& key = keys[at];
-    if (key == "managedFields" || key == "labels") {
-      return false;
+    std::string parent = "<root>";
+    if (at >= 1 && !keys[at - 1].empty()) {
+      parent = keys[at - 1];
+    } else if (at >= 2 && !keys[at - 2].empty()) {
+      parent = keys[at - 2] + "[]";
     }
-    return !(at >= 1 && keys[at - 1] == "annotations" && key.rfind(kube::kAnnotationDomain, 0) != 0);
+    return keepMember(parent, keys[at]);
   };
   return Json::parse(text.begin(), text.end(), keep, false);
 }

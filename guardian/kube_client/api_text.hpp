@@ -29,9 +29,10 @@ using kube::member;
 using kube::objectMember;
 using kube::stringMember;
 
-// Bounds on what the API server may make the daemon parse: a pod object is at most the API server's own
-// request limit (etcd's 1.5 MiB) plus the watch envelope; pod objects nest about a dozen levels.
-inline constexpr size_t kMaxObjectBytes = 2UL << 20U;
+// Bounds on what the API server may make the daemon parse: one watch event carries one pod object, which
+// the API server stores after a request of at most 3 MiB (its JSON body limit; etcd's 1.5 MiB applies to
+// the stored protobuf, which renders larger as JSON); pod objects nest about a dozen levels.
+inline constexpr size_t kMaxObjectBytes = 4UL << 20U;
 inline constexpr size_t kMaxJsonDepth = 64;
 // Whether the arrays and objects of `text` nest at most `max_depth` deep (strings and escapes skipped):
 // one pass, no allocation, so that a line of 16 million '[' is refused before nlohmann::json builds it.
@@ -39,8 +40,9 @@ bool jsonDepthWithin(std::string_view text, size_t max_depth);
 // Parses `text` once, when it nests at most kMaxJsonDepth deep; a discarded value otherwise.
 Json parseBounded(std::string_view text);
 // A list page or a watch event, parsed once (a discarded value when it nests deeper than kMaxJsonDepth
-// or is not JSON), keeping only what the pod model reads: annotations outside oomguard.io/, labels and
-// managedFields are dropped while parsing, so a pod's 250 KB of other annotations cost no memory.
+// or is not JSON), keeping only the members the pod model and the envelopes read (a whitelist by path;
+// annotations only under oomguard.io/): a pod's other annotations, labels, managedFields, env, args,
+// volumes and conditions are skipped while parsing, so their size costs no memory.
 Json parsePodJson(std::string_view text);
 // The start of `text` as one line of at most 120 bytes (control bytes as spaces): for a body that is not
 // JSON, without parsing it again.

@@ -293,8 +293,11 @@ struct PodWatch::Impl : std::enable_shared_from_this<PodWatch::Impl> {
     }
     line_buffer_.erase(0, start);
     if (line_buffer_.size() > kMaxWatchLineBytes) {
+      // Resuming at the same resourceVersion would replay the same event: list afresh instead (a list
+      // page has room for one large pod).
       abandonExchange();
-      retryAfterFailure("watch: an event larger than " + std::to_string(kMaxWatchLineBytes) + " bytes");
+      need_list_ = true;
+      retryAfterFailure("watch: an event larger than " + std::to_string(kMaxWatchLineBytes) + " bytes; relisting");
     }
   }
 

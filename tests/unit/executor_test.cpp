@@ -229,7 +229,8 @@ TEST_F(ExecutorTest, APodsGraceIsBoundedByTheOperatorsOutsideProtectedNamespaces
   pod.uid = "2c48913c-b29f-11e7-9350-020968147796";
   pod.name = "web";
   pod.annotations = {{"oomguard.io/v1.sigterm-grace-seconds", "8"}};
-  const auto graceFor = [&](const std::string& namespace_name, uint32_t rule_grace_ms) {
+  const auto graceFor = [&](const std::string& namespace_name, uint32_t rule_grace_ms,
+                            const std::string& reason = "headroom") {
     pod.namespace_name = namespace_name;
     workloads.upsert(pod);
     actuator.actions.clear();
@@ -237,7 +238,7 @@ TEST_F(ExecutorTest, APodsGraceIsBoundedByTheOperatorsOutsideProtectedNamespaces
     rule.action = policies::Action::kKillWorst;
     rule.sigterm_grace_ms = rule_grace_ms;
     policies::Outcome outcome;
-    executor->kill("/", candidate(big, "leaker", container), rule, "headroom", fixture.now_us, outcome);
+    executor->kill("/", candidate(big, "leaker", container), rule, reason, fixture.now_us, outcome);
     executor->releaseVictims(fixture.now_us += 10'000'000);  // past the victim wait: the next kill may follow
     return actuator.actions.empty() ? "none: " + outcome.detail.value_or("") : actuator.actions.front();
   };
@@ -246,6 +247,7 @@ TEST_F(ExecutorTest, APodsGraceIsBoundedByTheOperatorsOutsideProtectedNamespaces
   EXPECT_EQ(graceFor("team-a", 3000), kill + "3000") << "8 s asked, 3 s allowed";
   EXPECT_EQ(graceFor("team-a", 20000), kill + "8000");
   EXPECT_EQ(graceFor("platform", 0), kill + "8000") << "a protected namespace's own grace stands";
+  EXPECT_EQ(graceFor("team-a", 0, kPodPressureReason), kill + "8000") << "a kill the pod asked for takes its grace";
 }
 
 }  // namespace
