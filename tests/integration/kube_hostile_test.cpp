@@ -242,7 +242,10 @@ TEST_F(KubeHostileTest, TenThousandAnnotationsUpdatedFiftyTimes) {
   const kube::KubePod* held = watch_->find("u-1");
   ASSERT_NE(held, nullptr);
   EXPECT_EQ(held->annotations.size(), kube::kMaxUnknownAnnotationKeys);
-  EXPECT_LT(longest_ms, 5.0) << "a pod update costs O(its own bounded keys)";
+  // The figure is printed above (0.35 ms here); the bound only has to catch the old behaviour (7.4 s at
+  // the 11th update, 20.8 s at the 15th) on a loaded machine or under AddressSanitizer (12.6 ms seen with
+  // a VM beside it): a timing is a figure, not a test of speed. O(bounded keys) is asserted below.
+  EXPECT_LT(longest_ms, 500.0) << "a pod update costs O(its own bounded keys)";
   expectRssBelow(grown_kb, 8U * 1024, "RSS growth over 50 updates");
   // One issue per kept key plus one for the keys over the bound, each reported again when its value changed.
   EXPECT_LE(issues_, static_cast<size_t>(kUpdates + 1) * (kube::kMaxUnknownAnnotationKeys + 1));

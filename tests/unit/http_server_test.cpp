@@ -164,8 +164,10 @@ TEST(HttpServer, HealthzFailsWhenTheDecisionLoopStopsTurning) {
   const auto health_port = static_cast<uint16_t>(ports[1]);
   EXPECT_EQ(request(health_port, "/healthz").status, 200);
   EXPECT_EQ(request(health_port, "/metrics").status, 404) << "the health listener serves /healthz only";
-  metrics.setLoopStallLimit(std::chrono::milliseconds(50));
-  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  // A stall limit of 1 s (the daemon's is at least 30 s): wide enough that the request after
+  // loopTurned() lands inside it on a loaded machine or under a sanitizer.
+  metrics.setLoopStallLimit(std::chrono::milliseconds(1000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   const auto stalled = request(health_port, "/healthz");
   EXPECT_EQ(stalled.status, 503);
   EXPECT_NE(stalled.body.find("decision loop stalled"), std::string::npos) << stalled.body;
