@@ -167,22 +167,13 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // The signal is what stops the leak (a killed process charges no more memory); the release after it
   // only returns the memory sooner.
   outcome.signalled_at_us = clock_.monotonic_us();
-  bool reaped = false;
   if (result.ok && grace_ms == 0) {
-    const io::ActionResult released = actuator_.release(pinned.value());
-    result.detail += ", " + released.detail;
-    reaped = released.memory_released;
+    result.detail += ", " + actuator_.release(pinned.value()).detail;
   }
+  // The victim holds its domain until it has exited, reaped or not: releasing the gate at the reap let a
+  // memory.events "high" rise that predated the kill choose the neighbour next (beat-the-kernel, subrun
+  // worst, in CI). reaped_pins_ stays empty until that is redone for level triggers only.
   finish(result, pinned.value(), {});
-  if (reaped && !options_.dry_run) {
-    // Its memory is back: the next OOM of the domain may take another task at once, as the kernel's may
-    // once the oom_reaper has reaped its victim. The victim itself is no candidate until it is gone.
-    gate_.release(victim.pid);
-    if (auto pin = victim_pins_.extract(victim.pid)) {
-      reaped_pins_[victim.pid] = {std::move(pin.mapped()), now_us};
-    }
-    log_.write("victim_released", Json{{"pid", victim.pid}, {"reason", "reaped"}});
-  }
 }
 
 void Executor::releaseVictims(uint64_t now_us) {

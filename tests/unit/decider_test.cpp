@@ -123,7 +123,7 @@ TEST_F(DeciderTest, OneOomOneVictimUntilItIsGoneOrItsWaitRunsOut) {
   EXPECT_EQ(actuator.actions.size(), 2U);
 }
 
-TEST_F(DeciderTest, AReapedVictimLetsTheNextKillFollowAndIsNoCandidateAgain) {
+TEST_F(DeciderTest, AReapedVictimStillHoldsItsDomainUntilItExits) {
   // Three leakers at once in the VM: each victim took 176-340 ms to exit after process_mrelease had
   // already given its memory back, and the kernel killed the next leaker in the meantime.
   start(kHeadroom, R"("policy": {"victim_wait_s": 2}, )");
@@ -132,13 +132,14 @@ TEST_F(DeciderTest, AReapedVictimLetsTheNextKillFollowAndIsNoCandidateAgain) {
   const auto first = actInPod();
   ASSERT_EQ(first.result, DecisionResult::kKilled);
   EXPECT_EQ(first.target->victim.pid, big);
-  EXPECT_NE(log_text.str().find(R"("reason":"reaped")"), std::string::npos) << log_text.str();
+
   // The reaped victim is still listed (it has not exited yet); the domain is still over its threshold.
   fixture.now_us += 20'000;
+  // Reaped or not, the victim holds its domain until it has exited (a trigger that predates the kill
+  // must not choose the neighbour: seen in beat-the-kernel).
   const auto next = actInPod();
-  ASSERT_EQ(next.result, DecisionResult::kKilled) << next.held_by.value_or("");
-  EXPECT_EQ(next.target->victim.pid, medium) << "the reaped victim is not chosen twice";
-  EXPECT_EQ(actuator.actions.size(), 2U);
+  EXPECT_EQ(next.result, DecisionResult::kHeld);
+  EXPECT_EQ(actuator.actions.size(), 1U);
 }
 
 TEST_F(DeciderTest, AnUnreapedVictimStillHoldsItsDomain) {
