@@ -65,9 +65,6 @@ std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& st
   const policies::OomDomain& domain = state.domain;
   std::vector<policies::VictimCandidate> candidates;
   auto add = [&](const policies::VictimCandidate& candidate) {
-    if (executor_.reapedVictim(candidate.pid)) {
-      return;  // killed and reaped, still exiting: not a candidate again
-    }
     policies::VictimCandidate c = candidate;
     c.never_kill = executor_.neverKill().contains(candidate.pid);
     if (const config::CgroupRule* rule = c.cgroup.empty() ? nullptr : config::ruleFor(config_, c.cgroup)) {

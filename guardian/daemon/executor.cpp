@@ -172,7 +172,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   }
   // The victim holds its domain until it has exited, reaped or not: releasing the gate at the reap let a
   // memory.events "high" rise that predated the kill choose the neighbour next (beat-the-kernel, subrun
-  // worst, in CI). reaped_pins_ stays empty until that is redone for level triggers only.
+  // worst, in CI). To be redone for level triggers only.
   finish(result, pinned.value(), {});
 }
 
@@ -198,9 +198,6 @@ void Executor::releaseVictims(uint64_t now_us) {
       ++it;
     }
   }
-  // A reaped victim is forgotten only once it has exited (its pidfd polls readable): until then it is
-  // no candidate, however long its exit takes (a process stuck in D state is never killed twice).
-  std::erase_if(reaped_pins_, [](const auto& entry) { return entry.second.first->exited(); });
   gate_.expire(now_us);
   // Pins and cgroups the gate no longer waits on (their wait ran out) are dropped too.
   const auto& waiting = gate_.inProgress();

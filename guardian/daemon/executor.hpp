@@ -41,9 +41,6 @@ class Executor {
   // oomguard and the processes that started it: never chosen, never given another oom_score_adj.
   void findNeverKill();
   [[nodiscard]] const std::set<pid_t>& neverKill() const { return never_kill_; }
-  // A victim oomguard killed and reaped (process_mrelease) that has not exited yet: no candidate again
-  // (the kernel skips a victim whose mm is MMF_OOM_SKIP), and it no longer blocks its domain.
-  [[nodiscard]] bool reapedVictim(pid_t pid) const { return reaped_pins_.contains(pid); }
   // --dry-run: the oom_score_adj each pid would have been given (see io::Node::useIntendedAdj).
   [[nodiscard]] const std::unordered_map<pid_t, int>& intendedAdj() const { return intended_adj_; }
 
@@ -115,9 +112,6 @@ class Executor {
   // Victims in progress (see policies::KillGate): pinned processes, ours and the kernel's, and the
   // cgroups oomguard killed whole; released once gone.
   std::map<pid_t, std::shared_ptr<io::PinnedProcess>> victim_pins_;
-  // Victims whose memory process_mrelease reaped, with when: pinned until they have exited (the pins are
-  // bounded by the kill cap and the pods' budgets).
-  std::map<pid_t, std::pair<std::shared_ptr<io::PinnedProcess>, uint64_t>> reaped_pins_;
   std::set<std::string> killed_cgroups_;
   std::map<std::string, bool> sysctl_drift_;
   struct MemoryHighWritten {

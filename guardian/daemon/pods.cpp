@@ -418,9 +418,6 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
         break;
       }
       const auto& process = ranking.value().processOf(ranked);
-      if (executor_.reapedVictim(process.pid)) {
-        continue;  // killed and reaped, still exiting: not a candidate again
-      }
       policies::VictimCandidate c;
       c.pid = process.pid;
       c.comm = process.status.comm;
