@@ -189,8 +189,14 @@ void Executor::releaseVictims(uint64_t now_us) {
     }
   }
   for (auto it = killed_cgroups_.begin(); it != killed_cgroups_.end();) {
-    auto procs = node_.cgroupfs().readText(*it, cgroupfs::files::kProcs);
-    if (!procs || procs.value().empty()) {
+    // "populated 0" in cgroup.events: no task left in the whole subtree. cgroup.procs lists only the
+    // cgroup's own tasks, which is empty at once for a pod cgroup whose tasks live in its children.
+    // Unreadable (the cgroup is gone) counts as empty.
+    auto events = node_.cgroupfs().readFlatKeyed(*it, cgroupfs::files::kEvents);
+    const bool empty = !events || std::any_of(events.value().begin(), events.value().end(), [](const auto& entry) {
+      return entry.first == "populated" && entry.second == 0;
+    });
+    if (empty) {
       gate_.releaseCgroup(*it);
       log_.write("victim_released", Json{{"cgroup", *it}, {"reason", "empty"}});
       it = killed_cgroups_.erase(it);

@@ -114,11 +114,29 @@ TEST_F(ExecutorTest, AGroupKillHoldsUntilTheCgroupIsEmpty) {
   EXPECT_EQ(outcome.action, DecisionAction::kKillCgroup);
   EXPECT_EQ(outcome.killed_cgroup, "/pod/app");
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill-cgroup /pod/app"}));
+  fixture.write("cgroup/pod/app/cgroup.events", "populated 1\nfrozen 0\n");
   executor->releaseVictims(fixture.now_us + 1000);
   EXPECT_TRUE(executor->gate().refusal("/pod", fixture.now_us + 1000));  // still has tasks
-  fixture.write("cgroup/pod/app/cgroup.procs", "");
+  fixture.write("cgroup/pod/app/cgroup.events", "populated 0\nfrozen 0\n");
   executor->releaseVictims(fixture.now_us + 2000);
   EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us + 2000));
+}
+
+TEST_F(ExecutorTest, AGroupKillOfAPodCgroupHoldsUntilItsChildrenAreEmpty) {
+  // Found in review: the gate was released when the killed cgroup's own cgroup.procs was empty, which a
+  // pod cgroup's always is (its tasks live in its containers' cgroups): a second kill could follow while
+  // the pod was still dying. "populated" in cgroup.events covers the whole subtree.
+  start(kAct);
+  auto victim = candidate(big, "leaker", "/pod/app");
+  victim.group_kill_cgroup = "/pod";
+  kill(victim);
+  fixture.write("cgroup/pod/cgroup.procs", "");  // no task of its own
+  fixture.write("cgroup/pod/cgroup.events", "populated 1\nfrozen 0\n");
+  executor->releaseVictims(fixture.now_us + 1000);
+  EXPECT_TRUE(executor->gate().refusal("/", fixture.now_us + 1000)) << "the pod is still dying";
+  fixture.write("cgroup/pod/cgroup.events", "populated 0\nfrozen 0\n");
+  executor->releaseVictims(fixture.now_us + 2000);
+  EXPECT_FALSE(executor->gate().refusal("/", fixture.now_us + 2000));
 }
 
 TEST_F(ExecutorTest, ProtectionsAreWrittenOnlyInModeAct) {
