@@ -91,8 +91,10 @@ measure() {
   }'
 }
 
-measure default '{"cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}'
-measure recommended '{"version": 1, "mode": "act",
+# The kill history in the fixture's directory (the default, /var/lib/oomguard, is the host's).
+measure default '{"history": {"dir": "'"$tree"'/state"},
+  "cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}'
+measure recommended '{"version": 1, "mode": "act", "history": {"dir": "'"$tree"'/state"},
   "host": {"pressure": null, "act": {"action": "kill-allocating", "when": {"mem_available_below": 0.10}}},
   "cgroups": [{"match": "/**", "watch_events": true, "pressure": null,
                "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}}]}' --dry-run

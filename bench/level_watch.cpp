@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
   config::Config cfg;  // the defaults, as a user's config leaves them
   cfg.mode = config::Mode::kAct;
   cfg.read_kmsg = false;
+  cfg.history = std::nullopt;  // no kill history in the host's /var/lib
   cfg.host_pressure.reset();
   cfg.max_kills_per_minute = 100;
   cfg.cgroups = {config::defaultCgroupRule()};

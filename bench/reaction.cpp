@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
   oomguard::guardian::config::Config config;
   config.refresh_interval_s = 3600;  // only the initial ranking: nothing in the background meanwhile
   config.read_kmsg = false;
+  config.history = std::nullopt;  // no kill history in the host's /var/lib
   config.host_pressure.reset();
   config.mode = oomguard::guardian::config::Mode::kAct;
   config.max_kills_per_minute = 1000;

@@ -1,4 +1,4 @@
-// The read-only commands: `top`, `explain`, `doctor`, `explain-oom`. Each returns the process exit code
+// The read-only commands: `top`, `explain`, `doctor`, `explain-oom`, `history`. Each returns the process exit code
 // (0 success, 1 runtime failure, 2 bad usage) and writes only to the streams it is given.
 #pragma once
 
@@ -44,6 +44,18 @@ struct ExplainOomOptions {
 // is whole; 1 when there is none, when one is cut short (the others are still explained), or when the
 // input cannot be read.
 int runExplainOom(const ExplainOomOptions& options, std::istream& in, std::ostream& out, std::ostream& err);
+
+struct HistoryOptions {
+  std::string dir = "/var/lib/oomguard";  // the daemon's history.dir
+  bool json = false;
+  std::optional<std::string> since;  // a duration: N, Ns, Nm, Nh, Nd
+  int64_t now_epoch_s = 0;           // the wall clock, injected
+};
+// The kill journal the daemon keeps (every OOM kill, the kernel's and oomguard's), oldest first. 0 (an
+// empty history too), 1 when the journal cannot be read, 2 for a --since that is not a duration.
+int runHistory(const HistoryOptions& options, std::ostream& out, std::ostream& err);
+// "90", "90s", "15m", "2h", "7d" -> seconds; nullopt otherwise.
+std::optional<int64_t> parseDurationSeconds(const std::string& text);
 
 struct DoctorOptions {
   bool json = false;

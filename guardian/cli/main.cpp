@@ -1,5 +1,6 @@
 // The `oomguard` command. CLI11 parses the command line (Debian's libcli11-dev): subcommands, typed
 // options, validation and help text without hand-written parsing.
+#include <chrono>
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -71,6 +72,15 @@ int runMain(int argc, char** argv) {
                           "Page size of the reporting machine in bytes (default: inferred from the report, else 4096)")
       ->check(CLI::IsMember({4096UL, 16384UL, 65536UL}));
 
+  HistoryOptions history_options;
+  auto* history = app.add_subcommand("history", "Every OOM kill the daemon has journaled (the kernel's and its own), also while it is down");
+  auto* history_dir = history->add_option("--dir", history_options.dir, "The daemon's history.dir")->capture_default_str();
+  std::optional<std::string> history_config;
+  history->add_option("--config", history_config, "Take the directory from this config's history.dir")
+      ->excludes(history_dir);
+  history->add_flag("--json", history_options.json, "JSON lines, as journaled");
+  history->add_option("--since", history_options.since, "Only the kills of the last DURATION (e.g. 90s, 15m, 2h, 7d)");
+
   DoctorOptions doctor_options;
   auto* doctor = app.add_subcommand("doctor", "This node's OOM behaviour in plain words, with warnings");
   doctor->add_flag("--json", doctor_options.json, "JSON output");
@@ -113,6 +123,24 @@ int runMain(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (history->parsed()) {
+    history_options.now_epoch_s =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    if (history_config) {
+      try {
+        const auto config = config::loadConfigFile(*history_config);
+        if (!config.history) {
+          std::cerr << "oomguard history: " << text::printable(*history_config) << ": history is null (no journal)\n";
+          return kExitFailure;
+        }
+        history_options.dir = config.history->dir;
+      } catch (const config::ConfigError& error) {
+        std::cerr << "oomguard history: " << text::printable(error.what()) << "\n";
+        return kExitUsage;
+      }
+    }
+    return runHistory(history_options, std::cout, std::cerr);
+  }
   if (explain_oom->parsed()) {
     return runExplainOom(explain_oom_options, std::cin, std::cout, std::cerr);
   }

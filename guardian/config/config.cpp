@@ -247,6 +247,17 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
     config.rescan_candidates = static_cast<size_t>(root.integer("rescan_candidates", 8, 1, 1000));
     config.log_candidates = static_cast<size_t>(root.integer("log_candidates", 5, 1, 100));
     config.read_kmsg = root.boolean("read_kmsg", config.read_kmsg);
+    if (const Json* history = root.find("history"); history != nullptr && history->is_null()) {
+      config.history = std::nullopt;
+    } else if (history != nullptr) {
+      ObjectReader reader(*history, "/history");
+      config.history->dir = reader.string("dir", config.history->dir);
+      if (config.history->dir.empty() || config.history->dir.front() != '/') {
+        ObjectReader::fail("/history/dir", "must be an absolute path");
+      }
+      config.history->max_bytes = static_cast<uint64_t>(reader.integer("max_kib", 1024, 16, 65536)) * 1024U;
+      reader.finish();
+    }
     if (const Json* self = root.find("self")) {
       ObjectReader reader(*self, "/self");
       if (const Json* adj = reader.find("oom_score_adj"); adj != nullptr && adj->is_null()) {
@@ -432,6 +443,7 @@ std::string restartOnlyChanges(const Config& running, const Config& fresh) {
       {fresh.metrics_listen != running.metrics_listen, "/metrics/listen"},
       {fresh.health_listen != running.health_listen, "/metrics/health_listen"},
       {fresh.metrics_top_k != running.metrics_top_k, "/metrics/top_k"},
+      {fresh.history != running.history, "/history"},
       {new_k8s.enabled != old_k8s.enabled, "/kubernetes/enabled"},
       {new_k8s.api_server != old_k8s.api_server, "/kubernetes/api_server"},
       {new_k8s.node_name != old_k8s.node_name, "/kubernetes/node_name"},

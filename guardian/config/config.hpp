@@ -67,6 +67,13 @@ CgroupRule defaultCgroupRule();
 enum class Mode { kObserve, kAct };
 const char* toString(Mode mode);  // observe | act
 
+// history: where the daemon journals every OOM kill (`oomguard history` reads it), and how much it keeps.
+struct History {
+  std::string dir = "/var/lib/oomguard";
+  uint64_t max_bytes = uint64_t{1024} * 1024;  // per file; the newest max_bytes..2*max_bytes are kept
+  bool operator==(const History&) const = default;
+};
+
 struct Config {
   Mode mode = Mode::kObserve;
   double refresh_interval_s = 5.0;
@@ -82,6 +89,8 @@ struct Config {
   std::string health_listen;
   size_t metrics_top_k = 10;  // victims exported per domain
   bool read_kmsg = true;
+  // The kill history on disk (io::KillJournal); none when null.
+  std::optional<History> history = History{};
   std::optional<PressureTrigger> host_pressure = PressureTrigger{};
   std::optional<ActRule> host_act;
   // One OOM, one victim: after a kill (oomguard's or the kernel's) the domains holding the victim wait

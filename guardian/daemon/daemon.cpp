@@ -56,6 +56,7 @@ Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions
       pods_(io, node_, config_, facts_, log, metrics, executor_, stats_, clock_, [this] { requestRefresh(); }),
       decider_(node_, config_, watch_set_, rankings_, executor_, pods_.workloads(), stats_),
       oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
+      history_(clock_, log, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
       decision_log_(log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
       refresh_timer_(io),
       level_timer_(io),
@@ -92,8 +93,20 @@ void Daemon::start() {
     watch_set_.add("/");
   }
   std::string kmsg_status = "off (read_kmsg: false)";
+  if (config_.history) {
+    history_.open(*config_.history, readBootId(options_.proc_root));
+  }
+  executor_.onKill([this](const OomguardKill& kill) { history_.oomguardKill(kill); });
   if (config_.read_kmsg) {
-    auto kmsg = io::KmsgWatch::open(io_, options_.kmsg_path, [this](const std::string& record) { onKmsg(record); });
+    // With a history, the records still in the ring buffer are replayed into it first (kills made while
+    // the daemon was down); they are never acted on or checked against predictions.
+    io::KmsgWatch::Callback replay;
+    if (history_.enabled()) {
+      replay = [this](const std::string& record) { history_.replay(record); };
+    }
+    auto kmsg = io::KmsgWatch::open(
+        io_, options_.kmsg_path, [this](const std::string& record) { onKmsg(record); }, replay);
+    history_.replayed();
     if (kmsg) {
       kmsg_ = std::move(kmsg).value();
       kmsg_status = "reading " + options_.kmsg_path;
@@ -314,7 +327,19 @@ void Daemon::scheduleLevels() {
 
 void Daemon::onKmsg(const std::string& record) {
   std::vector<std::string> reranks;  // domains whose prediction a kernel kill has made stale
-  for (const auto& report : oom_reports_.feed(record)) {
+  auto reports = oom_reports_.feed(record);
+  if (const auto sequence = oom_reports_.lastSequence()) {
+    history_.sawRecord(*sequence);
+  }
+  for (auto& report : reports) {
+    if (auto* checked = std::get_if<KernelKillCheck>(&report)) {
+      if (checked->domain == "/") {
+        checked->domain_limit_bytes = facts_.meminfo.mem_total_kb * 1024;
+      } else if (auto limit = node_.cgroupfs().readLimit(checked->domain, cgroupfs::files::kMemoryMax)) {
+        checked->domain_limit_bytes = limit.value();
+      }
+    }
+    history_.kernelReport(report, oom_reports_.lastSequence());
     if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
       // One OOM, one victim: wait on the kernel's victim until it is gone, as the kernel itself does.
       const auto& kill = checked->kill;
@@ -461,6 +486,7 @@ void Daemon::stop() {
   if (kmsg_) {
     kmsg_->close();
   }
+  history_.savePosition(true);
   pods_.stop();
 }
 

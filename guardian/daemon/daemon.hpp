@@ -25,6 +25,7 @@
 #include "guardian/daemon/decider.hpp"
 #include "guardian/daemon/decision_log.hpp"
 #include "guardian/daemon/executor.hpp"
+#include "guardian/daemon/kill_history.hpp"
 #include "guardian/daemon/oom_reports.hpp"
 #include "guardian/daemon/pods.hpp"
 #include "guardian/daemon/rankings.hpp"
@@ -111,6 +112,7 @@ class Daemon final : private WatchSet::Listener {
   Pods pods_;
   Decider decider_;
   OomReports oom_reports_;
+  KillHistory history_;
   DecisionLog decision_log_;
   boost::asio::steady_timer refresh_timer_;
   boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)

@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "guardian/kube/kubernetes_identity.hpp"
+#include "guardian/text/format.hpp"
+
 namespace oomguard::guardian::daemon {
 namespace {
 
@@ -160,7 +163,10 @@ std::string DecisionLog::kernelKillText(const KernelKillCheck& checked) {
   };
   std::string text = "the kernel's OOM killer killed pid " + std::to_string(victim.pid) + " (" + victim.comm + "): " +
                      checked.kill.summary.constraint + ", OOM domain " +
-                     (checked.domain == "/" ? std::string("the host") : checked.domain) + "; anon-rss " +
+                     (checked.domain == "/" ? std::string("the host") : checked.domain) +
+                     (checked.domain_limit_bytes ? " (limit " + text::humanBytes(*checked.domain_limit_bytes) + ")"
+                                                 : std::string()) +
+                     "; anon-rss " +
                      kb(victim.anon_rss_kb) + ", file-rss " + kb(victim.file_rss_kb) + ", shmem-rss " +
                      kb(victim.shmem_rss_kb) + ", page tables " + kb(victim.pgtables_kb) + ", oom_score_adj " +
                      (victim.oom_score_adj ? std::to_string(*victim.oom_score_adj) : std::string("?"));
@@ -179,13 +185,19 @@ void DecisionLog::kernelReport(const OomReport& report) {
   if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
     const auto& kill = checked->kill;
     const auto& victim = kill.victim;
+    // The pod and container by name when the API server has told, by uid and runtime ID always (they
+    // are in the cgroup path the kubelet made).
     Json workload = nullptr;
-    if (const auto labels = labels_of_(kill.summary.task_memcg.value_or(checked->domain)); !labels.pod.empty()) {
-      workload = Json{{"namespace", labels.namespace_name}, {"pod", labels.pod}, {"container", labels.container}};
+    const std::string where = kill.summary.task_memcg.value_or(checked->domain);
+    if (const auto identity = kube::identifyCgroup(where); identity.inPod()) {
+      const auto labels = labels_of_(where);
+      workload = Json{{"namespace", labels.namespace_name}, {"pod", labels.pod},       {"container", labels.container},
+                      {"pod_uid", identity.pod_uid},        {"container_id", identity.container_id}};
     }
     log_.write("kernel_oom_kill",
                Json{{"constraint", kill.summary.constraint},
                     {"domain", checked->domain},
+                    {"domain_limit_bytes", checked->domain_limit_bytes ? Json(*checked->domain_limit_bytes) : Json(nullptr)},
                     {"oom_memcg", kill.summary.oom_memcg ? Json(*kill.summary.oom_memcg) : Json(nullptr)},
                     {"task_memcg", kill.summary.task_memcg ? Json(*kill.summary.task_memcg) : Json(nullptr)},
                     {"victim", Json{{"pid", victim.pid},

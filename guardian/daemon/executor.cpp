@@ -74,6 +74,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // What every kill does once the actuator has answered.
   // A kill the pod asked for (its own pressure limit) spends the pod's budget, not the node's.
   const std::string budget = reason_kind == kPodPressureReason ? domain : std::string();
+  std::optional<cgroupfs::ProcStatus> victim_status;  // read once pinned
   auto finish = [&](const io::ActionResult& result, std::shared_ptr<io::PinnedProcess> pinned,
                     const std::string& killed_cgroup) {
     outcome.result = result.ok ? (options_.dry_run ? DecisionResult::kDryRun : DecisionResult::kKilled)
@@ -94,6 +95,11 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
     if (result.ok && !options_.dry_run) {
       metrics_.countOomKill(resolved.labels, "oomguard", domain == "/" ? "CONSTRAINT_NONE" : "CONSTRAINT_MEMCG");
+      if (on_kill_) {
+        on_kill_(OomguardKill{domain, victim, victim_status,
+                              killed_cgroup.empty() ? std::nullopt : std::optional<std::string>(killed_cgroup),
+                              policy, reason_kind, resolved.labels});
+      }
     }
     if (result.ok) {
       ++stats_.kills;
@@ -152,6 +158,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     metrics_.countKill(policy, reason_kind, "gone");
     return;
   }
+  victim_status = now.value().status;
   // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
   // operator who kills at once is never made to wait by a tenant).
   uint32_t grace_ms = rule.sigterm_grace_ms;

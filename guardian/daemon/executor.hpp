@@ -6,8 +6,10 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -30,6 +32,17 @@ namespace oomguard::guardian::daemon {
 // The reason_kind of a kill a pod's own pressure limit asked for (Executor::kill): it spends a budget of
 // the pod's own (policies::KillGate), never the node's.
 inline constexpr const char* kPodPressureReason = "pod_pressure";
+
+// One kill oomguard made (the signal sent), for the kill history.
+struct OomguardKill {
+  std::string domain;
+  policies::VictimCandidate victim;
+  std::optional<cgroupfs::ProcStatus> status;  // the victim's, read after it was pinned (none for a group kill)
+  std::optional<std::string> killed_cgroup;    // a group kill (memory.oom.group)
+  std::string policy;
+  std::string reason;
+  kube::WorkloadLabels labels;
+};
 
 class Executor {
  public:
@@ -55,6 +68,8 @@ class Executor {
   // Called after a successful kill of a pod's process or cgroup (never before the kill): the Event.
   using OnPodKill = std::function<void(const kube::KubePod& pod, const std::string& message)>;
   void onPodKill(OnPodKill on_pod_kill) { on_pod_kill_ = std::move(on_pod_kill); }
+  // Every kill once its signal is sent (not in --dry-run).
+  void onKill(std::function<void(const OomguardKill&)> on_kill) { on_kill_ = std::move(on_kill); }
 
   // Kills `victim` (its memory.oom.group cgroup when it has one) for `rule` in `domain`, and fills the
   // outcome: target, action, result and detail. A pid is pinned first and then checked to be the chosen
@@ -105,6 +120,7 @@ class Executor {
   const Clock& clock_;
   const kube::Workloads* workloads_ = nullptr;
   OnPodKill on_pod_kill_;
+  std::function<void(const OomguardKill&)> on_kill_;
   policies::KillGate gate_;
   std::set<pid_t> never_kill_;
   std::unordered_map<pid_t, int> intended_adj_;

@@ -51,9 +51,11 @@ void OomReports::markClock(const std::string& kmsg_path) {
 std::vector<OomReport> OomReports::feed(const std::string& record_text) {
   std::vector<OomReport> reports;
   auto record = cgroupfs::parseKmsgRecord(record_text);
+  last_sequence_.reset();
   if (!record) {
     return reports;
   }
+  last_sequence_ = record.value().sequence;
   // A record is read after it is written, so the smallest (read time - record time) seen bounds the
   // offset from above, tightly whenever we read promptly (tens of milliseconds apart in a VM otherwise);
   // predictions (stamped on CLOCK_MONOTONIC) are compared through it.

@@ -35,6 +35,9 @@ const char* toString(PredictionCheck check);  // match | mismatch | stale | unmo
 struct KernelKillCheck {
   cgroupfs::KernelOomKill kill;
   std::string domain;  // the OOM's memcg, or "/" for the host
+  // The domain's limit when the report arrived: the memcg's memory.max (none when "max" or gone), the
+  // host's MemTotal. Set by the daemon, which reads the node.
+  std::optional<uint64_t> domain_limit_bytes;
   bool modelled = true;
   std::optional<policies::VictimCandidate> predicted;
   PredictionCheck result = PredictionCheck::kNone;
@@ -52,6 +55,8 @@ class OomReports {
   void markClock(const std::string& kmsg_path);
   // One kmsg record (the raw "<prefix>;<message>" text); returns the reports it completes, checked.
   std::vector<OomReport> feed(const std::string& record_text);
+  // The kmsg sequence number of the record last fed, when it had one.
+  [[nodiscard]] std::optional<uint64_t> lastSequence() const { return last_sequence_; }
 
  private:
   KernelKillCheck check(const cgroupfs::KernelOomKill& kill);
@@ -65,6 +70,7 @@ class OomReports {
   cgroupfs::OomReportAssembler assembler_;
   std::set<pid_t> kernel_killed_;          // victims of kernel OOM kills seen (bounded)
   std::optional<int64_t> offset_us_;       // CLOCK_MONOTONIC minus the kmsg clock, bounded from above
+  std::optional<uint64_t> last_sequence_;  // of the record last fed, when it parsed
   std::string mark_;                       // the text of our clock mark until it is read back
   uint64_t mark_before_us_ = 0;
   uint64_t mark_after_us_ = 0;

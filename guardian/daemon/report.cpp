@@ -58,6 +58,7 @@ void Daemon::printSummary(const std::string& kmsg_status, const std::string& sel
            << " OOM domains\n"
            << "  host PSI trigger: " << watch_set_.hostPressureStatus() << "\n"
            << "  kernel OOM reports: " << kmsg_status << "\n"
+           << "  kill history: " << history_.status() << "\n"
            << "  kubernetes: " << pods_.status() << "\n"
            << "  self: " << (self_status.empty() ? "unprotected (protect_self off)" : self_status) << "\n";
   summary_.flush();

@@ -6,8 +6,7 @@
 
 namespace oomguard::guardian::io {
 
-std::string EventLog::timestamp() const {
-  const auto now = clock_();
+std::string EventLog::formatTimestamp(std::chrono::system_clock::time_point now) {
   const auto seconds = std::chrono::system_clock::to_time_t(now);
   const auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;

@@ -183,13 +183,25 @@ KmsgWatch::KmsgWatch(boost::asio::io_context& io, int fd, Callback callback)
 }
 
 cgroupfs::Result<std::unique_ptr<KmsgWatch>> KmsgWatch::open(boost::asio::io_context& io, const std::string& path,
-                                                             Callback callback) {
+                                                             Callback callback, const Callback& replay) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     return cgroupfs::systemError(errno, path, "cannot open");
   }
-  // Records from before start-up are not ours to judge: start at the end.
-  if (::lseek(fd, 0, SEEK_END) < 0) {
+  if (replay) {
+    // A new descriptor starts at the oldest record the ring buffer holds; read up to the newest.
+    std::vector<char> buffer(8192);
+    for (;;) {
+      const ssize_t got = ::read(fd, buffer.data(), buffer.size());
+      if (got > 0) {
+        replay(std::string(buffer.data(), static_cast<size_t>(got)));
+      } else if (got < 0 && (errno == EPIPE || errno == EINTR)) {
+        continue;  // EPIPE: overwritten while we read; the next read resumes at the oldest left
+      } else {
+        break;  // EAGAIN: drained (0: a plain file in tests, at its end)
+      }
+    }
+  } else if (::lseek(fd, 0, SEEK_END) < 0) {  // records from before start-up are not ours to judge
     const int saved = errno;
     ::close(fd);
     return cgroupfs::systemError(saved, path, "cannot seek to the end");

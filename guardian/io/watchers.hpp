@@ -66,12 +66,14 @@ class InotifyWatch {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// /dev/kmsg from its end at open time: every later record, one callback per record.
+// /dev/kmsg: every record written after open, one callback per record. With `replay`, the records the
+// kernel's ring buffer still holds from before open are first given to `replay`, synchronously, oldest
+// first, before open returns (the kill history resumes from them); without it they are skipped.
 class KmsgWatch {
  public:
   using Callback = std::function<void(const std::string& record)>;
   static cgroupfs::Result<std::unique_ptr<KmsgWatch>> open(boost::asio::io_context& io, const std::string& path,
-                                                           Callback callback);
+                                                           Callback callback, const Callback& replay = {});
   KmsgWatch(boost::asio::io_context& io, int fd, Callback callback);
   void close();
   [[nodiscard]] uint64_t lostRecords() const { return lost_records_; }

@@ -79,6 +79,7 @@ def default_config_is_valid():
     assert config["metrics"] == {"listen": "0.0.0.0:9743", "health_listen": "127.0.0.1:9744", "top_k": 10}, \
         config["metrics"]
     assert config["mode"] == "observe" and config["read_kmsg"] is True
+    assert config["history"] == {"dir": "/var/lib/oomguard", "max_kib": 1024}, config["history"]
     assert kubernetes == {"enabled": True, "events": True, "annotations": True,
                           "protected_namespaces": ["kube-system"], "tenant_max_sigterm_grace_seconds": 10}, kubernetes
     env = {e["name"]: e for e in container(render())[1]["env"]}
@@ -103,6 +104,9 @@ def non_default_values():
     assert one(objects, "DaemonSet")["metadata"]["name"] == "guardian"
     assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/dev/kmsg"]
     assert "/dev/kmsg" not in [m["mountPath"] for m in c["volumeMounts"]]
+    # history.enabled=false: no journal in the config, no node directory mounted.
+    assert config_of(objects)[0]["history"] is None
+    assert "/var/lib/oomguard" not in [m["mountPath"] for m in c["volumeMounts"]]
     sc = c["securityContext"]
     assert sc["capabilities"]["add"] == ["KILL", "SYS_RESOURCE"] and sc["seccompProfile"]["type"] == "Unconfined"
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example/worker": "true"}

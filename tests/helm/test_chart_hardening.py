@@ -39,7 +39,8 @@ def daemonset_mounts():
                   if "hostPath" in v}
     assert host_paths == {"host-proc": ("/proc", "Directory"), "host-proc-sys": ("/proc/sys", "Directory"),
                           "host-cgroup": ("/sys/fs/cgroup", "Directory"),
-                          "host-kmsg": ("/dev/kmsg", "CharDevice")}, host_paths
+                          "host-kmsg": ("/dev/kmsg", "CharDevice"),
+                          "history": ("/var/lib/oomguard", "DirectoryOrCreate")}, host_paths
     assert volumes["config"]["configMap"]["name"] == f"{RELEASE}-oomguard"
     mounts = {m["mountPath"]: (m["name"], bool(m.get("readOnly", False))) for m in c["volumeMounts"]}
     assert mounts == {
@@ -48,6 +49,7 @@ def daemonset_mounts():
         "/host/proc/sys": ("host-proc-sys", True),  # no sysctl writes: core_pattern, modprobe, ...
         "/host/sys/fs/cgroup": ("host-cgroup", False),  # cgroup PSI triggers, memory.oom.group, cgroup.kill
         "/dev/kmsg": ("host-kmsg", True),
+        "/var/lib/oomguard": ("history", False),  # the kill history, kept on the node
     }, mounts
 
 
@@ -62,14 +64,15 @@ def proc_sys_is_read_only_unless_sysctls_are_written():
         assert sys_mount and host_path_of(pod, sys_mount) == ("/proc/sys", "Directory"), c["volumeMounts"]
         assert sys_mount.get("readOnly") is True and sys_mount.get("recursiveReadOnly") == recursive, (kube, sys_mount)
         assert paths.index("/host/proc") < paths.index("/host/proc/sys"), paths
-        assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup"}, (kube, writable_mounts(c))
+        assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/var/lib/oomguard"}, (kube, writable_mounts(c))
     # Mode act with sysctls.values: each declared sysctl's file, and nothing else of /proc/sys, writable.
     objects = render(values=[ACT])
     pod, c = container(objects)
     config, _ = config_of(objects)
     names = sorted(config["sysctls"]["values"])
     files = {f"/host/proc/sys/{name.replace('.', '/')}" for name in names}
-    assert len(names) == 6 and writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup"} | files, writable_mounts(c)
+    assert len(names) == 6 and writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/var/lib/oomguard"} | files, \
+        writable_mounts(c)
     for mount in c["volumeMounts"]:
         if mount["mountPath"] in files:
             assert host_path_of(pod, mount) == (mount["mountPath"][len("/host"):], "File"), mount
@@ -81,9 +84,9 @@ def proc_sys_is_read_only_unless_sysctls_are_written():
     one_sysctl = "json:config.sysctls.values={\"vm.panic_on_oom\": 0}"
     for sets in [[one_sysctl], [one_sysctl, "config.mode=act", "dryRun=true"]]:
         _, c = container(render(sets=sets))
-        assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup"}, (sets, writable_mounts(c))
+        assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/var/lib/oomguard"}, (sets, writable_mounts(c))
     _, c = container(render(sets=[one_sysctl, "config.mode=act"]))
-    assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/host/proc/sys/vm/panic_on_oom"}
+    assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/var/lib/oomguard", "/host/proc/sys/vm/panic_on_oom"}
     # The same from configJson, which the chart reads for it.
     text = json.dumps({"version": 1, "mode": "act", "sysctls": {"values": {"kernel.panic": 10}},
                        "metrics": {"listen": "0.0.0.0:9743", "health_listen": "127.0.0.1:9744"}})
@@ -93,7 +96,7 @@ def proc_sys_is_read_only_unless_sysctls_are_written():
         _, c = container(render(values=[f.name]))
     finally:
         os.unlink(f.name)
-    assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/host/proc/sys/kernel/panic"}
+    assert writable_mounts(c) == {"/host/proc", "/host/sys/fs/cgroup", "/var/lib/oomguard", "/host/proc/sys/kernel/panic"}
 
 
 def dockerfile_entrypoint():

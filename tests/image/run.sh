@@ -161,8 +161,10 @@ get() {  # PATH: the body from the daemon in the image
   python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2]), timeout=2).read().decode())' "$port" "$1"
 }
+# The chart's history hostPath (history.enabled), read-write, as the only writable place in the root.
+mkdir -p "$work/state"
 if podman run -d --name "$container" "${as_chart[@]}" -e NODE_NAME=image-test \
-    -v "$work/config.json:/etc/oomguard/config.json:ro" \
+    -v "$work/config.json:/etc/oomguard/config.json:ro" -v "$work/state:/var/lib/oomguard" \
     "$image" "${roots[@]}" run --config /etc/oomguard/config.json --metrics-listen "127.0.0.1:$port" \
     > /dev/null 2> "$work/run.err"; then
   healthz=""
@@ -175,6 +177,14 @@ if podman run -d --name "$container" "${as_chart[@]}" -e NODE_NAME=image-test \
     pass "run: the chart's exec probe (oomguard health on the loopback health listener) passes: $probe"
   else
     fail "run: the chart's exec probe failed: $probe"
+  fi
+  # The chart's NOTES tell users to read the kill history with kubectl exec: the same command in the image.
+  if history=$(podman exec "$container" /usr/bin/oomguard history 2>&1) && [ -f "$work/state/kills.jsonl" ] \
+      && ! podman logs "$container" 2>&1 | grep -q '"event":"history_unavailable"'; then
+    pass "run: the daemon journals to the chart's history mount and oomguard history reads it: $(echo "$history" | tail -n 1)"
+  else
+    fail "run: kill history: $(echo "$history" | tail -n 2 | tr '\n' ' '); state: $(ls -A "$work/state" | tr '\n' ' ')"
+    podman logs "$container" 2>&1 | grep history | tail -n 3 | sed 's/^/      | /'
   fi
   if [ -n "$healthz" ] && [ "${samples:-0}" -gt 0 ]; then
     pass "run: the image's daemon (the chart's config) serves /healthz and /metrics ($samples oomguard_ samples)"

@@ -299,7 +299,7 @@ TEST(KillPathProbe, ThisKernelHasEverything) {
 TEST_F(OwnCgroup, ProtectionIsAppliedAndReappliedToNewcomers) {
   const std::string config_path = fs::temp_directory_path() / ("oomguard-act-" + std::to_string(::getpid()) + ".json");
   // Raising oom_score_adj needs no privilege, so "low" (500) works everywhere.
-  writeFile(config_path, R"({"mode": "act", "refresh_interval_s": 0.2, "read_kmsg": false,
+  writeFile(config_path, R"({"mode": "act", "refresh_interval_s": 0.2, "read_kmsg": false, "history": null,
     "self": {"oom_score_adj": null, "mlock": false}, "host": {"pressure": null},
     "cgroups": [{"match": ")" + cgroup + R"(", "protection": "low"}, {"match": "/**", "pressure": null}]})");
   boost::asio::io_context io;

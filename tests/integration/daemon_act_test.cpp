@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "daemon_test_support.hpp"
+#include "guardian/io/kill_journal.hpp"
 #include "guardian/daemon/daemon.hpp"
 #include "guardian/exporter/metrics_prometheus.hpp"
 #include "process_population.hpp"
@@ -55,12 +56,7 @@ class DaemonAct : public ::testing::Test {
     fs::create_directories(root / "pod/app");
     fs::create_directories(root / "pod/side");
     writeFile(root / "cgroup.procs", "");
-    writeFile(root / "pod/cgroup.procs", "");
-    writeFile(root / "pod/memory.max", "1073741824\n");
-    writeFile(root / "pod/memory.swap.max", "0\n");
-    writeFile(root / "pod/memory.current", "1000000000\n");
-    writeFile(root / "pod/memory.oom.group", "0\n");
-    writeFile(root / "pod/memory.events", eventsText(0));
+    writeLimitedCgroup(root / "pod");
     writeFile(root / "pod/app/cgroup.procs", std::to_string(big) + "\n" + std::to_string(small) + "\n");
     writeFile(root / "pod/app/memory.max", "max\n");
     writeFile(root / "pod/app/memory.oom.group", "0\n");
@@ -77,7 +73,7 @@ class DaemonAct : public ::testing::Test {
 
   void start(const std::string& rules, const std::string& mode = "act", const std::string& extra = "") {
     const auto config = guardian::config::parseConfig(R"({"mode": ")" + mode + R"(", "refresh_interval_s": 3600, "read_kmsg": false,
-        "host": {"pressure": null}, "policy": {"cooldown_s": 10, "max_kills_per_minute": 2},)" + extra + R"(
+        "history": {"dir": ")" + (root / "state").string() + R"("}, "host": {"pressure": null}, "policy": {"cooldown_s": 10, "max_kills_per_minute": 2},)" + extra + R"(
         "cgroups": )" + rules + "}", "test");
     guardian::daemon::DaemonOptions options;
     options.cgroup_root = root.string();
@@ -140,6 +136,19 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
   EXPECT_EQ(capped["result"], "held");
   EXPECT_NE(capped["held_by"].get<std::string>().find("kill cap"), std::string::npos);
   EXPECT_EQ(actuator.actions.size(), 2U);
+
+  // Each kill is in the history on disk, once, with what it took and why; the held decisions are not.
+  const auto history = guardian::io::readKillJournal((root / "state").string());
+  ASSERT_TRUE(history) << history.error().describe();
+  ASSERT_EQ(history.value().records.size(), 2U);
+  for (const auto& record : history.value().records) {
+    EXPECT_EQ(record["killer"], "oomguard");
+    EXPECT_EQ(record["kind"], "kill");
+    EXPECT_EQ(record["pid"], big);
+    EXPECT_EQ(record["domain"], "/pod");
+    EXPECT_EQ(record["policy"], "kill-worst");
+    EXPECT_FALSE(record["time"].get<std::string>().empty());
+  }
 }
 
 TEST_F(DaemonAct, PreferenceAvoidMovesTheVictimElsewhere) {
@@ -282,6 +291,10 @@ TEST_F(DaemonAct, DryRunDecidesWithTheProtectionsItWouldHaveWritten) {
   EXPECT_EQ(decision["victim"]["pid"], medium) << "the model's next victim, with the protection in it";
   // Protections are logged once per pid, not again at every refresh.
   EXPECT_EQ(logLines(log_text.str(), "protection").size(), 2U) << log_text.str();
+  // A dry run kills nothing, so its history is empty.
+  const auto history = guardian::io::readKillJournal((root / "state").string());
+  ASSERT_TRUE(history);
+  EXPECT_TRUE(history.value().records.empty());
 }
 
 TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
@@ -291,6 +304,11 @@ TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
   EXPECT_EQ(decision["action"], "kill_cgroup");
   EXPECT_EQ(decision["cgroup"], "/pod/app");
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill-cgroup /pod/app"}));
+  const auto history = guardian::io::readKillJournal((root / "state").string());
+  ASSERT_TRUE(history);
+  ASSERT_EQ(history.value().records.size(), 1U);
+  EXPECT_EQ(history.value().records[0]["kind"], "group_kill");
+  EXPECT_EQ(history.value().records[0]["cgroup"], "/pod/app");
 }
 
 TEST_F(DaemonAct, ObserveModeNeverActs) {

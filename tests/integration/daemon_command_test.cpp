@@ -69,7 +69,7 @@ TEST(DaemonCommand, ActWithoutCapKillIsRefusedAndSaysWhich) {
     GTEST_SKIP() << "SKIPPED: no cgroup2 mount at " << kUnified << " (mode act needs one)";
   }
   const std::string path = fs::temp_directory_path() / ("oomguard-act-" + std::to_string(::getpid()) + ".json");
-  writeFile(path, R"({"mode": "act", "read_kmsg": false, "self": {"oom_score_adj": null, "mlock": false},
+  writeFile(path, R"({"mode": "act", "read_kmsg": false, "history": null, "self": {"oom_score_adj": null, "mlock": false},
                       "metrics": {"listen": "127.0.0.1:0"}})");
   int err[2];
   ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);

@@ -125,7 +125,7 @@ class DaemonOnUnified : public ::testing::Test {
 
   // CPU pressure: unprivileged triggers need windows in multiples of 2 s, so use 2 s.
   void writeConfig(uint64_t stall_us, const std::string& extra = "") {
-    writeFile(config_path, R"({"refresh_interval_s": 1, "read_kmsg": false, "self": {"oom_score_adj": null, "mlock": false},
+    writeFile(config_path, R"({"refresh_interval_s": 1, "read_kmsg": false, "history": null, "self": {"oom_score_adj": null, "mlock": false},
       "host": {"pressure": null},
       "cgroups": [{"match": ")" + cgroup + R"(/**", "watch_events": true, "pressure_only_if_limited": false,
                    "pressure": {"resource": "cpu", "kind": "some", "stall_us": )" +

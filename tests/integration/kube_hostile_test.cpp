@@ -450,6 +450,7 @@ TEST_F(KubeHostileTest, TheDaemonsMemoryNeedUnderTheWorstBoundedInputFitsTheChar
   const std::string config_path = (dir_ / "config.json").string();
   std::ofstream(config_path) << Json{{"version", 1},
                                      {"mode", "observe"},
+                                     {"history", {{"dir", (dir_ / "state").string()}}},
                                      {"self", {{"oom_score_adj", -1000}, {"mlock", true}}},
                                      {"kubernetes",
                                       {{"enabled", true},

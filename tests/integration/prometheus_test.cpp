@@ -291,7 +291,7 @@ class PrometheusEndToEnd : public ::testing::Test {
     scratch = pattern;
     writeFile(
         scratch / "oomguard.json",
-        R"({"refresh_interval_s": 1, "read_kmsg": false, "self": {"oom_score_adj": null, "mlock": false},
+        R"({"refresh_interval_s": 1, "read_kmsg": false, "history": null, "self": {"oom_score_adj": null, "mlock": false},
                   "host": {"pressure": null}})");
     port = freePort();
     ASSERT_GT(port, 0);

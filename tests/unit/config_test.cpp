@@ -80,9 +80,20 @@ TEST(Config, TheSystemdHostExampleFitsSystemdsSlices) {
 }
 
 TEST(Config, NullTurnsThingsOff) {
-  const Config config = parseConfig(R"({"host":{"pressure":null},"self":{"oom_score_adj":null}})", "t");
+  const Config config = parseConfig(R"({"host":{"pressure":null},"self":{"oom_score_adj":null},"history":null})", "t");
   EXPECT_FALSE(config.host_pressure.has_value());
   EXPECT_FALSE(config.self.oom_score_adj.has_value());
+  EXPECT_FALSE(config.history.has_value());
+}
+
+TEST(Config, TheKillHistoryIsOnByDefaultUnderVarLib) {
+  const Config defaults = parseConfig("{}", "t");
+  ASSERT_TRUE(defaults.history);
+  EXPECT_EQ(defaults.history->dir, "/var/lib/oomguard");
+  EXPECT_EQ(defaults.history->max_bytes, 1024U * 1024U);
+  const Config set = parseConfig(R"({"history":{"dir":"/srv/og","max_kib":64}})", "t");
+  EXPECT_EQ(set.history->dir, "/srv/og");
+  EXPECT_EQ(set.history->max_bytes, 64U * 1024U);
 }
 
 struct BadConfig {
@@ -104,6 +115,9 @@ TEST_P(ConfigErrors, NameThePathAndTheReason) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, ConfigErrors,
     ::testing::Values(
+        BadConfig{"history_relative_dir", R"({"history":{"dir":"state"}})", "/history/dir: must be an absolute path"},
+        BadConfig{"history_tiny", R"({"history":{"max_kib":8}})", "/history/max_kib: must be between 16 and 65536"},
+        BadConfig{"history_unknown_key", R"({"history":{"path":"/x"}})", "/history/path: unknown key"},
         BadConfig{"stall_above_window",
                   R"({"cgroups":[{"match":"/a"},{"match":"/b"},{"match":"/c","pressure":{"stall_us":2000000,"window_ms":1000}}]})",
                   "/cgroups/2/pressure/stall_us: must be <= window_ms * 1000 (1000000), got 2000000"},

@@ -21,21 +21,7 @@ using testing::readFixture;
 
 // --- helpers -------------------------------------------------------------------------------------
 
-// The records of a fixture file, each as read(2) returned it: a line that starts with a space is a
-// dictionary line of the record before it.
-std::vector<std::string> fixtureRecords(const std::string& name) {
-  std::istringstream in(readFixture("kmsg-6.12/" + name));
-  std::vector<std::string> records;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.front() == ' ' && !records.empty()) {
-      records.back() += line + "\n";
-    } else {
-      records.push_back(line + "\n");
-    }
-  }
-  return records;
-}
+using oomguard::testing::kmsgFixtureRecords;
 
 struct Replay {
   std::vector<KmsgRecord> records;
@@ -64,7 +50,7 @@ void replayInto(const std::vector<std::string>& raw, OomReportAssembler& assembl
 Replay replayFixture(const std::string& name) {
   OomReportAssembler assembler;
   Replay replay;
-  replayInto(fixtureRecords(name), assembler, replay);
+  replayInto(kmsgFixtureRecords(name), assembler, replay);
   return replay;
 }
 
@@ -140,7 +126,7 @@ const char* const kFixtures[] = {"memcg.txt",  "group.txt",  "parent.txt", "glob
 TEST(KmsgFixture, EveryRecordParsesInSequence) {
   for (const char* name : kFixtures) {
     SCOPED_TRACE(name);
-    const auto raw = fixtureRecords(name);
+    const auto raw = kmsgFixtureRecords(name);
     ASSERT_FALSE(raw.empty());
     uint64_t previous_seq = 0;
     uint64_t previous_ts = 0;
@@ -165,7 +151,7 @@ TEST(KmsgFixture, EveryRecordParsesInSequence) {
 }
 
 TEST(KmsgFixture, HeaderFieldsOfRealOomRecords) {
-  const auto raw = fixtureRecords("memcg.txt");
+  const auto raw = kmsgFixtureRecords("memcg.txt");
   ASSERT_GE(raw.size(), 3U);
   auto first = parseKmsgRecord(raw.front());
   ASSERT_TRUE(first.ok()) << first.error().describe();
@@ -192,7 +178,7 @@ TEST(KmsgFixture, HeaderFieldsOfRealOomRecords) {
 }
 
 TEST(KmsgFixture, DictionaryLinesAreNotPartOfTheMessage) {
-  const auto raw = fixtureRecords("dictionary.txt");
+  const auto raw = kmsgFixtureRecords("dictionary.txt");
   ASSERT_EQ(raw.size(), 3U);
   for (const auto& text : raw) {
     ASSERT_NE(text.find("\n SUBSYSTEM=acpi\n"), std::string::npos) << text;  // the fixture really has them
@@ -507,7 +493,7 @@ TEST(KmsgOomReport, ConsecutiveReportsInOneStreamDoNotLeakState) {
   OomReportAssembler assembler;
   Replay replay;
   for (const char* name : {"group.txt", "memcg.txt", "parent.txt", "global.txt", "allocating.txt", "cpuset.txt"}) {
-    replayInto(fixtureRecords(name), assembler, replay);
+    replayInto(kmsgFixtureRecords(name), assembler, replay);
   }
   std::vector<pid_t> kills;
   std::vector<uint64_t> starts;
@@ -531,7 +517,7 @@ TEST(KmsgOomReport, ConsecutiveReportsInOneStreamDoNotLeakState) {
 
 std::vector<std::string> messagesOf(const std::string& fixture) {
   std::vector<std::string> messages;
-  for (const auto& text : fixtureRecords(fixture)) {
+  for (const auto& text : kmsgFixtureRecords(fixture)) {
     auto record = parseKmsgRecord(text);
     if (record) {
       messages.push_back(record.value().message);
@@ -542,7 +528,7 @@ std::vector<std::string> messagesOf(const std::string& fixture) {
 
 TEST(KmsgAssembler, ReportJoinedAfterItsHeaderStartsAtTheSummary) {
   // A daemon that starts reading in the middle of a report has not seen "invoked oom-killer".
-  const auto raw = fixtureRecords("memcg.txt");
+  const auto raw = kmsgFixtureRecords("memcg.txt");
   OomReportAssembler assembler;
   Replay replay;
   replayInto(std::vector<std::string>(raw.begin() + 1, raw.end()), assembler, replay);

@@ -2,7 +2,9 @@
 
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace oomguard::testing {
 
@@ -16,6 +18,22 @@ inline std::string readFixture(const std::string& relative) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The records of a kmsg fixture file (tests/fixtures/kmsg-6.12, written by kmsgdump -r), each as read(2)
+// returned it: a line that starts with a space is a dictionary line of the record before it.
+inline std::vector<std::string> kmsgFixtureRecords(const std::string& name) {
+  std::istringstream in(readFixture("kmsg-6.12/" + name));
+  std::vector<std::string> records;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.front() == ' ' && !records.empty()) {
+      records.back() += line + "\n";
+    } else {
+      records.push_back(line + "\n");
+    }
+  }
+  return records;
 }
 
 }  // namespace oomguard::testing

@@ -117,6 +117,11 @@ metrics.health_listen from health.port (when health.enabled), read_kmsg off when
 {{- if not .Values.kmsg.enabled }}
 {{- $_ := set $config "read_kmsg" false }}
 {{- end }}
+{{- if .Values.history.enabled }}
+{{- $_ := set $config "history" (dict "dir" "/var/lib/oomguard" "max_kib" (int .Values.history.maxKib)) }}
+{{- else }}
+{{- $_ := set $config "history" nil }}
+{{- end }}
 {{- $kubernetes := dict "enabled" .Values.kubernetes.enabled "events" .Values.kubernetes.events "annotations" .Values.kubernetes.annotations "protected_namespaces" .Values.workloadAnnotations.protectedNamespaces "tenant_max_sigterm_grace_seconds" (int .Values.workloadAnnotations.tenantMaxSigtermGraceSeconds) }}
 {{- $_ := set $config "kubernetes" (merge (get $config "kubernetes" | default dict) $kubernetes) }}
 {{- toPrettyJson $config }}
