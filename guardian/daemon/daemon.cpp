@@ -450,6 +450,7 @@ bool Daemon::reload() {
     }
     executor_.restoreMemoryHigh();  // the fresh config's rules set theirs at the refresh below
     config_ = std::move(fresh);
+    decider_.configChanged();  // the level watch's rules point into the old config
   } catch (const config::ConfigError& error) {
     log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});
     return false;

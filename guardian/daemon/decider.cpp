@@ -161,19 +161,31 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     allocated = pages.value() * node_.pageBytes();
     allocation_rate_.sample(now_us, -static_cast<double>(*allocated));  // its "room" shrinks as the host allocates
   }
-  std::set<std::string> acting;
+  // Which domains act on a level, and by which rule: resolved at the refresh (`all`) and after a reload,
+  // not at each tick (a tick comes up to 200 times a second; matching 500 domains' rules at each cost
+  // more than the readings).
+  if (all || !rules_current_) {
+    ++scans_;
+    for (const auto& [path, state] : rankings_.all()) {
+      const config::ActRule* rule = actRuleFor(path);
+      if (rule == nullptr || rule->action == policies::Action::kObserve) {
+        continue;
+      }
+      const auto& when = rule->when;
+      if (!when.headroom_below && !when.mem_available_below && !when.swap_free_below && !when.pressure_avg10) {
+        continue;
+      }
+      auto& level = levels_[path];
+      level.rule = rule;
+      level.seen_in_scan = scans_;
+    }
+    std::erase_if(levels_, [&](const auto& entry) { return entry.second.seen_in_scan != scans_; });
+    rules_current_ = true;
+  }
   std::optional<double> smallest_left;  // of the domains watched through the allocations
-  for (const auto& [path, state] : rankings_.all()) {
-    const config::ActRule* rule = actRuleFor(path);
-    if (rule == nullptr || rule->action == policies::Action::kObserve) {
-      continue;
-    }
+  for (auto& [path, level] : levels_) {
+    const config::ActRule* rule = level.rule;
     const auto& when = rule->when;
-    if (!when.headroom_below && !when.mem_available_below && !when.swap_free_below && !when.pressure_avg10) {
-      continue;
-    }
-    acting.insert(path);
-    auto& level = levels_[path];
     // Watched through the allocations: read when its budget is spent, or on its own timer (every
     // kBudgetedRereadRefreshes refreshes, the safety net), not at every refresh.
     const bool budgeted = allocated && level.budget_room_bytes && now_us >= level.fast_until_us;
@@ -229,7 +241,6 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     }
     level.due_us = now_us + delay_us;
   }
-  std::erase_if(levels_, [&](const auto& entry) { return !acting.contains(entry.first); });
   // The next read of the allocations: before the smallest room left could be gone at the fastest
   // plausible rate (the host's measured allocation rate, or the assumed fill rate).
   allocation_due_us_.reset();
