@@ -24,6 +24,17 @@ std::optional<int64_t> epochSeconds(const std::string& time) {
   return static_cast<int64_t>(::timegm(&utc));
 }
 
+// A journal line is input (a tampered or foreign file): a member of another type reads as empty.
+std::string stringOf(const Json& record, const char* key, const std::string& fallback = "") {
+  const auto found = record.find(key);
+  return found != record.end() && found->is_string() ? found->get<std::string>() : fallback;
+}
+
+bool replayedOf(const Json& record) {
+  const auto found = record.find("replayed");
+  return found != record.end() && found->is_boolean() && found->get<bool>();
+}
+
 std::string field(const Json& record, const char* key) {
   const auto found = record.find(key);
   if (found == record.end() || found->is_null()) {
@@ -35,15 +46,15 @@ std::string field(const Json& record, const char* key) {
 std::string whereOf(const Json& record) {
   const auto workload = record.find("workload");
   if (workload != record.end() && workload->is_object()) {
-    const std::string pod = workload->value("pod", "");
+    const std::string pod = stringOf(*workload, "pod");
     if (!pod.empty()) {
-      const std::string container = workload->value("container", "");
-      return workload->value("namespace", "") + "/" + pod + (container.empty() ? "" : "/" + container);
+      const std::string container = stringOf(*workload, "container");
+      return stringOf(*workload, "namespace") + "/" + pod + (container.empty() ? "" : "/" + container);
     }
     // The pod is not known by name (no API server, or gone before it was listed): its uid and the
     // container's runtime ID, from the cgroup path the kubelet made.
-    const std::string container_id = workload->value("container_id", "");
-    return "pod " + workload->value("pod_uid", "?") +
+    const std::string container_id = stringOf(*workload, "container_id");
+    return "pod " + stringOf(*workload, "pod_uid", "?") +
            (container_id.empty() ? "" : " container " + container_id.substr(0, 12));
   }
   return field(record, "cgroup");
@@ -102,62 +113,63 @@ int runHistory(const HistoryOptions& options, std::ostream& out, std::ostream& e
     }
     since_epoch = options.now_epoch_s - *seconds;
   }
-  auto read = io::readKillJournal(options.dir);
-  if (!read) {
-    err << "oomguard history: " << read.error().describe() << "\n";
-    return kExitFailure;
-  }
-  std::vector<const Json*> shown;
-  for (const auto& record : read.value().records) {
-    if (since_epoch) {
-      const auto when = epochSeconds(record.value("time", ""));
-      if (!when || *when < *since_epoch) {
-        continue;
-      }
-    }
-    shown.push_back(&record);
-  }
-  if (options.json) {
-    for (const Json* record : shown) {
-      out << text::jsonText(*record) << "\n";
-    }
-  } else {
+  bool any_shown = false;
+  bool any_replayed = false;
+  if (!options.json) {
     out << text::column("TIME (UTC)", 20) << " " << text::column("KILLER", 8) << " " << text::rightColumn("PID", 8)
         << " " << text::column("COMM", 16) << " " << text::rightColumn("RSS", 11) << " "
         << text::column("CONSTRAINT", 17) << " WHERE\n";
-    for (const Json* record : shown) {
-      const std::string time = record->value("time", "").substr(0, 19);
-      const std::string kind = record->value("kind", "");
-      if (kind == "gap") {
-        out << text::column(time, 20) << " kmsg records " << field(*record, "from_seq") << ".."
-            << field(*record, "to_seq")
-            << " were dropped by the kernel's ring buffer before oomguard read them: kills among them are unknown\n";
-        continue;
+  }
+  // One record at a time, as read: the journal may hold megabytes.
+  auto skipped = io::forEachKillRecord(options.dir, [&](const Json& record) {
+    if (since_epoch) {
+      const auto when = epochSeconds(stringOf(record, "time"));
+      if (!when || *when < *since_epoch) {
+        return;
       }
-      std::string killer = field(*record, "killer");
-      if (record->value("replayed", false)) {
-        killer += "*";
-      }
-      std::string where = whereOf(*record);
-      if (kind == "group_kill") {
-        where = "whole cgroup " + field(*record, "cgroup") + " (memory.oom.group)";
-      } else if (kind == "group_member") {
-        where += " (group member)";
-      }
-      out << text::column(time, 20) << " " << text::column(killer, 8) << " "
-          << text::rightColumn(field(*record, "pid"), 8) << " " << text::column(field(*record, "comm"), 16) << " "
-          << text::rightColumn(rssOf(*record), 11) << " " << text::column(field(*record, "constraint"), 17) << " "
-          << text::printable(where) << "\n";
     }
-    if (shown.empty()) {
+    any_shown = true;
+    if (options.json) {
+      out << text::jsonText(record) << "\n";
+      return;
+    }
+    const std::string time = stringOf(record, "time").substr(0, 19);
+    const std::string kind = stringOf(record, "kind");
+    if (kind == "gap") {
+      out << text::column(time, 20) << " kmsg records " << text::printable(field(record, "from_seq")) << ".."
+          << text::printable(field(record, "to_seq"))
+          << " were dropped by the kernel's ring buffer before oomguard read them: kills among them are unknown\n";
+      return;
+    }
+    std::string killer = field(record, "killer");
+    if (replayedOf(record)) {
+      killer += "*";
+      any_replayed = true;
+    }
+    std::string where = whereOf(record);
+    if (kind == "group_kill") {
+      where = "whole cgroup " + field(record, "cgroup") + " (memory.oom.group)";
+    } else if (kind == "group_member") {
+      where += " (group member)";
+    }
+    out << text::column(time, 20) << " " << text::column(killer, 8) << " " << text::rightColumn(field(record, "pid"), 8)
+        << " " << text::column(field(record, "comm"), 16) << " " << text::rightColumn(rssOf(record), 11) << " "
+        << text::column(field(record, "constraint"), 17) << " " << text::printable(where) << "\n";
+  });
+  if (!skipped) {
+    err << "oomguard history: " << skipped.error().describe() << "\n";
+    return kExitFailure;
+  }
+  if (!options.json) {
+    if (!any_shown) {
       out << "no OOM kill recorded" << (options.since ? " in the last " + text::printable(*options.since) : "")
           << " in " << text::printable(options.dir) << "\n";
-    } else if (std::any_of(shown.begin(), shown.end(), [](const Json* r) { return r->value("replayed", false); })) {
+    } else if (any_replayed) {
       out << "* seen in the kernel's log when oomguard started: the kill happened while it was not running\n";
     }
   }
-  if (read.value().skipped_lines > 0) {
-    err << "oomguard history: " << read.value().skipped_lines << " torn or unreadable line(s) skipped\n";
+  if (skipped.value() > 0) {
+    err << "oomguard history: " << skipped.value() << " torn or unreadable line(s) skipped\n";
   }
   return kExitOk;
 }

@@ -255,7 +255,7 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
       if (config.history->dir.empty() || config.history->dir.front() != '/') {
         ObjectReader::fail("/history/dir", "must be an absolute path");
       }
-      config.history->max_bytes = static_cast<uint64_t>(reader.integer("max_kib", 1024, 16, 65536)) * 1024U;
+      config.history->max_bytes = static_cast<uint64_t>(reader.integer("max_kib", 1024, 16, 16384)) * 1024U;
       reader.finish();
     }
     if (const Json* self = root.find("self")) {

@@ -419,6 +419,7 @@ void Daemon::refresh() {
   pods_.publishStatus();
   executor_.releaseVictims(clock_.monotonic_us());
   executor_.checkSysctls(false);
+  history_.sync();
   publishDomainMemory(limited, full_scan);
   metrics_.observeScanDuration(static_cast<double>(clock_.monotonic_us() - scan_started_us) / 1e6);
   if (stats_.refreshes == 1) {

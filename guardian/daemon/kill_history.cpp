@@ -10,13 +10,15 @@ using Json = nlohmann::ordered_json;
 // SIGKILL re-reads at most this much of the ring buffer, and its kills are not journaled twice (they are
 // keyed by sequence number).
 constexpr uint64_t kPositionEveryUs = 60'000'000;
-// The journal is made durable (fdatasync, on the event loop) at most this often: a burst of kills (a
-// memory.oom.group kill of many tasks prints one record each) costs one sync, not one per record. The
-// daemon's own death loses nothing written (the page cache outlives it); a node crash, at most the
-// records of the last second, and savePosition and stop sync the rest.
-constexpr uint64_t kSyncEveryUs = 1'000'000;
+
 
 Json optionalJson(const auto& value) { return value ? Json(*value) : Json(nullptr); }
+
+// A journal line is input: a member of another type than the daemon writes reads as empty.
+std::string stringOf(const Json& record, const char* key) {
+  const auto found = record.find(key);
+  return found != record.end() && found->is_string() ? found->get<std::string>() : std::string();
+}
 
 }  // namespace
 
@@ -40,18 +42,26 @@ void KillHistory::open(const config::History& settings, std::string boot_id) {
   }
   journal_ = std::move(journal).value();
   status_ = settings.dir + "/" + io::kKillJournalFile;
-  if (auto read = io::readKillJournal(settings.dir)) {
-    for (const auto& record : read.value().records) {
-      const auto seq = record.find("seq");
-      if (record.value("boot_id", "") == boot_id_ && seq != record.end() && seq->is_number_unsigned() &&
-          record.value("killer", "") == "kernel") {
-        journaled_seq_ = std::max(journaled_seq_.value_or(0), seq->get<uint64_t>());
-      }
-    }
+  if (boot_id_.empty()) {
+    // Without the boot's id, sequence numbers cannot be told from another boot's: every kill in the
+    // ring buffer is journaled at start (marked replayed), and no gap is claimed.
+    return;
   }
-  if (auto position = io::readKmsgPosition(settings.dir); position && position->boot_id == boot_id_ && !boot_id_.empty()) {
+  // One record at a time: the journal may hold megabytes.
+  (void)io::forEachKillRecord(settings.dir, [&](const Json& record) {
+    const auto seq = record.find("seq");
+    if (stringOf(record, "boot_id") == boot_id_ && seq != record.end() && seq->is_number_unsigned() &&
+        stringOf(record, "killer") == "kernel") {
+      journaled_seq_ = std::max(journaled_seq_.value_or(0), seq->get<uint64_t>());
+    }
+  });
+  if (auto position = io::readKmsgPosition(settings.dir); position && position->boot_id == boot_id_) {
     resume_seq_ = position->sequence;
     saved_seq_ = position->sequence;
+  } else if (journaled_seq_) {
+    resume_seq_ = journaled_seq_;  // a run of this boot journaled a kill, and saved no position
+  } else {
+    first_in_boot_ = true;  // this boot's history begins with this run
   }
 }
 
@@ -106,12 +116,7 @@ void KillHistory::append(const Json& record) {
   if (!journal_) {
     return;
   }
-  const uint64_t now_us = clock_.monotonic_us();
-  const bool durable = synced_at_us_ == 0 || now_us - synced_at_us_ >= kSyncEveryUs;
-  if (durable) {
-    synced_at_us_ = now_us;
-  }
-  if (auto appended = journal_->append(record, durable); !appended) {
+  if (auto appended = journal_->append(record); !appended) {
     // Logged once per ten failures (a full disk must not flood the log); the kill itself is logged anyway.
     if (append_failures_++ % 10 == 0) {
       log_.write("history_write_failed", Json{{"error", appended.error().describe()}, {"failures", append_failures_}});
@@ -122,16 +127,24 @@ void KillHistory::append(const Json& record) {
 void KillHistory::noteSequence(uint64_t sequence, bool replaying) {
   // The ring buffer dropped the records between the last one read (by this run, or by the last run as
   // kmsg.position says) and this one: kills among them cannot be known.
-  const std::optional<uint64_t> previous = last_seq_ ? last_seq_ : resume_seq_;
-  if (previous && sequence > *previous + 1 && journal_) {
+  // The last record known read: by this run; else by the last run (its position, or its newest kill
+  // if that is newer: the position is saved at most every minute); else, at this boot's first start,
+  // none (the history begins at record 0).
+  std::optional<uint64_t> previous = last_seq_;
+  if (!previous && resume_seq_) {
+    previous = std::max(*resume_seq_, journaled_seq_.value_or(0));
+  }
+  const uint64_t first_missing = previous ? *previous + 1 : 0;
+  if ((previous || (first_in_boot_ && replaying)) && sequence > first_missing && journal_) {
     Json gap = base("unknown", "gap", std::nullopt, 0);
-    gap["from_seq"] = *previous + 1;
+    gap["from_seq"] = first_missing;
     gap["to_seq"] = sequence - 1;
     gap["detail"] = std::string("the kernel's ring buffer dropped these records before oomguard read them") +
-                    (replaying ? " (while it was not running)" : "");
-    log_.write("history_gap", Json{{"from_seq", *previous + 1}, {"to_seq", sequence - 1}});
+                    (!previous ? " (before its first start in this boot)" : replaying ? " (while it was not running)" : "");
+    log_.write("history_gap", Json{{"from_seq", first_missing}, {"to_seq", sequence - 1}});
     append(gap);
   }
+  first_in_boot_ = false;
   if (!last_seq_ || sequence > *last_seq_) {
     last_seq_ = sequence;
   }
@@ -150,7 +163,7 @@ void KillHistory::replay(const std::string& record_text) {
   // Records the last run read are assembled too: a report it read in part may end in one it did not.
   noteSequence(sequence, true);
   for (const auto& event : replay_assembler_.feed(record.value().message, record.value().timestamp_us)) {
-    if (journaled_seq_ && sequence <= *journaled_seq_) {
+    if (!boot_id_.empty() && journaled_seq_ && sequence <= *journaled_seq_) {
       continue;  // journaled already, by a run that saw it live or replayed it
     }
     Json line;
@@ -171,10 +184,13 @@ void KillHistory::replay(const std::string& record_text) {
     line["replayed"] = true;
     ++replay_.kills;
     append(line);
+    // The live descriptor reads what arrived while this one did: journaled here, skipped there.
+    journaled_seq_ = std::max(journaled_seq_.value_or(0), sequence);
   }
 }
 
 void KillHistory::replayed() {
+  first_in_boot_ = false;
   if (!journal_) {
     return;
   }
@@ -186,6 +202,16 @@ void KillHistory::replayed() {
   savePosition(true);
 }
 
+void KillHistory::sync() {
+  if (!journal_) {
+    return;
+  }
+  if (auto synced = journal_->sync(); !synced && append_failures_++ % 10 == 0) {
+    log_.write("history_write_failed", Json{{"error", synced.error().describe()}, {"failures", append_failures_}});
+  }
+  savePosition(false);
+}
+
 void KillHistory::sawRecord(uint64_t sequence) {
   noteSequence(sequence, false);
   savePosition(false);
@@ -193,7 +219,7 @@ void KillHistory::sawRecord(uint64_t sequence) {
 
 void KillHistory::kernelReport(const OomReport& report, std::optional<uint64_t> sequence) {
   if (sequence && journaled_seq_ && *sequence <= *journaled_seq_) {
-    return;  // the replay journaled it (a report that straddled start-up)
+    return;  // the replay journaled it (it arrived while the replay read)
   }
   Json line;
   if (const auto* checked = std::get_if<KernelKillCheck>(&report)) {
@@ -255,7 +281,7 @@ void KillHistory::savePosition(bool force) {
     return;
   }
   if (force) {
-    (void)journal_->sync();  // what the last second's appends left unsynced
+    (void)journal_->sync();
   }
   if (!last_seq_ || boot_id_.empty() || *last_seq_ == saved_seq_) {
     return;

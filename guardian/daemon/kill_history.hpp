@@ -55,6 +55,10 @@ class KillHistory {
   // Writes kmsg.position when it moved (at most every 60 s unless `force`: on stop, which also makes
   // every journaled record durable).
   void savePosition(bool force);
+  // At the refresh, off the kill path: the records appended since are made durable (fdatasync), and the
+  // position saved if due. The daemon's own death loses no record (the page cache outlives it); a node
+  // crash, those of the last refresh interval.
+  void sync();
 
  private:
   void append(const nlohmann::ordered_json& record);
@@ -74,7 +78,7 @@ class KillHistory {
   std::optional<uint64_t> last_seq_;       // the last record this run read
   uint64_t saved_seq_ = 0;
   uint64_t saved_at_us_ = 0;
-  uint64_t synced_at_us_ = 0;
+  bool first_in_boot_ = false;  // no position for this boot: its history begins with this run
   cgroupfs::OomReportAssembler replay_assembler_;
   struct Replay {
     uint64_t records = 0;

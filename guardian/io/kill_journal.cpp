@@ -1,6 +1,7 @@
 #include "guardian/io/kill_journal.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,24 +32,26 @@ cgroupfs::Result<bool> writeAll(int fd, const std::string& text, const std::stri
   return true;
 }
 
-void readLines(const std::string& path, KillJournalRead& read) {
+size_t readLines(const std::string& path, const std::function<void(const nlohmann::ordered_json&)>& each) {
   std::ifstream in(path, std::ios::binary);
   std::string line;
+  size_t skipped = 0;
   while (std::getline(in, line)) {
     if (line.empty()) {
       continue;
     }
     if (line.size() > kMaxLineBytes) {
-      ++read.skipped_lines;
+      ++skipped;
       continue;
     }
     auto record = nlohmann::ordered_json::parse(line, nullptr, false);
     if (record.is_discarded() || !record.is_object()) {
-      ++read.skipped_lines;  // torn by a crash mid-write, or not ours
+      ++skipped;  // torn by a crash mid-write, or not ours
       continue;
     }
-    read.records.push_back(std::move(record));
+    each(record);
   }
+  return skipped;
 }
 
 }  // namespace
@@ -60,18 +63,33 @@ cgroupfs::Result<std::unique_ptr<KillJournal>> KillJournal::open(const std::stri
   if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
     return cgroupfs::systemError(errno, dir, "cannot create the state directory");
   }
+  // One writer per directory: two daemons appending and rotating the same files would lose records.
+  const std::string lock_path = dir + "/lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+  if (lock_fd < 0) {
+    return cgroupfs::systemError(errno, lock_path, "cannot open the lock");
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    const int saved = errno;
+    ::close(lock_fd);
+    return cgroupfs::systemError(saved, lock_path,
+                                 saved == EWOULDBLOCK ? "another oomguard keeps its history here" : "cannot lock");
+  }
   const std::string path = dir + "/" + kKillJournalFile;
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
   if (fd < 0) {
-    return cgroupfs::systemError(errno, path, "cannot open the kill journal");
+    const int saved = errno;
+    ::close(lock_fd);
+    return cgroupfs::systemError(saved, path, "cannot open the kill journal");
   }
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     const int saved = errno;
     ::close(fd);
+    ::close(lock_fd);
     return cgroupfs::systemError(saved != 0 ? saved : EINVAL, path, "not a regular file");
   }
-  auto journal = std::make_unique<KillJournal>(dir, fd, static_cast<uint64_t>(info.st_size), max_bytes);
+  auto journal = std::make_unique<KillJournal>(dir, fd, lock_fd, static_cast<uint64_t>(info.st_size), max_bytes);
   // A crash mid-write left a torn line: the next record starts on a line of its own.
   if (info.st_size > 0) {
     char last = '\n';
@@ -92,12 +110,16 @@ cgroupfs::Result<std::unique_ptr<KillJournal>> KillJournal::open(const std::stri
   return journal;
 }
 
-KillJournal::KillJournal(std::string dir, int fd, uint64_t size_bytes, uint64_t max_bytes)
-    : dir_(std::move(dir)), fd_(fd), size_bytes_(size_bytes), max_bytes_(max_bytes) {}
+KillJournal::KillJournal(std::string dir, int fd, int lock_fd, uint64_t size_bytes, uint64_t max_bytes)
+    : dir_(std::move(dir)), fd_(fd), lock_fd_(lock_fd), size_bytes_(size_bytes), max_bytes_(max_bytes) {}
 
 KillJournal::~KillJournal() {
+  (void)sync();
   if (fd_ >= 0) {
     ::close(fd_);
+  }
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);  // and the lock with it
   }
 }
 
@@ -109,7 +131,10 @@ cgroupfs::Result<bool> KillJournal::rotate() {
   }
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
   if (fd < 0) {
-    return cgroupfs::systemError(errno, path, "cannot open the kill journal");
+    const int saved = errno;
+    // Back as it was: the next append retries the rotation instead of finding no file to rename.
+    (void)::rename(old.c_str(), path.c_str());
+    return cgroupfs::systemError(saved, path, "cannot open the kill journal");
   }
   ::close(fd_);
   fd_ = fd;
@@ -128,7 +153,7 @@ cgroupfs::Result<bool> KillJournal::sync() {
   return true;
 }
 
-cgroupfs::Result<bool> KillJournal::append(const nlohmann::ordered_json& record, bool durable) {
+cgroupfs::Result<bool> KillJournal::append(const nlohmann::ordered_json& record) {
   const std::string line = text::jsonText(record) + "\n";
   if (size_bytes_ > 0 && size_bytes_ + line.size() > max_bytes_) {
     if (auto synced = sync(); !synced) {  // the old file's last records, before it is renamed
@@ -145,11 +170,22 @@ cgroupfs::Result<bool> KillJournal::append(const nlohmann::ordered_json& record,
   }
   size_bytes_ += line.size();
   unsynced_ = true;
-  return durable ? sync() : cgroupfs::Result<bool>(true);
+  return true;
 }
 
 cgroupfs::Result<KillJournalRead> readKillJournal(const std::string& dir) {
   KillJournalRead read;
+  auto skipped = forEachKillRecord(dir, [&](const nlohmann::ordered_json& record) { read.records.push_back(record); });
+  if (!skipped) {
+    return skipped.error();
+  }
+  read.skipped_lines = skipped.value();
+  return read;
+}
+
+cgroupfs::Result<size_t> forEachKillRecord(const std::string& dir,
+                                           const std::function<void(const nlohmann::ordered_json&)>& each) {
+  size_t skipped = 0;
   for (const char* name : {kKillJournalOldFile, kKillJournalFile}) {
     const std::string path = dir + "/" + name;
     if (::access(path.c_str(), F_OK) != 0) {
@@ -161,9 +197,9 @@ cgroupfs::Result<KillJournalRead> readKillJournal(const std::string& dir) {
     if (::access(path.c_str(), R_OK) != 0) {
       return cgroupfs::systemError(errno, path, "cannot read the kill journal");
     }
-    readLines(path, read);
+    skipped += readLines(path, each);
   }
-  return read;
+  return skipped;
 }
 
 std::optional<KmsgPosition> readKmsgPosition(const std::string& dir) {
@@ -183,10 +219,8 @@ cgroupfs::Result<bool> writeKmsgPosition(const std::string& dir, const KmsgPosit
     return cgroupfs::systemError(errno, temporary, "cannot write the kmsg position");
   }
   const std::string text = position.boot_id + " " + std::to_string(position.sequence) + "\n";
+  // Not synced: after a node crash the boot is another, and this boot's position means nothing to it.
   auto wrote = writeAll(fd, text, temporary);
-  if (wrote && ::fdatasync(fd) != 0) {
-    wrote = cgroupfs::systemError(errno, temporary, "cannot sync the kmsg position");
-  }
   ::close(fd);
   if (!wrote) {
     return wrote.error();

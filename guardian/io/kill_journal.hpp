@@ -3,9 +3,10 @@
 //
 // Crash-safe: each record is one write(2) of one whole line to an O_APPEND descriptor, so the daemon's
 // death (SIGKILL, its own OOM kill) loses nothing written: the page cache outlives it. Against the node's
-// crash, the caller makes a record durable (fdatasync) when it asks, at most as often as it chooses: a
-// sync can take long under memory pressure and runs on the event loop. A crash leaves at most a torn
-// last line, which readers skip (and the next append starts on a line of its own). Bounded: when an append would take the file past max_bytes, the file is renamed
+// crash, the caller makes the records durable (sync(), an fdatasync) when it chooses: never in the kill
+// path, since a sync can take seconds under memory pressure. A crash leaves at most a torn last line,
+// which readers skip (and the next append starts on a line of its own). One writer: the journal holds
+// an exclusive lock (flock on <dir>/lock), so a second daemon on the same directory gets none. Bounded: when an append would take the file past max_bytes, the file is renamed
 // to kills.jsonl.1 (replacing the older one) and a new one begun, so the history holds the newest
 // max_bytes to 2 * max_bytes of records.
 //
@@ -15,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -33,14 +35,13 @@ class KillJournal {
  public:
   // Creates `dir` (mode 0750, and its parents) if it is missing, and opens the journal for appending.
   static cgroupfs::Result<std::unique_ptr<KillJournal>> open(const std::string& dir, uint64_t max_bytes);
-  KillJournal(std::string dir, int fd, uint64_t size_bytes, uint64_t max_bytes);
+  KillJournal(std::string dir, int fd, int lock_fd, uint64_t size_bytes, uint64_t max_bytes);
   ~KillJournal();
   KillJournal(const KillJournal&) = delete;
   KillJournal& operator=(const KillJournal&) = delete;
 
-  // Appends `record` as one line (invalid UTF-8 in its strings replaced, see text::jsonText); with
-  // `durable`, this and every earlier record is on disk when it returns ok.
-  cgroupfs::Result<bool> append(const nlohmann::ordered_json& record, bool durable);
+  // Appends `record` as one line (invalid UTF-8 in its strings replaced, see text::jsonText).
+  cgroupfs::Result<bool> append(const nlohmann::ordered_json& record);
   // Makes every record appended so far durable (fdatasync), if any is not yet.
   cgroupfs::Result<bool> sync();
   [[nodiscard]] const std::string& dir() const { return dir_; }
@@ -49,6 +50,7 @@ class KillJournal {
   cgroupfs::Result<bool> rotate();
   std::string dir_;
   int fd_ = -1;
+  int lock_fd_ = -1;
   uint64_t size_bytes_ = 0;
   uint64_t max_bytes_ = 0;
   bool unsynced_ = false;
@@ -58,7 +60,11 @@ struct KillJournalRead {
   std::vector<nlohmann::ordered_json> records;  // oldest first: kills.jsonl.1, then kills.jsonl
   size_t skipped_lines = 0;                     // torn or unparsable lines (a crash mid-write)
 };
-// Every whole record under `dir`. A missing journal is an empty history, not an error.
+// Every whole record under `dir`, oldest first, one at a time (memory: one record); returns how many
+// lines were torn or unparsable. A missing journal is an empty history, not an error.
+cgroupfs::Result<size_t> forEachKillRecord(const std::string& dir,
+                                           const std::function<void(const nlohmann::ordered_json&)>& each);
+// All of them at once (tests, small journals).
 cgroupfs::Result<KillJournalRead> readKillJournal(const std::string& dir);
 
 struct KmsgPosition {

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <ctime>
 
 namespace oomguard::guardian::io {
 
@@ -188,23 +189,41 @@ cgroupfs::Result<std::unique_ptr<KmsgWatch>> KmsgWatch::open(boost::asio::io_con
   if (fd < 0) {
     return cgroupfs::systemError(errno, path, "cannot open");
   }
-  if (replay) {
-    // A new descriptor starts at the oldest record the ring buffer holds; read up to the newest.
-    std::vector<char> buffer(8192);
-    for (;;) {
-      const ssize_t got = ::read(fd, buffer.data(), buffer.size());
-      if (got > 0) {
-        replay(std::string(buffer.data(), static_cast<size_t>(got)));
-      } else if (got < 0 && (errno == EPIPE || errno == EINTR)) {
-        continue;  // EPIPE: overwritten while we read; the next read resumes at the oldest left
-      } else {
-        break;  // EAGAIN: drained (0: a plain file in tests, at its end)
-      }
-    }
-  } else if (::lseek(fd, 0, SEEK_END) < 0) {  // records from before start-up are not ours to judge
+  // The live descriptor starts at the end: every record from here on is acted on, including those that
+  // arrive while the replay below reads (it reads them too: the history keeps each once, by sequence).
+  if (::lseek(fd, 0, SEEK_END) < 0 && errno != ESPIPE) {  // ESPIPE: a FIFO (tests) is always at its end
     const int saved = errno;
     ::close(fd);
     return cgroupfs::systemError(saved, path, "cannot seek to the end");
+  }
+  if (replay) {
+    // A second descriptor starts at the oldest record the ring buffer holds: read up to the newest.
+    const int from_start = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (from_start >= 0) {
+      std::vector<char> buffer(8192);
+      // Bounded even if records arrive as fast as they are read: the largest ring buffer (32 MiB) holds
+      // fewer records than this, and the start-up must not stall either.
+      constexpr uint64_t kMaxRecords = 1'000'000;
+      constexpr int64_t kMaxReplayNs = 2'000'000'000;
+      timespec began{};
+      ::clock_gettime(CLOCK_MONOTONIC, &began);
+      for (uint64_t records = 0; records < kMaxRecords; ++records) {
+        timespec now{};
+        ::clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - began.tv_sec) * 1'000'000'000 + (now.tv_nsec - began.tv_nsec) > kMaxReplayNs) {
+          break;
+        }
+        const ssize_t got = ::read(from_start, buffer.data(), buffer.size());
+        if (got > 0) {
+          replay(std::string(buffer.data(), static_cast<size_t>(got)));
+        } else if (got < 0 && (errno == EPIPE || errno == EINTR)) {
+          continue;  // EPIPE: overwritten while we read; the next read resumes at the oldest left
+        } else {
+          break;  // EAGAIN: drained (0: a FIFO or a plain file in tests, at its end)
+        }
+      }
+      ::close(from_start);
+    }
   }
   auto watch = std::make_unique<KmsgWatch>(io, fd, std::move(callback));
   watch->wait();

@@ -67,8 +67,9 @@ class InotifyWatch {
 };
 
 // /dev/kmsg: every record written after open, one callback per record. With `replay`, the records the
-// kernel's ring buffer still holds from before open are first given to `replay`, synchronously, oldest
-// first, before open returns (the kill history resumes from them); without it they are skipped.
+// kernel's ring buffer holds are also given to `replay`, synchronously, oldest first, before open returns
+// (the kill history resumes from them), read through a second descriptor: those that arrive while it
+// reads reach both `replay` and `callback`.
 class KmsgWatch {
  public:
   using Callback = std::function<void(const std::string& record)>;

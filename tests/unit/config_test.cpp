@@ -116,7 +116,7 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, ConfigErrors,
     ::testing::Values(
         BadConfig{"history_relative_dir", R"({"history":{"dir":"state"}})", "/history/dir: must be an absolute path"},
-        BadConfig{"history_tiny", R"({"history":{"max_kib":8}})", "/history/max_kib: must be between 16 and 65536"},
+        BadConfig{"history_tiny", R"({"history":{"max_kib":8}})", "/history/max_kib: must be between 16 and 16384"},
         BadConfig{"history_unknown_key", R"({"history":{"path":"/x"}})", "/history/path: unknown key"},
         BadConfig{"stall_above_window",
                   R"({"cgroups":[{"match":"/a"},{"match":"/b"},{"match":"/c","pressure":{"stall_us":2000000,"window_ms":1000}}]})",

@@ -30,14 +30,14 @@ class HistoryCommand : public ::testing::Test {
                                              {"comm", std::string("evil\x1b]0;owned\x07\xff", 15)},
                                              {"constraint", "CONSTRAINT_NONE"}, {"anon_rss_kb", 1024},
                                              {"file_rss_kb", 0}, {"shmem_rss_kb", 0}, {"cgroup", "/system.slice/x"},
-                                             {"replayed", true}}, false));
+                                             {"replayed", true}}));
     ASSERT_TRUE(journal.value()->append(Json{{"time", "2026-12-02T09:30:00.000000Z"}, {"killer", "unknown"},
-                                             {"kind", "gap"}, {"from_seq", 12}, {"to_seq", 40}}, false));
+                                             {"kind", "gap"}, {"from_seq", 12}, {"to_seq", 40}}));
     ASSERT_TRUE(journal.value()->append(
         Json{{"time", "2026-12-02T09:59:00.000000Z"}, {"killer", "oomguard"}, {"kind", "kill"}, {"pid", 22},
              {"comm", "java"}, {"constraint", "CONSTRAINT_MEMCG"},
              {"workload", Json{{"namespace", "shop"}, {"pod", "cart-1"}, {"container", "app"}, {"pod_uid", "u"},
-                               {"container_id", "c"}}}}, false));
+                               {"container_id", "c"}}}}));
   }
   void TearDown() override { fs::remove_all(dir_); }
   int run(HistoryOptions options) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "test_util.hpp"
@@ -155,7 +156,58 @@ TEST_F(KillHistoryTest, RecordsTheRingBufferDroppedWhileTheDaemonWasDownAreAGap)
   for (const auto& record : group) {
     fresh->replay(record);
   }
-  EXPECT_EQ(count(journal(), "gap"), 0U);
+  const auto fresh_records = journal();
+  ASSERT_EQ(count(fresh_records, "gap"), 1U);
+  EXPECT_EQ(fresh_records[0]["from_seq"], 0) << "not from the other boot's position";
+}
+
+TEST_F(KillHistoryTest, AtTheFirstStartInABootRecordsAlreadyOverwrittenAreAGapFromZero) {
+  // The ring buffer wrapped before the daemon first started in this boot: its oldest record is not 0.
+  auto history = run();
+  const auto group = kmsgFixtureRecords("group.txt");
+  for (const auto& record : group) {
+    history->replay(record);
+  }
+  history->replayed();
+  const auto records = journal();
+  ASSERT_GE(records.size(), 1U);
+  EXPECT_EQ(records[0]["kind"], "gap");
+  EXPECT_EQ(records[0]["from_seq"], 0);
+  EXPECT_EQ(records[0]["to_seq"], cgroupfs::parseKmsgRecord(group.front()).value().sequence - 1);
+  EXPECT_NE(records[0]["detail"].get<std::string>().find("before its first start in this boot"), std::string::npos);
+}
+
+TEST_F(KillHistoryTest, AKillReplayedAtStartIsNotJournaledAgainWhenTheLiveReaderSeesItToo) {
+  // It arrived while the replay read the ring buffer: both descriptors read it.
+  const auto memcg = kmsgFixtureRecords("memcg.txt");
+  auto history = run();
+  for (const auto& record : memcg) {
+    history->replay(record);
+  }
+  history->replayed();
+  live(*history, memcg);
+  EXPECT_EQ(count(journal(), "kill"), 1U);
+}
+
+TEST_F(KillHistoryTest, OneDaemonPerHistoryDirectory) {
+  auto first = run();
+  ASSERT_TRUE(first->enabled());
+  auto second = run();
+  EXPECT_FALSE(second->enabled()) << "a second writer would interleave and rotate under the first";
+  EXPECT_NE(log_text_.str().find("another oomguard keeps its history here"), std::string::npos) << log_text_.str();
+}
+
+TEST_F(KillHistoryTest, AJournalLineOfTheWrongShapeIsIgnoredNotFatal) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ / io::kKillJournalFile) << R"({"boot_id": 7, "killer": ["kernel"], "seq": "x"})" << "\n"
+                                             << R"({"boot_id": "boot-a", "killer": "kernel", "seq": -4})" << "\n";
+  auto history = run();
+  ASSERT_TRUE(history->enabled());
+  for (const auto& record : kmsgFixtureRecords("memcg.txt")) {
+    history->replay(record);
+  }
+  history->replayed();
+  EXPECT_EQ(count(journal(), "kill"), 1U);
 }
 
 TEST_F(KillHistoryTest, AKillInAPodCarriesItsWorkload) {

@@ -37,7 +37,7 @@ TEST_F(KillJournalTest, RecordsComeBackOldestFirstAndAMissingJournalIsEmpty) {
   ASSERT_TRUE(journal);
   EXPECT_TRUE(fs::is_directory(dir_)) << "the state directory is created";
   for (int pid = 1; pid <= 3; ++pid) {
-    ASSERT_TRUE(journal->append(Json{{"pid", pid}}, true));
+    ASSERT_TRUE(journal->append(Json{{"pid", pid}}));
   }
   const auto read = readKillJournal(dir_.string());
   ASSERT_TRUE(read);
@@ -50,12 +50,12 @@ TEST_F(KillJournalTest, RecordsComeBackOldestFirstAndAMissingJournalIsEmpty) {
 TEST_F(KillJournalTest, ATornLastLineIsSkippedAndTheNextRecordStartsOnALineOfItsOwn) {
   {
     auto journal = open();
-    ASSERT_TRUE(journal->append(Json{{"pid", 1}}, true));
+    ASSERT_TRUE(journal->append(Json{{"pid", 1}}));
   }
   // A crash in the middle of the second write.
   std::ofstream(dir_ / kKillJournalFile, std::ios::app) << R"({"pid": 2, "comm": "ha)";
   auto journal = open();
-  ASSERT_TRUE(journal->append(Json{{"pid", 3}}, true));
+  ASSERT_TRUE(journal->append(Json{{"pid", 3}}));
   const auto read = readKillJournal(dir_.string());
   ASSERT_TRUE(read);
   ASSERT_EQ(read.value().records.size(), 2U);
@@ -68,7 +68,7 @@ TEST_F(KillJournalTest, TheHistoryStaysWithinTwiceItsBound) {
   auto journal = open(kMax);
   const std::string padding(100, 'x');
   for (int pid = 1; pid <= 500; ++pid) {
-    ASSERT_TRUE(journal->append(Json{{"pid", pid}, {"padding", padding}}, true));
+    ASSERT_TRUE(journal->append(Json{{"pid", pid}, {"padding", padding}}));
   }
   EXPECT_LE(fs::file_size(dir_ / kKillJournalFile), kMax);
   EXPECT_LE(fs::file_size(dir_ / kKillJournalOldFile), kMax);
@@ -84,7 +84,7 @@ TEST_F(KillJournalTest, TheHistoryStaysWithinTwiceItsBound) {
 
 TEST_F(KillJournalTest, AnyByteOfANameIsJournaledAsValidJson) {
   auto journal = open();
-  ASSERT_TRUE(journal->append(Json{{"comm", std::string("a\xff\x1b[31m\n\"b", 10)}}, true));
+  ASSERT_TRUE(journal->append(Json{{"comm", std::string("a\xff\x1b[31m\n\"b", 10)}}));
   std::ifstream in(dir_ / kKillJournalFile);
   std::string line;
   ASSERT_TRUE(std::getline(in, line));
