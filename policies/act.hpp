@@ -70,6 +70,7 @@ struct DomainObservation {
   std::optional<double> full_avg10;
   std::optional<uint64_t> memory_current_bytes;
   std::optional<uint64_t> memory_max_bytes;
+  std::optional<uint64_t> memory_high_bytes;  // read for on_memory_high (nullopt: "max" or not read)
   std::optional<uint64_t> mem_available_kb;  // host
   std::optional<uint64_t> mem_total_kb;
   std::optional<uint64_t> swap_free_kb;
@@ -85,9 +86,19 @@ struct Thresholds {
   std::optional<double> headroom_below;      // (max - current) / max below this (memcg)
   std::optional<double> mem_available_below;  // MemAvailable / MemTotal below this (host)
   std::optional<double> swap_free_below;      // SwapFree / SwapTotal below this (host, with swap)
-  bool on_memory_max = false;                // any memory.events "max" increment
-  bool on_memory_high = false;               // any "high" increment
+  // Any memory.events "max" / "high" increment, unless the domain's usage, read at the decision, is
+  // already more than kStaleEventMargin of the limit below it: the increments were counted while a task
+  // that is gone since (a victim, oomguard's or the kernel's) still allocated, and are stale.
+  bool on_memory_max = false;
+  bool on_memory_high = false;
 };
+
+// An event is stale when usage is more than limit / kStaleEventDivisor (about 3%) under the limit: the
+// kernel's reclaim keeps a leaking domain within a few pages of it, a released victim leaves it far below.
+inline constexpr uint64_t kStaleEventDivisor = 32;
+// Whether a "max" or "high" increment still stands: usage at most limit / kStaleEventDivisor below the
+// limit, or either unknown (no reading: the event is taken as it is).
+bool eventStillStands(const std::optional<uint64_t>& current_bytes, const std::optional<uint64_t>& limit_bytes);
 
 // Per-domain memory of when pressure went above its threshold.
 struct ThresholdState {

@@ -62,7 +62,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOOMGUARD_TESTS=ON -DOOMG
   echo "build failed" >&2; echo "total: $passed passed, 1 failed, $skipped skipped"; exit 1; }
 
 section "unit + integration tests"
-(cd build && ctest --output-on-failure -j"$jobs") 2>&1 | tee build/ctest.log
+(cd build && ctest --output-on-failure --timeout 300 -j"$jobs") 2>&1 | tee build/ctest.log
 count_ctest build/ctest.log "ctest"
 
 # A runner's "name: N passed, N failed, N skipped" summary (tests/helm, tests/image) into the totals;
@@ -103,7 +103,7 @@ count_runner build/image.log image
 if grep -q '^SKIP  image: ' build/image.log; then
   if cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DOOMGUARD_TESTS=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
      cmake --build build-release -j"$jobs" --target oomguard unit_tests &&
-     ctest --test-dir build-release -L unit -j"$jobs" --output-on-failure > build/release-unit.log 2>&1 &&
+     ctest --test-dir build-release -L unit --timeout 300 -j"$jobs" --output-on-failure > build/release-unit.log 2>&1 &&
      build-release/bin/oomguard check-config examples/oomguard.json; then
     passed=$((passed + 1))
     tail -3 build/release-unit.log
@@ -132,7 +132,7 @@ section "unit + integration tests under ASan + UBSan"
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DOOMGUARD_SANITIZE=ON -DOOMGUARD_BENCH=OFF >/dev/null &&
    cmake --build build-asan -j"$jobs"; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure -j"$jobs") 2>&1 | tee build-asan/ctest.log
+     ctest --output-on-failure --timeout 300 -j"$jobs") 2>&1 | tee build-asan/ctest.log
   count_ctest build-asan/ctest.log "asan+ubsan"
 else
   failed=$((failed + 1)); failed_list+=("asan+ubsan: build failed")

@@ -46,6 +46,12 @@ bool Decider::observe(const std::string& domain, const config::ActRule& rule, po
       observation.memory_current_bytes = current.value();
       read = true;
     }
+    if (rule.when.on_memory_high && observation.events_high > 0) {
+      // Whether the rise still stands (policies::eventStillStands): usage against memory.high now.
+      if (auto high = node_.cgroupfs().readLimit(domain, cgroupfs::files::kMemoryHigh)) {
+        observation.memory_high_bytes = high.value();
+      }
+    }
   }
   if (rule.when.pressure_avg10 && !observation.some_avg10) {
     auto pressure = domain == "/" ? node_.procfs().readPressure("memory")
@@ -111,6 +117,11 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
   outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
   if (!outcome.reason) {
     outcome.result = policies::DecisionResult::kBelowThreshold;
+    if ((rule.when.on_memory_high && observation.events_high > 0) || (rule.when.on_memory_max && observation.events_max > 0)) {
+      // policies::eventStillStands said no.
+      outcome.why = "memory.events rose, but usage is now more than 3% below the limit: the increments predate "
+                    "the release of a victim's memory";
+    }
     return outcome;
   }
   executor.releaseVictims(now_us);

@@ -104,12 +104,13 @@ inline std::vector<nlohmann::json> logLines(const std::string& log_text, const s
 }
 
 // A cgroup directory of a plain-directory tree shaped as a 1 GiB OOM domain with no swap, nearly full
-// (memory.current 1,000,000,000 bytes), memory.oom.group off, memory.events all zero, no task of its own.
+// (memory.current 1,070,000,000 bytes: within policies::kStaleEventDivisor of the limit, so a "max"
+// event still stands), memory.oom.group off, memory.events all zero, no task of its own.
 inline void writeLimitedCgroup(const std::filesystem::path& cgroup) {
   writeFile(cgroup / "cgroup.procs", "");
   writeFile(cgroup / "memory.max", "1073741824\n");
   writeFile(cgroup / "memory.swap.max", "0\n");
-  writeFile(cgroup / "memory.current", "1000000000\n");
+  writeFile(cgroup / "memory.current", "1070000000\n");
   writeFile(cgroup / "memory.oom.group", "0\n");
   writeFile(cgroup / "memory.events", eventsText(0));
 }

@@ -169,6 +169,37 @@ TEST(Thresholds, HeadroomEventsAndHostFloors) {
   EXPECT_FALSE(thresholdCrossed(host, tight, state, 1));
 }
 
+TEST(Thresholds, AMaxOrHighRiseIsStaleOnceUsageIsFarBelowTheLimit) {
+  // beat-the-kernel in the lab: "high rose by 3" read 25 ms after the killed leaker had gone, the domain
+  // at 24 of its 128 MiB memory.high, chose the innocent neighbour.
+  ThresholdState state;
+  Thresholds high;
+  high.on_memory_high = true;
+  DomainObservation after_kill;
+  after_kill.events_high = 3;
+  after_kill.memory_high_bytes = 128U << 20;
+  after_kill.memory_current_bytes = 24U << 20;
+  EXPECT_FALSE(thresholdCrossed(high, after_kill, state, 1));
+  // A leak the kernel holds at memory.high by reclaim: usage within a few pages of it, or over it.
+  after_kill.memory_current_bytes = (128U << 20) - (1U << 20);
+  EXPECT_TRUE(thresholdCrossed(high, after_kill, state, 1));
+  after_kill.memory_current_bytes = (130U << 20);
+  EXPECT_TRUE(thresholdCrossed(high, after_kill, state, 1));
+  // Nothing read: the event is taken as it is.
+  after_kill.memory_current_bytes.reset();
+  EXPECT_TRUE(thresholdCrossed(high, after_kill, state, 1));
+
+  Thresholds max;
+  max.on_memory_max = true;
+  DomainObservation max_hit;
+  max_hit.events_max = 1;
+  max_hit.memory_max_bytes = 1000U << 20;
+  max_hit.memory_current_bytes = 500U << 20;
+  EXPECT_FALSE(thresholdCrossed(max, max_hit, state, 1));
+  max_hit.memory_current_bytes = 990U << 20;
+  EXPECT_TRUE(thresholdCrossed(max, max_hit, state, 1));
+}
+
 TEST(KillGate, OurVictimInProgressBlocksASecondKillUntilReleased) {
   KillGate gate(2'000'000, 10);
   EXPECT_FALSE(gate.refusal("/pod", 0));
