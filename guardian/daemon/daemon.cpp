@@ -237,6 +237,7 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
 void Daemon::onDomainGone(const std::string& cgroup) {
   if (rankings_.forget(cgroup)) {
     metrics_.forgetDomain(cgroup);
+    decider_.domainsChanged();
   }
 }
 
@@ -451,7 +452,7 @@ bool Daemon::reload() {
     }
     executor_.restoreMemoryHigh();  // the fresh config's rules set theirs at the refresh below
     config_ = std::move(fresh);
-    decider_.configChanged();  // the level watch's rules point into the old config
+    decider_.domainsChanged();  // the level watch's rules point into the old config
   } catch (const config::ConfigError& error) {
     log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});
     return false;

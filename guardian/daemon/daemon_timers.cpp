@@ -63,6 +63,7 @@ void Daemon::onDomainFound(const std::string& cgroup) {
   // is due on sight) instead of at the next refresh. Posted: this runs inside the watch set's own walk.
   if (rankings_.rerankMemcg(facts_, cgroup)) {
     log_.write("domain_added", Json{{"cgroup", cgroup}});
+    decider_.domainsChanged();  // watched from the next tick, with its rule
     boost::asio::post(io_, [this] {
       if (!stopped_) {
         checkLevels(clock_.monotonic_us(), false);

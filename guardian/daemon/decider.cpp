@@ -175,8 +175,10 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   // Which domains act on a level, and by which rule: resolved at the refresh (`all`) and after a reload,
   // not at each tick (a tick comes up to 200 times a second; matching 500 domains' rules at each cost
   // more than the readings).
-  if (all || !rules_current_) {
+  // The size check catches a domain a decision ranked first (Daemon::decide) without a domainsChanged().
+  if (all || !rules_current_ || rankings_.all().size() != ranked_domains_) {
     ++scans_;
+    ranked_domains_ = rankings_.all().size();
     for (const auto& [path, state] : rankings_.all()) {
       const config::ActRule* rule = actRuleFor(path);
       if (rule == nullptr || rule->action == policies::Action::kObserve) {

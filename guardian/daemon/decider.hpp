@@ -62,8 +62,10 @@ class Decider {
   // then every kPressurePollUs until a window (kPressureWindowUs) passes without another trigger.
   // Returns whether the domain has a level watch (then the caller reschedules the level timer).
   bool pressureEvent(const std::string& domain, uint64_t now_us);
-  // The config was replaced (a reload): the next checkLevels resolves every domain's act rule again.
-  void configChanged() { rules_current_ = false; }
+  // The config was replaced (a reload), or a domain was found or has gone between two refreshes: the
+  // next checkLevels resolves every domain's act rule again (a new domain is watched from its next tick,
+  // not from the next refresh).
+  void domainsChanged() { rules_current_ = false; }
   static constexpr uint64_t kPressurePollUs = 10'000;
   static constexpr uint64_t kPressureWindowUs = 1'000'000;
 
@@ -79,7 +81,7 @@ class Decider {
     std::optional<double> budget_room_bytes;
     uint64_t budget_allocated_bytes = 0;
     // The domain's act rule, resolved (glob matching) when the domains are scanned (`all`, or after a
-    // reload), not at every tick; points into config_, which a reload replaces (configChanged()).
+    // reload), not at every tick; points into config_, which a reload replaces (domainsChanged()).
     const config::ActRule* rule = nullptr;
     uint64_t seen_in_scan = 0;
   };
@@ -94,6 +96,7 @@ class Decider {
   std::map<std::string, policies::ThresholdState> threshold_states_;
   std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
   bool rules_current_ = false;                 // levels_ holds every acting domain with its rule
+  size_t ranked_domains_ = 0;                  // rankings_.all().size() when levels_ was built
   uint64_t scans_ = 0;
   // The host's allocations (/proc/vmstat), read once per level check: the fastest fill seen, and when
   // they must be read next (nullopt: no domain is watched through them).

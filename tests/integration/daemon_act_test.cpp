@@ -86,7 +86,9 @@ class DaemonAct : public ::testing::Test {
     daemon->start();
   }
 
-  // Reports a limit hit in /pod and returns the decision the daemon logged for it.
+  // Reports a limit hit in /pod and returns the decision the daemon logged for it. Callers keep it
+  // non-const: a member a decision lacks (no "target" without a kill) then reads as null and the
+  // expectation fails, where const operator[] on a missing key is undefined behaviour (NDEBUG).
   Json hitLimit() {
     const size_t decisions = daemon->stats().decisions;
     writeFile(root / "pod/memory.events", eventsText(++max_events));
@@ -103,7 +105,7 @@ constexpr const char* kKillWorstOnMax =
 
 TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
   start(kKillWorstOnMax);
-  const Json first = hitLimit();
+  Json first = hitLimit();
   ASSERT_FALSE(first.is_null()) << log_text.str();
   EXPECT_EQ(first["domain"]["cgroup"], "/pod");
   EXPECT_EQ(first["action"], "kill");
@@ -118,7 +120,7 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
 
   // Same instant: the domain waits on its victim (the recorded kill did not really end the process):
   // one OOM, one victim.
-  const Json held = hitLimit();
+  Json held = hitLimit();
   EXPECT_EQ(held["result"], "held");
   EXPECT_NE(held["held_by"].get<std::string>().find("waiting on victim " + std::to_string(big)), std::string::npos)
       << held.dump();
@@ -126,13 +128,13 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
 
   // A victim that never goes is waited on at most victim_wait_s (here 10 s, as cooldown_s).
   now_us += 10'000'001;
-  const Json again = hitLimit();
+  Json again = hitLimit();
   EXPECT_EQ(again["result"], "killed");
   EXPECT_EQ(actuator.actions.size(), 2U);
 
   // The cap: 2 kills a minute across domains.
   now_us += 10'000'001;
-  const Json capped = hitLimit();
+  Json capped = hitLimit();
   EXPECT_EQ(capped["result"], "held");
   EXPECT_NE(capped["held_by"].get<std::string>().find("kill cap"), std::string::npos);
   EXPECT_EQ(actuator.actions.size(), 2U);
@@ -154,7 +156,7 @@ TEST_F(DaemonAct, KillWorstKillsTheKernelsVictimThenCoolsDown) {
 TEST_F(DaemonAct, PreferenceAvoidMovesTheVictimElsewhere) {
   start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
             {"match": "/pod/app", "preference": "avoid"}, {"match": "/**"}])");
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["target"]["pid"], medium) << decision.dump();
   // The kernel's own ranking is unchanged: big is still its victim.
   EXPECT_EQ(decision["victim"]["pid"], big);
@@ -181,7 +183,7 @@ TEST_F(DaemonAct, AReleasedVictimLetsTheNextKillFollowAtOnce) {
   // The victim really goes (here by the test's hand): no fixed cooldown holds the next one back.
   ASSERT_EQ(::kill(big, SIGKILL), 0);
   ::waitpid(big, nullptr, 0);
-  const Json next = hitLimit();  // same instant on the injected clock
+  Json next = hitLimit();  // same instant on the injected clock
   EXPECT_EQ(next["result"], "killed") << next.dump();
   EXPECT_EQ(next["target"]["pid"], medium);
   EXPECT_FALSE(logLines(log_text.str(), "victim_released").empty());
@@ -273,7 +275,7 @@ TEST_F(DaemonAct, TheExportedGuardianRankingIsTheGuardiansOrderNotTheKernels) {
   EXPECT_NE(kernel_first.find("cgroup=\"/pod/app\""), std::string::npos) << kernel_first;  // big
   EXPECT_NE(ours_first.find("cgroup=\"/pod/side\""), std::string::npos) << ours_first;     // medium: /pod/app is avoided
   // And the decision agrees with the exported order.
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["target"]["pid"], medium);
   daemon.reset();
 }
@@ -284,7 +286,7 @@ TEST_F(DaemonAct, DryRunDecidesWithTheProtectionsItWouldHaveWritten) {
   dry_run = true;
   start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
             {"match": "/pod/app", "protection": "critical"}, {"match": "/**"}])");
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   ASSERT_FALSE(decision.is_null()) << log_text.str();
   EXPECT_EQ(decision["result"], "dry_run") << decision.dump();
   EXPECT_EQ(decision["target"]["pid"], medium) << decision.dump();
@@ -300,7 +302,7 @@ TEST_F(DaemonAct, DryRunDecidesWithTheProtectionsItWouldHaveWritten) {
 TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
   writeFile(root / "pod/app/memory.oom.group", "1\n");
   start(kKillWorstOnMax);
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["action"], "kill_cgroup");
   EXPECT_EQ(decision["cgroup"], "/pod/app");
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill-cgroup /pod/app"}));
@@ -313,7 +315,7 @@ TEST_F(DaemonAct, OomGroupVictimIsKilledAsACgroup) {
 
 TEST_F(DaemonAct, ObserveModeNeverActs) {
   start(kKillWorstOnMax, "observe");
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["action"], "none");
   EXPECT_EQ(decision["result"], "observed");
   EXPECT_TRUE(actuator.actions.empty());
@@ -322,7 +324,7 @@ TEST_F(DaemonAct, ObserveModeNeverActs) {
 TEST_F(DaemonAct, BelowThresholdNoKill) {
   start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.003}}}, {"match": "/**"}])");
   // memory.current is 1.07e9 of 1 GiB: 0.35 % headroom, above 0.3 %.
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["result"], "below_threshold");
   EXPECT_TRUE(actuator.actions.empty());
 }
@@ -330,7 +332,7 @@ TEST_F(DaemonAct, BelowThresholdNoKill) {
 TEST_F(DaemonAct, OmittedEverywhereMeansNoVictim) {
   start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
             {"match": "/pod/*", "preference": "omit"}, {"match": "/**"}])");
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["result"], "no_victim");
   EXPECT_TRUE(actuator.actions.empty());
 }

@@ -278,6 +278,7 @@ class DaemonKubernetes : public ::testing::Test {
   }
 
   // Reports a limit hit in the pod cgroup (memory.events "max" rises) and returns the decision logged.
+  // Callers keep it non-const: a missing member then reads as null (const operator[] would be UB).
   Json hitLimit() {
     const uint64_t before = daemon->stats().decisions;
     writeFile(cgroupDir(kPodCgroup) / "memory.events", eventsText(++max_events));

@@ -68,7 +68,7 @@ TEST_F(DaemonKubernetes, AnnotationsAreAppliedLabelsLoggedAndTheKillReportedAsAn
   writeFile(cgroupDir(kMetricsCgroup) / "cgroup.procs",
             std::to_string(metrics) + "\n" + std::to_string(burst) + "\n");
 
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   ASSERT_FALSE(decision.is_null()) << log_text.str();
   EXPECT_EQ(decision["domain"]["cgroup"], kPodCgroup);
   const std::map<pid_t, std::string> containers = {
@@ -146,7 +146,7 @@ TEST_F(DaemonKubernetes, EscalationFromATenantNamespaceIsRefusedLoggedAndReporte
   // other value: the refused annotation leaves the pod as kubelet set it.
   const uint64_t refreshes = daemon->stats().refreshes;
   ASSERT_TRUE(runUntil(io, [&] { return daemon->stats().refreshes >= refreshes + 3; }));
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   const Json* candidate = candidateOf(decision, trainer);
   ASSERT_NE(candidate, nullptr) << decision.dump();
   EXPECT_EQ((*candidate)["namespace"], "tenant-a");
@@ -180,7 +180,7 @@ TEST_F(DaemonKubernetes, PodArrivingThroughTheWatchIsProtectedLive) {
     return recorded("adj " + std::to_string(trainer) + " 1000") &&
            recorded("adj " + std::to_string(metrics) + " 1000") && recorded("oom.group " + kPodCgroup + " 1");
   })) << log_text.str();
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   EXPECT_EQ(decision["victim"]["pod"], kPodName) << decision.dump();
 
   // The annotations removed: kubelet's own value goes back, per container (its memory request).
@@ -213,7 +213,7 @@ TEST_F(DaemonKubernetes, ContainersNamedAfterThePodArrivedAreProtectedAtOnce) {
   EXPECT_TRUE(recorded("oom.group " + kPodCgroup + " 1"));  // the pod cgroup needs no container name
   EXPECT_TRUE(recordedStartingWith("adj ").empty());
   // Not named by the pod's status yet: kubelet's labels call such a container the sandbox.
-  const Json before = hitLimit();
+  Json before = hitLimit();
   const Json* unnamed = candidateOf(before, trainer);
   ASSERT_NE(unnamed, nullptr) << before.dump();
   EXPECT_EQ((*unnamed)["container"], "POD");
@@ -251,7 +251,7 @@ TEST_F(DaemonKubernetes, UnreachableApiServerNeverHoldsTheGuardianBack) {
       << reconnect->dump();
 
   // The guardian ranks and acts on the tree as without Kubernetes: the trainer (the pod's largest) dies.
-  const Json decision = hitLimit();
+  Json decision = hitLimit();
   ASSERT_FALSE(decision.is_null()) << log_text.str();
   EXPECT_EQ(decision["domain"]["cgroup"], kPodCgroup);
   EXPECT_EQ(decision["action"], "kill");
