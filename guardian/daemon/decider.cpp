@@ -137,15 +137,42 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
     return outcome;
   }
   // The candidates in the guardian's view: the kernel's ranking plus the operator's protections.
-  const auto choice = policies::chooseVictim(
-      rule.action, candidates(state, rule.action == policies::Action::kKillAllocating, /*resolve_groups=*/true));
-  if (!choice.victim) {
-    outcome.result = policies::DecisionResult::kNoVictim;
-    outcome.why = choice.reason;
-    return outcome;
+  auto pool = candidates(state, rule.action == policies::Action::kKillAllocating, /*resolve_groups=*/true);
+  // A candidate gone since it was ranked (a victim that has just exited; a grower measured at the last
+  // refresh, seen in the race lab: the last trial's killed leaker chosen twice while the kernel killed
+  // the new one) is dropped and the choice made again from the rest, by the same policy, a few times.
+  constexpr int kChoices = 3;
+  std::string gone;
+  for (int attempt = 0; attempt < kChoices; ++attempt) {
+    const auto choice = policies::chooseVictim(rule.action, pool);
+    if (!choice.victim) {
+      outcome.result = policies::DecisionResult::kNoVictim;
+      outcome.why = choice.reason + gone;
+      return outcome;
+    }
+    outcome.chosen_because = choice.reason + gone;
+    executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
+    if (outcome.result != policies::DecisionResult::kGone) {
+      return outcome;
+    }
+    const pid_t pid = choice.victim->pid;
+    gone += "; pid " + std::to_string(pid) + " was chosen first but had gone";
+    std::erase_if(pool, [pid](const policies::VictimCandidate& c) { return c.pid == pid; });
+    // Its exit may have given the memory back: the next choice only if the domain is still over its
+    // threshold, read again now (never the neighbour of a leaker that has just died).
+    policies::DomainObservation again = observation;
+    again.memory_current_bytes.reset();
+    again.mem_available_kb.reset();
+    again.swap_free_kb.reset();
+    again.some_avg10.reset();
+    again.full_avg10.reset();
+    if (!observe(domain, rule, again) ||
+        !policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
+      outcome.result = policies::DecisionResult::kGone;
+      outcome.why = "the chosen victim had gone, and the domain is no longer over its threshold" + gone;
+      return outcome;
+    }
   }
-  outcome.chosen_because = choice.reason;
-  executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
   return outcome;
 }
 
