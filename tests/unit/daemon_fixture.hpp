@@ -11,6 +11,8 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,7 +30,15 @@ class FakeActuator final : public io::Actuator {
   std::vector<std::string> actions;
   std::vector<pid_t> released;
   bool reaps = false;  // release() reports the victim's memory reaped (process_mrelease returned 0)
+  std::set<pid_t> gone;  // pin() fails as for an exited process (ESRCH), after calling on_gone
+  std::function<void(pid_t)> on_gone;
   cgroupfs::Result<std::shared_ptr<io::PinnedProcess>> pin(pid_t pid) override {
+    if (gone.contains(pid)) {
+      if (on_gone) {
+        on_gone(pid);
+      }
+      return cgroupfs::systemError(ESRCH, "pid " + std::to_string(pid), "pidfd_open failed");
+    }
     return std::make_shared<io::PinnedProcess>(pid, cgroupfs::UniqueFd());
   }
   io::ActionResult kill(const std::shared_ptr<io::PinnedProcess>& process, uint32_t grace_ms) override {

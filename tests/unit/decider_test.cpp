@@ -152,6 +152,30 @@ TEST_F(DeciderTest, AnUnreapedVictimStillHoldsItsDomain) {
   EXPECT_EQ(actuator.actions.size(), 1U);
 }
 
+TEST_F(DeciderTest, AVictimGoneBeforeItsKillIsReplacedOnlyWhileTheDomainIsStillOver) {
+  // The race lab: a grower measured at the last refresh, the previous trial's leaker, had exited; it was
+  // chosen twice ("gone") while the kernel killed the new leaker.
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  actuator.gone = {big};
+  const auto still_over = actInPod();
+  ASSERT_EQ(still_over.result, DecisionResult::kKilled) << still_over.why.value_or("");
+  EXPECT_EQ(still_over.target->victim.pid, medium) << "the domain, read again, is still over: the next one";
+  EXPECT_NE(still_over.chosen_because.value_or("").find("had gone"), std::string::npos)
+      << still_over.chosen_because.value_or("");
+}
+
+TEST_F(DeciderTest, AVictimWhoseExitGaveTheMemoryBackIsNotReplacedByItsNeighbour) {
+  start(kHeadroom);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  actuator.gone = {big};
+  actuator.on_gone = [this](pid_t) { fixture.setCurrent(NodeFixture::kLimitBytes / 2); };  // its memory is back
+  const auto outcome = actInPod();
+  EXPECT_EQ(outcome.result, DecisionResult::kGone);
+  EXPECT_TRUE(actuator.actions.empty()) << "never the neighbour of a leaker that has just died";
+  EXPECT_NE(outcome.why.value_or("").find("no longer over its threshold"), std::string::npos);
+}
+
 TEST_F(DeciderTest, AMissingReadingNeverKills) {
   start(kHeadroom);
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
