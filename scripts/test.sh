@@ -24,6 +24,9 @@ reasons_list=()
 failed_list=()
 
 section() { printf '\n===== %s ===== (%d s into the run)\n' "$*" "$SECONDS"; }
+# The daemon's default kill history is the host's /var/lib/oomguard: no test may write it (each runs
+# its daemons with a scratch history.dir, or none).
+host_history_before=$([ -e /var/lib/oomguard ] && echo 1 || echo 0)
 
 # Adds a ctest run's outcome to the totals: "N% tests passed, F tests failed out of T".
 count_ctest() {
@@ -245,6 +248,10 @@ for config in default recommended; do
 done
 bench_check "idle level readings (recommended config)" \
   "$(sed -nE "s/.*recommended level readings ([0-9.]+) per second.*/\\1/p" build/bench-idle.log)" 100 "per second"
+
+if [ "$host_history_before" = 0 ] && [ -e /var/lib/oomguard ]; then
+  failed=$((failed + 1)); failed_list+=("a test wrote the host's /var/lib/oomguard (the daemon's default history.dir)")
+fi
 
 section "summary"
 for item in "${skipped_list[@]}"; do echo "SKIPPED  $item"; done

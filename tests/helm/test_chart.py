@@ -465,6 +465,9 @@ def daemon_accepts_the_daemonset_arguments():
 
     with tempfile.TemporaryDirectory() as work:
         config["metrics"]["listen"] = f"127.0.0.1:{port}"  # loopback only on a shared machine
+        # The chart's history dir is the pod's mount of the node's /var/lib/oomguard: here, a scratch one.
+        assert config["history"]["dir"] == "/var/lib/oomguard", config["history"]
+        config["history"]["dir"] = f"{work}/history"
         Path(work, "config.json").write_text(json.dumps(config))
         replace = {"/etc/oomguard/config.json": f"{work}/config.json", "/host/proc": "/proc",
                    "/host/sys/fs/cgroup": cgroup_root, f"0.0.0.0:{port}": f"127.0.0.1:{port}"}
