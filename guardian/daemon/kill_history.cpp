@@ -112,6 +112,23 @@ Json KillHistory::kernelKill(const cgroupfs::KernelOomKill& kill, const std::str
               {"workload", cgroup.empty() ? Json(nullptr) : workload(cgroup)}};
 }
 
+Json KillHistory::groupKill(const cgroupfs::KernelOomGroupKill& group, std::optional<uint64_t> sequence,
+                            uint64_t kmsg_us) const {
+  Json line = base("kernel", "group_kill", sequence, kmsg_us);
+  line["cgroup"] = group.cgroup;
+  line["workload"] = workload(group.cgroup);
+  return line;
+}
+
+Json KillHistory::groupMember(const cgroupfs::KernelGroupMemberKilled& member, std::optional<uint64_t> sequence,
+                              uint64_t kmsg_us) const {
+  Json line = base("kernel", "group_member", sequence, kmsg_us);
+  line["pid"] = member.process.pid;
+  line["comm"] = member.process.comm;
+  line["cgroup"] = member.cgroup;
+  return line;
+}
+
 void KillHistory::append(const Json& record) {
   if (!journal_) {
     return;
@@ -172,14 +189,9 @@ void KillHistory::replay(const std::string& record_text) {
       const std::string domain = kill->summary.oom_memcg && !kill->summary.global_oom ? *kill->summary.oom_memcg : "/";
       line.update(kernelKill(*kill, domain));
     } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&event)) {
-      line = base("kernel", "group_kill", sequence, record.value().timestamp_us);
-      line["cgroup"] = group->cgroup;
-      line["workload"] = workload(group->cgroup);
+      line = groupKill(*group, sequence, record.value().timestamp_us);
     } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&event)) {
-      line = base("kernel", "group_member", sequence, record.value().timestamp_us);
-      line["pid"] = member->process.pid;
-      line["comm"] = member->process.comm;
-      line["cgroup"] = member->cgroup;
+      line = groupMember(*member, sequence, record.value().timestamp_us);
     }
     line["replayed"] = true;
     ++replay_.kills;
@@ -230,14 +242,9 @@ void KillHistory::kernelReport(const OomReport& report, std::optional<uint64_t> 
     line["prediction"] = toString(checked->result);
     line["domain_limit_bytes"] = optionalJson(checked->domain_limit_bytes);
   } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&report)) {
-    line = base("kernel", "group_kill", sequence, 0);
-    line["cgroup"] = group->cgroup;
-    line["workload"] = workload(group->cgroup);
+    line = groupKill(*group, sequence, 0);
   } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&report)) {
-    line = base("kernel", "group_member", sequence, 0);
-    line["pid"] = member->process.pid;
-    line["comm"] = member->process.comm;
-    line["cgroup"] = member->cgroup;
+    line = groupMember(*member, sequence, 0);
   }
   if (sequence) {
     journaled_seq_ = std::max(journaled_seq_.value_or(0), *sequence);

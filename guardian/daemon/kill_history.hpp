@@ -64,7 +64,12 @@ class KillHistory {
   void append(const nlohmann::ordered_json& record);
   void noteSequence(uint64_t sequence, bool replaying);
   nlohmann::ordered_json workload(const std::string& cgroup) const;
+  // The records of one event, the same whether it was replayed (kmsg_us: its time) or read live (0: now).
   nlohmann::ordered_json kernelKill(const cgroupfs::KernelOomKill& kill, const std::string& domain) const;
+  nlohmann::ordered_json groupKill(const cgroupfs::KernelOomGroupKill& group, std::optional<uint64_t> sequence,
+                                   uint64_t kmsg_us) const;
+  nlohmann::ordered_json groupMember(const cgroupfs::KernelGroupMemberKilled& member,
+                                     std::optional<uint64_t> sequence, uint64_t kmsg_us) const;
   nlohmann::ordered_json base(const char* killer, const char* kind, std::optional<uint64_t> sequence,
                               uint64_t kmsg_us) const;
 
