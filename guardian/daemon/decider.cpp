@@ -160,12 +160,9 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
     std::erase_if(pool, [pid](const policies::VictimCandidate& c) { return c.pid == pid; });
     // Its exit may have given the memory back: the next choice only if the domain is still over its
     // threshold, read again now (never the neighbour of a leaker that has just died).
-    policies::DomainObservation again = observation;
-    again.memory_current_bytes.reset();
-    again.mem_available_kb.reset();
-    again.swap_free_kb.reset();
-    again.some_avg10.reset();
-    again.full_avg10.reset();
+    policies::DomainObservation again;  // the trigger's event counts, every reading fresh
+    again.events_high = observation.events_high;
+    again.events_max = observation.events_max;
     if (!observe(domain, rule, again) ||
         !policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
       outcome.result = policies::DecisionResult::kGone;
