@@ -252,7 +252,13 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
   decision.trigger = std::move(trigger);
   DomainState* state = nullptr;
   if (domain == "/") {
-    rankings_.rerankHost(facts_);
+    // A decision that may kill ranks every process, as the kernel does; one that cannot (no rule acts,
+    // or a victim holds the host) re-reads the refresh's top and the newcomers, for its log.
+    const config::ActRule* rule = may_act ? decider_.actRuleFor(domain) : nullptr;
+    const bool may_kill = rule != nullptr && rule->action != policies::Action::kObserve &&
+                          !executor_.gate().blocking(domain, clock_.monotonic_us());
+    rankings_.rerankHost(facts_, may_kill ? Rankings::HostReread::kEveryProcess
+                                          : Rankings::HostReread::kTopAndNewcomers);
     state = rankings_.find("/");
     if (state == nullptr) {
       return;

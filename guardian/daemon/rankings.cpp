@@ -214,34 +214,41 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
   domains_["/"].growers = std::move(growers);
 }
 
-void Rankings::rerankHost(const io::NodeFacts& facts) {
-  // The host decision re-reads the candidates the background ranking found on top, and every process
-  // that appeared since that ranking (the typical fast leaker started after it): a /proc listing and
-  // a few reads, never a whole-host scan on the reaction path.
+void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
   auto found = domains_.find("/");
   if (found == domains_.end()) {
     return;
   }
   auto& state = found->second;
-  const size_t count = std::min(config_.rescan_candidates, state.top.size());
   cgroupfs::ReadCounters counters;
   std::vector<pid_t> pids;
-  for (size_t i = 0; i < count; ++i) {
-    pids.push_back(state.top[i].pid);
-  }
-  std::vector<pid_t> newcomers;
-  if (auto listed = node_.procfs().listPids()) {
-    for (const pid_t pid : listed.value()) {
-      if (!std::binary_search(refreshed_pids_.begin(), refreshed_pids_.end(), pid)) {
-        newcomers.push_back(pid);
+  auto listed = node_.procfs().listPids();
+  // Every process: 10,000 take about 0.1 s here (9 us each, bench/host_ranking), the most a reaction
+  // may spend on them; a host with more is read as below.
+  constexpr size_t kMaxEveryProcess = 10'000;
+  if (reread == HostReread::kEveryProcess && listed && listed.value().size() <= kMaxEveryProcess) {
+    pids = std::move(listed).value();
+  } else {
+    // The candidates the background ranking found on top, and every process that appeared since that
+    // ranking (the typical fast leaker started after it): a /proc listing and a few reads.
+    const size_t count = std::min(config_.rescan_candidates, state.top.size());
+    for (size_t i = 0; i < count; ++i) {
+      pids.push_back(state.top[i].pid);
+    }
+    std::vector<pid_t> newcomers;
+    if (listed) {
+      for (const pid_t pid : listed.value()) {
+        if (!std::binary_search(refreshed_pids_.begin(), refreshed_pids_.end(), pid)) {
+          newcomers.push_back(pid);
+        }
       }
     }
+    // Bounded, so that a fork storm cannot stall the reaction: the highest pids (the newest, but for a
+    // wrap of pid_max) first.
+    constexpr size_t kMaxNewcomers = 2000;
+    const size_t skip = newcomers.size() > kMaxNewcomers ? newcomers.size() - kMaxNewcomers : 0;
+    pids.insert(pids.end(), newcomers.begin() + static_cast<std::ptrdiff_t>(skip), newcomers.end());
   }
-  // Bounded, so that a fork storm cannot stall the reaction: the highest pids (the newest, but for a
-  // wrap of pid_max) first.
-  constexpr size_t kMaxNewcomers = 2000;
-  const size_t skip = newcomers.size() > kMaxNewcomers ? newcomers.size() - kMaxNewcomers : 0;
-  pids.insert(pids.end(), newcomers.begin() + static_cast<std::ptrdiff_t>(skip), newcomers.end());
   std::sort(pids.begin(), pids.end());
   pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
   auto processes = node_.procfs().readProcesses(pids, false, counters);

@@ -1,7 +1,7 @@
 // The ranking of every OOM domain as the kernel would order it (the host, and each cgroup with a finite
 // memory.max), the history of each domain's predicted victim, and the host's charge growth. The refresh
-// builds all of them from one read of /proc; a decision re-ranks only its own domain, and on the host
-// only the top candidates and the processes that appeared since the refresh.
+// builds all of them from one read of /proc; a decision re-ranks only its own domain (on the host, every
+// process when it may kill, else the top candidates and the processes that appeared since the refresh).
 #pragma once
 
 #include <sys/types.h>
@@ -57,10 +57,20 @@ class Rankings {
   // (kill-allocating), each process's charge growth. Returns what was read, for the protections.
   HostScan refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited);
 
-  // The decision path. The host: the top candidates of the last refresh re-read, and every process that
-  // appeared since (bounded). A memcg: its tasks read now, in the kernel's scan order; an error when the
-  // cgroup cannot be read. Each records the new top (the prediction in force from now).
-  void rerankHost(const io::NodeFacts& facts);
+  // What a host decision reads.
+  enum class HostReread {
+    // The top candidates of the last refresh, and every process that appeared since (bounded): a
+    // decision that cannot kill (observe mode, or a victim holds the host) only logs its prediction.
+    kTopAndNewcomers,
+    // Every process, as the kernel's select_bad_process does: a decision that may kill must see a process
+    // that has grown past the refresh's top since (an old process that starts to leak is not a
+    // newcomer). Past 10,000 processes it falls back to kTopAndNewcomers.
+    kEveryProcess,
+  };
+  // The decision path. The host: as `reread` says. A memcg: its tasks read now, in the kernel's scan
+  // order; an error when the cgroup cannot be read. Each records the new top (the prediction in force
+  // from now).
+  void rerankHost(const io::NodeFacts& facts, HostReread reread);
   cgroupfs::Result<DomainState*> rerankMemcg(const io::NodeFacts& facts, const std::string& cgroup);
 
   [[nodiscard]] DomainState* find(const std::string& domain);

@@ -176,6 +176,37 @@ TEST_F(DeciderTest, AVictimWhoseExitGaveTheMemoryBackIsNotReplacedByItsNeighbour
   EXPECT_NE(outcome.why.value_or("").find("no longer over its threshold"), std::string::npos);
 }
 
+// Seen in a review: the host decision re-read only the refresh's top and the newcomers, so a process
+// that was small at the refresh and has leaked since (not a newcomer) was invisible, and the decision
+// killed the refresh's top: an innocent, while the kernel would have chosen the leaker.
+TEST_F(DeciderTest, TheHostDecisionThatMayKillSeesAnOldProcessThatGrewSinceTheRefresh) {
+  start(R"([{"match": "/**"}])", R"("rescan_candidates": 1, "host": {"act": {"action": "kill-worst",
+            "when": {"mem_available_below": 0.10}}}, )");
+  rankings->refresh(facts, *watch_set, {});
+  ASSERT_FALSE(rankings->find("/")->top.empty());
+  EXPECT_EQ(rankings->find("/")->top.front().pid, big);  // 600 MiB against the sidecar's 200 MiB
+  fixture.now_us += 2'000'000;
+  fixture.setRss(medium, "sidecar", 2 * 1024 * 1024);  // leaked 1.8 GiB since the refresh
+  fixture.write("proc/meminfo", "MemTotal: 8388608 kB\nMemFree: 262144 kB\nMemAvailable: 262144 kB\n"
+                                "SwapTotal: 0 kB\nSwapFree: 0 kB\n");
+  const config::ActRule* rule = decider->actRuleFor("/");
+  ASSERT_NE(rule, nullptr);
+  auto act = [&](Rankings::HostReread reread) {
+    executor->markSnapshot();
+    rankings->rerankHost(facts, reread);
+    return decider->act("/", *rankings->find("/"), *rule, policies::DomainObservation{}, fixture.now_us, *executor);
+  };
+  // What the decision that cannot kill reads (its log's prediction) still names the refresh's top...
+  rankings->rerankHost(facts, Rankings::HostReread::kTopAndNewcomers);
+  EXPECT_EQ(rankings->find("/")->top.front().pid, big);
+  // ...and the one that may kill reads every process: the leaker, as the kernel would choose.
+  const auto outcome = act(Rankings::HostReread::kEveryProcess);
+  ASSERT_TRUE(outcome.target) << outcome.why.value_or("");
+  EXPECT_EQ(outcome.target->victim.pid, medium);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled);
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(medium) + " grace 0"}));
+}
+
 TEST_F(DeciderTest, AMissingReadingNeverKills) {
   start(kHeadroom);
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
