@@ -31,19 +31,32 @@ ProcFs::ProcFs(std::string root) : root_(std::move(root)) {
   }
 }
 
-Result<std::vector<pid_t>> ProcFs::listPids() const {
+Result<std::vector<ProcFs::PidEntry>> ProcFs::listPidEntries() const {
   const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(root_.c_str()), ::closedir);
   if (!dir) {
     return systemError(errno, root_, "cannot list");
   }
-  std::vector<pid_t> pids;
+  std::vector<PidEntry> entries;
   while (const dirent* entry = ::readdir(dir.get())) {
     const std::string_view name(entry->d_name);
     pid_t pid = 0;
     const auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
     if (ec == std::errc() && ptr == name.data() + name.size() && pid > 0) {
-      pids.push_back(pid);
+      entries.push_back(PidEntry{pid, entry->d_ino});
     }
+  }
+  return entries;
+}
+
+Result<std::vector<pid_t>> ProcFs::listPids() const {
+  auto entries = listPidEntries();
+  if (!entries) {
+    return entries.error();
+  }
+  std::vector<pid_t> pids;
+  pids.reserve(entries.value().size());
+  for (const auto& entry : entries.value()) {
+    pids.push_back(entry.pid);
   }
   return pids;
 }

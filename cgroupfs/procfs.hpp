@@ -35,6 +35,16 @@ class ProcFs {
 
   // The numeric entries of the root (processes; threads are not listed there).
   Result<std::vector<pid_t>> listPids() const;
+  // The same, each with its directory's inode number. A /proc/<pid> inode is made when its dentry is
+  // (procfs numbers them as it goes), and a new process under a recycled pid gets a new dentry: the same
+  // pid with another inode is another process. The same inode is the same process, unless the kernel
+  // dropped the dentry under memory pressure (then the inode changes too: a needless re-read, never a
+  // stale one). Unsorted.
+  struct PidEntry {
+    pid_t pid = 0;
+    uint64_t inode = 0;
+  };
+  Result<std::vector<PidEntry>> listPidEntries() const;
   // status and oom_score_adj (and, when asked, cgroup and the kernel's oom_score) read through one
   // /proc/<pid> directory handle. An unreadable oom_score leaves kernel_oom_score empty.
   Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup, bool with_oom_score = false);

@@ -413,7 +413,7 @@ void Daemon::refresh() {
   constexpr uint64_t kFullLimitScanEvery = 6;
   const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
   const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan);
-  const HostScan scan = rankings_.refresh(facts_, watch_set_, limited);
+  const HostScan& scan = rankings_.refresh(facts_, watch_set_, limited);
   executor_.applyProtections(scan, watch_set_.paths());
   std::vector<std::pair<std::string, uint64_t>> domains;
   for (const auto& path : limited) {

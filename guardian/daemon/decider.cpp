@@ -220,6 +220,11 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     rules_current_ = true;
   }
   std::optional<double> smallest_left;  // of the domains watched through the allocations
+  // The refresh makes the safety-net reads due before the next refresh (with a tenth of an interval to
+  // spare for the timer's lateness) at once, together: between refreshes the loop then wakes only for a
+  // domain near its threshold, and each wake-up costs a read of /proc/vmstat besides its own. (500 pods
+  // each on its own 30 s timer woke the loop 17 times a second.) A read made early is never a read missed.
+  const uint64_t net_reads_before_us = all ? now_us + max_delay_us + max_delay_us / 10 : now_us;
   for (auto& [path, level] : levels_) {
     const config::ActRule* rule = level.rule;
     const auto& when = rule->when;
@@ -228,7 +233,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     const bool budgeted = allocated && level.budget_room_bytes && now_us >= level.fast_until_us;
     const bool spent = budgeted && policies::allocationBudgetSpent(*level.budget_room_bytes,
                                                                    level.budget_allocated_bytes, *allocated);
-    if ((budgeted || !all) && level.due_us > now_us && !spent) {
+    if ((budgeted || !all) && level.due_us > (budgeted ? net_reads_before_us : now_us) && !spent) {
       if (budgeted) {
         const double left = policies::roomLeftBytes(*level.budget_room_bytes, level.budget_allocated_bytes, *allocated);
         smallest_left = smallest_left ? std::min(*smallest_left, left) : left;

@@ -98,16 +98,121 @@ void Rankings::sampleGrowth(const std::vector<cgroupfs::ProcessSnapshot>& proces
   }
 }
 
-HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
-                           const std::vector<std::string>& limited) {
+namespace {
+
+// What the ranking and the growth read of a process: its charge, its oom_score_adj and its name.
+bool sameAsBefore(const cgroupfs::ProcessSnapshot& before, const cgroupfs::ProcessSnapshot& now) {
+  const auto& a = before.status;
+  const auto& b = now.status;
+  return before.oom_score_adj == now.oom_score_adj && a.has_mm == b.has_mm && a.rss_anon_kb == b.rss_anon_kb &&
+         a.rss_file_kb == b.rss_file_kb && a.rss_shmem_kb == b.rss_shmem_kb && a.swap_kb == b.swap_kb &&
+         a.pgtables_kb == b.pgtables_kb && a.comm == b.comm;
+}
+
+}  // namespace
+
+std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters& counters, std::vector<bool>& fresh,
+                                                          std::vector<pid_t>& newcomers) {
+  ++refreshes_;
+  std::vector<cgroupfs::ProcessSnapshot> processes;
+  auto listed = node_.procfs().listPidEntries();
+  if (!listed) {
+    counters.record(listed.error());
+    records_.clear();
+    return processes;
+  }
+  auto& entries = listed.value();
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.pid < b.pid; });
+  processes.reserve(entries.size());
+  fresh.reserve(entries.size());
+  std::unordered_map<pid_t, ProcessRecord> records;
+  records.reserve(entries.size());
+  for (const auto& entry : entries) {
+    const auto known = records_.find(entry.pid);
+    const auto cached = scan_.by_pid.find(entry.pid);
+    const bool same_process =
+        known != records_.end() && cached != scan_.by_pid.end() && known->second.inode == entry.inode;
+    if (same_process && known->second.quiet_reads >= kQuietReads &&
+        (refreshes_ + static_cast<uint64_t>(entry.pid)) % kQuietEvery != 0) {
+      processes.push_back(std::move(scan_.processes[cached->second]));
+      fresh.push_back(false);
+      records.emplace(entry.pid, known->second);
+      continue;
+    }
+    if (!same_process) {
+      newcomers.push_back(entry.pid);
+    }
+    auto process = node_.procfs().readProcess(entry.pid, false);
+    if (!process) {
+      counters.record(process.error());
+      continue;
+    }
+    ProcessRecord record{entry.inode, 0};
+    if (same_process && sameAsBefore(scan_.processes[cached->second], process.value())) {
+      record.quiet_reads = known->second.quiet_reads + 1;
+    }
+    records.emplace(entry.pid, record);
+    processes.push_back(std::move(process).value());
+    fresh.push_back(true);
+  }
+  records_ = std::move(records);
+  return processes;
+}
+
+void Rankings::readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers) {
+  // Placing a newcomer costs about what reading a cgroup's procs does: past one per member cgroup, read
+  // them all.
+  bool full = refreshes_ % kQuietEvery == 1 || newcomers.size() > members.size();
+  std::unordered_map<std::string, std::vector<pid_t>> membership;
+  membership.reserve(members.size());
+  std::unordered_map<std::string, std::vector<pid_t>> placed;
+  for (size_t i = 0; !full && i < newcomers.size(); ++i) {
+    if (auto path = node_.procfs().readCgroupPath(newcomers[i])) {
+      // Read from inside another cgroup namespace (a container's), a path outside it starts with
+      // "/..": not one of ours to place, so the procs are read instead.
+      full = path.value().starts_with("/..");
+      placed[std::move(path).value()].push_back(newcomers[i]);
+    }
+  }
+  for (const auto& member : members) {
+    if (membership.contains(member)) {
+      continue;
+    }
+    std::vector<pid_t> pids;
+    const auto known = membership_.find(member);
+    if (!full && known != membership_.end()) {
+      // A newcomer under a recycled pid is not the process listed here before: it is placed anew.
+      for (const pid_t pid : known->second) {
+        if (!std::binary_search(newcomers.begin(), newcomers.end(), pid)) {
+          pids.push_back(pid);
+        }
+      }
+      if (const auto found = placed.find(member); found != placed.end()) {
+        pids.insert(pids.end(), found->second.begin(), found->second.end());
+      }
+    } else if (auto text = node_.cgroupfs().readText(member, cgroupfs::files::kProcs)) {
+      if (auto parsed = cgroupfs::parsePidList(text.value())) {
+        pids = std::move(parsed).value();
+      }
+    }
+    membership.emplace(member, std::move(pids));
+  }
+  membership_ = std::move(membership);
+}
+
+const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
+                                  const std::vector<std::string>& limited) {
   const uint64_t now_us = clock_.monotonic_us();
   const uint64_t read_boot_ticks = clock_.boot_ticks();
   const uint64_t previous_us = refreshed_us_;
   refreshed_us_ = now_us;
   const size_t keep_count = keep();
-  // Every process read once; the host ranked from that.
-  auto host = node_.rankHost(facts, false);
-  stats_.read_errors += host.counters.malformed + host.counters.failed;
+  // Every process listed, the quiet ones taken from the last refresh; the host ranked from that.
+  cgroupfs::ReadCounters counters;
+  std::vector<bool> fresh;
+  std::vector<pid_t> newcomers;
+  auto host = node_.rankHostFrom(facts, readHost(counters, fresh, newcomers));
+  stats_.read_errors += counters.malformed + counters.failed;
   std::vector<pid_t> previous_pids = std::move(refreshed_pids_);
   refreshed_pids_.clear();
   for (const auto& process : host.processes) {
@@ -127,7 +232,8 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
     state.domain = host.domain;
     record(state, std::move(top), clock_.monotonic_us());  // stamped once its data is read
   }
-  HostScan scan{std::move(host.processes), {}, read_boot_ticks};
+  scan_ = HostScan{std::move(host.processes), std::move(fresh), {}, read_boot_ticks};
+  HostScan& scan = scan_;
   scan.by_pid.reserve(scan.processes.size());
   for (size_t i = 0; i < scan.processes.size(); ++i) {
     scan.by_pid[scan.processes[i].pid] = i;
@@ -138,7 +244,16 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
   // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
   // subtree (read once per refresh, however many domains nest). The tree is the watch set, kept by
   // inotify; tasks are taken in pid order here (the decision path re-reads in the kernel's scan order).
-  std::unordered_map<std::string, std::vector<pid_t>> procs;
+  std::vector<std::string> member_cgroups;
+  for (const auto& path : limited) {
+    const WatchedCgroup* watched = watch_set.find(path);
+    if (watched != nullptr && watched->memory_max_bytes) {
+      for (auto& member : watch_set.subtreeOf(path)) {
+        member_cgroups.push_back(std::move(member));
+      }
+    }
+  }
+  readMembership(member_cgroups, newcomers);
   for (const auto& path : limited) {
     const WatchedCgroup* watched = watch_set.find(path);
     if (watched == nullptr || !watched->memory_max_bytes) {
@@ -146,17 +261,7 @@ HostScan Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set
     }
     std::vector<cgroupfs::ProcessSnapshot> members;
     for (const auto& member : watch_set.subtreeOf(path)) {
-      auto cached = procs.find(member);
-      if (cached == procs.end()) {
-        std::vector<pid_t> pids;
-        if (auto text = node_.cgroupfs().readText(member, cgroupfs::files::kProcs)) {
-          if (auto parsed = cgroupfs::parsePidList(text.value())) {
-            pids = std::move(parsed).value();
-          }
-        }
-        cached = procs.emplace(member, std::move(pids)).first;
-      }
-      for (const pid_t pid : cached->second) {
+      for (const pid_t pid : membership_[member]) {
         if (const auto found = scan.by_pid.find(pid); found != scan.by_pid.end()) {
           members.push_back(scan.processes[found->second]);
           members.back().cgroup = member;
@@ -190,8 +295,11 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
   // Growth over the trend window (kill-allocating): each process's charge in pages, sampled at every
   // refresh; the host's fastest growers are kept with the host's domain.
   std::vector<policies::VictimCandidate> growers;
-  for (const auto& process : scan.processes) {
-    sampleOne(process, facts, now_us, previous_us, previous_pids);
+  for (size_t i = 0; i < scan.processes.size(); ++i) {
+    const auto& process = scan.processes[i];
+    if (scan.fresh[i]) {
+      sampleOne(process, facts, now_us, previous_us, previous_pids);  // a quiet one has not grown
+    }
     if (const auto grew = growth_.growth(process.pid);
         grew && *grew > 0 && process.status.has_mm && growth_.growingNow(process.pid)) {
       policies::VictimCandidate grower;

@@ -37,9 +37,12 @@ struct DomainState {
   std::vector<Prediction> history;
 };
 
-// What one refresh read of the host: every process, and where each is in that list.
+// What one refresh knows of the host: every process listed, and where each is in that list.
 struct HostScan {
   std::vector<cgroupfs::ProcessSnapshot> processes;
+  // fresh[i]: processes[i] was read by this refresh; else it is a quiet process as an earlier refresh
+  // read it (see Rankings::readHost).
+  std::vector<bool> fresh;
   std::unordered_map<pid_t, size_t> by_pid;
   // The boot-clock tick the scan started at: a process that started later holds a recycled pid.
   uint64_t read_boot_ticks = 0;
@@ -47,6 +50,9 @@ struct HostScan {
 
 class Rankings {
  public:
+  // readHost's quiet processes: after kQuietReads unchanged reads, read at one refresh in kQuietEvery.
+  static constexpr uint32_t kQuietReads = 2;
+  static constexpr uint64_t kQuietEvery = 6;
   // Called whenever a domain's top is replaced; `changed`: the predicted victim changed.
   using OnRecord = std::function<void(const DomainState& state, bool changed)>;
 
@@ -54,8 +60,9 @@ class Rankings {
 
   // The refresh: the host ranked from one read of every process, each limited cgroup of `limited` from
   // the same reads (its members from cgroup.procs of its subtree), and, when a rule acts on growth
-  // (kill-allocating), each process's charge growth. Returns what was read, for the protections.
-  HostScan refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited);
+  // (kill-allocating), each process's charge growth. Returns what it knows of each process, for the
+  // protections (valid until the next refresh).
+  const HostScan& refresh(const io::NodeFacts& facts, const WatchSet& watch_set, const std::vector<std::string>& limited);
 
   // What a host decision reads.
   enum class HostReread {
@@ -99,6 +106,24 @@ class Rankings {
   // typical fast leaker is younger than a refresh interval). Same rule at a refresh and at a decision.
   void sampleOne(const cgroupfs::ProcessSnapshot& process, const io::NodeFacts& facts, uint64_t now_us,
                  uint64_t listed_us, const std::vector<pid_t>& listed_pids);
+  // Every process listed, in pid order: read now, or, for a quiet one, taken from the last refresh. A
+  // process is quiet once kQuietReads reads in a row found its charge, oom_score_adj and name unchanged,
+  // under the same /proc inode (the same process); a quiet one is read at one refresh in kQuietEvery
+  // (spread by pid), and as soon as a read finds it changed it is read at every refresh again. On an idle
+  // node that is most processes: the refresh reads about a sixth of them. What this costs: the
+  // background ranking can see a quiet process start to grow up to kQuietEvery refreshes late (30 s at
+  // the default interval). No kill depends on it: a decision re-reads its domain (rerankHost,
+  // rerankMemcg).
+  // `newcomers`: the pids listed now that were not the same process at the last refresh, in pid order.
+  std::vector<cgroupfs::ProcessSnapshot> readHost(cgroupfs::ReadCounters& counters, std::vector<bool>& fresh,
+                                                  std::vector<pid_t>& newcomers);
+  // The members of the limited cgroups `members` (each read once, however many domains nest), by
+  // cgroup. Their cgroup.procs are read at one refresh in kQuietEvery, and for a cgroup not known
+  // before; in between, the last membership stands, a newcomer is placed by its /proc/<pid>/cgroup (one
+  // small read each: far fewer than the cgroups on a quiet node), and a gone process drops out when
+  // the members are matched to the scan. A process moved between cgroups without a fork is seen at the
+  // next full read (a decision reads its domain's membership anew).
+  void readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers);
   // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
   [[nodiscard]] bool tracksGrowth() const;
   // The decision path's growth samples: each process read now; one that appeared since the last refresh
@@ -114,6 +139,15 @@ class Rankings {
   // The pids the last refresh read, sorted: a host decision also reads every pid not among them.
   std::vector<pid_t> refreshed_pids_;
   uint64_t refreshed_us_ = 0;  // when the last refresh read them
+  // readHost's memory of each process listed at the last refresh.
+  struct ProcessRecord {
+    uint64_t inode = 0;         // of /proc/<pid>: another inode is another process
+    uint32_t quiet_reads = 0;   // reads in a row that found it unchanged
+  };
+  std::unordered_map<pid_t, ProcessRecord> records_;
+  HostScan scan_;  // the last refresh's
+  std::unordered_map<std::string, std::vector<pid_t>> membership_;  // readMembership's, by cgroup
+  uint64_t refreshes_ = 0;
   policies::GrowthTracker growth_;
 };
 

@@ -74,6 +74,14 @@ DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups, bool wit
   return ranking;
 }
 
+DomainRanking Node::rankHostFrom(const NodeFacts& facts, std::vector<cgroupfs::ProcessSnapshot> processes) const {
+  DomainRanking ranking;
+  ranking.domain = policies::OomDomain{policies::DomainKind::kHost, "/", facts.host_totalpages};
+  ranking.processes = std::move(processes);
+  rank(ranking, facts, *this);
+  return ranking;
+}
+
 cgroupfs::Result<DomainRanking> Node::rankMemcg(const NodeFacts& facts, std::string_view cgroup) {
   return rankSubtree(facts, cgroup, false);
 }

@@ -49,6 +49,8 @@ class Node {
   // Every process of the host, in pid order (the kernel scans in fork order; pids approximate it);
   // `with_oom_scores`: each with the kernel's oom_score too, read through the same handle.
   DomainRanking rankHost(const NodeFacts& facts, bool with_cgroups, bool with_oom_scores = false);
+  // The host ranked from `processes` as given (read by the caller, in pid order).
+  DomainRanking rankHostFrom(const NodeFacts& facts, std::vector<cgroupfs::ProcessSnapshot> processes) const;
   // The tasks of `cgroup` and its descendants, in the kernel's memcg scan order. Fails when the cgroup
   // cannot be read or has no finite memory.max (then it is not an OOM domain).
   cgroupfs::Result<DomainRanking> rankMemcg(const NodeFacts& facts, std::string_view cgroup);
