@@ -61,49 +61,62 @@ Result<std::vector<pid_t>> ProcFs::listPids() const {
   return pids;
 }
 
-Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup, bool with_oom_score) {
-  const std::string directory = root_ + "/" + std::to_string(pid);
-  auto handle = openDirectory(directory);
-  if (!handle) {
-    return handle.error();
+Result<std::string_view> ProcFs::readOfPid(pid_t pid, const char* file) {
+  if (!root_fd_.valid()) {
+    auto handle = openDirectory(root_);
+    if (!handle) {
+      return handle.error();
+    }
+    root_fd_ = std::move(handle).value();
   }
-  const int fd = handle.value().get();
+  relative_ = std::to_string(pid);
+  relative_ += '/';
+  relative_ += file;
+  auto text = reader_.read(root_fd_.get(), relative_.c_str(), std::string());
+  if (!text) {
+    return std::move(text).withPath(root_ + "/" + relative_);
+  }
+  return text;
+}
+
+Result<ProcessSnapshot> ProcFs::readProcess(pid_t pid, bool with_cgroup, bool with_oom_score) {
   ProcessSnapshot process;
   process.pid = pid;
+  auto path = [&](const char* file) { return root_ + "/" + std::to_string(pid) + "/" + file; };
 
-  auto status_text = reader_.read(fd, "status", directory + "/status");
+  auto status_text = readOfPid(pid, "status");
   if (!status_text) {
     return status_text.error();
   }
-  auto status = parseProcStatus(status_text.value()).withPath(directory + "/status");
+  auto status = parseProcStatus(status_text.value());
   if (!status) {
-    return status.error();
+    return std::move(status).withPath(path("status")).error();
   }
   process.status = std::move(status).value();
 
-  auto adj_text = reader_.read(fd, "oom_score_adj", directory + "/oom_score_adj");
+  auto adj_text = readOfPid(pid, "oom_score_adj");
   if (!adj_text) {
     return adj_text.error();
   }
-  auto adj = parseOomScoreAdj(adj_text.value()).withPath(directory + "/oom_score_adj");
+  auto adj = parseOomScoreAdj(adj_text.value());
   if (!adj) {
-    return adj.error();
+    return std::move(adj).withPath(path("oom_score_adj")).error();
   }
   process.oom_score_adj = adj.value();
 
   if (with_cgroup) {
-    auto cgroup_text = reader_.read(fd, "cgroup", directory + "/cgroup");
+    auto cgroup_text = readOfPid(pid, "cgroup");
     if (!cgroup_text) {
       return cgroup_text.error();
     }
-    auto cgroup = parseCgroupV2Path(cgroup_text.value()).withPath(directory + "/cgroup");
+    auto cgroup = parseCgroupV2Path(cgroup_text.value());
     if (!cgroup) {
-      return cgroup.error();
+      return std::move(cgroup).withPath(path("cgroup")).error();
     }
     process.cgroup = std::move(cgroup).value();
   }
   if (with_oom_score) {
-    if (auto score_text = reader_.read(fd, "oom_score", directory + "/oom_score")) {
+    if (auto score_text = readOfPid(pid, "oom_score")) {
       if (auto score = parseInteger(score_text.value())) {
         process.kernel_oom_score = score.value();
       }

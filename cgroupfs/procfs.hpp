@@ -45,8 +45,11 @@ class ProcFs {
     uint64_t inode = 0;
   };
   Result<std::vector<PidEntry>> listPidEntries() const;
-  // status and oom_score_adj (and, when asked, cgroup and the kernel's oom_score) read through one
-  // /proc/<pid> directory handle. An unreadable oom_score leaves kernel_oom_score empty.
+  // status and oom_score_adj (and, when asked, cgroup and the kernel's oom_score), each opened as
+  // <pid>/<file> under the root. A process that exits between two of them fails the later open (ESRCH
+  // or ENOENT: vanished). Files of two different processes are never mixed in practice: a pid is reused
+  // only after the kernel's cyclic allocation has gone round pid_max (32,768 at least), not within the
+  // microseconds between two opens. An unreadable oom_score leaves kernel_oom_score empty.
   Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup, bool with_oom_score = false);
   Result<std::string> readCgroupPath(pid_t pid);
   Result<long> readOomScore(pid_t pid);
@@ -72,8 +75,14 @@ class ProcFs {
  private:
   Result<std::string_view> readFile(std::string_view relative);
 
+  // `file` of `pid` ("status"), opened relative to the root's handle (opened at the first read): two
+  // path components to walk instead of the whole path, and no path built unless the read fails.
+  Result<std::string_view> readOfPid(pid_t pid, const char* file);
+
   std::string root_;
   FileReader reader_;
+  UniqueFd root_fd_;
+  std::string relative_;  // readOfPid's "<pid>/<file>", reused
 };
 
 }  // namespace oomguard::cgroupfs

@@ -45,6 +45,9 @@ int runMain(int argc, char** argv) {
                     ->check(CLI::PositiveNumber)
                     ->capture_default_str();
   top->add_flag("--all", top_all, "Show every process of the domain, unkillable ones last")->excludes(limit);
+  top->add_flag("--kernel-scores", top_options.kernel_scores,
+                "With --all: show each process's oom_score as the kernel computes it (/proc/<pid>/oom_score, a third "
+                "read per process), not the model's");
   top->add_option("--domain", top_options.domain, "\"host\" or a cgroup path with a memory.max, e.g. /pods/a")
       ->capture_default_str();
   top->add_option("--by", top_by, "Rank processes, or cgroups (the unit a kill takes)")

@@ -58,7 +58,7 @@ struct Row {
   size_t rank = 0;
   const policies::Candidate* candidate = nullptr;
   std::optional<std::string> group_kill_cgroup;
-  long oom_score = 0;  // what /proc/<pid>/oom_score shows, or the computed value where it cannot be read
+  long oom_score = 0;  // what /proc/<pid>/oom_score shows where it was read, else the model's value
 };
 
 void printDomainHeader(const policies::OomDomain& domain, const io::NodeFacts& facts, std::ostream& out) {
@@ -84,11 +84,13 @@ int topByProcess(io::Node& node, const io::NodeFacts& facts, io::DomainRanking& 
     auto& process = ranking.processes[candidate.scan_index];
     Row row{i + 1, &candidate, std::nullopt, candidate.oom_score};
     // The kernel computes oom_score from approximate per-CPU counters (see perCpuCounterDriftPages), so
-    // its own number is shown where there is one; oom_score_computed keeps the model's.
+    // its own number is shown where it is read; oom_score_computed keeps the model's.
     if (process.kernel_oom_score) {
       row.oom_score = *process.kernel_oom_score;
-    } else if (auto kernel_score = node.procfs().readOomScore(process.pid)) {
-      row.oom_score = kernel_score.value();
+    } else if (options.limit != 0 || options.kernel_scores) {
+      if (auto kernel_score = node.procfs().readOomScore(process.pid)) {
+        row.oom_score = kernel_score.value();
+      }
     }
     node.ensureCgroup(process);
     if (candidate.killable) {
@@ -98,25 +100,36 @@ int topByProcess(io::Node& node, const io::NodeFacts& facts, io::DomainRanking& 
   }
 
   if (options.json) {
-    Json candidates = Json::array();
-    for (const auto& row : rows) {
+    // Written row by row, as text::jsonText would write the whole document (tests/unit/ranking_test
+    // holds the two to the same bytes): `top --all` has a row per process, and building thousands of
+    // JSON objects cost more than the reads behind them (bench/host_ranking).
+    std::string text = "{\"domain\":" + text::jsonText(domainJson(ranking.domain)) + ",\"candidates\":[";
+    auto number = [&text](const char* key, auto value) {
+      text += key;
+      text += std::to_string(value);
+    };
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto& row = rows[i];
       const auto& candidate = *row.candidate;
       const auto& process = ranking.processOf(candidate);
-      candidates.push_back(Json{{"rank", row.rank},
-                                {"pid", process.pid},
-                                {"comm", process.status.comm},
-                                {"cgroup", nullable(process.cgroup)},
-                                {"points", candidate.killable ? candidate.points : 0},
-                                {"oom_score", row.oom_score},
-                                {"oom_score_computed", candidate.oom_score},
-                                {"oom_score_adj", process.oom_score_adj},
-                                {"rss_kb", rssKb(process)},
-                                {"swap_kb", process.status.swap_kb},
-                                {"pgtables_kb", process.status.pgtables_kb},
-                                {"killable", candidate.killable},
-                                {"group_kill_cgroup", nullable(row.group_kill_cgroup)}});
+      text += i == 0 ? "{" : ",{";
+      number("\"rank\":", row.rank);
+      number(",\"pid\":", process.pid);
+      text += ",\"comm\":" + text::jsonString(process.status.comm);
+      text += ",\"cgroup\":" + (process.cgroup ? text::jsonString(*process.cgroup) : std::string("null"));
+      number(",\"points\":", candidate.killable ? candidate.points : 0);
+      number(",\"oom_score\":", row.oom_score);
+      number(",\"oom_score_computed\":", candidate.oom_score);
+      number(",\"oom_score_adj\":", process.oom_score_adj);
+      number(",\"rss_kb\":", rssKb(process));
+      number(",\"swap_kb\":", process.status.swap_kb);
+      number(",\"pgtables_kb\":", process.status.pgtables_kb);
+      text += candidate.killable ? ",\"killable\":true" : ",\"killable\":false";
+      text += ",\"group_kill_cgroup\":" +
+              (row.group_kill_cgroup ? text::jsonString(*row.group_kill_cgroup) : std::string("null")) + "}";
     }
-    out << text::jsonText(Json{{"domain", domainJson(ranking.domain)}, {"candidates", std::move(candidates)}}) << "\n";
+    text += "]}\n";
+    out << text;
     return kExitOk;
   }
 
@@ -216,9 +229,9 @@ int runTop(io::Node& node, const TopOptions& options, std::ostream& out, std::os
     err << "oomguard: " << text::printable(facts.error().describe()) << "\n";
     return kExitFailure;
   }
-  // Listing every process: the kernel's oom_score read with each, through its /proc/<pid> handle.
+  // Listing every process with --kernel-scores: the kernel's oom_score read with each.
   auto ranking = rankFor(node, facts.value(), options.domain, options.by_cgroup,
-                         options.limit == 0 && !options.by_cgroup);
+                         options.limit == 0 && !options.by_cgroup && options.kernel_scores);
   if (!ranking) {
     const auto& error = ranking.error();
     err << "oomguard: " << text::printable(error.path.empty() ? error.message : error.describe()) << "\n";

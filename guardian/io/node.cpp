@@ -139,7 +139,7 @@ void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
   }
   if (!cgroup_of_pid_.empty()) {
     if (const auto found = cgroup_of_pid_.find(process.pid); found != cgroup_of_pid_.end()) {
-      process.cgroup = found->second;
+      process.cgroup = indexed_cgroups_[found->second];
       return;
     }
   }
@@ -150,13 +150,23 @@ void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
 
 size_t Node::indexCgroupsFromTree(cgroupfs::ReadCounters& counters) {
   cgroup_of_pid_.clear();
+  indexed_cgroups_.clear();
   if (!cgroupfs_.hasFile("/", "cgroup.controllers")) {
     return 0;  // not a cgroup2 root (a v1 tmpfs of controller mounts): its paths are not the v2 ones
   }
-  for (auto& cgroup : cgroupfs_.readSubtree("/", counters)) {
+  auto tree = cgroupfs_.readSubtree("/", counters);
+  size_t tasks = 0;
+  for (const auto& cgroup : tree) {
+    tasks += cgroup.procs.size();
+  }
+  cgroup_of_pid_.reserve(tasks);
+  indexed_cgroups_.reserve(tree.size());
+  for (auto& cgroup : tree) {
     for (const pid_t pid : cgroup.procs) {
-      cgroup_of_pid_.emplace(pid, cgroup.path);
+      cgroup_of_pid_.emplace(pid, static_cast<uint32_t>(indexed_cgroups_.size()));
     }
+    oom_group_cache_.insert_or_assign(cgroup.path, cgroup.oom_group);  // read by the walk: groupKillCgroup's
+    indexed_cgroups_.push_back(std::move(cgroup.path));
   }
   return cgroup_of_pid_.size();
 }

@@ -90,7 +90,10 @@ class Node {
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;
   const std::unordered_map<pid_t, int>* intended_adj_ = nullptr;
-  std::unordered_map<pid_t, std::string> cgroup_of_pid_;  // indexCgroupsFromTree
+  // indexCgroupsFromTree: each pid's cgroup, as an index into indexed_cgroups_ (a path held once, not
+  // once per task).
+  std::vector<std::string> indexed_cgroups_;
+  std::unordered_map<pid_t, uint32_t> cgroup_of_pid_;
 };
 
 }  // namespace oomguard::guardian::io

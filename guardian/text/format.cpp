@@ -1,5 +1,6 @@
 #include "guardian/text/format.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -111,6 +112,20 @@ std::string printable(std::string_view text) {
 
 std::string jsonText(const nlohmann::ordered_json& document) {
   return document.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+std::string jsonString(std::string_view text) {
+  // Printable ASCII but '"' and '\\' (most process names and cgroup paths) is written as it is, as
+  // jsonText would; anything else goes through jsonText.
+  if (std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
+    std::string quoted;
+    quoted.reserve(text.size() + 2);
+    quoted += '"';
+    quoted += text;
+    quoted += '"';
+    return quoted;
+  }
+  return jsonText(nlohmann::ordered_json(text));
 }
 
 std::string column(std::string_view raw, size_t width) {

@@ -26,6 +26,9 @@ std::string printable(std::string_view text);
 // One JSON document on one line, invalid UTF-8 in its strings replaced by U+FFFD (as validUtf8): the
 // only way the commands and the event log turn JSON into text, so no name can make a dump throw.
 std::string jsonText(const nlohmann::ordered_json& document);
+// One JSON string value, quoted and escaped exactly as jsonText writes it: for output built row by row,
+// where a document of thousands of objects would cost more to build than to write.
+std::string jsonString(std::string_view text);
 
 // printable(text), padded or cut to `width` bytes (left aligned; cut text ends in "~").
 std::string column(std::string_view text, size_t width);

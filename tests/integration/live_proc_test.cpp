@@ -43,7 +43,7 @@ struct TopResult {
 };
 
 TopResult topAll() {
-  const auto result = runCommand(std::string(OOMGUARD_BINARY) + " top --all --json 2>/dev/null");
+  const auto result = runCommand(std::string(OOMGUARD_BINARY) + " top --all --json --kernel-scores 2>/dev/null");
   EXPECT_EQ(result.exit_code, 0);
   TopResult top;
   const auto document = nlohmann::json::parse(result.out);
@@ -185,7 +185,7 @@ TEST_F(LiveProc, EveryProcessOnTheHostMatchesTheKernel) {
 }
 
 TEST_F(LiveProc, RankingOrderFollowsPoints) {
-  const auto result = runCommand(std::string(OOMGUARD_BINARY) + " top --all --json 2>/dev/null");
+  const auto result = runCommand(std::string(OOMGUARD_BINARY) + " top --all --json --kernel-scores 2>/dev/null");
   ASSERT_EQ(result.exit_code, 0);
   const auto candidates = nlohmann::json::parse(result.out).at("candidates");
   bool seen_unkillable = false;

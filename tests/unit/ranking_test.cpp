@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "guardian/cli/commands.hpp"
 #include "guardian/io/node.hpp"
+#include "guardian/text/format.hpp"
 #include "policies/badness.hpp"
 #include "policies/ranking.hpp"
 #include "test_util.hpp"
@@ -217,6 +219,46 @@ TEST_F(FixtureTree, TopJsonMatchesTheContract) {
             R"("group_kill_cgroup":"/pods/a"}]})"
             "\n");
   EXPECT_NE(err.str().find("skipped 1 malformed"), std::string::npos) << err.str();
+}
+
+// `top --all` shows the model's oom_score unless --kernel-scores reads the kernel's for every process;
+// a limited listing reads it for its rows. The JSON, written row by row, is what text::jsonText makes
+// of the same document, for a name with a quote and a byte that is not UTF-8 too.
+TEST(TopAll, KernelScoresOnlyWhenAskedAndTheSameJsonAsAWholeDocument) {
+  namespace fs = std::filesystem;
+  const fs::path copy = fs::temp_directory_path() / ("oomguard-top-all-" + std::to_string(::getpid()));
+  fs::remove_all(copy);
+  fs::copy(fixturePath("tree-basic"), copy, fs::copy_options::recursive);
+  std::ofstream(copy / "proc/103/oom_score") << "999\n";  // the kernel's number, unlike the model's 1333
+  {
+    std::ifstream in(copy / "proc/100/status");
+    std::string status((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    status.replace(status.find("nginx"), 5, "ng\"in\xffx");
+    std::ofstream(copy / "proc/100/status") << status;
+  }
+  auto top = [&](size_t limit, bool kernel_scores) {
+    guardian::io::Node node((copy / "proc").string(), (copy / "cgroup").string());
+    std::ostringstream out;
+    std::ostringstream err;
+    EXPECT_EQ(guardian::cli::runTop(node, {true, limit, "host", false, kernel_scores}, out, err), 0) << err.str();
+    return out.str();
+  };
+  auto scoreOf103 = [](const std::string& text) {
+    const auto document = nlohmann::json::parse(text);
+    for (const auto& row : document.at("candidates")) {
+      if (row.at("pid") == 103) {
+        return row.at("oom_score").get<long>();
+      }
+    }
+    return -1L;
+  };
+  const std::string all = top(0, false);
+  EXPECT_EQ(scoreOf103(all), 1333);
+  EXPECT_EQ(scoreOf103(top(0, true)), 999);
+  EXPECT_EQ(scoreOf103(top(2, false)), 999);
+  EXPECT_EQ(guardian::text::jsonText(nlohmann::ordered_json::parse(all)) + "\n", all);
+  EXPECT_NE(all.find("\"comm\":\"ng\\\"in\xEF\xBF\xBDx\""), std::string::npos) << all;  // U+FFFD for the 0xff
+  fs::remove_all(copy);
 }
 
 TEST_F(FixtureTree, ExplainMissingPidFailsClearly) {

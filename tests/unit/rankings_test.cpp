@@ -92,11 +92,15 @@ TEST_F(RankingsTest, ANewProcessUnderARecycledPidIsReadAtOnce) {
   for (int i = 0; i < 3; ++i) {
     refresh(one);
   }
-  // The old process exited and another got its pid: a new /proc/<pid> directory (a new inode).
+  // The old process exited and another got its pid: a new /proc/<pid> directory (a new inode). The old
+  // one is kept aside until the new one exists: a disk filesystem may give a freed inode number to the
+  // next directory made (procfs numbers on, and never so soon).
   const auto dir = fixture.root / ("proc/" + std::to_string(one));
-  std::filesystem::remove_all(dir);
+  const auto aside = fixture.root / "exited";
+  std::filesystem::rename(dir, aside);
   fixture.write("cgroup/pod/app/cgroup.procs", "");
   fixture.addProcess(one, "newcomer", "/pod/app", 700ULL * 1024);
+  std::filesystem::remove_all(aside);
   const auto [host_kb, pod_points] = refresh(one);
   EXPECT_EQ(host_kb, 700ULL * 1024);
   EXPECT_GT(pod_points, 0U) << "the newcomer is a member of /pod from its first refresh";

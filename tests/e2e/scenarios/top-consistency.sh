@@ -1,6 +1,6 @@
 #!/bin/sh
 # vmrun-args: -m 512 -t 180
-# top-consistency: `oomguard top --json --all` against what the kernel shows, without any OOM.
+# top-consistency: `oomguard top --json --all --kernel-scores` against what the kernel shows, without any OOM.
 #
 # Sets up hogs in the root cgroup and in /tc/a and /tc/b (memory.max on /tc, memory.oom.group=1 on
 # /tc/b), with various oom_score_adj values (-1000 included), then records `top` for the domains
@@ -45,10 +45,10 @@ done > "$raw/cgroups"
 # shellcheck disable=SC2046
 proc_snapshot $(awk '{ print $2 }' "$raw/hogs") > "$raw/procs"
 all_oom_scores > "$raw/scores.before"
-oomguard top --json --all --domain host > "$raw/top-host.json" 2> "$raw/top-host.err"
+oomguard top --json --all --kernel-scores --domain host > "$raw/top-host.json" 2> "$raw/top-host.err"
 echo $? > "$raw/top-host.rc"
 all_oom_scores > "$raw/scores.after"
-oomguard top --json --all --domain /tc > "$raw/top-tc.json" 2> "$raw/top-tc.err"
+oomguard top --json --all --kernel-scores --domain /tc > "$raw/top-tc.json" 2> "$raw/top-tc.err"
 echo $? > "$raw/top-tc.rc"
 # shellcheck disable=SC2046
 proc_snapshot $(awk '{ print $2 }' "$raw/hogs") > "$raw/procs.after"
