@@ -144,6 +144,14 @@ Result<std::string_view> ProcFs::readFile(std::string_view relative) {
   return reader_.read(root_ + "/" + std::string(relative));
 }
 
+Result<int> ProcFs::readOomScoreAdj(pid_t pid) {
+  auto text = readOfPid(pid, "oom_score_adj");
+  if (!text) {
+    return text.error();
+  }
+  return parseOomScoreAdj(text.value()).withPath(root_ + "/" + std::to_string(pid) + "/oom_score_adj");
+}
+
 Result<std::string> ProcFs::readCgroupPath(pid_t pid) {
   const std::string path = root_ + "/" + std::to_string(pid) + "/cgroup";
   auto text = reader_.read(path);

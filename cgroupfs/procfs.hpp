@@ -52,6 +52,7 @@ class ProcFs {
   // microseconds between two opens. An unreadable oom_score leaves kernel_oom_score empty.
   Result<ProcessSnapshot> readProcess(pid_t pid, bool with_cgroup, bool with_oom_score = false);
   Result<std::string> readCgroupPath(pid_t pid);
+  Result<int> readOomScoreAdj(pid_t pid);
   Result<long> readOomScore(pid_t pid);
   // /proc/<pid>/stat field 22: when the process started, in clock ticks since boot.
   Result<uint64_t> readStartTimeTicks(pid_t pid);

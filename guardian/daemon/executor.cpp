@@ -282,8 +282,23 @@ void Executor::applyProtections(const HostScan& scan, const std::vector<std::str
     }
     for (const pid_t pid : pids.value()) {
       const auto found = scan.by_pid.find(pid);
-      if (found == scan.by_pid.end() || never_kill_.contains(pid) ||
-          scan.processes[found->second].oom_score_adj == wanted_adj) {
+      if (found == scan.by_pid.end() || never_kill_.contains(pid)) {
+        continue;
+      }
+      // A quiet process (not read by this refresh) has its oom_score_adj read now: someone may have
+      // changed it, and a write of ours since its last read must not be made again.
+      int adj = scan.processes[found->second].oom_score_adj;
+      if (!scan.readNow(found->second)) {
+        const auto now = node_.procfs().readOomScoreAdj(pid);
+        if (!now) {
+          continue;  // gone: the next refresh sees it as it is
+        }
+        adj = now.value();
+        if (const auto intended = intended_adj_.find(pid); intended != intended_adj_.end()) {
+          adj = intended->second;  // --dry-run: as the model reads it (Node::overlayIntendedAdj)
+        }
+      }
+      if (adj == wanted_adj) {
         continue;
       }
       // Through a verified pin: the pinned process started before the scan read it, so it is the one

@@ -132,9 +132,10 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
     const auto cached = scan_.by_pid.find(entry.pid);
     const bool same_process =
         known != records_.end() && cached != scan_.by_pid.end() && known->second.inode == entry.inode;
-    if (same_process && known->second.quiet_reads >= kQuietReads &&
+    if (same_process && known->second.quiet_reads >= kQuietReads && entries.size() <= kMaxEveryProcess &&
         (refreshes_ + static_cast<uint64_t>(entry.pid)) % kQuietEvery != 0) {
       processes.push_back(std::move(scan_.processes[cached->second]));
+      processes.back().cgroup.reset();  // where it is now is read when it matters (ensureCgroup)
       fresh.push_back(false);
       records.emplace(entry.pid, known->second);
       continue;
@@ -297,9 +298,9 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
   std::vector<policies::VictimCandidate> growers;
   for (size_t i = 0; i < scan.processes.size(); ++i) {
     const auto& process = scan.processes[i];
-    if (scan.fresh[i]) {
-      sampleOne(process, facts, now_us, previous_us, previous_pids);  // a quiet one has not grown
-    }
+    // A quiet one is sampled as last read (it was unchanged three reads in a row): its samples must
+    // outlive the trend window, or a quiet process that starts to leak would have no growth at all.
+    sampleOne(process, facts, now_us, previous_us, previous_pids);
     if (const auto grew = growth_.growth(process.pid);
         grew && *grew > 0 && process.status.has_mm && growth_.growingNow(process.pid)) {
       policies::VictimCandidate grower;
@@ -331,9 +332,6 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
   cgroupfs::ReadCounters counters;
   std::vector<pid_t> pids;
   auto listed = node_.procfs().listPids();
-  // Every process: 10,000 take about 0.1 s here (9 us each, bench/host_ranking), the most a reaction
-  // may spend on them; a host with more is read as below.
-  constexpr size_t kMaxEveryProcess = 10'000;
   if (reread == HostReread::kEveryProcess && listed && listed.value().size() <= kMaxEveryProcess) {
     pids = std::move(listed).value();
   } else {

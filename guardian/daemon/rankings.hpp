@@ -41,11 +41,13 @@ struct DomainState {
 struct HostScan {
   std::vector<cgroupfs::ProcessSnapshot> processes;
   // fresh[i]: processes[i] was read by this refresh; else it is a quiet process as an earlier refresh
-  // read it (see Rankings::readHost).
+  // read it (see Rankings::readHost). Empty: every one was read now.
   std::vector<bool> fresh;
   std::unordered_map<pid_t, size_t> by_pid;
   // The boot-clock tick the scan started at: a process that started later holds a recycled pid.
   uint64_t read_boot_ticks = 0;
+
+  [[nodiscard]] bool readNow(size_t index) const { return index >= fresh.size() || fresh[index]; }
 };
 
 class Rankings {
@@ -53,6 +55,10 @@ class Rankings {
   // readHost's quiet processes: after kQuietReads unchanged reads, read at one refresh in kQuietEvery.
   static constexpr uint32_t kQuietReads = 2;
   static constexpr uint64_t kQuietEvery = 6;
+  // A host decision that may kill reads every process up to this many: 10,000 take about 0.1 s here
+  // (9-11 us each, bench/host_ranking), the most a reaction may spend on them. A host with more is read
+  // whole at every refresh (no quiet processes), since its decisions rest on the refresh's top.
+  static constexpr size_t kMaxEveryProcess = 10'000;
   // Called whenever a domain's top is replaced; `changed`: the predicted victim changed.
   using OnRecord = std::function<void(const DomainState& state, bool changed)>;
 
@@ -71,7 +77,7 @@ class Rankings {
     kTopAndNewcomers,
     // Every process, as the kernel's select_bad_process does: a decision that may kill must see a process
     // that has grown past the refresh's top since (an old process that starts to leak is not a
-    // newcomer). Past 10,000 processes it falls back to kTopAndNewcomers.
+    // newcomer). Past kMaxEveryProcess processes it falls back to kTopAndNewcomers.
     kEveryProcess,
   };
   // The decision path. The host: as `reread` says. A memcg: its tasks read now, in the kernel's scan
@@ -113,7 +119,8 @@ class Rankings {
   // node that is most processes: the refresh reads about a sixth of them. What this costs: the
   // background ranking can see a quiet process start to grow up to kQuietEvery refreshes late (30 s at
   // the default interval). No kill depends on it: a decision re-reads its domain (rerankHost,
-  // rerankMemcg).
+  // rerankMemcg), and on a host past kMaxEveryProcess every process is read at every refresh. A quiet
+  // process's cgroup is not carried over (it may have moved): it is read again where it is needed.
   // `newcomers`: the pids listed now that were not the same process at the last refresh, in pid order.
   std::vector<cgroupfs::ProcessSnapshot> readHost(cgroupfs::ReadCounters& counters, std::vector<bool>& fresh,
                                                   std::vector<pid_t>& newcomers);

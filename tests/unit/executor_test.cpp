@@ -163,6 +163,27 @@ TEST_F(ExecutorTest, ProtectionsAreWrittenOnlyInModeAct) {
   EXPECT_EQ(stats.protections_applied, 1U);
 }
 
+// A quiet process (taken from an earlier refresh, not read by this one) is compared by its
+// oom_score_adj read now: a write of ours since its last read is not made again at every refresh, and a
+// value someone else has put back is seen at once.
+TEST_F(ExecutorTest, AQuietProcesssProtectionComparesTheValueReadNow) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod/app", "protection": -500}, {"match": "/**"}]})");
+  HostScan scan;
+  cgroupfs::ProcessSnapshot process;
+  process.pid = big;
+  process.oom_score_adj = 0;  // as its last read found it
+  scan.processes.push_back(process);
+  scan.fresh.push_back(false);
+  scan.by_pid[big] = 0;
+  scan.read_boot_ticks = fixture.boot_ticks;
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "-500\n");  // our write, since
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_TRUE(actuator.actions.empty());
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "0\n");  // put back by someone else
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"adj " + std::to_string(big) + " -500"}));
+}
+
 TEST_F(ExecutorTest, TheKernelsVictimHoldsItsSubtree) {
   start(kAct);
   executor->recordKernelKill("/pod/app", 0, fixture.now_us);  // memory.events oom_kill: pid not known yet
