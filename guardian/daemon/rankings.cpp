@@ -245,23 +245,25 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
   // Each limited cgroup ranked from the same process reads, its members from cgroup.procs of its
   // subtree (read once per refresh, however many domains nest). The tree is the watch set, kept by
   // inotify; tasks are taken in pid order here (the decision path re-reads in the kernel's scan order).
+  struct Limited {
+    const std::string& path;
+    const WatchedCgroup* watched;
+    std::vector<std::string> subtree;
+  };
+  std::vector<Limited> limited_domains;
   std::vector<std::string> member_cgroups;
   for (const auto& path : limited) {
     const WatchedCgroup* watched = watch_set.find(path);
     if (watched != nullptr && watched->memory_max_bytes) {
-      for (auto& member : watch_set.subtreeOf(path)) {
-        member_cgroups.push_back(std::move(member));
-      }
+      limited_domains.push_back(Limited{path, watched, watch_set.subtreeOf(path)});
+      member_cgroups.insert(member_cgroups.end(), limited_domains.back().subtree.begin(),
+                            limited_domains.back().subtree.end());
     }
   }
   readMembership(member_cgroups, newcomers);
-  for (const auto& path : limited) {
-    const WatchedCgroup* watched = watch_set.find(path);
-    if (watched == nullptr || !watched->memory_max_bytes) {
-      continue;
-    }
+  for (const auto& [path, watched, subtree] : limited_domains) {
     std::vector<cgroupfs::ProcessSnapshot> members;
-    for (const auto& member : watch_set.subtreeOf(path)) {
+    for (const auto& member : subtree) {
       for (const pid_t pid : membership_[member]) {
         if (const auto found = scan.by_pid.find(pid); found != scan.by_pid.end()) {
           members.push_back(scan.processes[found->second]);
@@ -296,8 +298,7 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
   // Growth over the trend window (kill-allocating): each process's charge in pages, sampled at every
   // refresh; the host's fastest growers are kept with the host's domain.
   std::vector<policies::VictimCandidate> growers;
-  for (size_t i = 0; i < scan.processes.size(); ++i) {
-    const auto& process = scan.processes[i];
+  for (const auto& process : scan.processes) {
     // A quiet one is sampled as last read (it was unchanged three reads in a row): its samples must
     // outlive the trend window, or a quiet process that starts to leak would have no growth at all.
     sampleOne(process, facts, now_us, previous_us, previous_pids);

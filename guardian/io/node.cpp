@@ -61,16 +61,16 @@ void Node::overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes)
 }
 
 DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups, bool with_oom_scores) {
-  DomainRanking ranking;
-  ranking.domain = policies::OomDomain{policies::DomainKind::kHost, "/", facts.host_totalpages};
-  auto pids = procfs_.listPids();
-  if (!pids) {
-    ranking.counters.record(pids.error());
-    return ranking;
+  cgroupfs::ReadCounters counters;
+  std::vector<cgroupfs::ProcessSnapshot> processes;
+  if (auto pids = procfs_.listPids()) {
+    std::sort(pids.value().begin(), pids.value().end());
+    processes = procfs_.readProcesses(pids.value(), with_cgroups, counters, with_oom_scores);
+  } else {
+    counters.record(pids.error());
   }
-  std::sort(pids.value().begin(), pids.value().end());
-  ranking.processes = procfs_.readProcesses(pids.value(), with_cgroups, ranking.counters, with_oom_scores);
-  rank(ranking, facts, *this);
+  auto ranking = rankHostFrom(facts, std::move(processes));
+  ranking.counters = std::move(counters);
   return ranking;
 }
 
