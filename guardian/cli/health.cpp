@@ -1,6 +1,5 @@
 // `oomguard health`: GET /healthz of a running daemon, for an exec probe (the chart's liveness and
 // readiness checks reach a loopback-only listener this way, so other pods cannot reach it at all).
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -31,16 +30,42 @@ int runHealth(const HealthOptions& options, std::ostream& out, std::ostream& err
     beast::tcp_stream stream(io);
     const boost::asio::ip::tcp::endpoint endpoint(boost::asio::ip::make_address(address.value().host),
                                                   address.value().port);
-    stream.expires_after(std::chrono::milliseconds(options.timeout_ms));  // the whole exchange, connect to body
-    stream.connect(endpoint);
     http::request<http::empty_body> request{http::verb::get, "/healthz", 11};
     request.set(http::field::host, options.address);
     request.set(http::field::user_agent, "oomguard-health");
-    http::write(stream, request);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(4096);
-    http::read(stream, buffer, parser);
+    // The stream's expiry bounds its asynchronous operations only (the synchronous ones ignore it: a
+    // listener that accepted and never answered held the probe forever): connect, write and read are
+    // asynchronous, under one expiry for the whole exchange.
+    stream.expires_after(std::chrono::milliseconds(options.timeout_ms));
+    beast::error_code failure;
+    bool answered = false;
+    stream.async_connect(endpoint, [&](beast::error_code connected) {
+      if (connected) {
+        failure = connected;
+        return;
+      }
+      http::async_write(stream, request, [&](beast::error_code written, std::size_t) {
+        if (written) {
+          failure = written;
+          return;
+        }
+        http::async_read(stream, buffer, parser, [&](beast::error_code read, std::size_t) {
+          failure = read;
+          answered = !read;
+        });
+      });
+    });
+    io.run();
+    if (!answered) {
+      const std::string why = failure == beast::error::timeout
+                                  ? "no answer within " + std::to_string(options.timeout_ms) + " ms"
+                                  : failure.message();
+      err << "oomguard: " << options.address << "/healthz: " << text::printable(why) << "\n";
+      return kExitFailure;
+    }
     const auto& response = parser.get();
     const std::string body = text::printable(response.body().substr(0, 200));
     if (response.result_int() != 200) {

@@ -252,15 +252,8 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
   decision.trigger = std::move(trigger);
   DomainState* state = nullptr;
   if (domain == "/") {
-    // A decision that may kill ranks every process, as the kernel does; one that cannot (no rule acts,
-    // or a victim holds the host) re-reads the refresh's top and the newcomers, for its log.
-    // (A victim that has exited since no longer holds the host: released first, as act() would.)
-    const config::ActRule* rule = may_act ? decider_.actRuleFor(domain) : nullptr;
-    executor_.releaseVictims(clock_.monotonic_us());
-    const bool may_kill = rule != nullptr && rule->action != policies::Action::kObserve &&
-                          !executor_.gate().blocking(domain, clock_.monotonic_us());
-    rankings_.rerankHost(facts_, may_kill ? Rankings::HostReread::kEveryProcess
-                                          : Rankings::HostReread::kTopAndNewcomers);
+    // Every process when the decision may kill, as the kernel reads (Decider::rankHost).
+    decider_.rankHost(rankings_, facts_, may_act, clock_.monotonic_us(), executor_);
     state = rankings_.find("/");
     if (state == nullptr) {
       return;

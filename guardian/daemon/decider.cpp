@@ -1,6 +1,8 @@
 #include "guardian/daemon/decider.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "cgroupfs/files.hpp"
 #include "cgroupfs/parse.hpp"
@@ -109,8 +111,48 @@ std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& st
   return candidates;
 }
 
+void Decider::rankHost(Rankings& rankings, const io::NodeFacts& facts, bool may_act, uint64_t now_us,
+                       Executor& executor) {
+  const config::ActRule* rule = may_act ? actRuleFor("/") : nullptr;
+  executor.releaseVictims(now_us);
+  const bool may_kill = rule != nullptr && rule->action != policies::Action::kObserve &&
+                        !executor.gate().blocking("/", now_us);
+  const bool backing_off =
+      host_found_no_victim_us_ && now_us < *host_found_no_victim_us_ + kFullHostReadBackoffUs &&
+      last_allocated_bytes_ && *last_allocated_bytes_ < host_no_victim_allocated_bytes_ + kFullHostReadBackoffBytes;
+  host_read_full_ = may_kill && !backing_off;
+  rankings.rerankHost(facts, host_read_full_ ? Rankings::HostReread::kEveryProcess
+                                             : Rankings::HostReread::kTopAndNewcomers);
+  if (may_kill && backing_off) {
+    const DomainState* state = rankings.find("/");
+    if (state != nullptr &&
+        policies::chooseVictim(rule->action, candidates(*state, rule->action == policies::Action::kKillAllocating,
+                                                        /*resolve_groups=*/false))
+            .victim) {
+      host_read_full_ = true;
+      rankings.rerankHost(facts, Rankings::HostReread::kEveryProcess);
+    }
+  }
+}
+
 policies::Outcome Decider::act(const std::string& domain, const DomainState& state, const config::ActRule& rule,
                                policies::DomainObservation observation, uint64_t now_us, Executor& executor) {
+  policies::Outcome outcome = actOn(domain, state, rule, observation, now_us, executor);
+  if (domain == "/") {
+    if (outcome.result == policies::DecisionResult::kNoVictim) {
+      if (host_read_full_) {
+        host_found_no_victim_us_ = now_us;
+        host_no_victim_allocated_bytes_ = last_allocated_bytes_.value_or(0);
+      }
+    } else if (outcome.result != policies::DecisionResult::kBelowThreshold) {
+      host_found_no_victim_us_.reset();
+    }
+  }
+  return outcome;
+}
+
+policies::Outcome Decider::actOn(const std::string& domain, const DomainState& state, const config::ActRule& rule,
+                                 policies::DomainObservation observation, uint64_t now_us, Executor& executor) {
   policies::Outcome outcome;
   outcome.policy = rule.action;
   (void)observe(domain, rule, observation);
@@ -194,6 +236,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   if (auto pages = node_.procfs().readAllocatedPages()) {
     ++stats_.allocation_reads;
     allocated = pages.value() * node_.pageBytes();
+    last_allocated_bytes_ = allocated;
     allocation_rate_.sample(now_us, -static_cast<double>(*allocated));  // its "room" shrinks as the host allocates
   }
   // Which domains act on a level, and by which rule: resolved at the refresh (`all`) and after a reload,
@@ -218,6 +261,19 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     }
     std::erase_if(levels_, [&](const auto& entry) { return entry.second.seen_in_scan != scans_; });
     rules_current_ = true;
+    budgets_summarised_ = false;  // a domain added here is due now
+  }
+  // Nothing due and no budget spent: the allocations say every domain watched through them is still
+  // far enough from its threshold (the same test as the pass below, on its summaries).
+  if (!all && budgets_summarised_ && allocated && now_us < earliest_due_us_ && *allocated >= latest_budget_then_bytes_ &&
+      static_cast<double>(*allocated) < first_spent_at_bytes_) {
+    allocation_due_us_.reset();  // no domain is watched through the allocations
+    if (std::isfinite(first_room_gone_at_bytes_)) {
+      const double left = first_room_gone_at_bytes_ - static_cast<double>(*allocated);
+      allocation_due_us_ = now_us + policies::nextLevelCheckUs(std::max(left, 0.0), allocation_rate_.bytesPerSecond(),
+                                                               assumed_rate, kMinDelayUs, max_delay_us);
+    }
+    return crossed;
   }
   std::optional<double> smallest_left;  // of the domains watched through the allocations
   // The refresh makes the safety-net reads due before the next refresh (with a tenth of an interval to
@@ -283,6 +339,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     }
     level.due_us = now_us + delay_us;
   }
+  summariseLevels();
   // The next read of the allocations: before the smallest room left could be gone at the fastest
   // plausible rate (the host's measured allocation rate, or the assumed fill rate).
   allocation_due_us_.reset();
@@ -301,18 +358,33 @@ bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {
   }
   found->second.fast_until_us = now_us + kPressureWindowUs;
   found->second.due_us = std::min(found->second.due_us, now_us);
+  earliest_due_us_ = std::min(earliest_due_us_, found->second.due_us);
   return true;
+}
+
+void Decider::summariseLevels() {
+  earliest_due_us_ = UINT64_MAX;
+  first_spent_at_bytes_ = std::numeric_limits<double>::infinity();
+  first_room_gone_at_bytes_ = std::numeric_limits<double>::infinity();
+  latest_budget_then_bytes_ = 0;
+  for (const auto& [path, level] : levels_) {
+    earliest_due_us_ = std::min(earliest_due_us_, level.due_us);
+    if (level.budget_room_bytes) {
+      // allocationBudgetSpent: spent once the host has allocated room / 2 since `then`.
+      const double then = static_cast<double>(level.budget_allocated_bytes);
+      first_spent_at_bytes_ = std::min(first_spent_at_bytes_, then + *level.budget_room_bytes / 2);
+      first_room_gone_at_bytes_ = std::min(first_room_gone_at_bytes_, then + *level.budget_room_bytes);
+      latest_budget_then_bytes_ = std::max(latest_budget_then_bytes_, level.budget_allocated_bytes);
+    }
+  }
+  budgets_summarised_ = true;
 }
 
 std::optional<uint64_t> Decider::nextLevelDueUs() const {
   if (levels_.empty()) {
     return std::nullopt;
   }
-  uint64_t due = allocation_due_us_.value_or(UINT64_MAX);
-  for (const auto& [path, level] : levels_) {
-    due = std::min(due, level.due_us);
-  }
-  return due;
+  return std::min(allocation_due_us_.value_or(UINT64_MAX), earliest_due_us_);
 }
 
 }  // namespace oomguard::guardian::daemon

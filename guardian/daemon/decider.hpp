@@ -46,6 +46,18 @@ class Decider {
   [[nodiscard]] std::vector<policies::VictimCandidate> candidates(const DomainState& state, bool with_growers,
                                                                   bool resolve_groups) const;
 
+  // Ranks the host for a decision (rankings.rerankHost: the same object as the constructor's). One that
+  // may kill (an act rule that acts and no victim in progress, the exited ones released first) reads
+  // every process, as the kernel's select_bad_process does; the others re-read the refresh's top and
+  // the processes new since it. Except: within kFullHostReadBackoffUs of a full read whose decision
+  // found no one to kill (the host held over its threshold by what may not be killed: ten full reads a
+  // second were 5% of a core at 500 processes), and while the host has allocated less than
+  // kFullHostReadBackoffBytes since (nothing is growing), a decision reads every process only when the
+  // short read offers a victim (never the newcomer beside an old process that has grown unread).
+  void rankHost(Rankings& rankings, const io::NodeFacts& facts, bool may_act, uint64_t now_us, Executor& executor);
+  static constexpr uint64_t kFullHostReadBackoffUs = 1'000'000;
+  static constexpr uint64_t kFullHostReadBackoffBytes = 64ULL << 20;
+
   // Thresholds, kill gate, victim, kill (through `executor`): what the rule did at `now_us`.
   policies::Outcome act(const std::string& domain, const DomainState& state, const config::ActRule& rule,
                         policies::DomainObservation observation, uint64_t now_us, Executor& executor);
@@ -86,6 +98,12 @@ class Decider {
     uint64_t seen_in_scan = 0;
   };
 
+  // act() itself; act() notes what a host decision that read every process found.
+  policies::Outcome actOn(const std::string& domain, const DomainState& state, const config::ActRule& rule,
+                          policies::DomainObservation observation, uint64_t now_us, Executor& executor);
+  // Fills the summaries below from levels_ (after each pass that reads or re-schedules a domain).
+  void summariseLevels();
+
   io::Node& node_;
   const config::Config& config_;
   const WatchSet& watch_set_;
@@ -102,6 +120,22 @@ class Decider {
   // they must be read next (nullopt: no domain is watched through them).
   policies::FillRate allocation_rate_;
   std::optional<uint64_t> allocation_due_us_;
+  // rankHost(): whether the host's last decision read every process; when the last one that did found
+  // no victim, and the host's allocations then. The allocations as last read (checkLevels).
+  bool host_read_full_ = false;
+  std::optional<uint64_t> host_found_no_victim_us_;
+  uint64_t host_no_victim_allocated_bytes_ = 0;
+  std::optional<uint64_t> last_allocated_bytes_;
+  // Summaries of levels_ made by the last pass over it, so that a tick that only reads the allocations
+  // and finds no budget spent touches no domain (500 acting pods: 5 ticks a second, each a walk of 500
+  // map entries before): the earliest due_us; of the domains watched through the allocations, the
+  // allocation total at which the first budget is spent (then + room / 2), the one at which the first
+  // room is gone (then + room), and the latest `then` (the shortcut holds only past it).
+  uint64_t earliest_due_us_ = UINT64_MAX;
+  double first_spent_at_bytes_ = 0;
+  double first_room_gone_at_bytes_ = 0;
+  uint64_t latest_budget_then_bytes_ = 0;
+  bool budgets_summarised_ = false;
 };
 
 }  // namespace oomguard::guardian::daemon

@@ -325,6 +325,7 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
 }
 
 void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
+  last_host_read_ = reread;
   auto found = domains_.find("/");
   if (found == domains_.end()) {
     return;

@@ -84,6 +84,8 @@ class Rankings {
   // order; an error when the cgroup cannot be read. Each records the new top (the prediction in force
   // from now).
   void rerankHost(const io::NodeFacts& facts, HostReread reread);
+  // What the last rerankHost was asked to read.
+  [[nodiscard]] HostReread lastHostRead() const { return last_host_read_; }
   cgroupfs::Result<DomainState*> rerankMemcg(const io::NodeFacts& facts, const std::string& cgroup);
 
   [[nodiscard]] DomainState* find(const std::string& domain);
@@ -155,6 +157,7 @@ class Rankings {
   HostScan scan_;  // the last refresh's
   std::unordered_map<std::string, std::vector<pid_t>> membership_;  // readMembership's, by cgroup
   uint64_t refreshes_ = 0;
+  HostReread last_host_read_ = HostReread::kTopAndNewcomers;
   policies::GrowthTracker growth_;
 };
 

@@ -83,7 +83,7 @@ namespace {
 
 // What parsePodJson keeps: for each parent (the key that opened the enclosing object; "name[]" for an
 // element of the array under "name"; "<root>" at the top), the member names the pod model and the
-// list/watch envelopes read (pod.cpp's parsePodObject, pod_watch.cpp). Everything else is skipped while
+// list/watch envelopes read (pod.cpp's parsePodObject, pod_watch_stream.cpp). Everything else is skipped while
 // parsing, whatever its size: a tenant's 500,000 container args never become JSON values here.
 bool keepMember(std::string_view parent, std::string_view key) {
   if (parent == "annotations") {

@@ -207,6 +207,48 @@ TEST_F(DeciderTest, TheHostDecisionThatMayKillSeesAnOldProcessThatGrewSinceTheRe
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill " + std::to_string(medium) + " grace 0"}));
 }
 
+// The host held over its threshold by what may not be killed: the level watch crosses every 100 ms,
+// and a read of every process each time was 5% of a core at 500 processes. After a full read that
+// found no victim, the decisions of the next second read the refresh's top and the newcomers.
+TEST_F(DeciderTest, AHostWithNoOneToKillIsNotReadWholeTenTimesASecond) {
+  start(R"([{"match": "/**", "preference": "omit"}])", R"("host": {"act": {"action": "kill-worst",
+            "when": {"mem_available_below": 0.10}}}, )");
+  rankings->refresh(facts, *watch_set, {});
+  fixture.write("proc/meminfo", "MemTotal: 8388608 kB\nMemFree: 262144 kB\nMemAvailable: 262144 kB\n"
+                                "SwapTotal: 0 kB\nSwapFree: 0 kB\n");
+  const config::ActRule* rule = decider->actRuleFor("/");
+  ASSERT_NE(rule, nullptr);
+  fixture.write("proc/vmstat", "pgalloc_normal 1000000\n");
+  // The allocations as the level watch reads them before a decision.
+  auto levels = [&] { (void)decider->checkLevels(fixture.now_us, true); };
+  auto decide = [&] {
+    executor->markSnapshot();
+    decider->rankHost(*rankings, facts, true, fixture.now_us, *executor);
+    const auto outcome =
+        decider->act("/", *rankings->find("/"), *rule, policies::DomainObservation{}, fixture.now_us, *executor);
+    EXPECT_EQ(outcome.result, DecisionResult::kNoVictim);
+    return rankings->lastHostRead();
+  };
+  levels();
+  EXPECT_EQ(decide(), Rankings::HostReread::kEveryProcess);
+  fixture.now_us += 100'000;
+  levels();
+  EXPECT_EQ(decide(), Rankings::HostReread::kTopAndNewcomers);
+  // The host allocates (something grows): every process is read again at once.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  fixture.write("proc/vmstat", "pgalloc_normal " + std::to_string(1000000 + Decider::kFullHostReadBackoffBytes / page) + "\n");
+  fixture.now_us += 100'000;
+  levels();
+  EXPECT_EQ(decide(), Rankings::HostReread::kEveryProcess) << "the host allocated 64 MiB since";
+  fixture.now_us += 100'000;
+  levels();
+  EXPECT_EQ(decide(), Rankings::HostReread::kTopAndNewcomers);
+  fixture.now_us += Decider::kFullHostReadBackoffUs;
+  levels();
+  EXPECT_EQ(decide(), Rankings::HostReread::kEveryProcess) << "a full read again once a second";
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
 TEST_F(DeciderTest, AMissingReadingNeverKills) {
   start(kHeadroom);
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
@@ -300,6 +342,46 @@ TEST_F(DeciderTest, TheHostsAllocationsStandInForReadingEveryDomain) {
   EXPECT_EQ(stats.level_reads, 3U);
   ASSERT_EQ(crossed.size(), 1U);
   EXPECT_EQ(crossed.front().first, "/pod");
+}
+
+TEST_F(DeciderTest, APressureEventBreaksThroughTheAllocationShortcut) {
+  // Idle ticks read only /proc/vmstat and touch no domain; a PSI trigger still has its domain read at
+  // once, and a domain found between refreshes is watched from the next tick.
+  start(R"([{"match": "/pod*", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}}, {"match": "/**"}])",
+        R"("policy": {"assumed_fill_rate_mib_s": 4096}, )");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  fixture.write("proc/vmstat", "pgalloc_normal 1000000\n");
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  for (int tick = 0; tick < 3; ++tick) {
+    fixture.now_us = *decider->nextLevelDueUs();
+    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  }
+  EXPECT_EQ(stats.level_reads, 1U);
+  fixture.now_us += 1000;
+  ASSERT_TRUE(decider->pressureEvent("/pod", fixture.now_us));
+  EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us);
+  fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
+  const auto crossed = decider->checkLevels(fixture.now_us, false);
+  EXPECT_EQ(stats.level_reads, 2U);
+  ASSERT_EQ(crossed.size(), 1U);
+  EXPECT_EQ(crossed.front().first, "/pod");
+  // A domain found between refreshes (Daemon::onDomainFound) is read at the next tick.
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  fixture.now_us += 2'000'000;
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  fixture.now_us = *decider->nextLevelDueUs();
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  const uint64_t reads = stats.level_reads;
+  std::filesystem::create_directories(fixture.root / "cgroup/pod2");
+  fixture.write("cgroup/pod2/cgroup.procs", "");
+  fixture.write("cgroup/pod2/memory.max", std::to_string(NodeFixture::kLimitBytes) + "\n");
+  fixture.write("cgroup/pod2/memory.current", std::to_string(NodeFixture::kLimitBytes / 2) + "\n");
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod2").ok());
+  decider->domainsChanged();
+  fixture.now_us += 1000;
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_EQ(stats.level_reads, reads + 1) << "the new domain waited for a budget or the refresh";
 }
 
 TEST_F(DeciderTest, AFailedReadingKeepsTheWatchClose) {
