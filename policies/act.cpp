@@ -265,10 +265,36 @@ std::optional<Crossing> thresholdCrossed(const Thresholds& thresholds, const Dom
     }
   }
   if (thresholds.pressure_avg10 && thresholds.pressure_kind) {
-    const auto& value = *thresholds.pressure_kind == "full" ? observation.full_avg10 : observation.some_avg10;
+    const bool full = *thresholds.pressure_kind == "full";
+    const auto& value = full ? observation.full_avg10 : observation.some_avg10;
     if (!value) {
       return std::nullopt;  // no reading: neither above nor below
     }
+    if (state.after_kill && *value >= *thresholds.pressure_avg10) {
+      // avg10 still carries the stall of before the kill: the stall since the first reading after it.
+      const auto& total = full ? observation.full_total_us : observation.some_total_us;
+      if (!total) {
+        return std::nullopt;  // no total read: not crossed
+      }
+      if (!state.stall_base_us || *total < *state.stall_base_total_us || now_us < *state.stall_base_us) {
+        state.stall_base_us = now_us;
+        state.stall_base_total_us = *total;
+        return std::nullopt;
+      }
+      const uint64_t elapsed_us = now_us - *state.stall_base_us;
+      const double share = elapsed_us == 0 ? 0.0
+                                           : static_cast<double>(*total - *state.stall_base_total_us) /
+                                                 static_cast<double>(elapsed_us);
+      if (elapsed_us >= std::max(thresholds.pressure_held_us, kStallWindowAfterKillUs) &&
+          share >= *thresholds.pressure_avg10) {
+        std::snprintf(text, sizeof text, "PSI %s stall %.3f of the %.1f s since the last kill >= %.3f",
+                      thresholds.pressure_kind->c_str(), share, static_cast<double>(elapsed_us) / 1e6,
+                      *thresholds.pressure_avg10);
+        return Crossing{CrossedBy::kPressure, std::string(text)};
+      }
+      return std::nullopt;
+    }
+    state.after_kill = false;  // avg10 below the threshold: it no longer carries the old stall
     if (*value >= *thresholds.pressure_avg10) {
       if (!state.pressure_above_since_us) {
         state.pressure_above_since_us = now_us;
@@ -284,6 +310,13 @@ std::optional<Crossing> thresholdCrossed(const Thresholds& thresholds, const Dom
     }
   }
   return std::nullopt;
+}
+
+void restartPressureHold(ThresholdState& state) {
+  state.after_kill = true;
+  state.pressure_above_since_us.reset();
+  state.stall_base_us.reset();
+  state.stall_base_total_us.reset();
 }
 
 namespace {

@@ -68,6 +68,8 @@ Choice chooseVictim(Action action, const std::vector<VictimCandidate>& candidate
 struct DomainObservation {
   std::optional<double> some_avg10;  // 0..1
   std::optional<double> full_avg10;
+  std::optional<uint64_t> some_total_us;  // the stall totals read with them (PSI "total=")
+  std::optional<uint64_t> full_total_us;
   std::optional<uint64_t> memory_current_bytes;
   std::optional<uint64_t> memory_max_bytes;
   std::optional<uint64_t> memory_high_bytes;  // read for on_memory_high (nullopt: "max" or not read)
@@ -103,7 +105,19 @@ bool eventStillStands(const std::optional<uint64_t>& current_bytes, const std::o
 // Per-domain memory of when pressure went above its threshold.
 struct ThresholdState {
   std::optional<uint64_t> pressure_above_since_us;
+  // After a kill (or while a victim is waited on), avg10, a 10 s average, stays above the threshold for
+  // seconds after the victim's memory is back: held pressure would then choose a second victim, an
+  // innocent, for the same stall. Until avg10 falls below the threshold again, the pressure is judged by
+  // the stall accumulated since the first reading after the kill (the PSI total's rise over the time
+  // passed), over at least max(held_s, kStallWindowAfterKillUs).
+  bool after_kill = false;
+  std::optional<uint64_t> stall_base_us;        // when that first reading was made
+  std::optional<uint64_t> stall_base_total_us;  // and the stall total it read
 };
+inline constexpr uint64_t kStallWindowAfterKillUs = 1'000'000;
+// A victim was killed or is waited on in the domain: held pressure starts over, judged as above from the
+// next reading.
+void restartPressureHold(ThresholdState& state);
 
 // Which threshold a domain crossed: a bounded kind (a metric label) and the reading, in words.
 enum class CrossedBy { kMemoryMax, kMemoryHigh, kHeadroom, kMemAvailable, kSwapFree, kPressure };

@@ -98,10 +98,9 @@ int runDaemon(const RunOptions& options, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   exporter::PrometheusMetrics metrics(config.metrics_top_k, kVersion, kernelRelease());
-  // /healthz fails when the decision loop has not turned (a refresh) for three refresh intervals, and
-  // at least 30 s: a stuck loop restarts the pod instead of passing its probes forever.
-  metrics.setLoopStallLimit(std::chrono::milliseconds(
-      static_cast<int64_t>(std::max(30.0, 3 * config.refresh_interval_s) * 1000)));
+  // /healthz fails when the decision loop has not turned (a refresh) for exporter::loopStallLimit; the
+  // daemon sets it again at each refresh (a reload may change the interval).
+  metrics.setLoopStallLimit(exporter::loopStallLimit(config.refresh_interval_s));
   try {
     metrics.serve(config.metrics_listen);
     if (!config.health_listen.empty()) {

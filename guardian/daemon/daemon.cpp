@@ -1,8 +1,5 @@
 #include "guardian/daemon/daemon.hpp"
 
-#include <time.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <csignal>
@@ -23,20 +20,6 @@ Json eventsJson(const cgroupfs::MemoryEvents& events) {
 }
 
 }  // namespace
-
-uint64_t monotonicNowUs() {
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1000000U + static_cast<uint64_t>(now.tv_nsec) / 1000U;
-}
-
-uint64_t bootTicksNow() {
-  timespec now{};
-  ::clock_gettime(CLOCK_BOOTTIME, &now);
-  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
-  return static_cast<uint64_t>(now.tv_sec) * static_cast<uint64_t>(ticks_per_second) +
-         static_cast<uint64_t>(now.tv_nsec) * static_cast<uint64_t>(ticks_per_second) / 1'000'000'000U;
-}
 
 Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions options, io::EventLog& log,
                exporter::Metrics& metrics, io::Actuator& actuator, std::ostream& summary, MonotonicClock monotonic,
@@ -227,6 +210,8 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
       metrics_.setPressure(cgroup, pressure.value());
       observation.some_avg10 = some;
       observation.full_avg10 = full;
+      observation.some_total_us = pressure.value().some.total_us;
+      observation.full_total_us = full ? std::optional(pressure.value().full->total_us) : std::nullopt;
     }
     trigger.some_avg10 = some;
     trigger.full_avg10 = full;
@@ -369,6 +354,7 @@ void Daemon::scheduleRefresh() {
   if (stopped_) {
     return;
   }
+  metrics_.setLoopStallLimit(exporter::loopStallLimit(config_.refresh_interval_s));  // a reload may change it
   refresh_timer_.expires_after(std::chrono::microseconds(static_cast<int64_t>(config_.refresh_interval_s * 1e6)));
   refresh_timer_.async_wait([this](const boost::system::error_code& error) {
     if (error || stopped_) {
@@ -463,7 +449,8 @@ bool Daemon::reload() {
   refresh_timer_.cancel();
   scheduleRefresh();
   log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
-                                   {"pressure_triggers", armedPressureTriggers()}});
+                                   {"pressure_triggers", armedPressureTriggers()},
+                                   {"health_stall_limit_ms", exporter::loopStallLimit(config_.refresh_interval_s).count()}});
   if (config_.mode == config::Mode::kAct) {
     requestRefresh();  // the fresh rules' protections and memory.high, on the loop's next turn
   }

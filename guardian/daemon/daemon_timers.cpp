@@ -1,5 +1,8 @@
 // The daemon's own timers beside the refresh and the level watch: the service manager's watchdog, and
-// the limit probes of young cgroups, with the domains they find.
+// the limit probes of young cgroups, with the domains they find. Also the real clocks (context.hpp).
+#include <time.h>
+#include <unistd.h>
+
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -10,6 +13,20 @@ namespace oomguard::guardian::daemon {
 namespace {
 using Json = nlohmann::ordered_json;
 }  // namespace
+
+uint64_t monotonicNowUs() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000U + static_cast<uint64_t>(now.tv_nsec) / 1000U;
+}
+
+uint64_t bootTicksNow() {
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  return static_cast<uint64_t>(now.tv_sec) * static_cast<uint64_t>(ticks_per_second) +
+         static_cast<uint64_t>(now.tv_nsec) * static_cast<uint64_t>(ticks_per_second) / 1'000'000'000U;
+}
 
 void Daemon::notifyManager(const std::string& state) {
   const std::string error = notifier_.send(state);

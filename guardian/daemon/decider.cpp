@@ -60,8 +60,10 @@ bool Decider::observe(const std::string& domain, const config::ActRule& rule, po
                                   : node_.cgroupfs().readPressure(domain, "memory");
     if (pressure) {
       observation.some_avg10 = pressure.value().some.avg10 / 100.0;
+      observation.some_total_us = pressure.value().some.total_us;
       if (pressure.value().full) {
         observation.full_avg10 = pressure.value().full->avg10 / 100.0;
+        observation.full_total_us = pressure.value().full->total_us;
       }
     }
   }
@@ -168,6 +170,8 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
   }
   executor.releaseVictims(now_us);
   if (auto refusal = executor.gate().refusal(domain, now_us)) {
+    // Held pressure starts over once the victim has gone (policies::ThresholdState).
+    policies::restartPressureHold(threshold_states_[domain]);
     ++stats_.kills_held;
     outcome.result = policies::DecisionResult::kHeld;
     outcome.held_by = std::move(refusal);
@@ -195,6 +199,9 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     outcome.chosen_because = choice.reason + gone;
     executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
     if (outcome.result != policies::DecisionResult::kGone) {
+      if (outcome.result == policies::DecisionResult::kKilled) {
+        policies::restartPressureHold(threshold_states_[domain]);
+      }
       return outcome;
     }
     const pid_t pid = choice.victim->pid;

@@ -3,6 +3,8 @@
 // scraper without ever blocking that thread. NullMetrics is the implementation for tests and tools.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,6 +63,8 @@ class Metrics {
   virtual void setKubernetesPods(bool synced, size_t pods) = 0;
   // The decision loop turned (a refresh ran): /healthz fails once it has not for the stall limit.
   virtual void loopTurned() {}
+  // The stall limit (the daemon's: loopStallLimit of its refresh interval, set again at each refresh).
+  virtual void setLoopStallLimit(std::chrono::milliseconds /*limit*/) {}
   // One OOM kill: `killer` "kernel" or "oomguard"; `constraint` the kernel's (CONSTRAINT_MEMCG, _NONE,
   // _CPUSET, _MEMORY_POLICY; oomguard's own kills: CONSTRAINT_MEMCG in a memcg domain, CONSTRAINT_NONE on
   // the host); attributed to the pod's namespace/pod/container (empty outside pods). The series live in
@@ -72,6 +76,12 @@ class Metrics {
   virtual void podGone(const std::string& /*namespace_name*/, const std::string& /*pod*/, uint64_t /*now_us*/) {}
   virtual void expireSeries(uint64_t /*now_us*/) {}
 };
+
+// How long the decision loop may go without a turn before /healthz fails: three refresh intervals, and
+// at least 30 s (a stuck loop restarts the pod instead of passing its probes forever).
+inline std::chrono::milliseconds loopStallLimit(double refresh_interval_s) {
+  return std::chrono::milliseconds(static_cast<int64_t>(std::max(30.0, 3 * refresh_interval_s) * 1000));
+}
 
 class NullMetrics final : public Metrics {
  public:

@@ -63,7 +63,7 @@ class PrometheusMetrics final : public Metrics {
   // Also serves /healthz alone on `listen` (same rules as serve), on a thread of its own.
   void serveHealth(const std::string& listen, HttpServer::Limits limits = {});
   // /healthz answers 503 once loopTurned() has not been called for `limit` (from serve() on).
-  void setLoopStallLimit(std::chrono::milliseconds limit) { stall_limit_ms_ = limit.count(); }
+  void setLoopStallLimit(std::chrono::milliseconds limit) override { stall_limit_ms_ = limit.count(); }
   void loopTurned() override;
   void countOomKill(const kube::WorkloadLabels& workload, const std::string& killer,
                     const std::string& constraint) override;

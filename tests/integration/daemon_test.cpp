@@ -124,8 +124,8 @@ class DaemonOnUnified : public ::testing::Test {
   }
 
   // CPU pressure: unprivileged triggers need windows in multiples of 2 s, so use 2 s.
-  void writeConfig(uint64_t stall_us, const std::string& extra = "") {
-    writeFile(config_path, R"({"refresh_interval_s": 1, "read_kmsg": false, "history": null, "self": {"oom_score_adj": null, "mlock": false},
+  void writeConfig(uint64_t stall_us, const std::string& extra = "", int refresh_interval_s = 1) {
+    writeFile(config_path, R"({"refresh_interval_s": )" + std::to_string(refresh_interval_s) + R"(, "read_kmsg": false, "history": null, "self": {"oom_score_adj": null, "mlock": false},
       "host": {"pressure": null},
       "cgroups": [{"match": ")" + cgroup + R"(/**", "watch_events": true, "pressure_only_if_limited": false,
                    "pressure": {"resource": "cpu", "kind": "some", "stall_us": )" +
@@ -259,12 +259,15 @@ TEST_F(DaemonOnUnified, SighupRefusesABadConfigAndKeepsTheOld) {
   EXPECT_EQ(refused->at("result"), "refused");
   EXPECT_NE(refused->at("reason").get<std::string>().find("/cgroups/0/pressure/stall_us"), std::string::npos)
       << refused->dump();
-  writeConfig(200000);
+  writeConfig(200000, "", 40);
   daemon.signal(SIGHUP);
   const auto applied = daemon.waitFor("config_reload", std::chrono::seconds(5));
   ASSERT_TRUE(applied);
   EXPECT_EQ(applied->at("result"), "applied");
   EXPECT_EQ(applied->at("pressure_triggers").get<int>(), 1);
+  // /healthz's stall limit follows the new refresh interval (three of them): it was set once at start,
+  // and a reload to a slower refresh failed the probes of a healthy daemon.
+  EXPECT_EQ(applied->at("health_stall_limit_ms").get<int64_t>(), 120'000) << applied->dump();
   daemon.signal(SIGINT);
   EXPECT_EQ(daemon.waitExit(std::chrono::seconds(2)), 0);
 }

@@ -129,6 +129,45 @@ TEST(Thresholds, PressureMustBeHeldForTheDuration) {
   EXPECT_TRUE(thresholdCrossed(thresholds, high, state, 15'000'000));
 }
 
+// After a kill avg10 lags (a 10 s average): held pressure is then judged by the stall since the first
+// reading after the kill, so the victim's own stall does not choose a second, innocent victim.
+TEST(Thresholds, AfterAKillPressureIsTheStallSinceNotTheLaggingAverage) {
+  Thresholds thresholds;
+  thresholds.pressure_kind = "some";
+  thresholds.pressure_avg10 = 0.20;
+  thresholds.pressure_held_us = 500'000;
+  ThresholdState state;
+  auto reading = [](double avg10, uint64_t total_us) {
+    DomainObservation observation;
+    observation.some_avg10 = avg10;
+    observation.some_total_us = total_us;
+    return observation;
+  };
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.60, 1'000'000), state, 10'000'000));
+  EXPECT_TRUE(thresholdCrossed(thresholds, reading(0.60, 1'300'000), state, 10'500'000));
+  restartPressureHold(state);  // the victim is killed, then released
+  // avg10 still 0.5, but the stall has stopped: never crossed, however long avg10 lags.
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.50, 1'400'000), state, 11'000'000));  // the baseline
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.45, 1'410'000), state, 12'000'000));
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 1'420'000), state, 14'000'000));
+  // A second leaker: the stall since the baseline reaches the threshold's share, over at least 1 s.
+  restartPressureHold(state);
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 2'000'000), state, 20'000'000));
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 2'300'000), state, 20'600'000)) << "within the window";
+  const auto crossed = thresholdCrossed(thresholds, reading(0.42, 2'500'000), state, 21'000'000);
+  ASSERT_TRUE(crossed);  // 0.5 s of stall in 1 s
+  EXPECT_NE(crossed->text.find("since the last kill"), std::string::npos) << crossed->text;
+  // Without a total (an older reading), nothing is crossed after a kill.
+  restartPressureHold(state);
+  DomainObservation without_total;
+  without_total.some_avg10 = 0.9;
+  EXPECT_FALSE(thresholdCrossed(thresholds, without_total, state, 30'000'000));
+  // Once avg10 falls below the threshold, avg10 is judged again as before.
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.10, 3'000'000), state, 31'000'000));
+  EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.30, 3'100'000), state, 32'000'000));
+  EXPECT_TRUE(thresholdCrossed(thresholds, reading(0.30, 3'100'000), state, 32'500'000));
+}
+
 TEST(Thresholds, MissingDataNeverCrosses) {
   Thresholds thresholds;
   thresholds.pressure_kind = "some";
