@@ -276,22 +276,26 @@ std::optional<Crossing> thresholdCrossed(const Thresholds& thresholds, const Dom
       if (!total) {
         return std::nullopt;  // no total read: not crossed
       }
-      if (!state.stall_base_us || *total < *state.stall_base_total_us || now_us < *state.stall_base_us) {
-        state.stall_base_us = now_us;
+      const uint64_t read_us = observation.pressure_read_us.value_or(now_us);
+      if (!state.stall_base_us || *total < *state.stall_base_total_us || read_us < *state.stall_base_us) {
+        state.stall_base_us = read_us;
         state.stall_base_total_us = *total;
         return std::nullopt;
       }
-      const uint64_t elapsed_us = now_us - *state.stall_base_us;
-      const double share = elapsed_us == 0 ? 0.0
-                                           : static_cast<double>(*total - *state.stall_base_total_us) /
-                                                 static_cast<double>(elapsed_us);
-      if (elapsed_us >= std::max(thresholds.pressure_held_us, kStallWindowAfterKillUs) &&
-          share >= *thresholds.pressure_avg10) {
-        std::snprintf(text, sizeof text, "PSI %s stall %.3f of the %.1f s since the last kill >= %.3f",
+      const uint64_t elapsed_us = read_us - *state.stall_base_us;
+      if (elapsed_us < std::max(thresholds.pressure_held_us, kStallWindowAfterKillUs)) {
+        return std::nullopt;
+      }
+      const double share =
+          static_cast<double>(*total - *state.stall_base_total_us) / static_cast<double>(elapsed_us);
+      if (share >= *thresholds.pressure_avg10) {
+        std::snprintf(text, sizeof text, "PSI %s stall %.3f of the last %.1f s (after a kill) >= %.3f",
                       thresholds.pressure_kind->c_str(), share, static_cast<double>(elapsed_us) / 1e6,
                       *thresholds.pressure_avg10);
         return Crossing{CrossedBy::kPressure, std::string(text)};
       }
+      state.stall_base_us = read_us;  // a window under the threshold: the next one starts here
+      state.stall_base_total_us = *total;
       return std::nullopt;
     }
     state.after_kill = false;  // avg10 below the threshold: it no longer carries the old stall

@@ -70,6 +70,7 @@ struct DomainObservation {
   std::optional<double> full_avg10;
   std::optional<uint64_t> some_total_us;  // the stall totals read with them (PSI "total=")
   std::optional<uint64_t> full_total_us;
+  std::optional<uint64_t> pressure_read_us;  // when they were read (nullopt: at the decision's now_us)
   std::optional<uint64_t> memory_current_bytes;
   std::optional<uint64_t> memory_max_bytes;
   std::optional<uint64_t> memory_high_bytes;  // read for on_memory_high (nullopt: "max" or not read)
@@ -108,8 +109,9 @@ struct ThresholdState {
   // After a kill (or while a victim is waited on), avg10, a 10 s average, stays above the threshold for
   // seconds after the victim's memory is back: held pressure would then choose a second victim, an
   // innocent, for the same stall. Until avg10 falls below the threshold again, the pressure is judged by
-  // the stall accumulated since the first reading after the kill (the PSI total's rise over the time
-  // passed), over at least max(held_s, kStallWindowAfterKillUs).
+  // the stall accumulated since the first reading after the victim has gone (the PSI total's rise over
+  // the time passed), in windows of max(held_s, kStallWindowAfterKillUs): a window under the threshold
+  // starts the next one. The caller restarts the hold while a victim still blocks the domain.
   bool after_kill = false;
   std::optional<uint64_t> stall_base_us;        // when that first reading was made
   std::optional<uint64_t> stall_base_total_us;  // and the stall total it read

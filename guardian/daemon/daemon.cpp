@@ -208,6 +208,11 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
         pressure.value().full ? std::optional<double>(pressure.value().full->avg10 / 100.0) : std::nullopt;
     if (watch != nullptr && watch->trigger().resource == "memory") {
       metrics_.setPressure(cgroup, pressure.value());
+    }
+    // The reading stands for the domain only when it is the domain's own (a child's total is not its
+    // domain's: Decider::observe reads that one).
+    if (watch != nullptr && watch->trigger().resource == "memory" && watch_set_.domainFor(cgroup) == cgroup) {
+      observation.pressure_read_us = event_arrived_us_;
       observation.some_avg10 = some;
       observation.full_avg10 = full;
       observation.some_total_us = pressure.value().some.total_us;
@@ -447,6 +452,7 @@ bool Daemon::reload() {
   watch_set_.reapply();
   pods_.tenantChanged();  // the tenant policy applies at once; the API watch itself needs a restart
   refresh_timer_.cancel();
+  metrics_.loopTurned();  // the loop is alive; the stall limit of the new interval counts from here
   scheduleRefresh();
   log_.write("config_reload", Json{{"result", "applied"}, {"file", *options_.config_path},
                                    {"pressure_triggers", armedPressureTriggers()},

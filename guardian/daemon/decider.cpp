@@ -158,6 +158,8 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
   policies::Outcome outcome;
   outcome.policy = rule.action;
   (void)observe(domain, rule, observation);
+  executor.releaseVictims(now_us);
+  holdPressureWhileBlocked(domain, rule, now_us);
   outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
   if (!outcome.reason) {
     outcome.result = policies::DecisionResult::kBelowThreshold;
@@ -168,7 +170,6 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     }
     return outcome;
   }
-  executor.releaseVictims(now_us);
   if (auto refusal = executor.gate().refusal(domain, now_us)) {
     // Held pressure starts over once the victim has gone (policies::ThresholdState).
     policies::restartPressureHold(threshold_states_[domain]);
@@ -308,6 +309,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     const bool read = observe(path, *rule, observation);
     level.failed_reads = read ? 0 : level.failed_reads + 1;
     level.budget_room_bytes.reset();
+    holdPressureWhileBlocked(path, *rule, now_us);
     if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
       crossed.emplace_back(path, observation);
       level.due_us = now_us + kAfterCrossingUs;
@@ -367,6 +369,15 @@ bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {
   found->second.due_us = std::min(found->second.due_us, now_us);
   earliest_due_us_ = std::min(earliest_due_us_, found->second.due_us);
   return true;
+}
+
+void Decider::holdPressureWhileBlocked(const std::string& domain, const config::ActRule& rule, uint64_t now_us) {
+  // A victim not yet gone (as far as the gate knows: its release is noted by the next decision, the
+  // refresh, or the gate's bounded wait) still stalls the domain: no stall baseline is taken from it.
+  auto& state = threshold_states_[domain];
+  if (rule.when.pressure_avg10 && state.after_kill && executor_.gate().blocking(domain, now_us)) {
+    policies::restartPressureHold(state);
+  }
 }
 
 void Decider::summariseLevels() {

@@ -101,6 +101,8 @@ class Decider {
   // act() itself; act() notes what a host decision that read every process found.
   policies::Outcome actOn(const std::string& domain, const DomainState& state, const config::ActRule& rule,
                           policies::DomainObservation observation, uint64_t now_us, Executor& executor);
+  // Held pressure after a kill starts over while a victim still blocks `domain` (policies::ThresholdState).
+  void holdPressureWhileBlocked(const std::string& domain, const config::ActRule& rule, uint64_t now_us);
   // Fills the summaries below from levels_ (after each pass that reads or re-schedules a domain).
   void summariseLevels();
 

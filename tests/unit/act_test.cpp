@@ -130,7 +130,8 @@ TEST(Thresholds, PressureMustBeHeldForTheDuration) {
 }
 
 // After a kill avg10 lags (a 10 s average): held pressure is then judged by the stall since the first
-// reading after the kill, so the victim's own stall does not choose a second, innocent victim.
+// reading after the victim has gone, in windows, so the victim's own stall does not choose a second,
+// innocent victim.
 TEST(Thresholds, AfterAKillPressureIsTheStallSinceNotTheLaggingAverage) {
   Thresholds thresholds;
   thresholds.pressure_kind = "some";
@@ -150,13 +151,17 @@ TEST(Thresholds, AfterAKillPressureIsTheStallSinceNotTheLaggingAverage) {
   EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.50, 1'400'000), state, 11'000'000));  // the baseline
   EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.45, 1'410'000), state, 12'000'000));
   EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 1'420'000), state, 14'000'000));
+  // Judged in windows: a leaker that starts later is seen within one window, not averaged with the calm.
+  const auto later = thresholdCrossed(thresholds, reading(0.40, 1'920'000), state, 15'000'000);
+  ASSERT_TRUE(later);
+  EXPECT_NE(later->text.find("of the last 1.0 s (after a kill)"), std::string::npos) << later->text;
   // A second leaker: the stall since the baseline reaches the threshold's share, over at least 1 s.
   restartPressureHold(state);
   EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 2'000'000), state, 20'000'000));
   EXPECT_FALSE(thresholdCrossed(thresholds, reading(0.40, 2'300'000), state, 20'600'000)) << "within the window";
   const auto crossed = thresholdCrossed(thresholds, reading(0.42, 2'500'000), state, 21'000'000);
   ASSERT_TRUE(crossed);  // 0.5 s of stall in 1 s
-  EXPECT_NE(crossed->text.find("since the last kill"), std::string::npos) << crossed->text;
+  EXPECT_NE(crossed->text.find("(after a kill)"), std::string::npos) << crossed->text;
   // Without a total (an older reading), nothing is crossed after a kill.
   restartPressureHold(state);
   DomainObservation without_total;
