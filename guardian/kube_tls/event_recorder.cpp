@@ -117,14 +117,7 @@ struct EventRecorder::Impl : std::enable_shared_from_this<EventRecorder::Impl> {
   void stop() {
     stopped_ = true;
     ++generation_;
-    if (exchange_) {
-      exchange_->cancel();
-      exchange_.reset();
-    }
-    try {
-      retry_timer_.cancel();
-    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): nothing can fire after stopped_
-    }
+    cancelExchangeAndRetry(exchange_, retry_timer_);
   }
 
   // "<pod>.<16 hex digits>": the wall clock in ns, as kubelet names its events, made unique here.

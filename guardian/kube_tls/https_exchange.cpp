@@ -305,4 +305,15 @@ http::request<http::string_body> makeRequest(http::verb verb, const std::string&
   return request;
 }
 
+void cancelExchangeAndRetry(std::shared_ptr<HttpsExchange>& exchange, boost::asio::steady_timer& retry_timer) {
+  if (exchange) {
+    exchange->cancel();
+    exchange.reset();
+  }
+  try {
+    retry_timer.cancel();
+  } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the caller has stopped; nothing can fire
+  }
+}
+
 }  // namespace oomguard::guardian::kube_tls

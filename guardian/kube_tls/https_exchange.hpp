@@ -121,6 +121,10 @@ class HttpsExchange : public std::enable_shared_from_this<HttpsExchange> {
 http::request<http::string_body> makeRequest(http::verb verb, const std::string& target,
                                              const KubeApiEndpoint& endpoint, const std::string& token);
 
+// A client's stop(): cancels the exchange in flight (and drops it) and a pending retry. The client has
+// set its own "stopped" first, so nothing fires after it.
+void cancelExchangeAndRetry(std::shared_ptr<HttpsExchange>& exchange, boost::asio::steady_timer& retry_timer);
+
 // Runs `action`, turning an exception into `on_error(what)`: nothing escapes to the io_context.
 template <typename Action, typename OnError>
 void guarded(Action&& action, OnError&& on_error) {

@@ -47,14 +47,7 @@ void PodWatch::Impl::start() {
 void PodWatch::Impl::stop() {
   stopped_ = true;
   ++generation_;
-  if (exchange_) {
-    exchange_->cancel();
-    exchange_.reset();
-  }
-  try {
-    retry_timer_.cancel();
-  } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): nothing can fire after stopped_
-  }
+  cancelExchangeAndRetry(exchange_, retry_timer_);
 }
 
 void PodWatch::Impl::log(const std::string& event, const std::string& detail) {
