@@ -118,10 +118,15 @@ void Decider::rankHost(Rankings& rankings, const io::NodeFacts& facts, bool may_
   const config::ActRule* rule = may_act ? actRuleFor("/") : nullptr;
   executor.releaseVictims(now_us);
   const bool may_kill = rule != nullptr && rule->action != policies::Action::kObserve &&
-                        !executor.gate().blocking("/", now_us);
-  const bool backing_off =
-      host_found_no_victim_us_ && now_us < *host_found_no_victim_us_ + kFullHostReadBackoffUs &&
-      last_allocated_bytes_ && *last_allocated_bytes_ < host_no_victim_allocated_bytes_ + kFullHostReadBackoffBytes;
+                        !executor.gate().refusal("/", now_us);
+  // The host's allocations now (one read of /proc/vmstat): what the backoff compares, and its baseline.
+  host_read_allocated_bytes_.reset();
+  if (auto pages = node_.procfs().readAllocatedPages(); pages && may_kill) {
+    host_read_allocated_bytes_ = pages.value() * node_.pageBytes();
+  }
+  const bool backing_off = host_found_no_victim_us_ && now_us < *host_found_no_victim_us_ + kFullHostReadBackoffUs &&
+                           host_read_allocated_bytes_ && host_no_victim_allocated_bytes_ &&
+                           *host_read_allocated_bytes_ < *host_no_victim_allocated_bytes_ + kFullHostReadBackoffBytes;
   host_read_full_ = may_kill && !backing_off;
   rankings.rerankHost(facts, host_read_full_ ? Rankings::HostReread::kEveryProcess
                                              : Rankings::HostReread::kTopAndNewcomers);
@@ -144,7 +149,7 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
     if (outcome.result == policies::DecisionResult::kNoVictim) {
       if (host_read_full_) {
         host_found_no_victim_us_ = now_us;
-        host_no_victim_allocated_bytes_ = last_allocated_bytes_.value_or(0);
+        host_no_victim_allocated_bytes_ = host_read_allocated_bytes_;  // none read: no backoff
       }
     } else if (outcome.result != policies::DecisionResult::kBelowThreshold) {
       host_found_no_victim_us_.reset();
@@ -233,6 +238,11 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   // /proc/meminfo for the host); a decision follows only when the threshold is crossed.
   std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
   if (config_.mode != config::Mode::kAct) {
+    // Nothing is watched (a reload from act to observe: the old watch's due times, in the past, armed
+    // the level timer at 0 again after every tick, a loop spinning at a full core).
+    levels_.clear();
+    allocation_due_us_.reset();
+    budgets_summarised_ = false;
     return crossed;
   }
   constexpr uint64_t kMinDelayUs = 5'000;
@@ -244,7 +254,6 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   if (auto pages = node_.procfs().readAllocatedPages()) {
     ++stats_.allocation_reads;
     allocated = pages.value() * node_.pageBytes();
-    last_allocated_bytes_ = allocated;
     allocation_rate_.sample(now_us, -static_cast<double>(*allocated));  // its "room" shrinks as the host allocates
   }
   // Which domains act on a level, and by which rule: resolved at the refresh (`all`) and after a reload,

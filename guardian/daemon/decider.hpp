@@ -47,7 +47,7 @@ class Decider {
                                                                   bool resolve_groups) const;
 
   // Ranks the host for a decision (rankings.rerankHost: the same object as the constructor's). One that
-  // may kill (an act rule that acts and no victim in progress, the exited ones released first) reads
+  // may kill (an act rule that acts and a gate that would let it, the exited victims released first) reads
   // every process, as the kernel's select_bad_process does; the others re-read the refresh's top and
   // the processes new since it. Except: within kFullHostReadBackoffUs of a full read whose decision
   // found no one to kill (the host held over its threshold by what may not be killed: ten full reads a
@@ -122,12 +122,12 @@ class Decider {
   // they must be read next (nullopt: no domain is watched through them).
   policies::FillRate allocation_rate_;
   std::optional<uint64_t> allocation_due_us_;
-  // rankHost(): whether the host's last decision read every process; when the last one that did found
-  // no victim, and the host's allocations then. The allocations as last read (checkLevels).
+  // rankHost(): whether the host's last decision read every process, and the host's allocations it
+  // read; when the last one that read every process found no victim, and the allocations then.
   bool host_read_full_ = false;
+  std::optional<uint64_t> host_read_allocated_bytes_;
   std::optional<uint64_t> host_found_no_victim_us_;
-  uint64_t host_no_victim_allocated_bytes_ = 0;
-  std::optional<uint64_t> last_allocated_bytes_;
+  std::optional<uint64_t> host_no_victim_allocated_bytes_;
   // Summaries of levels_ made by the last pass over it, so that a tick that only reads the allocations
   // and finds no budget spent touches no domain (500 acting pods: 5 ticks a second, each a walk of 500
   // map entries before): the earliest due_us; of the domains watched through the allocations, the

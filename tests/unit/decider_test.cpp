@@ -283,6 +283,18 @@ TEST_F(DeciderTest, ObserveModeHasNoActRule) {
   EXPECT_EQ(decider->actRuleFor("/pod"), nullptr);
 }
 
+TEST_F(DeciderTest, AReloadToObserveLeavesNothingToWatch) {
+  start(kHeadroom);
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  ASSERT_TRUE(decider->nextLevelDueUs());
+  config.mode = config::Mode::kObserve;  // what a reload to mode observe leaves
+  decider->domainsChanged();
+  fixture.now_us += 10'000'000;
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_FALSE(decider->nextLevelDueUs()) << "a due time in the past re-arms the level timer at 0 forever";
+}
+
 TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
