@@ -121,8 +121,10 @@ void Decider::rankHost(Rankings& rankings, const io::NodeFacts& facts, bool may_
                         !executor.gate().refusal("/", now_us);
   // The host's allocations now (one read of /proc/vmstat): what the backoff compares, and its baseline.
   host_read_allocated_bytes_.reset();
-  if (auto pages = node_.procfs().readAllocatedPages(); pages && may_kill) {
-    host_read_allocated_bytes_ = pages.value() * node_.pageBytes();
+  if (may_kill) {
+    if (auto pages = node_.procfs().readAllocatedPages()) {
+      host_read_allocated_bytes_ = pages.value() * node_.pageBytes();
+    }
   }
   const bool backing_off = host_found_no_victim_us_ && now_us < *host_found_no_victim_us_ + kFullHostReadBackoffUs &&
                            host_read_allocated_bytes_ && host_no_victim_allocated_bytes_ &&
@@ -280,16 +282,24 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     rules_current_ = true;
     budgets_summarised_ = false;  // a domain added here is due now
   }
+  // The next read of the allocations: before the smallest room left (nullopt: no domain is watched
+  // through them) could be gone at the fastest plausible rate (the host's measured allocation rate, or
+  // the assumed fill rate).
+  auto scheduleAllocations = [&](std::optional<double> smallest_left) {
+    allocation_due_us_.reset();
+    if (smallest_left) {
+      allocation_due_us_ = now_us + policies::nextLevelCheckUs(std::max(*smallest_left, 0.0),
+                                                               allocation_rate_.bytesPerSecond(), assumed_rate,
+                                                               kMinDelayUs, max_delay_us);
+    }
+  };
   // Nothing due and no budget spent: the allocations say every domain watched through them is still
   // far enough from its threshold (the same test as the pass below, on its summaries).
   if (!all && budgets_summarised_ && allocated && now_us < earliest_due_us_ && *allocated >= latest_budget_then_bytes_ &&
       static_cast<double>(*allocated) < first_spent_at_bytes_) {
-    allocation_due_us_.reset();  // no domain is watched through the allocations
-    if (std::isfinite(first_room_gone_at_bytes_)) {
-      const double left = first_room_gone_at_bytes_ - static_cast<double>(*allocated);
-      allocation_due_us_ = now_us + policies::nextLevelCheckUs(std::max(left, 0.0), allocation_rate_.bytesPerSecond(),
-                                                               assumed_rate, kMinDelayUs, max_delay_us);
-    }
+    scheduleAllocations(std::isfinite(first_room_gone_at_bytes_)
+                            ? std::optional(first_room_gone_at_bytes_ - static_cast<double>(*allocated))
+                            : std::nullopt);
     return crossed;
   }
   std::optional<double> smallest_left;  // of the domains watched through the allocations
@@ -358,14 +368,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     level.due_us = now_us + delay_us;
   }
   summariseLevels();
-  // The next read of the allocations: before the smallest room left could be gone at the fastest
-  // plausible rate (the host's measured allocation rate, or the assumed fill rate).
-  allocation_due_us_.reset();
-  if (smallest_left) {
-    allocation_due_us_ = now_us + policies::nextLevelCheckUs(std::max(*smallest_left, 0.0),
-                                                             allocation_rate_.bytesPerSecond(), assumed_rate,
-                                                             kMinDelayUs, max_delay_us);
-  }
+  scheduleAllocations(smallest_left);
   return crossed;
 }
 
