@@ -1,7 +1,7 @@
 // Whole-host ranking cost against its floor.
 //
 // Spawns N idle processes (default 5000), then times, interleaved over R rounds:
-//   floor:   list /proc, then open+read+close /proc/<pid>/status and /proc/<pid>/oom_score_adj per pid
+//   floor:   list /proc, then open+read (one)+close /proc/<pid>/status and /proc/<pid>/oom_score_adj per pid
 //            (the least any ranking must do);
 //   floor3:  the same plus /proc/<pid>/oom_score (the least `top --all --kernel-scores` must do: it
 //            shows the kernel's own score beside the model's);
@@ -63,9 +63,14 @@ size_t floorPass(const std::string& proc_root, std::vector<char>& buffer, bool w
       if (fd < 0) {
         continue;
       }
+      // One read each: these files are made in one piece, so a read shorter than the buffer is all of
+      // it (cgroupfs::producedWhole; the ranking reads them the same way).
       ssize_t got = 0;
       while ((got = ::read(fd, buffer.data(), buffer.size())) > 0) {
         bytes += static_cast<size_t>(got);
+        if (static_cast<size_t>(got) < buffer.size()) {
+          break;
+        }
       }
       ::close(fd);
     }

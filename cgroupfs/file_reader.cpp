@@ -33,6 +33,16 @@ Result<UniqueFd> openDirectory(const std::string& path) {
   return UniqueFd(fd);
 }
 
+bool producedWhole(std::string_view name) {
+  const auto slash = name.rfind('/');
+  const std::string_view base = slash == std::string_view::npos ? name : name.substr(slash + 1);
+  // memory.* cgroup files (memory.current, .max, .swap.max, .events, .pressure, .stat, ...) are kernfs
+  // files shown in one record; so are /proc/<pid>/{status,stat,cgroup,oom_score,oom_score_adj}, /proc/meminfo
+  // and /proc/pressure/memory. Not /proc/vmstat, cgroup.procs or cgroup.threads (many records).
+  return base.starts_with("memory.") || base == "status" || base == "stat" || base == "cgroup" ||
+         base == "oom_score_adj" || base == "oom_score" || base == "meminfo" || base == "memory";
+}
+
 Result<std::string_view> FileReader::read(int directory_fd, const char* name,
                                           const std::string& path_for_errors) {
   constexpr size_t kInitialCapacity = 4096;
@@ -46,6 +56,7 @@ Result<std::string_view> FileReader::read(int directory_fd, const char* name,
   }
   size_t used = 0;
   bool type_checked = false;
+  const bool whole_when_short = producedWhole(name);
   for (;;) {
     if (used == buffer_.size()) {
       // Past the size of any small kernel file: check once that this is one (no fstat on the hot path).
@@ -72,6 +83,9 @@ Result<std::string_view> FileReader::read(int directory_fd, const char* name,
       break;
     }
     used += static_cast<size_t>(got);
+    if (whole_when_short && used < buffer_.size()) {
+      break;  // a short read of a one-record file: that was all of it
+    }
   }
   return std::string_view(buffer_.data(), used);
 }

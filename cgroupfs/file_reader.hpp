@@ -42,13 +42,23 @@ class FileReader {
   static constexpr size_t kCheckTypeBytes = size_t{1024} * 1024;
 
   // Reads the whole of `name` under `directory_fd` (or an absolute name with AT_FDCWD). The view stays
-  // valid until the next read. `path_for_errors` names the file in an Error.
+  // valid until the next read. `path_for_errors` names the file in an Error. A file the kernel makes in
+  // one piece (producedWhole) is whole after a read shorter than asked: no second read for its end.
   Result<std::string_view> read(int directory_fd, const char* name, const std::string& path_for_errors);
   Result<std::string_view> read(const std::string& path);
 
  private:
   std::string buffer_;
 };
+
+// True when a read of `name` (a path or a base name) that returns less than it asked for has returned the
+// whole file, so the read that would return 0 can be skipped. Kernel facts (fs/seq_file.c
+// seq_read_iter): a seq_file shown as one record (single_open, kernfs files without seq_start) hands
+// over the whole record when the buffer is larger; a multi-record seq_file (cgroup.procs, /proc/vmstat)
+// stops when its own page-sized buffer fills, short of the end. oom_score_adj is simple_read_from_buffer
+// (whole). Regular files (fixture trees) read to their end or to the buffer's. Only the one-record files
+// read on the daemon's hot paths are listed; any other file is read to its end.
+bool producedWhole(std::string_view name);
 
 // Writes `text` to `name` under `directory_fd` in one write() (kernel control files need that).
 Result<bool> writeFileAt(int directory_fd, const char* name, std::string_view text,
