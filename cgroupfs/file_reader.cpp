@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 namespace oomguard::cgroupfs {
 
@@ -36,11 +37,16 @@ Result<UniqueFd> openDirectory(const std::string& path) {
 bool producedWhole(std::string_view name) {
   const auto slash = name.rfind('/');
   const std::string_view base = slash == std::string_view::npos ? name : name.substr(slash + 1);
-  // memory.* cgroup files (memory.current, .max, .swap.max, .events, .pressure, .stat, ...) are kernfs
-  // files shown in one record; so are /proc/<pid>/{status,stat,cgroup,oom_score,oom_score_adj}, /proc/meminfo
-  // and /proc/pressure/memory. Not /proc/vmstat, cgroup.procs or cgroup.threads (many records).
-  return base.starts_with("memory.") || base == "status" || base == "stat" || base == "cgroup" ||
-         base == "oom_score_adj" || base == "oom_score" || base == "meminfo" || base == "memory";
+  // Named one by one (a prefix would take in a multi-record file added later, such as cgroup v1's
+  // memory.kmem.slabinfo): cgroup v2 memory files shown by one kernfs show(), /proc/<pid> files shown
+  // by proc_single_show (oom_score_adj: simple_read_from_buffer), /proc/meminfo (single_open) and
+  // /proc/pressure/memory (psi_show). Not /proc/vmstat, cgroup.procs or cgroup.threads (many records).
+  static constexpr std::string_view kWhole[] = {
+      "memory.current", "memory.max",      "memory.high",   "memory.low",          "memory.min",
+      "memory.swap.max", "memory.swap.current", "memory.events", "memory.events.local", "memory.pressure",
+      "memory.oom.group", "memory.stat",   "status",        "stat",                "cgroup",
+      "oom_score",       "oom_score_adj",  "meminfo",       "memory"};
+  return std::find(std::begin(kWhole), std::end(kWhole), base) != std::end(kWhole);
 }
 
 Result<std::string_view> FileReader::read(int directory_fd, const char* name,

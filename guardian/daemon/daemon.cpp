@@ -395,8 +395,7 @@ void Daemon::refresh() {
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
   }
-  // Limits a directory watch does not report: young cgroups every refresh, all of them every
-  // kFullLimitScanEvery-th (which also publishes the domains' memory and PSI for the metrics).
+  // Limits: young cgroups every refresh, all of them every kFullLimitScanEvery-th.
   constexpr uint64_t kFullLimitScanEvery = 6;
   const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
   const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan);

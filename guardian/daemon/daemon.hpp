@@ -69,8 +69,6 @@ class Daemon final : private WatchSet::Listener {
   void onEventArrived() override { event_arrived_us_ = clock_.monotonic_us(); }
   void onYoungCgroup() override;
   void onDomainFound(const std::string& cgroup) override;
-  void onLimitMoved(const std::string& cgroup) override;
-  void onMembershipWritten(const std::string& cgroup) override { rankings_.membershipWritten(cgroup); }
   // The next limit probe of the young cgroups (WatchSet::probeYoungLimits): a cgroup found limited
   // becomes an OOM domain at once (onDomainFound: ranked, its level read).
   void scheduleYoungProbe();

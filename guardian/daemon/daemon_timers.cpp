@@ -72,21 +72,6 @@ void Daemon::scheduleYoungProbe() {
   });
 }
 
-void Daemon::onLimitMoved(const std::string& cgroup) {
-  if (stopped_) {
-    return;
-  }
-  // The domain's size and the level watch's room follow the new limit now, not at the next refresh.
-  (void)rankings_.rerankMemcg(facts_, cgroup);  // a failed read leaves it to the next refresh
-  log_.write("limit_changed", Json{{"cgroup", cgroup}});
-  decider_.domainsChanged();
-  boost::asio::post(io_, [this] {
-    if (!stopped_) {
-      checkLevels(clock_.monotonic_us(), false);
-    }
-  });
-}
-
 void Daemon::onDomainFound(const std::string& cgroup) {
   if (stopped_ || rankings_.find(cgroup) != nullptr) {
     return;

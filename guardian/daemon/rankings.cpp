@@ -160,11 +160,10 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
   return processes;
 }
 
-void Rankings::readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers,
-                              const WatchSet& watch_set) {
+void Rankings::readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers) {
   // Placing a newcomer costs about what reading a cgroup's procs does: past one per member cgroup, read
   // them all.
-  bool full = membership_lost_ || newcomers.size() > members.size();
+  bool full = refreshes_ % kQuietEvery == 1 || newcomers.size() > members.size();
   std::unordered_map<std::string, std::vector<pid_t>> membership;
   membership.reserve(members.size());
   std::unordered_map<std::string, std::vector<pid_t>> placed;
@@ -176,18 +175,13 @@ void Rankings::readMembership(const std::vector<std::string>& members, const std
       placed[std::move(path).value()].push_back(newcomers[i]);
     }
   }
-  std::vector<pid_t> moved;  // read in a written cgroup: gone from wherever they were listed before
-  std::vector<std::string> kept;
   for (const auto& member : members) {
     if (membership.contains(member)) {
       continue;
     }
     std::vector<pid_t> pids;
     const auto known = membership_.find(member);
-    const WatchedCgroup* watched = watch_set.find(member);
-    const bool unwatched = watched == nullptr || watched->directory_wd < 0;
-    const bool written = membership_written_.contains(member);
-    if (!full && known != membership_.end() && !written && !(unwatched && refreshes_ % kQuietEvery == 1)) {
+    if (!full && known != membership_.end()) {
       // A newcomer under a recycled pid is not the process listed here before: it is placed anew.
       for (const pid_t pid : known->second) {
         if (!std::binary_search(newcomers.begin(), newcomers.end(), pid)) {
@@ -197,44 +191,14 @@ void Rankings::readMembership(const std::vector<std::string>& members, const std
       if (const auto found = placed.find(member); found != placed.end()) {
         pids.insert(pids.end(), found->second.begin(), found->second.end());
       }
-      kept.push_back(member);
     } else if (auto text = node_.cgroupfs().readText(member, cgroupfs::files::kProcs)) {
       if (auto parsed = cgroupfs::parsePidList(text.value())) {
         pids = std::move(parsed).value();
-        if (written) {
-          moved.insert(moved.end(), pids.begin(), pids.end());
-        }
       }
     }
     membership.emplace(member, std::move(pids));
   }
-  for (const auto& written : membership_written_) {
-    // Moved into a cgroup outside every domain: still gone from the cgroup that listed it.
-    if (!full && !membership.contains(written)) {
-      if (auto text = node_.cgroupfs().readText(written, cgroupfs::files::kProcs)) {
-        if (auto parsed = cgroupfs::parsePidList(text.value())) {
-          moved.insert(moved.end(), parsed.value().begin(), parsed.value().end());
-        }
-      }
-    }
-  }
-  if (!moved.empty()) {
-    std::sort(moved.begin(), moved.end());
-    for (const auto& member : kept) {
-      std::erase_if(membership[member], [&](pid_t pid) { return std::binary_search(moved.begin(), moved.end(), pid); });
-    }
-  }
   membership_ = std::move(membership);
-  membership_written_.clear();
-  membership_lost_ = false;
-}
-
-void Rankings::membershipWritten(const std::string& cgroup) {
-  if (cgroup.empty()) {
-    membership_lost_ = true;
-  } else {
-    membership_written_.insert(cgroup);
-  }
 }
 
 const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
@@ -296,7 +260,7 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
                             limited_domains.back().subtree.end());
     }
   }
-  readMembership(member_cgroups, newcomers, watch_set);
+  readMembership(member_cgroups, newcomers);
   for (const auto& [path, watched, subtree] : limited_domains) {
     std::vector<cgroupfs::ProcessSnapshot> members;
     for (const auto& member : subtree) {

@@ -8,7 +8,6 @@
 
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -93,9 +92,6 @@ class Rankings {
   [[nodiscard]] const std::map<std::string, DomainState>& all() const { return domains_; }
   // The domain is gone; returns whether it was known.
   bool forget(const std::string& domain);
-  // `cgroup`'s cgroup.procs was written (a process moved in): read it at the next refresh. "": every
-  // cgroup's (an inotify overflow lost such events).
-  void membershipWritten(const std::string& cgroup);
   // The victim predicted for `domain` before `at_us` (on the monotonic clock): nullopt when there was no
   // prediction yet; an inner nullopt when the prediction was "no candidate".
   [[nodiscard]] std::optional<std::optional<policies::VictimCandidate>> predictionBefore(const std::string& domain,
@@ -131,15 +127,12 @@ class Rankings {
   std::vector<cgroupfs::ProcessSnapshot> readHost(cgroupfs::ReadCounters& counters, std::vector<bool>& fresh,
                                                   std::vector<pid_t>& newcomers);
   // The members of the limited cgroups `members` (each read once, however many domains nest), by
-  // cgroup. A cgroup's cgroup.procs is read when it is not known yet, when it was written since the
-  // last refresh (membershipWritten: a process moved in; the pids read there leave every other
-  // cgroup's list), and, for a cgroup whose directory no inotify watch reports, at one refresh in
-  // kQuietEvery. In between, the last membership stands, a newcomer is placed by its
-  // /proc/<pid>/cgroup (one small read each: far fewer than the cgroups on a quiet node), and a gone
-  // process drops out when the members are matched to the scan. Everything is read after an inotify
-  // overflow, or when placing the newcomers would cost more than reading every cgroup.procs.
-  void readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers,
-                      const WatchSet& watch_set);
+  // cgroup. Their cgroup.procs are read at one refresh in kQuietEvery, and for a cgroup not known
+  // before; in between, the last membership stands, a newcomer is placed by its /proc/<pid>/cgroup (one
+  // small read each: far fewer than the cgroups on a quiet node), and a gone process drops out when
+  // the members are matched to the scan. A process moved between cgroups without a fork is seen at the
+  // next full read (a decision reads its domain's membership anew).
+  void readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers);
   // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
   [[nodiscard]] bool tracksGrowth() const;
   // The decision path's growth samples: each process read now; one that appeared since the last refresh
@@ -163,8 +156,6 @@ class Rankings {
   std::unordered_map<pid_t, ProcessRecord> records_;
   HostScan scan_;  // the last refresh's
   std::unordered_map<std::string, std::vector<pid_t>> membership_;  // readMembership's, by cgroup
-  std::set<std::string> membership_written_;                      // membershipWritten's, until read
-  bool membership_lost_ = true;                                   // read every cgroup.procs next time
   uint64_t refreshes_ = 0;
   HostReread last_host_read_ = HostReread::kTopAndNewcomers;
   policies::GrowthTracker growth_;

@@ -15,11 +15,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 namespace files = cgroupfs::files;
 
-// Children come and go (IN_CREATE ... IN_MOVED_TO); a file in the directory was written (IN_MODIFY: any
-// write(2), pwrite or io_uring write reports it on the parent's watch as well, memory.max and
-// memory.swap.max included; the kernel's own changes to memory.events come through kernfs_notify, which
-// reports them on the parent too, and are taken from the files' own watches).
-constexpr uint32_t kDirectoryMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY | IN_ONLYDIR;
+constexpr uint32_t kDirectoryMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR;
 
 std::string childOf(const std::string& parent, const std::string& name) {
   return parent == "/" ? "/" + name : parent + "/" + name;
@@ -187,36 +183,27 @@ std::optional<uint64_t> WatchSet::nextYoungProbeUs() const {
 
 void WatchSet::limitChanged(const std::string& path) {
   auto found = cgroups_.find(path);
-  if (found == cgroups_.end()) {
-    return;
-  }
-  WatchedCgroup& watched = found->second;
-  const auto max_before = watched.memory_max_bytes;
-  const auto swap_before = watched.swap_max_bytes;
-  if (readLimit(path, watched)) {
-    applyRule(path, watched);
-    if (!watched.limited) {
+  if (found != cgroups_.end() && readLimit(path, found->second)) {
+    applyRule(path, found->second);
+    if (!found->second.limited) {
       listener_.onDomainGone(path);
     } else {
       listener_.onDomainFound(path);
     }
-  } else if (watched.limited && (watched.memory_max_bytes != max_before || watched.swap_max_bytes != swap_before)) {
-    listener_.onLimitMoved(path);
   }
 }
 
 std::vector<std::string> WatchSet::refreshLimits(uint64_t now_us, bool full_scan) {
-  // A limit is set or changed by a write to memory.max (memory.swap.max): the directory's watch reports
-  // it (limitChanged), and the limit is read once the watch is in place (add). Without that watch
-  // (inotify unavailable, or the watch could not be added) limits are re-read here: young cgroups every
-  // refresh, the rest on full scans. Limits are written right after a cgroup is made (runc, systemd)
-  // and seldom after.
+  // Limits appear and go without any inotify event: re-read memory.max of every watched cgroup, and
+  // re-apply the rule (trigger, watches) only where that changed something.
+  // Limits are written right after a cgroup is made (runc, systemd) and seldom after: young cgroups are
+  // re-read every refresh, the rest on full scans. An event in a cgroup re-reads its limit on the spot
+  // (see limitChanged()).
   constexpr uint64_t kYoungCgroupUs = 30'000'000;
   std::vector<std::string> limited;
   for (auto& [path, watched] : cgroups_) {
     const bool young = now_us - watched.added_us < kYoungCgroupUs;
-    const bool polled = watched.directory_wd < 0 && (full_scan || young);
-    if (polled && readLimit(path, watched)) {
+    if ((full_scan || young) && readLimit(path, watched)) {
       applyRule(path, watched);
       if (!watched.limited) {
         listener_.onDomainGone(path);
@@ -353,7 +340,6 @@ void WatchSet::onInotify(int wd, uint32_t mask, const std::string& name) {
   listener_.onEventArrived();
   if ((mask & IN_Q_OVERFLOW) != 0) {
     log_.write("inotify_overflow", Json::object());
-    listener_.onMembershipWritten("");
     resync();
     return;
   }
@@ -371,14 +357,6 @@ void WatchSet::onInotify(int wd, uint32_t mask, const std::string& name) {
       add(childOf(path, name));
     } else if ((mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
       remove(childOf(path, name));
-    }
-    return;
-  }
-  if (kind == WatchKind::kDirectory && (mask & IN_MODIFY) != 0) {
-    if (name == files::kMemoryMax || name == files::kMemorySwapMax) {
-      limitChanged(path);
-    } else if (name == files::kProcs) {
-      listener_.onMembershipWritten(path);
     }
     return;
   }
@@ -426,14 +404,6 @@ void WatchSet::resync() {
     if (cgroups_.contains(path)) {
       remove(path);
     }
-  }
-  // Writes to memory.max may be among the events lost: every limit is read again.
-  std::vector<std::string> known;
-  for (const auto& [path, watched] : cgroups_) {
-    known.push_back(path);
-  }
-  for (const auto& path : known) {
-    limitChanged(path);
   }
   cgroupfs::ReadCounters counters;
   for (const auto& cgroup : node_.cgroupfs().readSubtree("/", counters)) {

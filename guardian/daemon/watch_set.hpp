@@ -1,5 +1,5 @@
 // The cgroups the daemon watches and what it watches in each: the directory (inotify: children come and
-// go, memory.max, memory.swap.max and cgroup.procs are written), memory.events and memory.events.local (inotify IN_MODIFY), the PSI trigger of the cgroup's rule,
+// go), memory.events and memory.events.local (inotify IN_MODIFY), the PSI trigger of the cgroup's rule,
 // and its limit (memory.max: a finite one makes the cgroup an OOM domain). Also the host's PSI trigger.
 // Events are passed on to the Listener; nothing here decides.
 #pragma once
@@ -64,11 +64,6 @@ class WatchSet {
     // A cgroup became an OOM domain between refreshes: it appeared with a limit, a young probe or an
     // event found one. The refresh would make it a domain only up to refresh_interval_s later.
     virtual void onDomainFound(const std::string& cgroup) = 0;
-    // A domain's memory.max or memory.swap.max was written with a new value; it stays a domain.
-    virtual void onLimitMoved(const std::string& cgroup) = 0;
-    // A process was moved into `cgroup` (its cgroup.procs was written); "" after an inotify overflow:
-    // any cgroup's membership may have changed unseen.
-    virtual void onMembershipWritten(const std::string& cgroup) = 0;
   };
 
   WatchSet(boost::asio::io_context& io, io::Node& node, const config::Config& config, io::EventLog& log,
@@ -86,13 +81,10 @@ class WatchSet {
   void resync();
   // After a reload: every cgroup's rule (watches, trigger) re-applied, the host trigger re-armed.
   void reapply();
-  // At each refresh: re-reads the limits that no directory watch reports (young cgroups every time, the
-  // rest on `full_scan`) and retries pending triggers. Returns the limited cgroups, in path order.
+  // At each refresh: re-reads limits (young cgroups every time, the rest on `full_scan`) and retries
+  // pending triggers. Returns the limited cgroups, in path order.
   std::vector<std::string> refreshLimits(uint64_t now_us, bool full_scan);
-  // Re-reads one cgroup's limit: on a write to its memory.max or memory.swap.max (the directory's
-  // IN_MODIFY), on an event there, after an inotify overflow. A cgroup that became or stopped being a
-  // domain has its rule re-applied and goes to onDomainFound / onDomainGone; a domain whose limit moved
-  // goes to onLimitMoved.
+  // Re-reads one cgroup's limit on an event there, re-applying its rule when it changed.
   void limitChanged(const std::string& path);
   // Limits are written just after mkdir (runc, systemd), and a container can fill its limit within
   // seconds, long before the next refresh: a cgroup that appeared while running and has no limit yet

@@ -83,8 +83,6 @@ class NoListener final : public WatchSet::Listener {
   void onEventArrived() override {}
   void onYoungCgroup() override {}
   void onDomainFound(const std::string&) override {}
-  void onLimitMoved(const std::string&) override {}
-  void onMembershipWritten(const std::string&) override {}
 };
 
 // /pod: memory.max 1 GiB, memory.current as set; its tasks in /pod/app and /pod/side.

@@ -122,28 +122,5 @@ TEST_F(RankingsTest, ANewcomerJoinsItsLimitedCgroupWithoutAReadOfCgroupProcs) {
   EXPECT_EQ(rankings->find("/pod")->top.front().pid, newcomer);
 }
 
-TEST_F(RankingsTest, WithWatchedDirectoriesAMoveIsReadWhereItWasWrittenAndLeavesTheOldCgroup) {
-  // Directories with inotify watches: a cgroup.procs is read again only when written (the watch set's
-  // IN_MODIFY; here said directly), never on a schedule.
-  watch_set = std::make_unique<WatchSet>(io, *node, config, *log, stats, fixture.clock, listener);
-  watch_set->open();
-  watch_set->add("/");
-  ASSERT_GE(watch_set->find("/pod/side")->directory_wd, 0) << "no inotify here";
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_GT(refresh(two).second, 0U);
-  }
-  // The sidecar is moved out of the domain (echo PID > /elsewhere/cgroup.procs).
-  std::filesystem::create_directories(fixture.root / "cgroup/elsewhere");
-  fixture.write("cgroup/elsewhere/cgroup.procs", std::to_string(two) + "\n");
-  fixture.write("cgroup/pod/side/cgroup.procs", "");
-  rankings->membershipWritten("/elsewhere");
-  EXPECT_EQ(refresh(two).second, 0U) << "still ranked in /pod after it moved out";
-  // And back in: /pod/side's write is read at the next refresh.
-  fixture.write("cgroup/elsewhere/cgroup.procs", "");
-  fixture.write("cgroup/pod/side/cgroup.procs", std::to_string(two) + "\n");
-  rankings->membershipWritten("/pod/side");
-  EXPECT_GT(refresh(two).second, 0U);
-}
-
 }  // namespace
 }  // namespace oomguard::guardian::daemon

@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -18,18 +17,13 @@ class CountingListener final : public WatchSet::Listener {
  public:
   int young = 0;
   std::vector<std::string> found;
-  std::vector<std::string> moved;
-  std::vector<std::string> gone;
-  std::vector<std::string> written;
   void onMemoryEvents(const std::string&, bool) override {}
   void onPressure(const std::string&, bool, const std::string&) override {}
-  void onDomainGone(const std::string& cgroup) override { gone.push_back(cgroup); }
+  void onDomainGone(const std::string&) override {}
   void onCgroupRemoved(const std::string&) override {}
   void onEventArrived() override {}
   void onYoungCgroup() override { ++young; }
   void onDomainFound(const std::string& cgroup) override { found.push_back(cgroup); }
-  void onLimitMoved(const std::string& cgroup) override { moved.push_back(cgroup); }
-  void onMembershipWritten(const std::string& cgroup) override { written.push_back(cgroup); }
 };
 
 class YoungCgroups : public ::testing::Test {
@@ -122,66 +116,6 @@ TEST_F(YoungCgroups, ARemovedCgroupIsForgotten) {
   EXPECT_FALSE(watch_set->nextYoungProbeUs());
   fixture.now_us += 50'000;
   EXPECT_TRUE(watch_set->probeYoungLimits(fixture.now_us).empty());
-}
-
-// A limit written into a watched cgroup reaches the loop as its directory's IN_MODIFY: the cgroup is a
-// domain, its limit moves, it stops being one, all without a refresh or a probe (the fixture is tmpfs,
-// which reports writes the way kernfs does: fsnotify_modify on every write(2)).
-class LimitWrites : public YoungCgroups {
- protected:
-  void SetUp() override {
-    mkdir("/ctr");
-    fixture.write("cgroup/ctr/memory.max", "max\n");
-    node = std::make_unique<io::Node>(fixture.procRoot(), fixture.cgroupRoot());
-    watch_set = std::make_unique<WatchSet>(io, *node, config, log, stats, fixture.clock, listener);
-    watch_set->open();
-    watch_set->add("/");
-    stats.refreshes = 1;
-  }
-  // Runs the loop until `done` holds (at most 2 s: inotify delivers within microseconds).
-  template <class Done>
-  bool runUntil(Done done) {
-    for (int i = 0; i < 200 && !done(); ++i) {
-      io.run_for(std::chrono::milliseconds(10));
-      io.restart();
-    }
-    return done();
-  }
-};
-
-TEST_F(LimitWrites, AWriteToMemoryMaxMakesADomainAndMovesItsLimitWithoutARefresh) {
-  ASSERT_FALSE(watch_set->find("/ctr")->limited);
-  ASSERT_GE(watch_set->find("/ctr")->directory_wd, 0) << "no directory watch: inotify unavailable here";
-  fixture.write("cgroup/ctr/memory.max", "134217728\n");
-  ASSERT_TRUE(runUntil([&] { return !listener.found.empty(); }));
-  EXPECT_EQ(listener.found, (std::vector<std::string>{"/ctr"}));
-  EXPECT_EQ(watch_set->find("/ctr")->memory_max_bytes, uint64_t{134217728});
-
-  fixture.write("cgroup/ctr/memory.swap.max", "0\n");
-  ASSERT_TRUE(runUntil([&] { return !listener.moved.empty(); }));
-  EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, cgroupfs::LimitBytes{0});
-  fixture.write("cgroup/ctr/memory.max", "268435456\n");
-  ASSERT_TRUE(runUntil([&] { return listener.moved.size() >= 2; }));
-  EXPECT_EQ(watch_set->find("/ctr")->memory_max_bytes, uint64_t{268435456});
-
-  fixture.write("cgroup/ctr/memory.max", "max\n");
-  ASSERT_TRUE(runUntil([&] { return !listener.gone.empty(); }));
-  EXPECT_EQ(listener.gone, (std::vector<std::string>{"/ctr"}));
-  EXPECT_FALSE(watch_set->find("/ctr")->limited);
-}
-
-TEST_F(LimitWrites, AFullScanDoesNotReReadALimitItsWatchReports) {
-  // Written while the loop does not run: the watch has queued it; a full scan reads nothing itself, so
-  // the domain appears only once the loop takes the event.
-  fixture.write("cgroup/ctr/memory.max", "134217728\n");
-  fixture.now_us += 60'000'000;  // not young any more
-  auto has_ctr = [](const std::vector<std::string>& limited) {
-    return std::find(limited.begin(), limited.end(), "/ctr") != limited.end();
-  };
-  EXPECT_FALSE(has_ctr(watch_set->refreshLimits(fixture.now_us, true)));
-  EXPECT_FALSE(watch_set->find("/ctr")->limited);
-  ASSERT_TRUE(runUntil([&] { return !listener.found.empty(); }));
-  EXPECT_TRUE(has_ctr(watch_set->refreshLimits(fixture.now_us, true)));
 }
 
 }  // namespace
