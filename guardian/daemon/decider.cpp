@@ -327,6 +327,10 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     policies::DomainObservation observation;
     const bool read = observe(path, *rule, observation);
     level.failed_reads = read ? 0 : level.failed_reads + 1;
+    if (observation.memory_current_bytes) {
+      level.current_bytes = observation.memory_current_bytes;
+      level.current_at_us = now_us;
+    }
     level.budget_room_bytes.reset();
     holdPressureWhileBlocked(path, *rule, now_us);
     if (policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
@@ -370,6 +374,14 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   summariseLevels();
   scheduleAllocations(smallest_left);
   return crossed;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> Decider::levelReading(const std::string& domain) const {
+  const auto found = levels_.find(domain);
+  if (found == levels_.end() || !found->second.current_bytes) {
+    return std::nullopt;
+  }
+  return std::pair{*found->second.current_bytes, found->second.current_at_us};
 }
 
 bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {

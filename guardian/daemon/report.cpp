@@ -92,7 +92,8 @@ void Daemon::publishRanking(const DomainState& state, bool changed) {
 void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool full_scan) {
   // Memory PSI for the metrics: the host every refresh, the OOM domains with the full limit scans
   // (and whenever their trigger fires). Likewise each domain's limit and use (its headroom), in bytes:
-  // the host's RAM + swap from /proc/meminfo, a memcg's memory.max and memory.current.
+  // the host's RAM + swap from /proc/meminfo, a memcg's memory.max and memory.current (an acting
+  // domain's from the level watch, below).
   if (auto pressure = node_.procfs().readPressure("memory")) {
     metrics_.setPressure("/", pressure.value());
   }
@@ -102,17 +103,32 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     metrics_.setDomainMemory("host", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024,
                              (ram_used_kb + swap_used_kb) * 1024);
   }
-  if (!full_scan) {
-    return;
-  }
+  // An acting domain's memory.current is the level watch's last reading (read at least every
+  // kLevelReadingFreshRefreshes refreshes by its safety net, more often near its threshold): published
+  // at every refresh and not read again here while it is that fresh.
+  constexpr uint64_t kLevelReadingFreshRefreshes = 7;
+  const uint64_t now_us = clock_.monotonic_us();
+  const auto fresh_us = static_cast<uint64_t>(config_.refresh_interval_s * 1e6) * kLevelReadingFreshRefreshes;
   for (const auto& path : limited) {
+    const WatchedCgroup* watched = watch_set_.find(path);
+    if (watched == nullptr || !watched->memory_max_bytes) {
+      continue;
+    }
+    const auto level = decider_.levelReading(path);
+    const bool level_fresh = level && level->second + fresh_us >= now_us;
+    if (level_fresh) {
+      metrics_.setDomainMemory(path, *watched->memory_max_bytes, level->first);
+    }
+    if (!full_scan) {
+      continue;
+    }
     if (auto pressure = node_.cgroupfs().readPressure(path, "memory")) {
       metrics_.setPressure(path, pressure.value());
     }
-    const WatchedCgroup* watched = watch_set_.find(path);
-    if (auto current = node_.cgroupfs().readMemoryCurrent(path);
-        current && watched != nullptr && watched->memory_max_bytes) {
-      metrics_.setDomainMemory(path, *watched->memory_max_bytes, current.value());
+    if (!level_fresh) {
+      if (auto current = node_.cgroupfs().readMemoryCurrent(path)) {
+        metrics_.setDomainMemory(path, *watched->memory_max_bytes, current.value());
+      }
     }
   }
 }

@@ -295,6 +295,27 @@ TEST_F(DeciderTest, AReloadToObserveLeavesNothingToWatch) {
   EXPECT_FALSE(decider->nextLevelDueUs()) << "a due time in the past re-arms the level timer at 0 forever";
 }
 
+TEST_F(DeciderTest, TheLevelWatchsLastReadingIsKeptForTheMetrics) {
+  // The refresh publishes an acting domain's memory.current from here instead of reading it again.
+  start(kHeadroom);
+  EXPECT_FALSE(decider->levelReading("/pod")) << "nothing read yet";
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  const auto reading = decider->levelReading("/pod");
+  ASSERT_TRUE(reading);
+  EXPECT_EQ(reading->first, NodeFixture::kLimitBytes / 2);
+  EXPECT_EQ(reading->second, fixture.now_us);
+  // A failed reading keeps the last good one, with its time: the refresh then reads for itself.
+  std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
+  const uint64_t read_at = fixture.now_us;
+  fixture.now_us += 10'000'000;
+  (void)decider->checkLevels(fixture.now_us, true);
+  ASSERT_TRUE(decider->levelReading("/pod"));
+  EXPECT_EQ(decider->levelReading("/pod")->second, read_at);
+  EXPECT_FALSE(decider->levelReading("/elsewhere"));
+}
+
 TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
