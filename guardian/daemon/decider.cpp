@@ -328,8 +328,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     const bool read = observe(path, *rule, observation);
     level.failed_reads = read ? 0 : level.failed_reads + 1;
     if (observation.memory_current_bytes) {
-      level.current_bytes = observation.memory_current_bytes;
-      level.current_at_us = now_us;
+      level.last_reading = LevelReading{*observation.memory_current_bytes, now_us, observation.memory_max_bytes};
     }
     level.budget_room_bytes.reset();
     holdPressureWhileBlocked(path, *rule, now_us);
@@ -376,12 +375,9 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
   return crossed;
 }
 
-std::optional<std::pair<uint64_t, uint64_t>> Decider::levelReading(const std::string& domain) const {
+std::optional<Decider::LevelReading> Decider::levelReading(const std::string& domain) const {
   const auto found = levels_.find(domain);
-  if (found == levels_.end() || !found->second.current_bytes) {
-    return std::nullopt;
-  }
-  return std::pair{*found->second.current_bytes, found->second.current_at_us};
+  return found == levels_.end() ? std::nullopt : found->second.last_reading;
 }
 
 bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {

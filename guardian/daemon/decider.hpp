@@ -78,9 +78,15 @@ class Decider {
   // next checkLevels resolves every domain's act rule again (a new domain is watched from its next tick,
   // not from the next refresh).
   void domainsChanged() { rules_current_ = false; }
-  // A memcg domain's memory.current as the level watch last read it: {bytes, monotonic us of the read};
-  // nullopt when the level watch has not read it (no act rule, or every read failed so far).
-  [[nodiscard]] std::optional<std::pair<uint64_t, uint64_t>> levelReading(const std::string& domain) const;
+  // A memcg domain's memory.current as the level watch last read it, when (monotonic us), and the
+  // memory.max it was judged against; nullopt when the level watch has not read it (no act rule, or
+  // every read failed so far).
+  struct LevelReading {
+    uint64_t current_bytes = 0;
+    uint64_t at_us = 0;
+    std::optional<uint64_t> memory_max_bytes;
+  };
+  [[nodiscard]] std::optional<LevelReading> levelReading(const std::string& domain) const;
   static constexpr uint64_t kPressurePollUs = 10'000;
   static constexpr uint64_t kPressureWindowUs = 1'000'000;
 
@@ -99,8 +105,7 @@ class Decider {
     // reload), not at every tick; points into config_, which a reload replaces (domainsChanged()).
     const config::ActRule* rule = nullptr;
     uint64_t seen_in_scan = 0;
-    std::optional<uint64_t> current_bytes;  // memcg: memory.current at its last successful reading
-    uint64_t current_at_us = 0;
+    std::optional<LevelReading> last_reading;  // memcg: its last successful memory.current reading
   };
 
   // act() itself; act() notes what a host decision that read every process found.

@@ -114,10 +114,13 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     if (watched == nullptr || !watched->memory_max_bytes) {
       continue;
     }
+    // Taken only from this cgroup (not one removed and made again under its path) and against the
+    // limit in force (memory.max may have moved since the reading).
     const auto level = decider_.levelReading(path);
-    const bool level_fresh = level && level->second + fresh_us >= now_us;
+    const bool level_fresh = level && level->at_us >= watched->added_us && level->at_us + fresh_us >= now_us &&
+                             level->memory_max_bytes == watched->memory_max_bytes;
     if (level_fresh) {
-      metrics_.setDomainMemory(path, *watched->memory_max_bytes, level->first);
+      metrics_.setDomainMemory(path, *watched->memory_max_bytes, level->current_bytes);
     }
     if (!full_scan) {
       continue;

@@ -35,11 +35,13 @@ seeds_for() {
 passed=0
 failed=0
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A fuzzer still running when this script ends (a signal, an error) is stopped before its files go.
+trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$work"' EXIT
 # One target per core at a time (each libFuzzer run is single-threaded): 20 targets x 20 s take 200 s
 # on 2 cores instead of 400. Each job writes its verdict to $work/<name>.result; they are printed in
 # the targets' order once all have finished.
 jobs="${FUZZ_JOBS:-$(nproc)}"
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || jobs=1
 fuzz_one() {
   local target=$1 name=${1##*/fuzz_}
   local corpus="$work/$name" seeds=0 seed runs

@@ -304,15 +304,18 @@ TEST_F(DeciderTest, TheLevelWatchsLastReadingIsKeptForTheMetrics) {
   EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
   const auto reading = decider->levelReading("/pod");
   ASSERT_TRUE(reading);
-  EXPECT_EQ(reading->first, NodeFixture::kLimitBytes / 2);
-  EXPECT_EQ(reading->second, fixture.now_us);
+  EXPECT_EQ(reading->current_bytes, NodeFixture::kLimitBytes / 2);
+  EXPECT_EQ(reading->at_us, fixture.now_us);
+  EXPECT_EQ(reading->memory_max_bytes, NodeFixture::kLimitBytes);
   // A failed reading keeps the last good one, with its time: the refresh then reads for itself.
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
   const uint64_t read_at = fixture.now_us;
+  const uint64_t reads = stats.level_reads;
   fixture.now_us += 10'000'000;
   (void)decider->checkLevels(fixture.now_us, true);
+  EXPECT_GT(stats.level_reads, reads) << "the second reading was not even tried";
   ASSERT_TRUE(decider->levelReading("/pod"));
-  EXPECT_EQ(decider->levelReading("/pod")->second, read_at);
+  EXPECT_EQ(decider->levelReading("/pod")->at_us, read_at);
   EXPECT_FALSE(decider->levelReading("/elsewhere"));
 }
 
