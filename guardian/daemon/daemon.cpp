@@ -398,7 +398,7 @@ void Daemon::refresh() {
   // Limits: young cgroups every refresh, all of them every kFullLimitScanEvery-th.
   constexpr uint64_t kFullLimitScanEvery = 6;
   const bool full_scan = stats_.refreshes % kFullLimitScanEvery == 1;
-  const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan);
+  const auto limited = watch_set_.refreshLimits(clock_.monotonic_us(), full_scan, facts_.meminfo.swap_total_kb);
   const HostScan& scan = rankings_.refresh(facts_, watch_set_, limited);
   executor_.applyProtections(scan, watch_set_.paths());
   std::vector<std::pair<std::string, uint64_t>> domains;

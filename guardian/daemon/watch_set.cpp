@@ -112,8 +112,10 @@ bool WatchSet::readLimit(const std::string& path, WatchedCgroup& watched) {
   if (auto limit = node_.cgroupfs().readLimit(path, files::kMemoryMax); limit && limit.value()) {
     watched.limited = true;
     watched.memory_max_bytes = limit.value();
-    if (auto swap_limit = node_.cgroupfs().readLimit(path, files::kMemorySwapMax)) {
-      watched.swap_max_bytes = swap_limit.value();
+    if (swap_in_use_) {
+      if (auto swap_limit = node_.cgroupfs().readLimit(path, files::kMemorySwapMax)) {
+        watched.swap_max_bytes = swap_limit.value();
+      }
     }
   }
   return was_limited != watched.limited;
@@ -193,13 +195,17 @@ void WatchSet::limitChanged(const std::string& path) {
   }
 }
 
-std::vector<std::string> WatchSet::refreshLimits(uint64_t now_us, bool full_scan) {
+std::vector<std::string> WatchSet::refreshLimits(uint64_t now_us, bool full_scan, uint64_t swap_total_kb) {
   // Limits appear and go without any inotify event: re-read memory.max of every watched cgroup, and
   // re-apply the rule (trigger, watches) only where that changed something.
   // Limits are written right after a cgroup is made (runc, systemd) and seldom after: young cgroups are
   // re-read every refresh, the rest on full scans. An event in a cgroup re-reads its limit on the spot
   // (see limitChanged()).
   constexpr uint64_t kYoungCgroupUs = 30'000'000;
+  // Swap switched on since the last refresh: every domain's memory.swap.max counts from now on, in
+  // this refresh's ranking already.
+  full_scan = full_scan || (swap_total_kb > 0 && !swap_in_use_);
+  swap_in_use_ = swap_total_kb > 0;
   std::vector<std::string> limited;
   for (auto& [path, watched] : cgroups_) {
     const bool young = now_us - watched.added_us < kYoungCgroupUs;

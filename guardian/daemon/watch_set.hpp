@@ -81,9 +81,10 @@ class WatchSet {
   void resync();
   // After a reload: every cgroup's rule (watches, trigger) re-applied, the host trigger re-armed.
   void reapply();
-  // At each refresh: re-reads limits (young cgroups every time, the rest on `full_scan`) and retries
-  // pending triggers. Returns the limited cgroups, in path order.
-  std::vector<std::string> refreshLimits(uint64_t now_us, bool full_scan);
+  // At each refresh: re-reads limits (young cgroups every time, the rest on `full_scan`, and all of them
+  // when the host's swap has just appeared) and retries pending triggers. `swap_total_kb`: SwapTotal
+  // from /proc/meminfo read just before. Returns the limited cgroups, in path order.
+  std::vector<std::string> refreshLimits(uint64_t now_us, bool full_scan, uint64_t swap_total_kb);
   // Re-reads one cgroup's limit on an event there, re-applying its rule when it changed.
   void limitChanged(const std::string& path);
   // Limits are written just after mkdir (runc, systemd), and a container can fill its limit within
@@ -116,7 +117,8 @@ class WatchSet {
  private:
   enum class WatchKind { kDirectory, kEvents, kEventsLocal };
   void onInotify(int wd, uint32_t mask, const std::string& name);
-  // Re-reads memory.max (and memory.swap.max); returns whether the cgroup's "limited" changed.
+  // Re-reads memory.max (and memory.swap.max while the host has swap); returns whether the cgroup's
+  // "limited" changed.
   bool readLimit(const std::string& path, WatchedCgroup& watched);
   // Whether a PSI trigger may be written into `path` now: the cgroup is populated (then no rmdir can
   // run: the kernel refuses to remove a cgroup with tasks or children) and has been seen for at least
@@ -140,6 +142,10 @@ class WatchSet {
   std::unique_ptr<io::InotifyWatch> inotify_;
   std::shared_ptr<io::PressureWatch> host_pressure_;
   std::string host_pressure_status_;
+  // Whether the host had swap at the last refresh (true until the first: unknown). Without swap a
+  // cgroup's memory.swap.max is not part of its OOM domain's size (mem_cgroup_get_max adds
+  // min(swap.max, total swap) = 0), so it is not read: 500 reads fewer every full scan at 500 domains.
+  bool swap_in_use_ = true;
   std::vector<std::string> young_;  // cgroups with limit probes left (probeYoungLimits)
   std::map<std::string, WatchedCgroup> cgroups_;
   std::unordered_map<int, std::pair<std::string, WatchKind>> watches_;

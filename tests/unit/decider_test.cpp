@@ -474,7 +474,7 @@ TEST_F(DeciderTest, KillAllocatingSeesTheGrowthOfALeakerThatStartedAfterTheRefre
   // The refresh read only the sidecar; the leaker appeared after it.
   std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
   fixture.write("cgroup/pod/app/cgroup.procs", "");
-  watch_set->refreshLimits(fixture.now_us, true);
+  watch_set->refreshLimits(fixture.now_us, true, facts.meminfo.swap_total_kb);
   rankings->refresh(facts, *watch_set, {"/pod"});
   fixture.now_us += 2'000'000;
   fixture.addProcess(big, "leaker", "/pod/app", 600 * 1024);
@@ -492,7 +492,7 @@ TEST_F(DeciderTest, KillAllocatingSeesALeakerThatTheLastRefreshReadFirst) {
   // the decision 57 ms later (inside the decision's sample gap) found "no candidate still growing".
   std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
   fixture.write("cgroup/pod/app/cgroup.procs", "");
-  watch_set->refreshLimits(fixture.now_us, true);
+  watch_set->refreshLimits(fixture.now_us, true, facts.meminfo.swap_total_kb);
   rankings->refresh(facts, *watch_set, {"/pod"});
   fixture.now_us += 5'000'000;
   fixture.addProcess(big, "leaker", "/pod/app", 300 * 1024);
@@ -514,7 +514,7 @@ TEST_F(DeciderTest, KillAllocatingPassesOverANeighbourWhoseStartUpIsInsideTheWin
   std::filesystem::remove_all(fixture.root / ("proc/" + std::to_string(big)));
   fixture.write("cgroup/pod/app/cgroup.procs", "");
   fixture.setRss(medium, "sidecar", 50 * 1024);
-  watch_set->refreshLimits(fixture.now_us, true);
+  watch_set->refreshLimits(fixture.now_us, true, facts.meminfo.swap_total_kb);
   rankings->refresh(facts, *watch_set, {"/pod"});
   fixture.now_us += 2'000'000;
   fixture.setRss(medium, "sidecar", 200 * 1024);

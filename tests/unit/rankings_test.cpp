@@ -37,9 +37,9 @@ class RankingsTest : public ::testing::Test {
     log = std::make_unique<io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
     watch_set = std::make_unique<WatchSet>(io, *node, config, *log, stats, fixture.clock, listener);
     watch_set->add("/");
-    watch_set->refreshLimits(fixture.now_us, true);
-    rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
     facts = node->readFacts().value();
+    watch_set->refreshLimits(fixture.now_us, true, facts.meminfo.swap_total_kb);
+    rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
   }
 
   // One refresh; the charge (kB) of `pid` as the host's ranking and /pod's see it.

@@ -118,5 +118,24 @@ TEST_F(YoungCgroups, ARemovedCgroupIsForgotten) {
   EXPECT_TRUE(watch_set->probeYoungLimits(fixture.now_us).empty());
 }
 
+
+// memory.swap.max counts in a domain's size only while the host has swap (mem_cgroup_get_max adds
+// min(swap.max, total swap)): without swap it is not read; when swap appears, every limit is read again
+// at that refresh, before the ranking uses it.
+TEST_F(YoungCgroups, SwapMaxIsReadOnlyWhileTheHostHasSwapAndAtOnceWhenSwapAppears) {
+  mkdir("/ctr");
+  fixture.write("cgroup/ctr/memory.max", "134217728\n");
+  fixture.write("cgroup/ctr/memory.swap.max", "0\n");
+  watch_set->add("/ctr");
+  EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{0}) << "before the first refresh swap is unknown: read";
+  fixture.write("cgroup/ctr/memory.swap.max", "67108864\n");
+  watch_set->refreshLimits(fixture.now_us, true, 0);
+  EXPECT_TRUE(watch_set->find("/ctr")->limited);
+  EXPECT_FALSE(watch_set->find("/ctr")->swap_max_bytes) << "no swap: memory.swap.max is not read";
+  watch_set->refreshLimits(fixture.now_us, false, 1024ULL * 1024);
+  EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{67108864})
+      << "swap appeared: every limit is read again at this refresh, full scan or not";
+}
+
 }  // namespace
 }  // namespace oomguard::guardian::daemon
