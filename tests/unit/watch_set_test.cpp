@@ -129,12 +129,19 @@ TEST_F(YoungCgroups, SwapMaxIsReadOnlyWhileTheHostHasSwapAndAtOnceWhenSwapAppear
   watch_set->add("/ctr");
   EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{0}) << "before the first refresh swap is unknown: read";
   fixture.write("cgroup/ctr/memory.swap.max", "67108864\n");
+  fixture.now_us += 31'000'000;  // no longer young: its limits are read only by a full scan from now on
   watch_set->refreshLimits(fixture.now_us, true, 0);
   EXPECT_TRUE(watch_set->find("/ctr")->limited);
   EXPECT_FALSE(watch_set->find("/ctr")->swap_max_bytes) << "no swap: memory.swap.max is not read";
+  fixture.now_us += 5'000'000;
   watch_set->refreshLimits(fixture.now_us, false, 1024ULL * 1024);
   EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{67108864})
       << "swap appeared: every limit is read again at this refresh, full scan or not";
+  fixture.write("cgroup/ctr/memory.swap.max", "0\n");
+  fixture.now_us += 5'000'000;
+  watch_set->refreshLimits(fixture.now_us, false, 1024ULL * 1024);
+  EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{67108864})
+      << "swap still there: the next refresh without a full scan reads no limit";
 }
 
 }  // namespace
