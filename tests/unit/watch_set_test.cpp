@@ -1,6 +1,7 @@
 // The limit probes of young cgroups (WatchSet::probeYoungLimits) on a fixture tree with a fake clock: a
 // cgroup that appears while running gets its memory.max read at 50, 200, 600, 1500 and 3000 ms of age,
-// so a container whose limit is written just after mkdir is an OOM domain long before the refresh.
+// so a container whose limit is written just after mkdir is an OOM domain long before the refresh. And
+// which limits the refresh re-reads: memory.swap.max only while the host has swap.
 #include "guardian/daemon/watch_set.hpp"
 
 #include <gtest/gtest.h>
@@ -117,7 +118,6 @@ TEST_F(YoungCgroups, ARemovedCgroupIsForgotten) {
   fixture.now_us += 50'000;
   EXPECT_TRUE(watch_set->probeYoungLimits(fixture.now_us).empty());
 }
-
 
 // memory.swap.max counts in a domain's size only while the host has swap (mem_cgroup_get_max adds
 // min(swap.max, total swap)): without swap it is not read; when swap appears, every limit is read again
