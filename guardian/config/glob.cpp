@@ -1,6 +1,7 @@
 #include "guardian/config/glob.hpp"
 
-#include <vector>
+#include <algorithm>
+#include <string>
 
 namespace oomguard::guardian::config {
 
@@ -33,17 +34,19 @@ bool globMatch(std::string_view pattern, std::string_view text) {
 
 namespace {
 
-std::vector<std::string_view> segments(std::string_view path) {
+// Calls visit(segment) for each '/'-separated segment of `path`, in order; a leading '/' is ignored, and
+// an empty path has none ("a//b" has three, the middle one empty).
+template <class Visit>
+void forEachSegment(std::string_view path, Visit&& visit) {
   path.remove_prefix(path.starts_with('/') ? 1 : 0);
-  std::vector<std::string_view> out;
   if (path.empty()) {
-    return out;
+    return;
   }
   while (true) {
     const auto slash = path.find('/');
-    out.push_back(path.substr(0, slash));
+    visit(path.substr(0, slash));
     if (slash == std::string_view::npos) {
-      return out;
+      return;
     }
     path.remove_prefix(slash + 1);
   }
@@ -52,15 +55,17 @@ std::vector<std::string_view> segments(std::string_view path) {
 }  // namespace
 
 bool pathGlobMatch(std::string_view pattern, std::string_view path) {
-  const auto pattern_segments = segments(pattern);
-  const auto path_segments = segments(path);
-  const size_t n = path_segments.size();
+  // Called for every rule and candidate at every refresh: nothing here allocates for a path of up to
+  // 14 segments (the strings below stay in their inline buffer), and the path is split anew for each
+  // pattern segment instead of into a vector.
+  size_t n = 0;
+  forEachSegment(path, [&n](std::string_view) { ++n; });
   // reach[j]: the pattern segments consumed so far can match exactly the first j path segments.
-  std::vector<char> reach(n + 1, 0);
-  std::vector<char> next(n + 1, 0);
+  std::string reach(n + 1, '\0');
+  std::string next(n + 1, '\0');
   reach[0] = 1;
-  for (const auto segment : pattern_segments) {
-    std::fill(next.begin(), next.end(), 0);
+  forEachSegment(pattern, [&](std::string_view segment) {
+    std::fill(next.begin(), next.end(), '\0');
     if (segment == "**") {
       bool any = false;
       for (size_t j = 0; j <= n; ++j) {
@@ -68,12 +73,14 @@ bool pathGlobMatch(std::string_view pattern, std::string_view path) {
         next[j] = any ? 1 : 0;
       }
     } else {
-      for (size_t j = 0; j < n; ++j) {
-        next[j + 1] = (reach[j] != 0 && globMatch(segment, path_segments[j])) ? 1 : 0;
-      }
+      size_t j = 0;
+      forEachSegment(path, [&](std::string_view part) {
+        next[j + 1] = (reach[j] != 0 && globMatch(segment, part)) ? 1 : 0;
+        ++j;
+      });
     }
     reach.swap(next);
-  }
+  });
   return reach[n] != 0;
 }
 
