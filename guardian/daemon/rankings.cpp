@@ -160,12 +160,10 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
   return processes;
 }
 
-void Rankings::readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers) {
+void Rankings::readMembership(const std::vector<const std::string*>& members, const std::vector<pid_t>& newcomers) {
   // Placing a newcomer costs about what reading a cgroup's procs does: past one per member cgroup, read
   // them all.
   bool full = refreshes_ % kQuietEvery == 1 || newcomers.size() > members.size();
-  std::unordered_map<std::string, std::vector<pid_t>> membership;
-  membership.reserve(members.size());
   std::unordered_map<std::string, std::vector<pid_t>> placed;
   for (size_t i = 0; !full && i < newcomers.size(); ++i) {
     if (auto path = node_.procfs().readCgroupPath(newcomers[i])) {
@@ -175,30 +173,33 @@ void Rankings::readMembership(const std::vector<std::string>& members, const std
       placed[std::move(path).value()].push_back(newcomers[i]);
     }
   }
-  for (const auto& member : members) {
-    if (membership.contains(member)) {
+  // Updated in place (a member's path is copied once, when it first appears); what is no longer a
+  // member is dropped at the end.
+  ++membership_scan_;
+  for (const std::string* member : members) {
+    auto [entry, added] = membership_.try_emplace(*member);
+    Membership& membership = entry->second;
+    if (membership.scan == membership_scan_) {
+      continue;  // a cgroup in nested domains: read once
+    }
+    membership.scan = membership_scan_;
+    if (!full && !added) {
+      // A newcomer under a recycled pid is not the process listed here before: it is placed anew.
+      std::erase_if(membership.pids,
+                    [&](pid_t pid) { return std::binary_search(newcomers.begin(), newcomers.end(), pid); });
+      if (const auto found = placed.find(*member); found != placed.end()) {
+        membership.pids.insert(membership.pids.end(), found->second.begin(), found->second.end());
+      }
       continue;
     }
-    std::vector<pid_t> pids;
-    const auto known = membership_.find(member);
-    if (!full && known != membership_.end()) {
-      // A newcomer under a recycled pid is not the process listed here before: it is placed anew.
-      for (const pid_t pid : known->second) {
-        if (!std::binary_search(newcomers.begin(), newcomers.end(), pid)) {
-          pids.push_back(pid);
-        }
-      }
-      if (const auto found = placed.find(member); found != placed.end()) {
-        pids.insert(pids.end(), found->second.begin(), found->second.end());
-      }
-    } else if (auto text = node_.cgroupfs().readText(member, cgroupfs::files::kProcs)) {
+    membership.pids.clear();
+    if (auto text = node_.cgroupfs().readText(*member, cgroupfs::files::kProcs)) {
       if (auto parsed = cgroupfs::parsePidList(text.value())) {
-        pids = std::move(parsed).value();
+        membership.pids = std::move(parsed).value();
       }
     }
-    membership.emplace(member, std::move(pids));
   }
-  membership_ = std::move(membership);
+  std::erase_if(membership_, [&](const auto& entry) { return entry.second.scan != membership_scan_; });
 }
 
 const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& watch_set,
@@ -248,10 +249,10 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
   struct Limited {
     const std::string& path;
     const WatchedCgroup* watched;
-    std::vector<std::string> subtree;
+    std::vector<const std::string*> subtree;  // keys of the watch set, unchanged during the refresh
   };
   std::vector<Limited> limited_domains;
-  std::vector<std::string> member_cgroups;
+  std::vector<const std::string*> member_cgroups;
   for (const auto& path : limited) {
     const WatchedCgroup* watched = watch_set.find(path);
     if (watched != nullptr && watched->memory_max_bytes) {
@@ -263,11 +264,11 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
   readMembership(member_cgroups, newcomers);
   for (const auto& [path, watched, subtree] : limited_domains) {
     std::vector<cgroupfs::ProcessSnapshot> members;
-    for (const auto& member : subtree) {
-      for (const pid_t pid : membership_[member]) {
+    for (const std::string* member : subtree) {
+      for (const pid_t pid : membership_[*member].pids) {
         if (const auto found = scan.by_pid.find(pid); found != scan.by_pid.end()) {
           members.push_back(scan.processes[found->second]);
-          members.back().cgroup = member;
+          members.back().cgroup = *member;
         }
       }
     }

@@ -132,7 +132,7 @@ class Rankings {
   // small read each: far fewer than the cgroups on a quiet node), and a gone process drops out when
   // the members are matched to the scan. A process moved between cgroups without a fork is seen at the
   // next full read (a decision reads its domain's membership anew).
-  void readMembership(const std::vector<std::string>& members, const std::vector<pid_t>& newcomers);
+  void readMembership(const std::vector<const std::string*>& members, const std::vector<pid_t>& newcomers);
   // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
   [[nodiscard]] bool tracksGrowth() const;
   // The decision path's growth samples: each process read now; one that appeared since the last refresh
@@ -155,7 +155,12 @@ class Rankings {
   };
   std::unordered_map<pid_t, ProcessRecord> records_;
   HostScan scan_;  // the last refresh's
-  std::unordered_map<std::string, std::vector<pid_t>> membership_;  // readMembership's, by cgroup
+  struct Membership {
+    std::vector<pid_t> pids;
+    uint64_t scan = 0;  // the readMembership call that last listed it (membership_scan_)
+  };
+  std::unordered_map<std::string, Membership> membership_;  // readMembership's, by cgroup
+  uint64_t membership_scan_ = 0;
   uint64_t refreshes_ = 0;
   HostReread last_host_read_ = HostReread::kTopAndNewcomers;
   policies::GrowthTracker growth_;

@@ -301,26 +301,29 @@ void WatchSet::applyRule(const std::string& path, WatchedCgroup& watched) {
   }
 }
 
-std::vector<std::string> WatchSet::subtreeOf(const std::string& path) const {
+std::vector<const std::string*> WatchSet::subtreeOf(const std::string& path) const {
   // The cgroup itself, then everything in the key range [path + "/", path + "0"): exactly its
   // descendants, since '0' follows '/'. (Stopping at the first non-descendant after lower_bound(path)
   // would be wrong: "/a-x" sorts between "/a" and "/a/b".)
-  std::vector<std::string> paths;
-  if (cgroups_.contains(path)) {
-    paths.push_back(path);
+  std::vector<const std::string*> paths;
+  if (const auto self = cgroups_.find(path); self != cgroups_.end()) {
+    paths.push_back(&self->first);
   }
   const std::string prefix = path == "/" ? "/" : path + "/";
   const std::string end = prefix.substr(0, prefix.size() - 1) + "0";
   for (auto it = cgroups_.lower_bound(prefix); it != cgroups_.end() && it->first < end; ++it) {
     if (it->first != path) {
-      paths.push_back(it->first);
+      paths.push_back(&it->first);
     }
   }
   return paths;
 }
 
 void WatchSet::remove(const std::string& path) {
-  const std::vector<std::string> gone = subtreeOf(path);
+  std::vector<std::string> gone;  // copied: removing an entry frees the key subtreeOf points to
+  for (const std::string* cgroup : subtreeOf(path)) {
+    gone.push_back(*cgroup);
+  }
   for (const auto& cgroup : gone) {
     auto& watched = cgroups_[cgroup];
     if (watched.pressure) {

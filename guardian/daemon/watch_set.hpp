@@ -102,8 +102,9 @@ class WatchSet {
 
   // The OOM domain an event in `cgroup` concerns: the nearest limited cgroup at or above it, else "/".
   [[nodiscard]] std::string domainFor(const std::string& cgroup) const;
-  // The watched cgroup and all watched cgroups below it.
-  [[nodiscard]] std::vector<std::string> subtreeOf(const std::string& path) const;
+  // The watched cgroup and all watched cgroups below it, in path order: pointers to their keys, valid
+  // until that cgroup is removed.
+  [[nodiscard]] std::vector<const std::string*> subtreeOf(const std::string& path) const;
   [[nodiscard]] const WatchedCgroup* find(const std::string& path) const;
   [[nodiscard]] const std::map<std::string, WatchedCgroup>& cgroups() const { return cgroups_; }
   // The PSI trigger watching `cgroup` ("/" = the host), or nullptr.
