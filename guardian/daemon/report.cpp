@@ -90,11 +90,19 @@ void Daemon::publishRanking(const DomainState& state, bool changed) {
 }
 
 void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool full_scan) {
-  // Memory PSI for the metrics: the host every refresh, the OOM domains with the full limit scans
-  // (and whenever their trigger fires). Likewise each domain's limit and use (its headroom), in bytes:
+  // Memory PSI for the metrics: the host every refresh, the OOM domains at the full scans (and
+  // whenever their trigger fires). Likewise each domain's limit and use (its headroom), in bytes:
   // the host's RAM + swap from /proc/meminfo, a memcg's memory.max and memory.current (an acting
   // domain's from the level watch, below).
-  if (auto pressure = node_.procfs().readPressure("memory")) {
+  // Through a memory trigger where one is armed (no open), else from the file.
+  auto read_pressure = [this](const std::string& domain) {
+    const io::PressureWatch* trigger = watch_set_.pressureWatch(domain);
+    if (trigger != nullptr && trigger->trigger().resource == "memory") {
+      return trigger->read();
+    }
+    return domain == "/" ? node_.procfs().readPressure("memory") : node_.cgroupfs().readPressure(domain, "memory");
+  };
+  if (auto pressure = read_pressure("/")) {
     metrics_.setPressure("/", pressure.value());
   }
   if (const auto& meminfo = facts_.meminfo; meminfo.mem_available_kb) {
@@ -125,7 +133,7 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     if (!full_scan) {
       continue;
     }
-    if (auto pressure = node_.cgroupfs().readPressure(path, "memory")) {
+    if (auto pressure = read_pressure(path)) {
       metrics_.setPressure(path, pressure.value());
     }
     if (!level_fresh) {

@@ -6,6 +6,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -17,7 +18,7 @@ namespace oomguard::guardian::io {
 
 PressureWatch::PressureWatch(boost::asio::io_context& io, int fd, std::string file, config::PressureTrigger trigger,
                              Callback callback)
-    : descriptor_(io, fd), file_(std::move(file)), trigger_(std::move(trigger)), callback_(std::move(callback)) {
+    : descriptor_(io, fd), fd_(fd), file_(std::move(file)), trigger_(std::move(trigger)), callback_(std::move(callback)) {
   buffer_.resize(512);
 }
 
@@ -103,6 +104,19 @@ void PressureWatch::wait() {
                            }
                            self->callback_(false, text);
                          });
+}
+
+cgroupfs::Result<cgroupfs::Pressure> PressureWatch::read() const {
+  // Every line of a pressure file ("some avg10=... total=...", "full ...") fits in 256 bytes.
+  if (!descriptor_.is_open()) {
+    return cgroupfs::systemError(ENODEV, file_, "trigger closed");
+  }
+  std::array<char, 512> text{};
+  const ssize_t got = ::pread(fd_, text.data(), text.size(), 0);
+  if (got < 0) {
+    return cgroupfs::systemError(errno, file_, "cannot read");
+  }
+  return cgroupfs::parsePressure(std::string_view(text.data(), static_cast<size_t>(got))).withPath(file_);
 }
 
 std::optional<uint64_t> PressureWatch::stallTotal(const std::string& text) const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cgroupfs/result.hpp"
+#include "cgroupfs/types.hpp"
 #include "guardian/config/config.hpp"
 
 namespace oomguard::guardian::io {
@@ -33,11 +34,16 @@ class PressureWatch : public std::enable_shared_from_this<PressureWatch> {
   [[nodiscard]] const std::string& adjustment() const { return adjusted_; }
   // The trigger the caller asked for.
   [[nodiscard]] const config::PressureTrigger& requested() const { return requested_; }
+  // The pressure file as it is now, read through the trigger's own descriptor (pread at 0: the kernel
+  // regenerates the text; no open, no path walk, and the trigger is left as it was). ENODEV once the
+  // cgroup is gone.
+  [[nodiscard]] cgroupfs::Result<cgroupfs::Pressure> read() const;
   PressureWatch(boost::asio::io_context& io, int fd, std::string file, config::PressureTrigger trigger, Callback callback);
 
  private:
   void wait();
   boost::asio::posix::stream_descriptor descriptor_;
+  int fd_;  // descriptor_'s, for reads while it is open
   std::string file_;
   config::PressureTrigger trigger_;
   Callback callback_;
