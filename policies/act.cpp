@@ -338,7 +338,7 @@ bool blocks(const VictimInProgress& victim, const std::string& domain) {
 
 std::optional<VictimInProgress> KillGate::blocking(const std::string& domain, uint64_t now_us) const {
   for (const auto& victim : victims_) {
-    if (now_us - std::min(now_us, victim.since_us) < victim_wait_us_ && blocks(victim, domain)) {
+    if (waitedOn(victim, now_us) && blocks(victim, domain)) {
       return victim;
     }
   }
@@ -370,8 +370,9 @@ std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t
   return std::nullopt;
 }
 
-void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget) {
-  victims_.push_back(VictimInProgress{cgroup, pid, false, now_us});
+void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget,
+                          uint64_t grace_us) {
+  victims_.push_back(VictimInProgress{cgroup, pid, false, now_us, grace_us});
   std::deque<uint64_t>& kills = budget.empty() ? recent_kills_us_ : tenant_kills_us_[budget];
   kills.push_back(now_us);
   constexpr uint64_t kMinuteUs = 60'000'000;
@@ -390,7 +391,7 @@ void KillGate::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t n
       return;
     }
   } else if (std::any_of(victims_.begin(), victims_.end(), [&](const auto& v) {
-               return v.pid == 0 && v.cgroup == cgroup && now_us - std::min(now_us, v.since_us) < victim_wait_us_;
+               return v.pid == 0 && v.cgroup == cgroup && waitedOn(v, now_us);
              })) {
     return;  // the same subtree is already waited on
   }
@@ -406,7 +407,7 @@ void KillGate::releaseCgroup(const std::string& cgroup) {
 }
 
 void KillGate::expire(uint64_t now_us) {
-  std::erase_if(victims_, [&](const VictimInProgress& v) { return now_us - std::min(now_us, v.since_us) >= victim_wait_us_; });
+  std::erase_if(victims_, [&](const VictimInProgress& v) { return !waitedOn(v, now_us); });
   constexpr uint64_t kMinuteUs = 60'000'000;
   std::erase_if(tenant_kills_us_, [&](const auto& entry) {
     return entry.second.empty() || now_us - std::min(now_us, entry.second.back()) >= kMinuteUs;

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -143,6 +144,9 @@ struct VictimInProgress {
   pid_t pid = 0;
   bool by_kernel = false;
   uint64_t since_us = 0;
+  // A SIGTERM grace: the victim keeps its memory until it exits or the grace ends in SIGKILL, so the
+  // bounded wait starts only after it.
+  uint64_t grace_us = 0;
 };
 
 // One OOM, one victim, as the kernel does it (oom_evaluate_task aborts the selection while a task of
@@ -166,8 +170,10 @@ class KillGate {
                                                    const std::string& budget = "") const;
   // The victim in progress that blocks `domain` now, if any (the oldest).
   [[nodiscard]] std::optional<VictimInProgress> blocking(const std::string& domain, uint64_t now_us) const;
-  // oomguard killed `pid` (0 for a cgroup kill) in `cgroup`; counts toward the per-minute cap.
-  void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget = "");
+  // oomguard killed `pid` (0 for a cgroup kill) in `cgroup`, with a SIGTERM grace of `grace_us` (0: at
+  // once); counts toward the per-minute cap. It is waited on for the grace plus the bounded wait.
+  void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget = "",
+                  uint64_t grace_us = 0);
   // The kernel killed in `cgroup`: `pid` 0 when only memory.events said so (then `cgroup` is the
   // subtree it happened in). A report that names the task replaces the unknown entries it explains
   // (those whose subtree holds `cgroup`).
@@ -180,6 +186,10 @@ class KillGate {
   [[nodiscard]] const std::vector<VictimInProgress>& inProgress() const { return victims_; }
 
  private:
+  // Whether `victim` is still waited on at `now_us`.
+  [[nodiscard]] bool waitedOn(const VictimInProgress& victim, uint64_t now_us) const {
+    return now_us - std::min(now_us, victim.since_us) < victim_wait_us_ + victim.grace_us;
+  }
   uint64_t victim_wait_us_;
   size_t max_per_minute_;
   std::vector<VictimInProgress> victims_;

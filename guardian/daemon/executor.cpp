@@ -75,6 +75,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // A kill the pod asked for (its own pressure limit) spends the pod's budget, not the node's.
   const std::string budget = reason_kind == kPodPressureReason ? domain : std::string();
   std::optional<cgroupfs::ProcStatus> victim_status;  // read once pinned
+  uint32_t grace_ms = 0;                               // the SIGTERM grace the kill gives (set below)
   auto finish = [&](const io::ActionResult& result, std::shared_ptr<io::PinnedProcess> pinned,
                     const std::string& killed_cgroup) {
     outcome.result = result.ok ? (options_.dry_run ? DecisionResult::kDryRun : DecisionResult::kKilled)
@@ -105,7 +106,8 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
       ++stats_.kills;
       // One OOM, one victim: the domains that hold it wait until its memory is back.
       if (pinned) {
-        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us, budget);
+        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us, budget,
+                         uint64_t{grace_ms} * 1000);
         victim_pins_[pinned->pid()] = std::move(pinned);
       } else {
         gate_.recordKill(killed_cgroup, 0, now_us, budget);
@@ -161,7 +163,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   victim_status = now.value().status;
   // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
   // operator who kills at once is never made to wait by a tenant).
-  uint32_t grace_ms = rule.sigterm_grace_ms;
+  grace_ms = rule.sigterm_grace_ms;
   if (const auto pod_grace = kube::Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
     // A kill the pod asked for itself (its pressure limit) takes its own grace as it is.
     const bool trusted = (resolved.pod != nullptr &&

@@ -269,6 +269,20 @@ TEST(KillGate, AVictimThatNeverGoesIsWaitedOnAtMostTheBound) {
   EXPECT_TRUE(gate.inProgress().empty());
 }
 
+TEST(KillGate, AVictimGivenASigtermGraceIsWaitedOnForTheGracePlusTheBound) {
+  // Under SIGTERM the victim keeps its memory until it exits or the grace ends in SIGKILL: a wait that
+  // ran out during the grace let the next decision take a second process for the same OOM.
+  KillGate gate(2'000'000, 10);
+  gate.recordKill("/pod/leaker", 7, 1'000'000, "", 10'000'000);
+  EXPECT_TRUE(gate.refusal("/pod", 5'000'000)) << "past the bound, inside the grace";
+  EXPECT_TRUE(gate.refusal("/pod", 12'999'999)) << "the grace, then the bound";
+  EXPECT_FALSE(gate.refusal("/pod", 13'000'000));
+  gate.expire(12'000'000);
+  EXPECT_EQ(gate.inProgress().size(), 1U) << "not forgotten before its wait ends";
+  gate.expire(13'000'000);
+  EXPECT_TRUE(gate.inProgress().empty());
+}
+
 TEST(KillGate, TheKernelsVictimBlocksOomguardInItsDomain) {
   // The innocent-neighbour case: the kernel is already killing the leaker when memory.events says
   // max; oomguard must not pick the next task.

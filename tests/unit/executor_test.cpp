@@ -84,6 +84,23 @@ TEST_F(ExecutorTest, TheChosenProcessIsKilledAndHoldsItsDomains) {
   EXPECT_FALSE(executor->gate().refusal("/other", fixture.now_us));
 }
 
+TEST_F(ExecutorTest, AVictimUnderSigtermHoldsItsDomainThroughItsGrace) {
+  // The victim keeps its memory while it handles SIGTERM: the bounded wait (victim_wait_s, 2 s by
+  // default) starts only when the grace ends, or a second process would be killed for the same OOM.
+  start(kAct);
+  policies::Outcome outcome;
+  config::ActRule rule;
+  rule.action = policies::Action::kKillWorst;
+  rule.sigterm_grace_ms = 10'000;
+  executor->kill("/pod", candidate(big, "leaker", "/pod/app"), rule, "headroom", fixture.now_us, outcome);
+  ASSERT_EQ(outcome.result, DecisionResult::kKilled);
+  const uint64_t killed_us = fixture.now_us;
+  executor->releaseVictims(killed_us + 5'000'000);
+  EXPECT_TRUE(executor->gate().refusal("/pod", killed_us + 5'000'000)) << "inside the grace: still waited on";
+  EXPECT_TRUE(executor->gate().refusal("/pod", killed_us + 11'900'000)) << "the grace, then the bounded wait";
+  EXPECT_FALSE(executor->gate().refusal("/pod", killed_us + 12'000'000 + 1));
+}
+
 TEST_F(ExecutorTest, AProcessThatIsNoLongerTheChosenOneIsNotKilled) {
   start(kAct);
   const auto renamed = kill(candidate(big, "other-comm", "/pod/app"));
