@@ -167,6 +167,7 @@ void Daemon::onMemoryEvents(const std::string& path, bool local) {
   if (!local && rose.contains("oom_kill")) {
     // The kernel has a victim in progress somewhere in this subtree (its kmsg report names it later).
     executor_.recordKernelKill(path, 0, clock_.monotonic_us());
+    decider_.victimTaken(path, true);
   }
   ++stats_.memory_events;
   log_.write("memory_event", Json{{"cgroup", path}, {"file", local ? "memory.events.local" : "memory.events"},
@@ -343,6 +344,7 @@ void Daemon::onKmsg(const std::string& record) {
         executor_.recordKernelKill(kill.summary.task_memcg ? *kill.summary.task_memcg : checked->domain,
                                    kill.victim.pid, clock_.monotonic_us());
       }
+      decider_.victimTaken(kill.summary.task_memcg.value_or(checked->domain), !kill.summary.task_memcg);
       reranks.push_back(checked->modelled ? checked->domain : "/");
     }
     decision_log_.kernelReport(report);

@@ -208,7 +208,12 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
     if (outcome.result != policies::DecisionResult::kGone) {
       if (outcome.result == policies::DecisionResult::kKilled) {
-        policies::restartPressureHold(threshold_states_[domain]);
+        const auto& victim = *choice.victim;
+        if (victim.group_kill_cgroup) {
+          victimTaken(*victim.group_kill_cgroup, true);
+        } else {
+          victimTaken(victim.cgroup.empty() ? domain : victim.cgroup, victim.cgroup.empty());
+        }
       }
       return outcome;
     }
@@ -389,6 +394,22 @@ bool Decider::pressureEvent(const std::string& domain, uint64_t now_us) {
   found->second.due_us = std::min(found->second.due_us, now_us);
   earliest_due_us_ = std::min(earliest_due_us_, found->second.due_us);
   return true;
+}
+
+void Decider::victimTaken(const std::string& cgroup, bool anywhere_below) {
+  const auto holds = [&](const std::string& domain) {
+    return cgroupfs::isSameOrBelow(cgroup, domain) || (anywhere_below && cgroupfs::isSameOrBelow(domain, cgroup));
+  };
+  for (const auto& [domain, level] : levels_) {
+    if (holds(domain)) {
+      policies::restartPressureHold(threshold_states_[domain]);
+    }
+  }
+  for (auto& [domain, state] : threshold_states_) {
+    if (holds(domain)) {
+      policies::restartPressureHold(state);
+    }
+  }
 }
 
 void Decider::holdPressureWhileBlocked(const std::string& domain, const config::ActRule& rule, uint64_t now_us) {

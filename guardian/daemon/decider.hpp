@@ -74,6 +74,11 @@ class Decider {
   // then every kPressurePollUs until a window (kPressureWindowUs) passes without another trigger.
   // Returns whether the domain has a level watch (then the caller reschedules the level timer).
   bool pressureEvent(const std::string& domain, uint64_t now_us);
+  // A victim was taken in `cgroup` (by oomguard or the kernel; with `anywhere_below`, somewhere in that
+  // subtree, as memory.events oom_kill says): every acting domain that may hold it starts its held
+  // pressure over, since avg10 still carries the stall of before the kill (one OOM, one victim, in the
+  // victim's ancestors too).
+  void victimTaken(const std::string& cgroup, bool anywhere_below);
   // The config was replaced (a reload), or a domain was found or has gone between two refreshes: the
   // next checkLevels resolves every domain's act rule again (a new domain is watched from its next tick,
   // not from the next refresh).

@@ -420,6 +420,38 @@ TEST_F(DeciderTest, APressureEventBreaksThroughTheAllocationShortcut) {
   EXPECT_EQ(stats.level_reads, reads + 1) << "the new domain waited for a budget or the refresh";
 }
 
+// Held pressure and a kill by someone else: avg10 still carries the stall of before it. The kernel's
+// victim in the domain restarts the hold (else the next reading, held past held_s, killed a second
+// process for the same OOM); a victim outside the domain does not.
+class HeldPressure : public DeciderTest {
+ protected:
+  void SetUp() override {
+    DeciderTest::SetUp();
+    start(R"([{"match": "/pod", "act": {"action": "kill-worst",
+                 "when": {"pressure": {"kind": "some", "avg10": 0.3, "held_s": 2}}}}, {"match": "/**"}])");
+    fixture.write("cgroup/pod/memory.pressure",
+                  "some avg10=50.00 avg60=20.00 avg300=5.00 total=9000000\n"
+                  "full avg10=40.00 avg60=15.00 avg300=4.00 total=7000000\n");
+    EXPECT_EQ(actInPod().result, DecisionResult::kBelowThreshold) << "above avg10, not held for 2 s yet";
+  }
+};
+
+TEST_F(HeldPressure, TheKernelsVictimInTheDomainRestartsTheHold) {
+  fixture.now_us += 1'500'000;
+  decider->victimTaken("/pod/app", false);  // the kernel killed in /pod (its kmsg report)
+  fixture.now_us += 1'000'000;
+  EXPECT_EQ(actInPod().result, DecisionResult::kBelowThreshold) << "held 2.5 s, but the stall predates the kill";
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+TEST_F(HeldPressure, AVictimOutsideTheDomainLeavesTheHold) {
+  fixture.now_us += 1'500'000;
+  decider->victimTaken("/other", false);
+  decider->victimTaken("/pod2", true);  // somewhere below /pod2: not in /pod either
+  fixture.now_us += 1'000'000;
+  EXPECT_EQ(actInPod().result, DecisionResult::kKilled) << "held 2.5 s, no victim in /pod";
+}
+
 TEST_F(DeciderTest, AFailedReadingKeepsTheWatchClose) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // near the threshold: a fast schedule
