@@ -200,11 +200,12 @@ void Executor::releaseVictims(uint64_t now_us) {
   for (auto it = killed_cgroups_.begin(); it != killed_cgroups_.end();) {
     // "populated 0" in cgroup.events: no task left in the whole subtree. cgroup.procs lists only the
     // cgroup's own tasks, which is empty at once for a pod cgroup whose tasks live in its children.
-    // Unreadable (the cgroup is gone) counts as empty.
+    // Gone (the cgroup removed) counts as empty; any other failure to read it (no descriptor left)
+    // says nothing, and the gate's bounded wait ends it.
     auto events = node_.cgroupfs().readFlatKeyed(*it, cgroupfs::files::kEvents);
-    const bool empty = !events || std::any_of(events.value().begin(), events.value().end(), [](const auto& entry) {
+    const bool empty = events ? std::any_of(events.value().begin(), events.value().end(), [](const auto& entry) {
       return entry.first == "populated" && entry.second == 0;
-    });
+    }) : events.error().vanished();
     if (empty) {
       gate_.releaseCgroup(*it);
       log_.write("victim_released", Json{{"cgroup", *it}, {"reason", "empty"}});
@@ -231,9 +232,10 @@ void Executor::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t n
   }
   if (auto pinned = actuator_.pin(pid); pinned && !pinned.value()->exited()) {
     victim_pins_[pid] = std::move(pinned).value();
-  } else {
+  } else if (pinned || pinned.error().vanished()) {
     gate_.release(pid);  // already gone: its memory is back
   }
+  // Otherwise (no descriptor left, say) nothing is known of it: the gate waits for it its bounded time.
 }
 
 void Executor::applyProtections(const HostScan& scan, const std::vector<std::string>& cgroups) {

@@ -31,6 +31,7 @@ class FakeActuator final : public io::Actuator {
   std::vector<pid_t> released;
   bool reaps = false;  // release() reports the victim's memory reaped (process_mrelease returned 0)
   std::set<pid_t> gone;  // pin() fails as for an exited process (ESRCH), after calling on_gone
+  std::set<pid_t> unpinnable;  // pin fails with EMFILE: not known to be gone
   std::function<void(pid_t)> on_gone;
   cgroupfs::Result<std::shared_ptr<io::PinnedProcess>> pin(pid_t pid) override {
     if (gone.contains(pid)) {
@@ -38,6 +39,9 @@ class FakeActuator final : public io::Actuator {
         on_gone(pid);
       }
       return cgroupfs::systemError(ESRCH, "pid " + std::to_string(pid), "pidfd_open failed");
+    }
+    if (unpinnable.contains(pid)) {
+      return cgroupfs::systemError(EMFILE, "pid " + std::to_string(pid), "pidfd_open failed");
     }
     return std::make_shared<io::PinnedProcess>(pid, cgroupfs::UniqueFd());
   }

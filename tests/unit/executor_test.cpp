@@ -101,6 +101,19 @@ TEST_F(ExecutorTest, AVictimUnderSigtermHoldsItsDomainThroughItsGrace) {
   EXPECT_FALSE(executor->gate().refusal("/pod", killed_us + 12'000'000 + 1));
 }
 
+TEST_F(ExecutorTest, TheKernelsVictimIsReleasedOnlyWhenKnownGone) {
+  // Gone (ESRCH) means its memory is back; a pin that fails otherwise (no descriptor left) tells
+  // nothing, and the domain waits on the victim for the bounded time.
+  start(kAct);
+  actuator.gone.insert(medium);
+  executor->recordKernelKill("/pod/side", medium, fixture.now_us);
+  EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us)) << "gone: released at once";
+  actuator.unpinnable.insert(big);
+  executor->recordKernelKill("/pod/app", big, fixture.now_us);
+  EXPECT_TRUE(executor->gate().refusal("/pod", fixture.now_us + 1'000'000)) << "unknown: waited on";
+  EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us + 2'000'000)) << "for the bounded wait only";
+}
+
 TEST_F(ExecutorTest, AProcessThatIsNoLongerTheChosenOneIsNotKilled) {
   start(kAct);
   const auto renamed = kill(candidate(big, "other-comm", "/pod/app"));
