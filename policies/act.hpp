@@ -183,6 +183,11 @@ class KillGate {
   void releaseCgroup(const std::string& cgroup);
   // Forgets victims past their wait.
   void expire(uint64_t now_us);
+  // A reload's bounds: they apply to the victims in progress and the kills already counted too.
+  void setLimits(uint64_t victim_wait_us, size_t max_per_minute) {
+    victim_wait_us_ = victim_wait_us;
+    max_per_minute_ = max_per_minute;
+  }
   [[nodiscard]] const std::vector<VictimInProgress>& inProgress() const { return victims_; }
 
  private:

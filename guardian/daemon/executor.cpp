@@ -185,6 +185,10 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   finish(result, pinned.value(), {});
 }
 
+void Executor::configChanged() {
+  gate_.setLimits(static_cast<uint64_t>(config_.victim_wait_s * 1e6), config_.max_kills_per_minute);
+}
+
 void Executor::releaseVictims(uint64_t now_us) {
   // A victim is released once it is gone (its pidfd polls readable: it has exited, its address space
   // torn down); a cgroup kill once the cgroup is empty. Past the wait the gate forgets it anyway.

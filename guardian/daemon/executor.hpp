@@ -97,6 +97,8 @@ class Executor {
   // is left alone and logged once, unless the rule has memory_high_override and theirs lies above the
   // threshold. A domain whose rule no longer asks gets back what was there before ("max" or theirs).
   void applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t>>& domains);
+  // The config was replaced (a reload): the kill gate takes its victim wait and kill cap.
+  void configChanged();
   // At exit and before a reload: every memory.high oomguard set goes back to what was there before
   // ("max", or the value it overrode), where it still holds oomguard's value.
   void restoreMemoryHigh();

@@ -114,6 +114,15 @@ TEST_F(ExecutorTest, TheKernelsVictimIsReleasedOnlyWhenKnownGone) {
   EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us + 2'000'000)) << "for the bounded wait only";
 }
 
+TEST_F(ExecutorTest, AReloadChangesTheVictimWait) {
+  start(kAct);
+  kill(candidate(big, "leaker", "/pod/app"));
+  EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us + 3'000'000)) << "the default wait, 2 s";
+  config.victim_wait_s = 5;  // what Daemon::reload does: the config in place, then configChanged()
+  executor->configChanged();
+  EXPECT_TRUE(executor->gate().refusal("/pod", fixture.now_us + 3'000'000)) << "the reloaded wait, 5 s";
+}
+
 TEST_F(ExecutorTest, AProcessThatIsNoLongerTheChosenOneIsNotKilled) {
   start(kAct);
   const auto renamed = kill(candidate(big, "other-comm", "/pod/app"));
