@@ -56,8 +56,7 @@ bool Decider::observe(const std::string& domain, const config::ActRule& rule, po
     }
   }
   if (rule.when.pressure_avg10 && !observation.some_avg10) {
-    auto pressure = domain == "/" ? node_.procfs().readPressure("memory")
-                                  : node_.cgroupfs().readPressure(domain, "memory");
+    auto pressure = watch_set_.readMemoryPressure(domain);
     if (pressure) {
       observation.some_avg10 = pressure.value().some.avg10 / 100.0;
       observation.some_total_us = pressure.value().some.total_us;

@@ -94,15 +94,7 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
   // whenever their trigger fires). Likewise each domain's limit and use (its headroom), in bytes:
   // the host's RAM + swap from /proc/meminfo, a memcg's memory.max and memory.current (an acting
   // domain's from the level watch, below).
-  // Through a memory trigger where one is armed (no open), else from the file.
-  auto read_pressure = [this](const std::string& domain) {
-    const io::PressureWatch* trigger = watch_set_.pressureWatch(domain);
-    if (trigger != nullptr && trigger->trigger().resource == "memory") {
-      return trigger->read();
-    }
-    return domain == "/" ? node_.procfs().readPressure("memory") : node_.cgroupfs().readPressure(domain, "memory");
-  };
-  if (auto pressure = read_pressure("/")) {
+  if (auto pressure = watch_set_.readMemoryPressure("/")) {
     metrics_.setPressure("/", pressure.value());
   }
   if (const auto& meminfo = facts_.meminfo; meminfo.mem_available_kb) {
@@ -133,7 +125,7 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     if (!full_scan) {
       continue;
     }
-    if (auto pressure = read_pressure(path)) {
+    if (auto pressure = watch_set_.readMemoryPressure(path)) {
       metrics_.setPressure(path, pressure.value());
     }
     if (!level_fresh) {

@@ -465,6 +465,14 @@ const io::PressureWatch* WatchSet::pressureWatch(const std::string& cgroup) cons
   return watched == nullptr ? nullptr : watched->pressure.get();
 }
 
+cgroupfs::Result<cgroupfs::Pressure> WatchSet::readMemoryPressure(const std::string& domain) const {
+  const io::PressureWatch* trigger = pressureWatch(domain);
+  if (trigger != nullptr && trigger->trigger().resource == "memory") {
+    return trigger->read();
+  }
+  return domain == "/" ? node_.procfs().readPressure("memory") : node_.cgroupfs().readPressure(domain, "memory");
+}
+
 std::vector<std::string> WatchSet::paths() const {
   std::vector<std::string> paths;
   paths.reserve(cgroups_.size());

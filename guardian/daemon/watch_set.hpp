@@ -109,6 +109,9 @@ class WatchSet {
   [[nodiscard]] const std::map<std::string, WatchedCgroup>& cgroups() const { return cgroups_; }
   // The PSI trigger watching `cgroup` ("/" = the host), or nullptr.
   [[nodiscard]] const io::PressureWatch* pressureWatch(const std::string& cgroup) const;
+  // The memory pressure of `domain` ("/" = the host) now: through its armed memory trigger (a pread, no
+  // open), else from its memory.pressure (/proc/pressure/memory for the host).
+  [[nodiscard]] cgroupfs::Result<cgroupfs::Pressure> readMemoryPressure(const std::string& domain) const;
   [[nodiscard]] std::vector<std::string> paths() const;
   [[nodiscard]] size_t armedPressureTriggers() const;
   [[nodiscard]] size_t eventsWatches() const;
