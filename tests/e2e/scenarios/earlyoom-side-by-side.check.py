@@ -47,6 +47,19 @@ def check_round(share, name):
         err.append("no leakwatch record")
     elif leak.get("timed_out") != 0 or not leak.get("killed_by_sigkill"):
         err.append("the leaker ended with %r (timed_out %s), expected SIGKILL" % (leak.get("status"), leak.get("timed_out")))
+    # The scenario's premise: at the crossing the leaker is clearly the largest process (both killers
+    # take the largest by the kernel's model). Its expected size then: what MemAvailable saw at the
+    # start (A less the per-CPU lists that mem_available_mib adds) less the 10 % threshold.
+    try:
+        expect_mib = (int(p["mem_available_mib"]) - int(p["pcp_mib"]) - int(p["mem_total_mib"]) * 0.10)
+        rnd["leaker_mib_at_crossing_expected"] = round(expect_mib, 1)
+        if expect_mib < 1.5 * int(p["innocent1_mib"]):
+            err.append("scenario premise not met: the leaker would hold about %.0f MiB at the crossing, not 1.5 x "
+                       "innocent1's %s MiB; a killer by the kernel's model may rightly take innocent1" % (
+                           expect_mib, p["innocent1_mib"]))
+    except (KeyError, TypeError, ValueError):
+        err.append("the round's sizes were not recorded: %r" % {k: p.get(k) for k in (
+            "mem_available_mib", "pcp_mib", "mem_total_mib", "innocent1_mib")})
     t_kill_logged = None
     if killer == "earlyoom":
         text = read_text(os.path.join(d, "earlyoom.log")) or ""

@@ -1,5 +1,5 @@
 #!/bin/sh
-# vmrun-args: -m 512 -t 200 --deb earlyoom
+# vmrun-args: -m 768 -t 240 --deb earlyoom
 # earlyoom-side-by-side: Debian's earlyoom 1.7 and oomguard, each alone, on the same host-level leak.
 #
 # No swap, no limits. Two sleeping innocents (120 and 24 MiB) stay for the whole boot. Rounds alternate
@@ -16,6 +16,12 @@
 # printed just before kill(2)); oomguard's decision line carries its own time (written after the kill). earlyoom-side-by-side.check.py judges: in every round the killer killed the leaker (not
 # an innocent; its own log says so), the innocents live, the kernel's OOM killer did not fire; and
 # reports time-to-kill for both and the ratio oomguard / earlyoom. Args: [ROUNDS] (default 3).
+#
+# Why 768 MiB: both killers take the largest process by the kernel's model, so the leaker must clearly be
+# the largest when MemAvailable crosses 10 %. With 512 MiB it was about A - 47 = 147 MiB then, and the
+# per-CPU free lists (which MemAvailable leaves out, up to ~53 MiB after a death) could bring it below
+# innocent1's 120 MiB: a CI run saw earlyoom rightly kill innocent1. With 768 MiB the leaker is about
+# 380 MiB at the crossing; the check refuses a round whose expected size is under 1.5 x innocent1.
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
 
@@ -29,7 +35,8 @@ lo_up
 SHARE=$OUT
 mkdir -p "$SHARE/rounds"
 earlyoom -v > "$SHARE/earlyoom.version" 2>&1
-innocent1=$(hog -D -q -m 120 -n innocent1) || fail "innocent1"
+I1_MIB=120
+innocent1=$(hog -D -q -m "$I1_MIB" -n innocent1) || fail "innocent1"
 innocent2=$(hog -D -q -m 24 -n innocent2) || fail "innocent2"
 echo "innocent1 $innocent1" > "$SHARE/innocents"
 echo "innocent2 $innocent2" >> "$SHARE/innocents"
@@ -45,6 +52,9 @@ round() {
     echo "round $1"
     echo "killer $2"
     echo "mem_available_mib $A"
+    echo "pcp_mib $(( $(awk '$1 == "count:" { n += $2 } END { print n + 0 }' /proc/zoneinfo) * 4 / 1024 ))"
+    echo "mem_total_mib $(( $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo) / 1024 ))"
+    echo "innocent1_mib $I1_MIB"
     echo "vmstat_oom_kill_before $(vmstat oom_kill)"
   } > "$dir/params"
   if [ "$2" = earlyoom ]; then
