@@ -132,6 +132,9 @@ std::optional<std::string> exclusionReason(const VictimCandidate& candidate) {
   if (candidate.never_kill) {
     return "protected (oomguard itself, its parents, or a never-kill rule)";
   }
+  if (candidate.place_unknown) {
+    return "its cgroup could not be read: the rules that may protect it are unknown";
+  }
   if (candidate.preference == Preference::kOmit) {
     return "preference omit";
   }

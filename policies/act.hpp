@@ -44,6 +44,9 @@ struct VictimCandidate {
   // The workload's class (a pod's oomguard.io/v1.protection): the first ordering key, sacrificial first.
   ProtectionClass protection = ProtectionClass::kNormal;
   bool never_kill = false;              // oomguard itself, its ancestors, or a protected rule
+  // Its cgroup could not be read (it vanished meanwhile, or its path is outside the reader's cgroup
+  // namespace): the rules, annotations and memory.oom.group that may protect it are unknown.
+  bool place_unknown = false;
   long oom_score = 0;                   // on the host's scale, as /proc/<pid>/oom_score
   std::optional<long> growth_pages;     // charge growth over the trend window (kill-allocating)
   std::optional<std::string> group_kill_cgroup;  // memory.oom.group resolution in this domain
@@ -219,6 +222,8 @@ class GrowthTracker {
   [[nodiscard]] std::optional<uint64_t> lastSampleUs(pid_t pid) const;
   // Drops pids not sampled since `before_us`.
   void forgetOlderThan(uint64_t before_us);
+  // Drops `pid`'s samples: it names another process now (a recycled pid), whose growth starts afresh.
+  void forget(pid_t pid) { samples_.erase(pid); }
   [[nodiscard]] size_t size() const { return samples_.size(); }
 
  private:

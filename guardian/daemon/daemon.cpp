@@ -446,7 +446,7 @@ bool Daemon::reload() {
     }
     executor_.restoreMemoryHigh();  // the fresh config's rules set theirs at the refresh below
     config_ = std::move(fresh);
-    decider_.domainsChanged();  // the level watch's rules point into the old config
+    decider_.configChanged();  // the level watch's rules point into the old config, its budgets too
     executor_.configChanged();  // the kill gate's victim wait and kill cap
   } catch (const config::ConfigError& error) {
     log_.write("config_reload", Json{{"result", "refused"}, {"reason", error.what()}});

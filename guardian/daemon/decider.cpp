@@ -30,28 +30,39 @@ const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
   return rule != nullptr && rule->act ? &*rule->act : nullptr;
 }
 
-bool Decider::observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation) {
-  bool read = false;
+std::optional<std::string> Decider::observe(const std::string& domain, const config::ActRule& rule,
+                                            policies::DomainObservation& observation, bool fresh_limit) {
+  std::optional<std::string> missing;
   if (domain == "/") {
     if (auto meminfo = node_.procfs().readMemInfo()) {
       observation.mem_total_kb = meminfo.value().mem_total_kb;
       observation.mem_available_kb = meminfo.value().mem_available_kb;
       observation.swap_free_kb = meminfo.value().swap_free_kb;
       observation.swap_total_kb = meminfo.value().swap_total_kb;
-      read = true;
+    } else {
+      missing = meminfo.error().describe();
     }
   } else {
-    if (const WatchedCgroup* watched = watch_set_.find(domain)) {
+    if (fresh_limit) {
+      if (auto max = node_.cgroupfs().readLimit(domain, cgroupfs::files::kMemoryMax)) {
+        observation.memory_max_bytes = max.value();
+      } else {
+        missing = max.error().describe();
+      }
+    } else if (const WatchedCgroup* watched = watch_set_.find(domain)) {
       observation.memory_max_bytes = watched->memory_max_bytes;
     }
     if (auto current = node_.cgroupfs().readMemoryCurrent(domain)) {
       observation.memory_current_bytes = current.value();
-      read = true;
+    } else {
+      missing = current.error().describe();
     }
     if (rule.when.on_memory_high && observation.events_high > 0) {
       // Whether the rise still stands (policies::eventStillStands): usage against memory.high now.
       if (auto high = node_.cgroupfs().readLimit(domain, cgroupfs::files::kMemoryHigh)) {
         observation.memory_high_bytes = high.value();
+      } else {
+        missing = high.error().describe();
       }
     }
   }
@@ -65,8 +76,9 @@ bool Decider::observe(const std::string& domain, const config::ActRule& rule, po
         observation.full_total_us = pressure.value().full->total_us;
       }
     }
+    // An unread pressure is no crossing (thresholdCrossed needs a reading): missing, it makes no kill.
   }
-  return read;
+  return missing;
 }
 
 std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& state, bool with_growers,
@@ -76,6 +88,7 @@ std::vector<policies::VictimCandidate> Decider::candidates(const DomainState& st
   auto add = [&](const policies::VictimCandidate& candidate) {
     policies::VictimCandidate c = candidate;
     c.never_kill = executor_.neverKill().contains(candidate.pid);
+    c.place_unknown = c.cgroup.empty();
     if (const config::CgroupRule* rule = c.cgroup.empty() ? nullptr : config::ruleFor(config_, c.cgroup)) {
       c.preference = rule->preference;
     }
@@ -163,7 +176,13 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
                                  policies::DomainObservation observation, uint64_t now_us, Executor& executor) {
   policies::Outcome outcome;
   outcome.policy = rule.action;
-  (void)observe(domain, rule, observation);
+  if (auto missing = observe(domain, rule, observation, /*fresh_limit=*/true)) {
+    // When data is missing, no kill: the threshold cannot be judged on it.
+    ++stats_.kills_no_data;
+    outcome.result = policies::DecisionResult::kNoData;
+    outcome.why = "the domain's level could not be read (" + *missing + "): no decision on missing data";
+    return outcome;
+  }
   executor.releaseVictims(now_us);
   holdPressureWhileBlocked(domain, rule, now_us);
   outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
@@ -189,6 +208,14 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     outcome.result = executor.dryRun() ? policies::DecisionResult::kDryRun : policies::DecisionResult::kPanicking;
     return outcome;
   }
+  if (state.unread) {
+    // The ranking may miss a candidate (even the kernel's first): a kill from it could take an innocent.
+    ++stats_.kills_no_data;
+    outcome.result = policies::DecisionResult::kNoData;
+    outcome.why = "a read of the domain's ranking failed (" + state.unread->describe() +
+                  "): it may miss a candidate, so no kill rests on it";
+    return outcome;
+  }
   // The candidates in the guardian's view: the kernel's ranking plus the operator's protections.
   auto pool = candidates(state, rule.action == policies::Action::kKillAllocating, /*resolve_groups=*/true);
   // A candidate gone since it was ranked (a victim that has just exited; a grower measured at the last
@@ -201,6 +228,16 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     if (!choice.victim) {
       outcome.result = policies::DecisionResult::kNoVictim;
       outcome.why = choice.reason + gone;
+      return outcome;
+    }
+    if (domain == "/" && rankings_.lastHostRead() != Rankings::HostReread::kEveryProcess) {
+      // rankHost found the host held (by the gate, when it ranked) and read only the refresh's top and
+      // the newcomers; the gate has let go since. A kill from that read could miss an old process that
+      // has grown: the level watch's next decision (kAfterCrossingUs) reads every process.
+      ++stats_.kills_held;
+      outcome.result = policies::DecisionResult::kHeld;
+      outcome.held_by = "the host was ranked while a victim held it (the refresh's top and the newcomers only): "
+                        "the next decision reads every process";
       return outcome;
     }
     outcome.chosen_because = choice.reason + gone;
@@ -224,7 +261,7 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     policies::DomainObservation again;  // the trigger's event counts, every reading fresh
     again.events_high = observation.events_high;
     again.events_max = observation.events_max;
-    if (!observe(domain, rule, again) ||
+    if (observe(domain, rule, again, /*fresh_limit=*/true) ||
         !policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
       outcome.result = policies::DecisionResult::kGone;
       outcome.why = "the chosen victim had gone, and the domain is no longer over its threshold" + gone;
@@ -281,7 +318,12 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
       auto& level = levels_[path];
       level.rule = rule;
       level.seen_in_scan = scans_;
+      if (config_changed_) {
+        level.budget_room_bytes.reset();  // its room was measured against the old rule's threshold
+        level.due_us = 0;
+      }
     }
+    config_changed_ = false;
     std::erase_if(levels_, [&](const auto& entry) { return entry.second.seen_in_scan != scans_; });
     rules_current_ = true;
     budgets_summarised_ = false;  // a domain added here is due now
@@ -329,7 +371,7 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     }
     ++stats_.level_reads;
     policies::DomainObservation observation;
-    const bool read = observe(path, *rule, observation);
+    const bool read = !observe(path, *rule, observation);
     level.failed_reads = read ? 0 : level.failed_reads + 1;
     if (observation.memory_current_bytes) {
       level.last_reading = LevelReading{*observation.memory_current_bytes, now_us, observation.memory_max_bytes};
@@ -348,9 +390,10 @@ std::vector<std::pair<std::string, policies::DomainObservation>> Decider::checkL
     // Held PSI has no room in bytes: it is read at the refresh, and its trigger wakes it.
     uint64_t delay_us = policies::nextLevelCheckUs(room, level.rate.bytesPerSecond(), assumed_rate, kMinDelayUs,
                                                    max_delay_us);
-    if (path != "/" && room && *room > 0 && allocated && when.headroom_below) {
+    if (path != "/" && room && *room > 0 && allocated && when.headroom_below && !when.pressure_avg10) {
       // Watched through the host's allocations from now on, and re-read every kBudgetedRereadRefreshes
-      // refreshes whatever they say (the safety net).
+      // refreshes whatever they say (the safety net). Not a rule with a pressure threshold: its held
+      // pressure is read at every refresh (a stall allocates nothing).
       level.budget_room_bytes = *room;
       level.budget_allocated_bytes = *allocated;
       smallest_left = smallest_left ? std::min(*smallest_left, *room) : *room;

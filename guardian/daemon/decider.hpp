@@ -35,11 +35,14 @@ class Decider {
   // The act rule of a domain ("/" = the host), or nullptr. Only in mode act.
   [[nodiscard]] const config::ActRule* actRuleFor(const std::string& domain) const;
 
-  // Fills what the rule's thresholds look at, read now: memory.current and memory.max of a memcg,
-  // MemAvailable and swap of the host, and PSI when the rule has a PSI threshold and the event did not
-  // bring a reading.
-  // Returns false when the level (memory.current, /proc/meminfo) could not be read.
-  bool observe(const std::string& domain, const config::ActRule& rule, policies::DomainObservation& observation);
+  // Fills what the rule's thresholds look at, read now: memory.current of a memcg (and memory.high when
+  // a "high" event is judged), MemAvailable and swap of the host, and PSI when the rule has a PSI
+  // threshold and the event did not bring a reading. memory.max: read now with `fresh_limit` (a
+  // decision: the watch set's copy may be up to a minute old, and a raised limit must not make a
+  // kill), else the watch set's (the level watch, whose crossings a decision confirms).
+  // Returns what could not be read (a decision on it would rest on missing data), or nullopt.
+  std::optional<std::string> observe(const std::string& domain, const config::ActRule& rule,
+                                     policies::DomainObservation& observation, bool fresh_limit = false);
 
   // The kernel's top candidates of a domain with the operator's protections and preferences (and, with
   // growers, the host's fastest growers); memory.oom.group resolved only when asked (a read per level).
@@ -83,6 +86,12 @@ class Decider {
   // next checkLevels resolves every domain's act rule again (a new domain is watched from its next tick,
   // not from the next refresh).
   void domainsChanged() { rules_current_ = false; }
+  // The config was replaced (a reload): besides domainsChanged(), every acting domain is read at the next
+  // checkLevels, none is judged by a budget its old rule set (its threshold may have moved).
+  void configChanged() {
+    rules_current_ = false;
+    config_changed_ = true;
+  }
   // A memcg domain's memory.current as the level watch last read it, when (monotonic us), and the
   // memory.max it was judged against; nullopt when the level watch has not read it (no act rule, or
   // every read failed so far).
@@ -131,6 +140,7 @@ class Decider {
   std::map<std::string, policies::ThresholdState> threshold_states_;
   std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
   bool rules_current_ = false;                 // levels_ holds every acting domain with its rule
+  bool config_changed_ = false;                // configChanged() since the last scan of the domains
   size_t ranked_domains_ = 0;                  // rankings_.all().size() when levels_ was built
   uint64_t scans_ = 0;
   // The host's allocations (/proc/vmstat), read once per level check: the fastest fill seen, and when

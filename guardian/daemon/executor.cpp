@@ -115,29 +115,29 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
       }
     }
   };
-  if (victim.group_kill_cgroup) {
-    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
-    outcome.action = DecisionAction::kKillCgroup;
-    outcome.killed_cgroup = *victim.group_kill_cgroup;
-    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
-    outcome.signalled_at_us = clock_.monotonic_us();
-    finish(result, nullptr, *victim.group_kill_cgroup);
-    return;
-  }
-  outcome.action = DecisionAction::kKill;
+  // Pinned first, for a single task and a group kill alike: what /proc and the tree show then belong to
+  // the pinned process. A group is killed only through a member that is still the one chosen (a grower
+  // measured at the last refresh may have exited, and its group with it be innocent now).
   auto pinned = actuator_.pin(victim.pid);
   if (!pinned) {
+    outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
     outcome.result = DecisionResult::kGone;
     outcome.detail = pinned.error().describe();
     metrics_.countKill(policy, reason_kind, "gone");
     return;
   }
-  // Now that the pid is pinned, what /proc and the tree show belong to the pinned process: check it is
-  // the one chosen. Membership is checked in the tree (cgroup.procs), where it was found: paths in
-  // /proc/<pid>/cgroup are relative to the reader's cgroup namespace.
+  // Membership is checked in the tree (cgroup.procs), where it was found: paths in /proc/<pid>/cgroup
+  // are relative to the reader's cgroup namespace. A victim whose cgroup is unknown is never killed
+  // (policies::exclusionReason): it is a member of none.
   auto now = node_.procfs().readProcess(victim.pid, false);
-  bool member = victim.cgroup.empty();
-  if (!member) {
+  if (now) {
+    // --dry-run: the oom_score_adj it would have written stands in for /proc's, as in the ranking.
+    std::vector<cgroupfs::ProcessSnapshot> read{now.value()};
+    node_.overlayIntendedAdj(read);
+    now.value().oom_score_adj = read.front().oom_score_adj;
+  }
+  bool member = false;
+  if (!victim.cgroup.empty()) {
     if (auto procs = node_.cgroupfs().readText(victim.cgroup, cgroupfs::files::kProcs)) {
       if (auto pids = cgroupfs::parsePidList(procs.value())) {
         member = std::find(pids.value().begin(), pids.value().end(), victim.pid) != pids.value().end();
@@ -148,18 +148,36 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // (same comm and cgroup are no proof: a pool respawning its workers).
   const auto started = node_.procfs().readStartTimeTicks(victim.pid);
   const bool older = started && started.value() <= snapshot_boot_ticks_;
-  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older;
+  // Protected since it was ranked (oom_score_adj -1000, or lowered: it may no longer be the one the
+  // kernel would take): the kernel would pass it over, and so does oomguard.
+  const bool unprotected = now && now.value().oom_score_adj != -1000 && now.value().oom_score_adj >= victim.oom_score_adj;
+  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older &&
+                    unprotected;
   if (!same) {
     ++stats_.kills_no_data;
+    outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
     outcome.result = DecisionResult::kChanged;
     outcome.detail = !now       ? now.error().describe()
                      : !started ? started.error().describe()
                      : !older   ? "pid " + std::to_string(victim.pid) +
                                     " started after the candidates were read: a new process under a recycled pid"
+                     : !unprotected ? "pid " + std::to_string(victim.pid) + " has oom_score_adj " +
+                                          std::to_string(now.value().oom_score_adj) + " now, " +
+                                          std::to_string(victim.oom_score_adj) + " when it was ranked"
                                 : "pid " + std::to_string(victim.pid) + " is no longer the chosen process";
     metrics_.countKill(policy, reason_kind, "gone");
     return;
   }
+  if (victim.group_kill_cgroup) {
+    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
+    outcome.action = DecisionAction::kKillCgroup;
+    outcome.killed_cgroup = *victim.group_kill_cgroup;
+    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
+    outcome.signalled_at_us = clock_.monotonic_us();
+    finish(result, nullptr, *victim.group_kill_cgroup);
+    return;
+  }
+  outcome.action = DecisionAction::kKill;
   victim_status = now.value().status;
   // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
   // operator who kills at once is never made to wait by a tenant).

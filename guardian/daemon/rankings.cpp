@@ -38,7 +38,12 @@ policies::VictimCandidate Rankings::candidateOf(const cgroupfs::ProcessSnapshot&
   return candidate;
 }
 
-void Rankings::record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us) {
+void Rankings::record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us,
+                      const cgroupfs::ReadCounters& counters) {
+  state.unread.reset();
+  if (counters.malformed + counters.failed > 0) {
+    state.unread = counters.errors.empty() ? cgroupfs::Error{0, "", "a read failed"} : counters.errors.front();
+  }
   const std::optional<policies::VictimCandidate> victim =
       top.empty() ? std::nullopt : std::optional<policies::VictimCandidate>(top.front());
   const bool changed = state.history.empty() || state.history.back().victim.has_value() != victim.has_value() ||
@@ -142,6 +147,9 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
     }
     if (!same_process) {
       newcomers.push_back(entry.pid);
+      if (known != records_.end()) {
+        growth_.forget(entry.pid);  // another process under a recycled pid: the old one's samples are not its
+      }
     }
     auto process = node_.procfs().readProcess(entry.pid, false);
     if (!process) {
@@ -232,7 +240,7 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
     }
     auto& state = domains_["/"];
     state.domain = host.domain;
-    record(state, std::move(top), clock_.monotonic_us());  // stamped once its data is read
+    record(state, std::move(top), clock_.monotonic_us(), counters);  // stamped once its data is read
   }
   scan_ = HostScan{std::move(host.processes), std::move(fresh), {}, read_boot_ticks};
   HostScan& scan = scan_;
@@ -289,7 +297,7 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
     }
     auto& state = domains_[path];
     state.domain = domain;
-    record(state, std::move(top), clock_.monotonic_us());  // stamped once its data is read
+    record(state, std::move(top), clock_.monotonic_us(), cgroupfs::ReadCounters{});  // stamped once its data is read
   }
   return scan;
 }
@@ -335,6 +343,9 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
   cgroupfs::ReadCounters counters;
   std::vector<pid_t> pids;
   auto listed = node_.procfs().listPids();
+  if (!listed) {
+    counters.record(listed.error());
+  }
   if (reread == HostReread::kEveryProcess && listed && listed.value().size() <= kMaxEveryProcess) {
     pids = std::move(listed).value();
   } else {
@@ -375,9 +386,11 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
     const auto previous = std::find_if(state.top.begin(), state.top.end(),
                                        [&](const policies::VictimCandidate& c) { return c.pid == process.pid; });
     std::string cgroup = previous != state.top.end() ? previous->cgroup : "";
-    if (previous == state.top.end() && top.size() < config_.rescan_candidates) {
-      // A newcomer near the top: where it is matters for protections and logs.
-      if (auto path = node_.procfs().readCgroupPath(process.pid)) {
+    if (cgroup.empty()) {
+      // A newcomer to the top: where it is decides its protections (and a kill may reach down to it,
+      // the ones above it protected). Read from inside another cgroup namespace, a path outside it
+      // ("/..") is no place the rules know: it stays unknown, and unknown is never killed.
+      if (auto path = node_.procfs().readCgroupPath(process.pid); path && !path.value().starts_with("/..")) {
         cgroup = std::move(path).value();
       }
     }
@@ -386,7 +399,7 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
       break;
     }
   }
-  record(state, std::move(top), clock_.monotonic_us());
+  record(state, std::move(top), clock_.monotonic_us(), counters);
 }
 
 cgroupfs::Result<DomainState*> Rankings::rerankMemcg(const io::NodeFacts& facts, const std::string& cgroup) {
@@ -405,7 +418,7 @@ cgroupfs::Result<DomainState*> Rankings::rerankMemcg(const io::NodeFacts& facts,
     const auto& process = ranking.value().processOf(candidate);
     top.push_back(candidateOf(process, candidate, process.cgroup.value_or("")));
   }
-  record(state, std::move(top), clock_.monotonic_us());
+  record(state, std::move(top), clock_.monotonic_us(), ranking.value().counters);
   return &state;
 }
 

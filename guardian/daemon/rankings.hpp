@@ -32,6 +32,10 @@ struct DomainState {
   policies::OomDomain domain;
   std::vector<policies::VictimCandidate> top;      // the kernel's order, highest first
   std::vector<policies::VictimCandidate> growers;  // the host's fastest growers at the last refresh
+  // The last ranking's first read that failed for a reason other than a process or cgroup that
+  // vanished (EACCES, a malformed file, no descriptor left): it may miss a candidate, even the
+  // kernel's first, so no kill rests on it. nullopt: every read succeeded.
+  std::optional<cgroupfs::Error> unread;
   // Each change of the predicted victim, newest last, at most kPredictionHistory (a vector: a deque's
   // first block alone is 512 bytes, times hundreds of domains).
   std::vector<Prediction> history;
@@ -101,7 +105,9 @@ class Rankings {
  private:
   // How many candidates each domain keeps: enough for the rescan, the log and the metrics.
   [[nodiscard]] size_t keep() const;
-  void record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us);
+  // `counters`: the reads the new top rests on (their first failure becomes state.unread).
+  void record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us,
+              const cgroupfs::ReadCounters& counters);
   static policies::VictimCandidate candidateOf(const cgroupfs::ProcessSnapshot& process,
                                                const policies::Candidate& ranked, std::string cgroup);
   // The refresh's growth samples, every process read; `previous_us`/`previous_pids` are the refresh

@@ -9,7 +9,7 @@
 #include <optional>
 #include <sstream>
 
-#include "daemon_fixture.hpp"
+#include "decider_fixture.hpp"
 #include "guardian/daemon/executor.hpp"
 #include "guardian/daemon/rankings.hpp"
 #include "guardian/exporter/metrics.hpp"
@@ -19,64 +19,6 @@ namespace {
 
 using policies::DecisionAction;
 using policies::DecisionResult;
-
-class DeciderTest : public ::testing::Test {
- protected:
-  NodeFixture fixture;
-  const pid_t big = ::getpid();    // the fixture's processes have the pids of live processes
-  const pid_t medium = ::getppid();
-
-  void SetUp() override {
-    fixture.addProcess(big, "leaker", "/pod/app", 600 * 1024);
-    fixture.addProcess(medium, "sidecar", "/pod/side", 200 * 1024);
-  }
-
-  // Builds the parts for `rules` (the "cgroups" array of a mode-act config) and ranks /pod from the files.
-  void start(const std::string& rules, const std::string& extra = "") {
-    config = config::parseConfig(R"({"mode": "act", "refresh_interval_s": 1, )" + extra + R"("cgroups": )" + rules + "}",
-                                 "test");
-    node = std::make_unique<io::Node>(fixture.procRoot(), fixture.cgroupRoot());
-    options.proc_root = fixture.procRoot();
-    options.cgroup_root = fixture.cgroupRoot();
-    log = std::make_unique<io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
-    watch_set = std::make_unique<WatchSet>(io, *node, config, *log, stats, fixture.clock, listener);
-    watch_set->add("/");
-    rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
-    executor = std::make_unique<Executor>(*node, actuator, config, options, *log, metrics, stats, fixture.clock);
-    decider = std::make_unique<Decider>(*node, config, *watch_set, *rankings, *executor, workloads, stats);
-    facts = node->readFacts().value();
-  }
-
-  // One decision in /pod at the fake clock's now, as Daemon::decide makes it.
-  policies::Outcome actInPod() {
-    executor->markSnapshot();
-    auto state = rankings->rerankMemcg(facts, "/pod");
-    EXPECT_TRUE(state.ok()) << state.error().describe();
-    const config::ActRule* rule = decider->actRuleFor("/pod");
-    EXPECT_NE(rule, nullptr);
-    return decider->act("/pod", *state.value(), *rule, policies::DomainObservation{}, fixture.now_us, *executor);
-  }
-
-  static constexpr const char* kHeadroom =
-      R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}}, {"match": "/**"}])";
-
-  boost::asio::io_context io;
-  config::Config config;
-  DaemonOptions options;
-  std::unique_ptr<io::Node> node;
-  std::ostringstream log_text;
-  std::unique_ptr<io::EventLog> log;
-  DaemonStats stats;
-  NoListener listener;
-  FakeActuator actuator;
-  exporter::NullMetrics metrics;
-  const kube::Workloads* workloads = nullptr;
-  io::NodeFacts facts;
-  std::unique_ptr<WatchSet> watch_set;
-  std::unique_ptr<Rankings> rankings;
-  std::unique_ptr<Executor> executor;
-  std::unique_ptr<Decider> decider;
-};
 
 TEST_F(DeciderTest, BelowTheThresholdNothingIsDone) {
   start(kHeadroom);
@@ -246,14 +188,6 @@ TEST_F(DeciderTest, AHostWithNoOneToKillIsNotReadWholeTenTimesASecond) {
   fixture.now_us += Decider::kFullHostReadBackoffUs;
   levels();
   EXPECT_EQ(decide(), Rankings::HostReread::kEveryProcess) << "a full read again once a second";
-  EXPECT_TRUE(actuator.actions.empty());
-}
-
-TEST_F(DeciderTest, AMissingReadingNeverKills) {
-  start(kHeadroom);
-  std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
-  const auto outcome = actInPod();
-  EXPECT_EQ(outcome.result, DecisionResult::kBelowThreshold);
   EXPECT_TRUE(actuator.actions.empty());
 }
 

@@ -178,6 +178,38 @@ TEST_F(ExecutorTest, AGroupKillOfAPodCgroupHoldsUntilItsChildrenAreEmpty) {
   EXPECT_FALSE(executor->gate().refusal("/", fixture.now_us + 2000));
 }
 
+// Found in review: a group was killed through a member chosen at the last refresh (a grower) without
+// checking that member was still there: the group of an exited grower may be innocent now.
+TEST_F(ExecutorTest, AGroupIsKilledOnlyThroughAMemberThatIsStillThere) {
+  start(kAct);
+  auto victim = candidate(big, "leaker", "/pod/app");
+  victim.group_kill_cgroup = "/pod/app";
+  actuator.gone = {big};
+  const auto gone = kill(victim);
+  EXPECT_EQ(gone.result, DecisionResult::kGone);
+  EXPECT_EQ(gone.action, DecisionAction::kKillCgroup);
+  actuator.gone.clear();
+  fixture.write("cgroup/pod/app/cgroup.procs", "");  // moved out of the group since it was ranked
+  const auto moved = kill(victim);
+  EXPECT_EQ(moved.result, DecisionResult::kChanged);
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
+// Protected since it was ranked (an operator or its own runtime wrote oom_score_adj): the kernel would
+// pass it over now, and so does oomguard.
+TEST_F(ExecutorTest, AVictimProtectedSinceItWasRankedIsNotKilled) {
+  start(kAct);
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "-1000\n");
+  const auto pinned = kill(candidate(big, "leaker", "/pod/app"));
+  EXPECT_EQ(pinned.result, DecisionResult::kChanged);
+  EXPECT_NE(pinned.detail.value_or("").find("oom_score_adj -1000 now"), std::string::npos) << pinned.detail.value_or("");
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "-500\n");
+  EXPECT_EQ(kill(candidate(big, "leaker", "/pod/app")).result, DecisionResult::kChanged) << "lowered since";
+  EXPECT_TRUE(actuator.actions.empty());
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "300\n");
+  EXPECT_EQ(kill(candidate(big, "leaker", "/pod/app")).result, DecisionResult::kKilled) << "raised: still the one";
+}
+
 TEST_F(ExecutorTest, ProtectionsAreWrittenOnlyInModeAct) {
   const std::string rules = R"("cgroups": [{"match": "/pod/app", "protection": -500}, {"match": "/**"}]})";
   start(R"({"mode": "observe", )" + rules);

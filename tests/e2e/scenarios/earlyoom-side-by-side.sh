@@ -21,7 +21,7 @@
 # the largest when MemAvailable crosses 10 %. With 512 MiB it was about A - 47 = 147 MiB then, and the
 # per-CPU free lists (which MemAvailable leaves out, up to ~53 MiB after a death) could bring it below
 # innocent1's 120 MiB: a CI run saw earlyoom rightly kill innocent1. With 768 MiB the leaker is about
-# 380 MiB at the crossing; the check refuses a round whose expected size is under 1.5 x innocent1.
+# 290 MiB at the crossing (MemAvailable less the per-CPU lists); the check refuses a round whose expected size is under 1.5 x innocent1.
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
 
