@@ -85,7 +85,7 @@ all_oom_scores() {
 # Draws N sleeping tasks ("task NAME SIZE_MiB ADJ" lines) whose sizes add up to about BUDGET_MiB,
 # such that the kernel's choice is well defined: by the estimate size*256 + adj*UNIT_PAGES
 # (UNIT_PAGES = totalpages/1000), the best killable task beats the second by MARGIN_PAGES and beats
-# a trigger of TRIGGER_MAX_MiB by MARGIN_PAGES. CASE picks the shape:
+# a trigger of TRIGGER_MAX_MiB plus the budget the sizes leave unused (rounded down) by MARGIN_PAGES. CASE picks the shape:
 #   size       all adj 0: the biggest task wins
 #   minus1000  the biggest task has adj -1000 (unkillable), another one wins
 #   positive   a task that is not the biggest wins thanks to a positive adj
@@ -125,7 +125,8 @@ gen_tasks() {
       }
       if (!best) continue
       if (second && bestv - secondv < margin) continue
-      if (bestv < trig * 256 + margin) continue
+      # The trigger can hold its TRIGGER_MAX and what the rounding down of the sizes left over.
+      if (bestv < (trig + budget - used) * 256 + margin) continue
       if (kase == "positive" && !(best != big && adj[best] > 0)) continue
       if (kase == "negative" && !(adj[big] < 0 && adj[big] > -1000 && best != big)) continue
       if (kase == "mixed" && !(neg && pos)) continue

@@ -45,6 +45,19 @@ def main(share):
     if wrong:
         errors.append("oomguard changed oom_score_adj of other tasks: %s" % wrong[:3])
 
+    # The premise: at the crossing the leaker is clearly bigger than plain, the only other task
+    # kill-worst may take (MemAvailable before the leak, less the per-CPU lists mem_available_mib adds,
+    # less the 6 % threshold).
+    try:
+        expect_mib = (int(p["mem_available_mib_before_leak"]) - int(p["pcp_mib_before_leak"]) -
+                      0.06 * int(p["mem_total_mib"]))
+        plain_mib = tasks["plain"]["rss_kb"] / 1024
+        if expect_mib < 1.5 * plain_mib:
+            errors.append("scenario premise not met: the leaker would hold about %.0f MiB at the crossing, not 1.5 x "
+                          "plain's %.0f MiB" % (expect_mib, plain_mib))
+    except (KeyError, TypeError, ValueError):
+        errors.append("the sizes before the leak were not recorded")
+
     # Phase 1: oomguard acts.
     start = intval(p.get("daemon_line_leak"), 0)
     end = intval(p.get("daemon_line_phase1_end"))

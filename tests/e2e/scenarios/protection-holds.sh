@@ -1,5 +1,5 @@
 #!/bin/sh
-# vmrun-args: -m 512 -t 150
+# vmrun-args: -m 768 -t 150
 # protection-holds: under host memory pressure (no swap, no memory.max anywhere) only unprotected
 # processes die, whoever kills them.
 #
@@ -19,6 +19,11 @@
 # unprotected task, never crit or pinned. Without crit's -998, crit would be the biggest task there and
 # the kernel's victim: the burst's pieces are small so that the protection, not the burst's size,
 # decides.
+# Why 768 MiB: kill-worst may only choose between the leaker and plain, so the leaker must clearly be
+# the bigger when MemAvailable crosses 6 %: about 0.26 A less the per-CPU free lists (which MemAvailable
+# leaves out: 30-53 MiB on 6.12) less 6 % of MemTotal. At 512 MiB that was 60 MiB less those lists
+# against plain's 20 MiB; at 768 MiB it is about 110 MiB less them against 35. The check refuses a run
+# whose expected leaker is under 1.5 x plain.
 # protection-holds.check.py judges.
 # shellcheck source=SCRIPTDIR/../guest/guestlib.sh disable=SC1091
 . "$VMRUN_FILES/guestlib.sh"
@@ -62,6 +67,8 @@ sleep 0.6   # the protection settles; a host decision also reads every process n
   echo "pinned_adj $(cat "/proc/$pinned/oom_score_adj")"
   echo "omit_adj $(cat "/proc/$omit/oom_score_adj")"
   echo "mem_available_mib_before_leak $(mem_available_mib)"
+  echo "pcp_mib_before_leak $(( $(awk '$1 == "count:" { n += $2 } END { print n + 0 }' /proc/zoneinfo) * 4 / 1024 ))"
+  echo "mem_total_mib $(( $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo) / 1024 ))"
   echo "daemon_line_leak $(daemon_lines)"
 } >> "$P"
 proc_snapshot "$crit" "$omit" "$pinned" "$plain" > "$OUT/procs.before"
