@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 
 #include "cgroupfs/parse.hpp"
@@ -115,6 +116,11 @@ Result<CgroupSnapshot> CgroupFs::readCgroup(std::string_view cgroup) {
   }
 
   auto procs_text = reader_.read(fd, "cgroup.procs", directory + "/cgroup.procs");
+  if (!procs_text && procs_text.error().errno_value == EOPNOTSUPP) {
+    // A threaded cgroup (cgroup-v2.rst, "Threads"): cgroup.procs is not readable there, and its
+    // threads' processes are listed in the threaded domain's cgroup.procs above it. No process of its own.
+    return snapshot;
+  }
   if (!procs_text) {
     return procs_text.error();
   }

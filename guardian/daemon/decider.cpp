@@ -30,9 +30,9 @@ const config::ActRule* Decider::actRuleFor(const std::string& domain) const {
   return rule != nullptr && rule->act ? &*rule->act : nullptr;
 }
 
-std::optional<std::string> Decider::observe(const std::string& domain, const config::ActRule& rule,
-                                            policies::DomainObservation& observation, bool fresh_limit) {
-  std::optional<std::string> missing;
+std::optional<cgroupfs::Error> Decider::observe(const std::string& domain, const config::ActRule& rule,
+                                                policies::DomainObservation& observation, bool fresh_limit) {
+  std::optional<cgroupfs::Error> missing;
   if (domain == "/") {
     if (auto meminfo = node_.procfs().readMemInfo()) {
       observation.mem_total_kb = meminfo.value().mem_total_kb;
@@ -40,14 +40,14 @@ std::optional<std::string> Decider::observe(const std::string& domain, const con
       observation.swap_free_kb = meminfo.value().swap_free_kb;
       observation.swap_total_kb = meminfo.value().swap_total_kb;
     } else {
-      missing = meminfo.error().describe();
+      missing = meminfo.error();
     }
   } else {
     if (fresh_limit) {
       if (auto max = node_.cgroupfs().readLimit(domain, cgroupfs::files::kMemoryMax)) {
         observation.memory_max_bytes = max.value();
       } else {
-        missing = max.error().describe();
+        missing = max.error();
       }
     } else if (const WatchedCgroup* watched = watch_set_.find(domain)) {
       observation.memory_max_bytes = watched->memory_max_bytes;
@@ -55,14 +55,14 @@ std::optional<std::string> Decider::observe(const std::string& domain, const con
     if (auto current = node_.cgroupfs().readMemoryCurrent(domain)) {
       observation.memory_current_bytes = current.value();
     } else {
-      missing = current.error().describe();
+      missing = current.error();
     }
     if (rule.when.on_memory_high && observation.events_high > 0) {
       // Whether the rise still stands (policies::eventStillStands): usage against memory.high now.
       if (auto high = node_.cgroupfs().readLimit(domain, cgroupfs::files::kMemoryHigh)) {
         observation.memory_high_bytes = high.value();
       } else {
-        missing = high.error().describe();
+        missing = high.error();
       }
     }
   }
@@ -177,10 +177,13 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
   policies::Outcome outcome;
   outcome.policy = rule.action;
   if (auto missing = observe(domain, rule, observation, /*fresh_limit=*/true)) {
-    // When data is missing, no kill: the threshold cannot be judged on it.
-    ++stats_.kills_no_data;
+    // When data is missing, no kill: the threshold cannot be judged on it. (A cgroup that has gone is no
+    // failure: its domain goes with it.)
+    if (!missing->vanished()) {
+      ++stats_.kills_no_data;
+    }
     outcome.result = policies::DecisionResult::kNoData;
-    outcome.why = "the domain's level could not be read (" + *missing + "): no decision on missing data";
+    outcome.why = "the domain's level could not be read (" + missing->describe() + "): no decision on missing data";
     return outcome;
   }
   executor.releaseVictims(now_us);
@@ -261,8 +264,13 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     policies::DomainObservation again;  // the trigger's event counts, every reading fresh
     again.events_high = observation.events_high;
     again.events_max = observation.events_max;
-    if (observe(domain, rule, again, /*fresh_limit=*/true) ||
-        !policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
+    if (auto missing = observe(domain, rule, again, /*fresh_limit=*/true)) {
+      outcome.result = policies::DecisionResult::kGone;
+      outcome.why = "the chosen victim had gone, and the domain could not be read again (" + missing->describe() +
+                    "): no second choice on missing data" + gone;
+      return outcome;
+    }
+    if (!policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
       outcome.result = policies::DecisionResult::kGone;
       outcome.why = "the chosen victim had gone, and the domain is no longer over its threshold" + gone;
       return outcome;

@@ -41,7 +41,7 @@ class Decider {
   // decision: the watch set's copy may be up to a minute old, and a raised limit must not make a
   // kill), else the watch set's (the level watch, whose crossings a decision confirms).
   // Returns what could not be read (a decision on it would rest on missing data), or nullopt.
-  std::optional<std::string> observe(const std::string& domain, const config::ActRule& rule,
+  std::optional<cgroupfs::Error> observe(const std::string& domain, const config::ActRule& rule,
                                      policies::DomainObservation& observation, bool fresh_limit = false);
 
   // The kernel's top candidates of a domain with the operator's protections and preferences (and, with

@@ -115,9 +115,21 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
       }
     }
   };
-  // Pinned first, for a single task and a group kill alike: what /proc and the tree show then belong to
-  // the pinned process. A group is killed only through a member that is still the one chosen (a grower
-  // measured at the last refresh may have exited, and its group with it be innocent now).
+  auto killGroup = [&] {
+    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
+    outcome.action = DecisionAction::kKillCgroup;
+    outcome.killed_cgroup = *victim.group_kill_cgroup;
+    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
+    outcome.signalled_at_us = clock_.monotonic_us();
+    finish(result, nullptr, *victim.group_kill_cgroup);
+  };
+  if (victim.pid == 0 && victim.group_kill_cgroup) {
+    killGroup();  // a whole cgroup asked for as such (a pod's pressure-action kill-group): no member ranked
+    return;
+  }
+  // Pinned first, for a single task and a group kill through it alike: what /proc and the tree show then
+  // belong to the pinned process. A group is killed only through a member that is still the one chosen
+  // (a grower measured at the last refresh may have exited, and its group with it be innocent now).
   auto pinned = actuator_.pin(victim.pid);
   if (!pinned) {
     outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
@@ -148,9 +160,9 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // (same comm and cgroup are no proof: a pool respawning its workers).
   const auto started = node_.procfs().readStartTimeTicks(victim.pid);
   const bool older = started && started.value() <= snapshot_boot_ticks_;
-  // Protected since it was ranked (oom_score_adj -1000, or lowered: it may no longer be the one the
-  // kernel would take): the kernel would pass it over, and so does oomguard.
-  const bool unprotected = now && now.value().oom_score_adj != -1000 && now.value().oom_score_adj >= victim.oom_score_adj;
+  // Made unkillable since it was ranked (oom_score_adj -1000): the kernel would pass it over, and so does
+  // oomguard. (A lower value that leaves it killable is the kernel's call too: it may still be first.)
+  const bool unprotected = now && now.value().oom_score_adj != -1000;
   const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older &&
                     unprotected;
   if (!same) {
@@ -161,20 +173,14 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
                      : !started ? started.error().describe()
                      : !older   ? "pid " + std::to_string(victim.pid) +
                                     " started after the candidates were read: a new process under a recycled pid"
-                     : !unprotected ? "pid " + std::to_string(victim.pid) + " has oom_score_adj " +
-                                          std::to_string(now.value().oom_score_adj) + " now, " +
+                     : !unprotected ? "pid " + std::to_string(victim.pid) + " has oom_score_adj -1000 now, " +
                                           std::to_string(victim.oom_score_adj) + " when it was ranked"
                                 : "pid " + std::to_string(victim.pid) + " is no longer the chosen process";
     metrics_.countKill(policy, reason_kind, "gone");
     return;
   }
   if (victim.group_kill_cgroup) {
-    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
-    outcome.action = DecisionAction::kKillCgroup;
-    outcome.killed_cgroup = *victim.group_kill_cgroup;
-    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
-    outcome.signalled_at_us = clock_.monotonic_us();
-    finish(result, nullptr, *victim.group_kill_cgroup);
+    killGroup();
     return;
   }
   outcome.action = DecisionAction::kKill;

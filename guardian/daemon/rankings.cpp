@@ -148,7 +148,13 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
     if (!same_process) {
       newcomers.push_back(entry.pid);
       if (known != records_.end()) {
-        growth_.forget(entry.pid);  // another process under a recycled pid: the old one's samples are not its
+        // Another inode: a recycled pid, or the same process whose dentry the kernel dropped under memory
+        // pressure (just when kill-allocating needs its samples). Started after the last refresh began:
+        // another process, and the old one's samples are not its own.
+        const auto started = node_.procfs().readStartTimeTicks(entry.pid);
+        if (!started || started.value() >= scan_.read_boot_ticks) {
+          growth_.forget(entry.pid);
+        }
       }
     }
     auto process = node_.procfs().readProcess(entry.pid, false);
@@ -392,6 +398,8 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
       // ("/..") is no place the rules know: it stays unknown, and unknown is never killed.
       if (auto path = node_.procfs().readCgroupPath(process.pid); path && !path.value().starts_with("/..")) {
         cgroup = std::move(path).value();
+      } else if (!path && !path.error().vanished()) {
+        counters.record(path.error());  // not gone, only unread: the ranking is not whole (state.unread)
       }
     }
     top.push_back(candidateOf(process, candidate, std::move(cgroup)));

@@ -22,6 +22,23 @@ TEST_F(DeciderTest, AMissingReadingNeverKills) {
   EXPECT_EQ(outcome.result, DecisionResult::kNoData);
   EXPECT_NE(outcome.why.value_or("").find("memory.current"), std::string::npos) << outcome.why.value_or("");
   EXPECT_TRUE(actuator.actions.empty());
+  EXPECT_EQ(stats.kills_no_data, 0U) << "a cgroup on its way out is no failure: its domain goes with it";
+}
+
+// A "high" event is judged against memory.high now (eventStillStands); unread, it stood, and killed.
+TEST_F(DeciderTest, AnUnreadableMemoryHighMakesNoKillOnAHighEvent) {
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_high": true}}}, {"match": "/**"}])");
+  fixture.setCurrent(NodeFixture::kLimitBytes / 2);
+  fixture.write("cgroup/pod/memory.high", "half\n");
+  executor->markSnapshot();
+  auto state = rankings->rerankMemcg(facts, "/pod");
+  ASSERT_TRUE(state.ok());
+  policies::DomainObservation event;
+  event.events_high = 1;
+  const auto outcome = decider->act("/pod", *state.value(), *decider->actRuleFor("/pod"), event, fixture.now_us, *executor);
+  EXPECT_EQ(outcome.result, DecisionResult::kNoData);
+  EXPECT_NE(outcome.why.value_or("").find("memory.high"), std::string::npos) << outcome.why.value_or("");
+  EXPECT_TRUE(actuator.actions.empty());
   EXPECT_EQ(stats.kills_no_data, 1U);
 }
 

@@ -203,11 +203,20 @@ TEST_F(ExecutorTest, AVictimProtectedSinceItWasRankedIsNotKilled) {
   const auto pinned = kill(candidate(big, "leaker", "/pod/app"));
   EXPECT_EQ(pinned.result, DecisionResult::kChanged);
   EXPECT_NE(pinned.detail.value_or("").find("oom_score_adj -1000 now"), std::string::npos) << pinned.detail.value_or("");
-  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "-500\n");
-  EXPECT_EQ(kill(candidate(big, "leaker", "/pod/app")).result, DecisionResult::kChanged) << "lowered since";
   EXPECT_TRUE(actuator.actions.empty());
-  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "300\n");
-  EXPECT_EQ(kill(candidate(big, "leaker", "/pod/app")).result, DecisionResult::kKilled) << "raised: still the one";
+  fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "-500\n");
+  EXPECT_EQ(kill(candidate(big, "leaker", "/pod/app")).result, DecisionResult::kKilled) << "killable: the kernel's call";
+}
+
+// A pod's pressure-action kill-group names the whole pod cgroup, no member: nothing to pin or re-check.
+TEST_F(ExecutorTest, AWholePodAskedForAsSuchIsKilledWithoutAMember) {
+  start(kAct);
+  policies::VictimCandidate pod;
+  pod.cgroup = "/pod";
+  pod.group_kill_cgroup = "/pod";
+  const auto outcome = kill(pod);
+  EXPECT_EQ(outcome.result, DecisionResult::kKilled) << outcome.detail.value_or("");
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{"kill-cgroup /pod"}));
 }
 
 TEST_F(ExecutorTest, ProtectionsAreWrittenOnlyInModeAct) {
