@@ -31,6 +31,35 @@ bool isCanonicalCgroupPath(std::string_view path) {
   }
 }
 
+std::optional<std::string> resolveCgroupPath(std::string_view namespace_root, std::string_view path) {
+  if (!path.starts_with('/')) {
+    return std::nullopt;
+  }
+  std::string resolved(namespace_root == "/" ? "" : namespace_root);
+  std::string_view rest = path.substr(1);
+  while (!rest.empty()) {
+    const auto slash = rest.find('/');
+    const auto segment = rest.substr(0, slash);
+    if (segment == "..") {
+      if (resolved.empty()) {
+        return std::nullopt;  // above the tree's root
+      }
+      resolved.erase(resolved.rfind('/'));
+    } else {
+      resolved += '/';
+      resolved += segment;
+    }
+    rest.remove_prefix(slash == std::string_view::npos ? rest.size() : slash + 1);
+  }
+  if (resolved.empty()) {
+    return std::string(1, '/');  // the tree's root (assigning "/" to `resolved` trips GCC 12's -Wrestrict)
+  }
+  if (!isCanonicalCgroupPath(resolved)) {
+    return std::nullopt;
+  }
+  return resolved;
+}
+
 bool isSameOrBelow(std::string_view path, std::string_view ancestor) {
   if (ancestor == "/") {
     return path.starts_with('/');

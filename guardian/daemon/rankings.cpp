@@ -180,7 +180,7 @@ void Rankings::readMembership(const std::vector<const std::string*>& members, co
   bool full = refreshes_ % kQuietEvery == 1 || newcomers.size() > members.size();
   std::unordered_map<std::string, std::vector<pid_t>> placed;
   for (size_t i = 0; !full && i < newcomers.size(); ++i) {
-    if (auto path = node_.procfs().readCgroupPath(newcomers[i])) {
+    if (auto path = node_.readCgroupPath(newcomers[i])) {
       // Read from inside another cgroup namespace (a container's), a path outside it starts with
       // "/..": not one of ours to place, so the procs are read instead.
       full = path.value().starts_with("/..");
@@ -394,12 +394,11 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
     std::string cgroup = previous != state.top.end() ? previous->cgroup : "";
     if (cgroup.empty()) {
       // A newcomer to the top: where it is decides its protections (and a kill may reach down to it,
-      // the ones above it protected). Read from inside another cgroup namespace, a path outside it
-      // ("/..") is no place the rules know: it stays unknown, and unknown is never killed.
-      if (auto path = node_.procfs().readCgroupPath(process.pid); path && !path.value().starts_with("/..")) {
+      // the ones above it protected). One whose place is unknown is never killed (place_unknown).
+      if (auto path = node_.readCgroupPath(process.pid)) {
         cgroup = std::move(path).value();
-      } else if (!path && !path.error().vanished()) {
-        counters.record(path.error());  // not gone, only unread: the ranking is not whole (state.unread)
+      } else if (path.error().errno_value != 0 && !path.error().vanished()) {
+        counters.record(path.error());  // an I/O error, not a process gone: the ranking is not whole
       }
     }
     top.push_back(candidateOf(process, candidate, std::move(cgroup)));

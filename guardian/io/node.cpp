@@ -1,6 +1,8 @@
 #include "guardian/io/node.hpp"
 
 #include "cgroupfs/files.hpp"
+#include "cgroupfs/parse.hpp"
+#include "cgroupfs/paths.hpp"
 
 #include <unistd.h>
 
@@ -143,9 +145,68 @@ void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
       return;
     }
   }
-  if (auto path = procfs_.readCgroupPath(process.pid)) {
+  if (auto path = readCgroupPath(process.pid)) {
     process.cgroup = std::move(path).value();
   }
+}
+
+void Node::findNamespaceRoot() {
+  namespace_root_sought_ = true;
+  const pid_t self = ::getpid();
+  auto own = procfs_.readCgroupPath(self);  // relative to this namespace: "/" at its root
+  if (!own || own.value().starts_with("/..")) {
+    return;
+  }
+  const auto lists_self = [&](const std::vector<pid_t>& pids) {
+    return std::find(pids.begin(), pids.end(), self) != pids.end();
+  };
+  if (auto procs = cgroupfs_.readText(own.value(), cgroupfs::files::kProcs)) {
+    if (auto pids = cgroupfs::parsePidList(procs.value()); pids && lists_self(pids.value())) {
+      namespace_root_ = "/";  // the path read is the tree's own: no private namespace
+      return;
+    }
+  }
+  cgroupfs::ReadCounters counters;
+  for (const auto& cgroup : cgroupfs_.readSubtree("/", counters)) {
+    if (!lists_self(cgroup.procs)) {
+      continue;
+    }
+    // cgroup.path = namespace root + own (own "/" at the namespace's root).
+    if (own.value() == "/") {
+      namespace_root_ = cgroup.path;
+    } else if (cgroup.path.ends_with(own.value())) {  // `own` starts with '/': a whole-segment suffix
+      const std::string root = cgroup.path.substr(0, cgroup.path.size() - own.value().size());
+      namespace_root_ = root.empty() ? "/" : root;
+    }
+    return;
+  }
+}
+
+cgroupfs::Result<std::string> Node::readCgroupPath(pid_t pid) {
+  auto path = procfs_.readCgroupPath(pid);
+  if (!path) {
+    return path;
+  }
+  if (!namespace_root_sought_) {
+    findNamespaceRoot();
+  }
+  if (!namespace_root_) {
+    // Where this namespace sits is unknown (a fixture tree, or oomguard not in the tree it reads): a
+    // path inside the namespace is taken as it is, one that leaves it is no place in the tree.
+    if (path.value().starts_with("/..")) {
+      return cgroupfs::Error{0, procfs_.root() + "/" + std::to_string(pid) + "/cgroup",
+                             "a cgroup outside oomguard's cgroup namespace, whose place in the tree is unknown"};
+    }
+    return path;
+  }
+  if (*namespace_root_ == "/") {
+    return path;
+  }
+  if (auto resolved = cgroupfs::resolveCgroupPath(*namespace_root_, path.value())) {
+    return std::move(resolved).value();
+  }
+  return cgroupfs::Error{0, procfs_.root() + "/" + std::to_string(pid) + "/cgroup",
+                         "\"" + path.value() + "\" leaves the cgroup tree from " + *namespace_root_};
 }
 
 size_t Node::indexCgroupsFromTree(cgroupfs::ReadCounters& counters) {

@@ -67,8 +67,16 @@ class Node {
   void overlayIntendedAdj(std::vector<cgroupfs::ProcessSnapshot>& processes) const;
 
   // Fills in the cgroup of a process of `ranking` when it was not read yet (vanished: left empty): from
-  // the tree's index when there is one, else from /proc/<pid>/cgroup.
+  // the tree's index when there is one, else from /proc/<pid>/cgroup (readCgroupPath).
   void ensureCgroup(cgroupfs::ProcessSnapshot& process);
+  // Where `pid`'s cgroup is, as a path of the tree under --cgroup-root. /proc/<pid>/cgroup names it
+  // relative to the reader's cgroup namespace: inside a private one (containerd's default on cgroup v2,
+  // so a DaemonSet's) a cgroup outside it reads "/../../kubepods/...", and the namespace's own root
+  // reads "/". Such a path is resolved against where the namespace's root is in the tree, found once:
+  // the cgroup whose cgroup.procs lists oomguard itself, less oomguard's own /proc path (a host
+  // without a private namespace costs two small reads; a private one, one walk of the tree). Fails
+  // when the process has gone, or when its path leaves the namespace and the root was not found.
+  cgroupfs::Result<std::string> readCgroupPath(pid_t pid);
   // Indexes every process's cgroup from one walk of the tree (one cgroup.procs per cgroup): far fewer
   // reads than /proc/<pid>/cgroup for every process, for a listing of the whole host. Paths are the
   // tree's, relative to --cgroup-root (as /proc/<pid>/cgroup's are for a reader in the root cgroup
@@ -94,6 +102,11 @@ class Node {
   // once per task).
   std::vector<std::string> indexed_cgroups_;
   std::unordered_map<pid_t, uint32_t> cgroup_of_pid_;
+  // readCgroupPath: where the reader's cgroup namespace root is in the tree (nullopt: not found), once
+  // looked for.
+  std::optional<std::string> namespace_root_;
+  bool namespace_root_sought_ = false;
+  void findNamespaceRoot();
 };
 
 }  // namespace oomguard::guardian::io

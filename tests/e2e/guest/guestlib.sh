@@ -166,7 +166,9 @@ settle_memory() {
 DAEMON_LOG=$OUT/daemon.jsonl
 daemon_start() {
   printf '%s\n' "$1" > "$OUT/daemon-config.json"
-  oomguard run --config "$OUT/daemon-config.json" > "$DAEMON_LOG" 2> "$OUT/daemon.err" &
+  # DAEMON_PREFIX: a command that execs the rest (same pid), e.g. into a private cgroup namespace.
+  # shellcheck disable=SC2086
+  ${DAEMON_PREFIX:-} oomguard run --config "$OUT/daemon-config.json" > "$DAEMON_LOG" 2> "$OUT/daemon.err" &
   DAEMON_PID=$!
   echo "$DAEMON_PID" > "$OUT/daemon.pid"
   daemon_wait_for '"event":"started"' 30 0 || fail "the daemon did not start: $(cat "$OUT/daemon.err")"
