@@ -249,7 +249,12 @@ int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out,
     return kExitFailure;
   }
   const auto& facts = facts_result.value();
-  auto target = node.procfs().readProcess(options.pid, true);
+  auto target = node.procfs().readProcess(options.pid, false);
+  if (target) {
+    if (auto place = node.readCgroupPath(options.pid)) {
+      target.value().cgroup = std::move(place).value();  // a path of the tree, wherever oomguard runs
+    }
+  }
   if (!target) {
     err << "oomguard: no process " << options.pid << ": " << text::printable(target.error().describe()) << "\n";
     return kExitFailure;

@@ -181,10 +181,9 @@ void Rankings::readMembership(const std::vector<const std::string*>& members, co
   std::unordered_map<std::string, std::vector<pid_t>> placed;
   for (size_t i = 0; !full && i < newcomers.size(); ++i) {
     if (auto path = node_.readCgroupPath(newcomers[i])) {
-      // Read from inside another cgroup namespace (a container's), a path outside it starts with
-      // "/..": not one of ours to place, so the procs are read instead.
-      full = path.value().starts_with("/..");
       placed[std::move(path).value()].push_back(newcomers[i]);
+    } else if (!path.error().vanished()) {
+      full = true;  // not placed (no place in the tree, or unread): the procs are read instead
     }
   }
   // Updated in place (a member's path is copied once, when it first appears); what is no longer a
@@ -397,8 +396,8 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
       // the ones above it protected). One whose place is unknown is never killed (place_unknown).
       if (auto path = node_.readCgroupPath(process.pid)) {
         cgroup = std::move(path).value();
-      } else if (path.error().errno_value != 0 && !path.error().vanished()) {
-        counters.record(path.error());  // an I/O error, not a process gone: the ranking is not whole
+      } else if (!path.error().vanished()) {
+        counters.record(path.error());  // unread or unplaced, not gone: the ranking is not whole
       }
     }
     top.push_back(candidateOf(process, candidate, std::move(cgroup)));

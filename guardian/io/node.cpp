@@ -68,6 +68,11 @@ DomainRanking Node::rankHost(const NodeFacts& facts, bool with_cgroups, bool wit
   if (auto pids = procfs_.listPids()) {
     std::sort(pids.value().begin(), pids.value().end());
     processes = procfs_.readProcesses(pids.value(), with_cgroups, counters, with_oom_scores);
+    for (auto& process : processes) {
+      if (process.cgroup) {
+        process.cgroup = placeInTree(*process.cgroup);  // read relative to this cgroup namespace
+      }
+    }
   } else {
     counters.record(pids.error());
   }
@@ -151,7 +156,12 @@ void Node::ensureCgroup(cgroupfs::ProcessSnapshot& process) {
 }
 
 void Node::findNamespaceRoot() {
-  namespace_root_sought_ = true;
+  // Looked for again (at most once per kNamespaceRetryCalls calls) while not found: a read that failed
+  // for a moment must not leave every host process unplaced for the daemon's life.
+  constexpr uint32_t kNamespaceRetryCalls = 1000;
+  if (namespace_root_ || (namespace_lookups_++ % kNamespaceRetryCalls) != 0) {
+    return;
+  }
   const pid_t self = ::getpid();
   auto own = procfs_.readCgroupPath(self);  // relative to this namespace: "/" at its root
   if (!own || own.value().starts_with("/..")) {
@@ -171,7 +181,12 @@ void Node::findNamespaceRoot() {
     if (!lists_self(cgroup.procs)) {
       continue;
     }
-    // cgroup.path = namespace root + own (own "/" at the namespace's root).
+    // cgroup.path = namespace root + own (own "/" at the namespace's root). Moved meanwhile (own read
+    // again differs): no answer this time.
+    auto again = procfs_.readCgroupPath(self);
+    if (!again || again.value() != own.value()) {
+      return;
+    }
     if (own.value() == "/") {
       namespace_root_ = cgroup.path;
     } else if (cgroup.path.ends_with(own.value())) {  // `own` starts with '/': a whole-segment suffix
@@ -182,31 +197,27 @@ void Node::findNamespaceRoot() {
   }
 }
 
+std::optional<std::string> Node::placeInTree(const std::string& path) {
+  findNamespaceRoot();
+  if (!namespace_root_) {
+    // Where this namespace sits is unknown (a fixture tree, or oomguard not in the tree it reads): a
+    // path inside the namespace is taken as it is, one that leaves it is no place in the tree.
+    return path.starts_with("/..") ? std::nullopt : std::optional<std::string>(path);
+  }
+  return cgroupfs::resolveCgroupPath(*namespace_root_, path);  // "/.." at the tree's root: nullopt
+}
+
 cgroupfs::Result<std::string> Node::readCgroupPath(pid_t pid) {
   auto path = procfs_.readCgroupPath(pid);
   if (!path) {
     return path;
   }
-  if (!namespace_root_sought_) {
-    findNamespaceRoot();
-  }
-  if (!namespace_root_) {
-    // Where this namespace sits is unknown (a fixture tree, or oomguard not in the tree it reads): a
-    // path inside the namespace is taken as it is, one that leaves it is no place in the tree.
-    if (path.value().starts_with("/..")) {
-      return cgroupfs::Error{0, procfs_.root() + "/" + std::to_string(pid) + "/cgroup",
-                             "a cgroup outside oomguard's cgroup namespace, whose place in the tree is unknown"};
-    }
-    return path;
-  }
-  if (*namespace_root_ == "/") {
-    return path;
-  }
-  if (auto resolved = cgroupfs::resolveCgroupPath(*namespace_root_, path.value())) {
-    return std::move(resolved).value();
+  if (auto placed = placeInTree(path.value())) {
+    return std::move(placed).value();
   }
   return cgroupfs::Error{0, procfs_.root() + "/" + std::to_string(pid) + "/cgroup",
-                         "\"" + path.value() + "\" leaves the cgroup tree from " + *namespace_root_};
+                         "\"" + path.value() + "\" is no place in the cgroup tree read (outside oomguard's cgroup "
+                         "namespace, whose place in it is unknown, or above its root)"};
 }
 
 size_t Node::indexCgroupsFromTree(cgroupfs::ReadCounters& counters) {

@@ -77,6 +77,9 @@ class Node {
   // without a private namespace costs two small reads; a private one, one walk of the tree). Fails
   // when the process has gone, or when its path leaves the namespace and the root was not found.
   cgroupfs::Result<std::string> readCgroupPath(pid_t pid);
+  // A path read from /proc/<pid>/cgroup (relative to this cgroup namespace) as a path of the tree, as
+  // readCgroupPath places it; nullopt when it is no place in the tree.
+  std::optional<std::string> placeInTree(const std::string& path);
   // Indexes every process's cgroup from one walk of the tree (one cgroup.procs per cgroup): far fewer
   // reads than /proc/<pid>/cgroup for every process, for a listing of the whole host. Paths are the
   // tree's, relative to --cgroup-root (as /proc/<pid>/cgroup's are for a reader in the root cgroup
@@ -105,7 +108,7 @@ class Node {
   // readCgroupPath: where the reader's cgroup namespace root is in the tree (nullopt: not found), once
   // looked for.
   std::optional<std::string> namespace_root_;
-  bool namespace_root_sought_ = false;
+  uint32_t namespace_lookups_ = 0;
   void findNamespaceRoot();
 };
 

@@ -66,8 +66,10 @@ TEST_F(NamespaceTree, PathsAreResolvedAgainstWhereTheNamespaceRootIsInTheTree) {
 TEST_F(NamespaceTree, OnAHostThePathsAreTheTreesOwn) {
   process(self, "/kubepods/burstable/podA/c1");  // no private namespace: the path read is the tree's
   process(777, "/kubepods/besteffort/podB/c2");
+  process(780, "/../../kubepods/x");  // no private namespace, yet a path above the tree's root
   guardian::io::Node node((root / "proc").string(), (root / "cgroup").string());
   EXPECT_EQ(node.readCgroupPath(777).value(), "/kubepods/besteffort/podB/c2");
+  EXPECT_FALSE(node.readCgroupPath(780).ok()) << "never a path that leaves --cgroup-root";
 }
 
 TEST_F(NamespaceTree, AnUnknownNamespaceRootLeavesNoPathOutsideIt) {
