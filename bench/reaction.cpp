@@ -106,6 +106,9 @@ int main(int argc, char** argv) {
       }
       writeFile(leaf / "cgroup.procs", procs);
       writeFile(leaf / "memory.max", "268435456\n");
+      // At its limit, as a kernel cgroup whose "max" rises is: a decision judges the event against it,
+      // and makes no kill when it cannot be read.
+      writeFile(leaf / "memory.current", "268435456\n");
       writeFile(leaf / "memory.swap.max", "0\n");
       writeFile(leaf / "memory.oom.group", "0\n");
       writeFile(leaf / "memory.events", eventsText(0));
