@@ -25,6 +25,13 @@ void ReadCounters::record(const Error& error) {
   }
 }
 
+std::optional<Error> ReadCounters::firstFailure() const {
+  if (malformed + failed == 0) {
+    return std::nullopt;
+  }
+  return errors.empty() ? Error{0, "", "a read failed"} : errors.front();
+}
+
 ProcFs::ProcFs(std::string root) : root_(std::move(root)) {
   while (root_.size() > 1 && root_.ends_with('/')) {
     root_.pop_back();

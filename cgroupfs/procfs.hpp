@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +23,9 @@ struct ReadCounters {
   std::vector<Error> errors;   // the first few malformed/failed ones, for reporting
 
   void record(const Error& error);
+  // The first recorded read that failed for a reason other than a vanished process or cgroup (the
+  // first kept error, or a generic one past them); nullopt when none failed.
+  [[nodiscard]] std::optional<Error> firstFailure() const;
 };
 
 // The start time (field 22 of /proc/<pid>/stat, clock ticks since boot). The comm (field 2) may hold

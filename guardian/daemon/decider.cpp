@@ -141,16 +141,14 @@ void Decider::rankHost(Rankings& rankings, const io::NodeFacts& facts, bool may_
   const bool backing_off = host_found_no_victim_us_ && now_us < *host_found_no_victim_us_ + kFullHostReadBackoffUs &&
                            host_read_allocated_bytes_ && host_no_victim_allocated_bytes_ &&
                            *host_read_allocated_bytes_ < *host_no_victim_allocated_bytes_ + kFullHostReadBackoffBytes;
-  host_read_full_ = may_kill && !backing_off;
-  rankings.rerankHost(facts, host_read_full_ ? Rankings::HostReread::kEveryProcess
-                                             : Rankings::HostReread::kTopAndNewcomers);
+  rankings.rerankHost(facts, may_kill && !backing_off ? Rankings::HostReread::kEveryProcess
+                                                      : Rankings::HostReread::kTopAndNewcomers);
   if (may_kill && backing_off) {
     const DomainState* state = rankings.find("/");
     if (state != nullptr &&
         policies::chooseVictim(rule->action, candidates(*state, rule->action == policies::Action::kKillAllocating,
                                                         /*resolve_groups=*/false))
             .victim) {
-      host_read_full_ = true;
       rankings.rerankHost(facts, Rankings::HostReread::kEveryProcess);
     }
   }
@@ -161,7 +159,7 @@ policies::Outcome Decider::act(const std::string& domain, const DomainState& sta
   policies::Outcome outcome = actOn(domain, state, rule, observation, now_us, executor);
   if (domain == "/") {
     if (outcome.result == policies::DecisionResult::kNoVictim) {
-      if (host_read_full_) {
+      if (rankings_.lastHostRead() == Rankings::HostReread::kEveryProcess) {
         host_found_no_victim_us_ = now_us;
         host_no_victim_allocated_bytes_ = host_read_allocated_bytes_;  // none read: no backoff
       }

@@ -147,9 +147,9 @@ class Decider {
   // they must be read next (nullopt: no domain is watched through them).
   policies::FillRate allocation_rate_;
   std::optional<uint64_t> allocation_due_us_;
-  // rankHost(): whether the host's last decision read every process, and the host's allocations it
-  // read; when the last one that read every process found no victim, and the allocations then.
-  bool host_read_full_ = false;
+  // rankHost(): the host's allocations its last decision read (whether it read every process is
+  // rankings_.lastHostRead()); when the last one that read every process found no victim, and the
+  // allocations then.
   std::optional<uint64_t> host_read_allocated_bytes_;
   std::optional<uint64_t> host_found_no_victim_us_;
   std::optional<uint64_t> host_no_victim_allocated_bytes_;

@@ -130,9 +130,9 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   // Pinned first, for a single task and a group kill through it alike: what /proc and the tree show then
   // belong to the pinned process. A group is killed only through a member that is still the one chosen
   // (a grower measured at the last refresh may have exited, and its group with it be innocent now).
+  outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
   auto pinned = actuator_.pin(victim.pid);
   if (!pinned) {
-    outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
     outcome.result = DecisionResult::kGone;
     outcome.detail = pinned.error().describe();
     metrics_.countKill(policy, reason_kind, "gone");
@@ -167,7 +167,6 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
                     unprotected;
   if (!same) {
     ++stats_.kills_no_data;
-    outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
     outcome.result = DecisionResult::kChanged;
     outcome.detail = !now       ? now.error().describe()
                      : !started ? started.error().describe()
@@ -183,7 +182,6 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     killGroup();
     return;
   }
-  outcome.action = DecisionAction::kKill;
   victim_status = now.value().status;
   // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
   // operator who kills at once is never made to wait by a tenant).

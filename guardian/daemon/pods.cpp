@@ -403,10 +403,11 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
     line["chosen_because"] = "pressure-action kill-group: the whole pod";
   } else {
     auto ranking = node_.rankSubtreeOnHostScale(facts_, entry.cgroup);
-    if (ranking && ranking.value().counters.malformed + ranking.value().counters.failed > 0) {
+    if (ranking) {
       // A read that failed (not a vanished process) may hide the pod's first candidate: no kill on it.
-      const auto& errors = ranking.value().counters.errors;
-      ranking = errors.empty() ? cgroupfs::Error{0, entry.cgroup, "a read failed"} : errors.front();
+      if (auto failure = ranking.value().counters.firstFailure()) {
+        ranking = std::move(*failure);
+      }
     }
     if (!ranking) {
       ++stats_.kills_no_data;

@@ -40,10 +40,7 @@ policies::VictimCandidate Rankings::candidateOf(const cgroupfs::ProcessSnapshot&
 
 void Rankings::record(DomainState& state, std::vector<policies::VictimCandidate> top, uint64_t at_us,
                       const cgroupfs::ReadCounters& counters) {
-  state.unread.reset();
-  if (counters.malformed + counters.failed > 0) {
-    state.unread = counters.errors.empty() ? cgroupfs::Error{0, "", "a read failed"} : counters.errors.front();
-  }
+  state.unread = counters.firstFailure();
   const std::optional<policies::VictimCandidate> victim =
       top.empty() ? std::nullopt : std::optional<policies::VictimCandidate>(top.front());
   const bool changed = state.history.empty() || state.history.back().victim.has_value() != victim.has_value() ||
