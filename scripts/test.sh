@@ -193,8 +193,8 @@ import json
 for x in json.load(open("build/e2e/results.json"))["scenarios"]:
     if x["passed"]:
         continue
-    why = " | ".join(([x["problem"]] if x.get("problem") else []) + (x.get("evidence") or [])[:2])
-    print("%s failed: %s" % (x["name"], " ".join(why.split())[:400] or "see build/e2e.log"))')
+    why = " | ".join(([x["problem"]] if x.get("problem") else []) + (x.get("evidence") or [])[:4])
+    print("%s failed: %s" % (x["name"], " ".join(why.split())[:900] or "see build/e2e.log"))')
     if [ "$e2e_ok" -eq 0 ] && [ "$e2e_failed" -eq 0 ]; then
       failed=$((failed + 1)); failed_list+=("e2e: the suite failed (see build/e2e.log)")
     fi

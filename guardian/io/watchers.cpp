@@ -3,10 +3,13 @@
 #include "cgroupfs/parse.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -133,6 +136,54 @@ std::optional<uint64_t> PressureWatch::stallTotal(const std::string& text) const
 void PressureWatch::close() {
   boost::system::error_code ignored;
   descriptor_.close(ignored);
+}
+
+int PressureWatch::release() {
+  if (!descriptor_.is_open()) {
+    return -1;
+  }
+  return descriptor_.release();  // the pending wait ends with operation_aborted; the reactor forgets it
+}
+
+namespace {
+
+struct CloseWork {
+  const std::vector<int>* fds;
+  std::atomic<size_t> next{0};
+};
+
+void* closeSome(void* arg) {
+  auto& work = *static_cast<CloseWork*>(arg);
+  for (size_t i = work.next++; i < work.fds->size(); i = work.next++) {
+    ::close((*work.fds)[i]);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+size_t closeDescriptors(const std::vector<int>& fds, size_t max_threads) {
+  CloseWork work{&fds};
+  std::vector<pthread_t> threads;
+  const size_t wanted = std::min(max_threads, fds.size() / 4);  // a few closes are not worth a thread
+  pthread_attr_t attr;
+  if (wanted > 0 && ::pthread_attr_init(&attr) == 0) {
+    constexpr size_t kStackBytes = size_t{64} * 1024;  // a loop around close(2); under mlockall, locked on fault
+    ::pthread_attr_setstacksize(&attr, kStackBytes);
+    for (size_t i = 0; i < wanted; ++i) {
+      pthread_t thread{};
+      if (::pthread_create(&thread, &attr, closeSome, &work) != 0) {
+        break;
+      }
+      threads.push_back(thread);
+    }
+    ::pthread_attr_destroy(&attr);
+  }
+  closeSome(&work);  // the caller takes its share, and all of it when no thread started
+  for (const pthread_t thread : threads) {
+    ::pthread_join(thread, nullptr);
+  }
+  return threads.size();
 }
 
 // --- inotify -------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ try:
         result = json.load(f)
 except (OSError, ValueError) as e:
     problem = "no result.json (%s)" % e
+watchdog_lines = []
 if vm_rc == 125:
     trace = ""
     try:
@@ -143,15 +144,41 @@ if vm_rc == 125:
             trace = next((l.strip() for l in f if any(k in l for k in ("BUG:", "Oops", "Kernel panic"))), "")
     except OSError:
         pass
-    problem = ("the guest kernel died during the scenario: " + trace if trace
-               else "the VM gave no exit marker after the script started (hang or QEMU failure; see console.log)")
+    if trace:
+        problem = "the guest kernel died during the scenario: " + trace
+    else:
+        # A hang or a guest too slow for its limit: the script's last words, and what the guest's
+        # watchdog (vmrun.sh) saw 15 s before the limit, go into the summary that a CI log keeps.
+        try:
+            with open(os.path.join(share, "console.log"), errors="replace") as f:
+                lines = [l.rstrip() for l in f]
+        except OSError:
+            lines = []
+        mark = next((i for i, l in enumerate(lines) if "@@VMRUN-WATCHDOG " in l), None)
+        before = [l for l in (lines if mark is None else lines[:mark]) if l.strip()]
+        last = " / ".join(l[:160] for l in before[-2:]) or "nothing"
+        if mark is None:
+            problem = ("the VM gave no exit marker after the script started and the guest watchdog did not "
+                       "fire (QEMU failure, or a guest too stuck to run it); last console lines: " + last)
+        else:
+            problem = ("the VM gave no exit marker: still running 15 s before its limit (%s); last console "
+                       "lines before: %s" % (lines[mark].strip("@ "), last))
+            groups = []  # a process line with its stack lines
+            for l in lines[mark + 1:]:
+                if l.startswith("watchdog:   ") and groups:
+                    groups[-1].append(l)
+                elif l.startswith("watchdog:"):
+                    groups.append([l])
+            # Busy or blocked processes first: the likely culprits.
+            groups.sort(key=lambda g: 0 if (" state D " in g[0] or " state R " in g[0]) else 1)
+            watchdog_lines = [l[:200] for g in groups for l in g][:30]
 elif vm_rc != 0:
     problem = problem or "the guest script exited %d" % vm_rc
 if check_rc != 0:
     problem = problem or "the host check exited %d" % check_rc
 passed = bool(result.get("passed")) and problem is None
 # What a failure looked like, for a CI log that keeps only the summary.
-evidence = []
+evidence = list(watchdog_lines)
 if not passed:
     for key in ("failures", "errors", "lifecycle_errors"):
         for failure in (result.get(key) or [])[:3]:

@@ -275,11 +275,12 @@ for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
   echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control || setup_failed "enabling controller $c"
 done
 hostname vm
-share=0 swap=0
+share=0 swap=0 timeout=0
 for word in $(cat /proc/cmdline); do
   case "$word" in
     vmrun.share=*) share=${word#vmrun.share=} ;;
     vmrun.swap=*) swap=${word#vmrun.swap=} ;;
+    vmrun.timeout=*) timeout=${word#vmrun.timeout=} ;;
   esac
 done
 mods=/usr/lib/modules/$(uname -r)
@@ -302,6 +303,38 @@ export VMRUN_SHARE VMRUN_SWAP_MB="$swap" VMRUN_FILES=/vmrun/files
 set --
 [ -f /vmrun/args ] && . /vmrun/args
 if [ -n "$VMRUN_SHARE" ]; then cd "$VMRUN_SHARE"; else cd /tmp; fi
+# The watchdog: a guest still running 15 s before the host's wall-clock limit is hung or too slow.
+# It leaves evidence on the console before QEMU is killed: where every process is, the kernel's
+# blocked tasks, memory and pressure. It does not stop the script (the host's limit does).
+if [ "$timeout" -gt 45 ]; then
+  (
+    due=$((timeout - 15))
+    up=$(cut -d. -f1 /proc/uptime)
+    [ "$due" -gt "$up" ] && sleep $((due - up))   # one sleep: no wake-ups in the guest until then
+    printf '\n@@VMRUN-WATCHDOG uptime=%s: still running %s s before the limit; the state follows@@\n' \
+      "$(cut -d' ' -f1 /proc/uptime)" 15
+    sleeping=0
+    for d in /proc/[0-9]*; do
+      st=$(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1)
+      cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null | cut -c1-120)
+      case "$st:$cmd" in
+        S:sleep\ *) sleeping=$((sleeping + 1)); continue ;;   # the scenarios' idle sleepers
+        :*) continue ;;                                       # gone
+        [!D]:) continue ;;                                    # a kernel thread, not blocked
+      esac
+      printf 'watchdog: pid %s state %s wchan %s cmd %s\n' "${d#/proc/}" "$st" "$(cat "$d/wchan" 2>/dev/null)" "$cmd"
+      case "$st" in
+        D|R) sed 's/^/watchdog:   /' "$d/stack" 2>/dev/null | head -n 16 ;;
+      esac
+    done
+    echo "watchdog: and $sleeping sleeping 'sleep' processes"
+    grep -E '^(MemTotal|MemFree|MemAvailable|SwapFree):' /proc/meminfo | sed 's/^/watchdog: /'
+    sed 's/^/watchdog: pressure memory /' /proc/pressure/memory 2>/dev/null
+    dmesg -n 7
+    echo w > /proc/sysrq-trigger
+    printf '@@VMRUN-WATCHDOG-END@@\n'
+  ) &
+fi
 if [ -x /vmrun/script ]; then
   printf '\n@@VMRUN-START uptime=%s@@\n' "$(cut -d' ' -f1 /proc/uptime)"
   /vmrun/script "$@" </dev/null
@@ -488,7 +521,7 @@ if [ -n "$share" ]; then
               -device "virtio-9p-pci,fsdev=fs0,mount_tag=host")
 fi
 cmdline="console=ttyS0 panic=-1 oops=panic mitigations=off cryptomgr.notests psi=1 quiet loglevel=3"
-cmdline+=" vmrun.share=$share_flag vmrun.swap=$swap $extra_cmdline"
+cmdline+=" vmrun.share=$share_flag vmrun.swap=$swap vmrun.timeout=$timeout_s $extra_cmdline"
 qemu_args+=(-append "$cmdline")
 
 if [ -z "$log" ]; then

@@ -3,9 +3,13 @@
 // A trigger is per descriptor and goes with it: nothing of the host is changed.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
 #include <cerrno>
 #include <filesystem>
+#include <vector>
 
 #include "guardian/io/watchers.hpp"
 
@@ -39,6 +43,52 @@ TEST(PressureWatch, ReadsThePressureThroughItsTriggerUntilClosed) {
   }
   watch.value()->close();
   EXPECT_FALSE(watch.value()->read()) << "a closed trigger is not read (its descriptor number may be reused)";
+}
+
+TEST(PressureWatch, ReleaseHandsTheDescriptorOverOnce) {
+  const std::string file = "/proc/pressure/memory";
+  if (!std::filesystem::exists(file)) {
+    GTEST_SKIP() << "SKIPPED: this kernel has no PSI (" << file << " is missing)";
+  }
+  boost::asio::io_context io;
+  config::PressureTrigger trigger;
+  trigger.resource = "memory";
+  trigger.kind = "some";
+  trigger.stall_us = 500'000;
+  trigger.window_ms = 2000;
+  auto watch = PressureWatch::arm(io, file, trigger, [](bool, const std::string&) {});
+  if (!watch) {
+    GTEST_SKIP() << "SKIPPED: no PSI trigger may be armed here: " << watch.error().describe();
+  }
+  const int fd = watch.value()->release();
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::fcntl(fd, F_GETFD), FD_CLOEXEC) << "still open, now the caller's";
+  EXPECT_EQ(watch.value()->release(), -1) << "handed over once";
+  EXPECT_FALSE(watch.value()->read()) << "a released trigger is not read through";
+  EXPECT_EQ(io.poll(), 1U) << "the pending wait ended (operation_aborted)";
+  closeDescriptors({fd});
+  errno = 0;
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
+// Many descriptors: every one closed, from several threads; a few: by the caller alone.
+TEST(CloseDescriptors, ClosesEveryDescriptorFromThreadsOrTheCaller) {
+  for (const size_t count : {size_t{0}, size_t{3}, size_t{200}}) {
+    std::vector<int> fds;
+    for (size_t i = 0; i < count; ++i) {
+      const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      fds.push_back(fd);
+    }
+    const size_t threads = closeDescriptors(fds);
+    EXPECT_EQ(threads, count >= 64 ? 16U : count / 4) << count << " descriptors";
+    for (const int fd : fds) {
+      errno = 0;
+      EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "descriptor " << fd << " of " << count << " left open";
+      EXPECT_EQ(errno, EBADF);
+    }
+  }
 }
 
 }  // namespace

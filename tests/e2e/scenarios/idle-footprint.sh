@@ -1,5 +1,5 @@
 #!/bin/sh
-# vmrun-args: -m 512 -t 300
+# vmrun-args: -m 512 -t 420
 # idle-footprint: the daemon's footprint when idle, on the real memory controller, with what the
 # defaults arm: 500 limited cgroups (50 parents x 10 leaves, memory.max 256 MiB each, a sleeping task in
 # each), each with its memory.events watched and a PSI trigger armed (the default rule: "some 100 ms / 1 s" wherever
@@ -53,11 +53,14 @@ measure() {
   mkdir -p "$dir"
   oomguard run "$@" --metrics-listen 127.0.0.1:0 > "$dir/daemon.jsonl" 2> "$dir/daemon.err" &
   pid=$!
+  s0=$(uptime_s)
   n=0
   while ! grep -q '"event":"started"' "$dir/daemon.jsonl" 2>/dev/null && [ "$n" -lt 300 ]; do
     sleep 0.1
     n=$((n + 1))
   done
+  start_s=$(awk -v a="$s0" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }')
+  log "$name: started after $start_s s"
   sleep "$WARMUP_S"
   t0=$(uptime_s); c0=$(stat_ticks "$pid"); r0=$(status_kb "$pid" VmRSS)
   sleep "$MEASURE_S"
@@ -70,9 +73,29 @@ measure() {
   grep '"event":"watch_set"' "$dir/daemon.jsonl" | head -n 1 > "$dir/watch_set.json"
   alive=0
   [ -r "/proc/$pid/status" ] && alive=1
+  # SIGTERM, then a bounded wait: a daemon that does not exit is this scenario's failure, with the
+  # stacks of its threads as evidence, not a guest that runs into the VM's limit.
+  e0=$(uptime_s)
   kill -TERM "$pid" 2>/dev/null
+  n=0
+  while [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] && [ -d "/proc/$pid" ] \
+        && [ "$n" -lt 600 ]; do
+    sleep 0.1
+    n=$((n + 1))
+  done
+  stop_s=$(awk -v a="$e0" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }')
+  if [ "$n" -ge 600 ]; then
+    log "$name: STILL RUNNING $stop_s s after SIGTERM; its threads:"
+    for t in /proc/"$pid"/task/*; do
+      echo "  thread ${t##*/} $(cat "$t/comm") state $(sed 's/.*) //' "$t/stat" | cut -d' ' -f1) wchan $(cat "$t/wchan")"
+      sed 's/^/    /' "$t/stack" 2>/dev/null
+    done
+    tail -n 3 "$dir/daemon.jsonl" | cut -c1-300
+    kill -KILL "$pid"
+  fi
   wait "$pid"
   rc=$?
+  log "$name: exited $stop_s s after SIGTERM, code $rc"
   {
     echo "name $name"
     echo "seconds $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
@@ -83,6 +106,8 @@ measure() {
     echo "rss_peak_kb $hwm"
     echo "alive_at_end $alive"
     echo "exit_code $rc"
+    echo "start_s $start_s"
+    echo "stop_s $stop_s"
   } > "$dir/params"
   log "$name: $(tr '\n' ' ' < "$dir/params")"
 }
