@@ -40,7 +40,9 @@ Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions
       decider_(node_, config_, watch_set_, rankings_, executor_, pods_.workloads(), stats_),
       oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
       history_(clock_, log, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
-      decision_log_(log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); }),
+      decision_log_(
+          log, config_, [this](const std::string& cgroup) { return pods_.labelsOf(cgroup); },
+          [this](const std::string& domain) { return oomForecastSeconds(domain); }),
       refresh_timer_(io),
       level_timer_(io),
       notifier_(options_.notify),
@@ -226,6 +228,7 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
 }
 
 void Daemon::onDomainGone(const std::string& cgroup) {
+  forecasts_.erase(cgroup);
   if (rankings_.forget(cgroup)) {
     metrics_.forgetDomain(cgroup);
     decider_.domainsChanged();

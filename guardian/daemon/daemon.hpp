@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -36,6 +37,7 @@
 #include "guardian/io/node.hpp"
 #include "guardian/io/watchers.hpp"
 #include "policies/decision.hpp"
+#include "policies/forecast.hpp"
 
 namespace oomguard::guardian::daemon {
 
@@ -89,6 +91,11 @@ class Daemon final : private WatchSet::Listener {
   // A domain's ranking changed: its metrics, and a next_victim line when the prediction changed.
   void publishRanking(const DomainState& state, bool changed);
   void publishDomainMemory(const std::vector<std::string>& limited, bool full_scan);
+  // One reading of a domain's use ("/" = the host) taken at `at_us`: to its time-to-OOM forecast and, with
+  // the forecast, to the exporter.
+  void recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes, uint64_t at_us);
+  // The domain's time-to-OOM forecast in seconds; nullopt while it is not growing (or never read).
+  [[nodiscard]] std::optional<double> oomForecastSeconds(const std::string& domain) const;
   void printSummary(const std::string& kmsg_status, const std::string& self_status);
   // Logs the watch set and counters (SIGUSR1, and on stop).
   void logWatchSet(const char* event);
@@ -113,6 +120,9 @@ class Daemon final : private WatchSet::Listener {
   Decider decider_;
   OomReports oom_reports_;
   KillHistory history_;
+  // Each domain's time-to-OOM forecast ("/" = the host), fed by publishDomainMemory's readings: the host's
+  // every refresh, an acting memcg's from its level watch every refresh, the others' at the full scans.
+  std::map<std::string, policies::OomForecast> forecasts_;
   DecisionLog decision_log_;
   boost::asio::steady_timer refresh_timer_;
   boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)

@@ -1,5 +1,7 @@
 #include "guardian/daemon/decision_log.hpp"
 
+#include <cmath>
+#include <optional>
 #include <utility>
 
 #include "guardian/kube/kubernetes_identity.hpp"
@@ -38,8 +40,17 @@ Json domainJson(const policies::OomDomain& domain) {
 
 }  // namespace
 
-DecisionLog::DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of)
-    : log_(log), config_(config), labels_of_(std::move(labels_of)) {}
+DecisionLog::DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of, ForecastOf forecast_of)
+    : log_(log), config_(config), labels_of_(std::move(labels_of)), forecast_of_(std::move(forecast_of)) {}
+
+void DecisionLog::appendForecast(const std::string& domain, Json& line) const {
+  if (!forecast_of_) {
+    return;
+  }
+  if (const auto seconds = forecast_of_(domain)) {
+    line["oom_forecast_s"] = std::round(*seconds * 10) / 10;
+  }
+}
 
 Json DecisionLog::candidate(const policies::VictimCandidate& candidate) const {
   Json item{{"pid", candidate.pid},
@@ -138,6 +149,7 @@ void DecisionLog::decision(const policies::Decision& decision, uint64_t now_us) 
     line["signal_us"] = *decision.signal_us;
   }
   appendOutcome(decision.outcome, line);
+  appendForecast(domain, line);
   if (suppressed > 0) {
     line["held_suppressed"] = suppressed;
   }
@@ -152,8 +164,9 @@ void DecisionLog::decision(const policies::Decision& decision, uint64_t now_us) 
 
 void DecisionLog::nextVictim(const DomainState& state) {
   const auto& victim = state.history.empty() ? std::nullopt : state.history.back().victim;
-  log_.write("next_victim", Json{{"domain", domainJson(state.domain)},
-                                 {"victim", victim ? candidate(*victim) : Json(nullptr)}});
+  Json line{{"domain", domainJson(state.domain)}, {"victim", victim ? candidate(*victim) : Json(nullptr)}};
+  appendForecast(state.domain.cgroup, line);
+  log_.write("next_victim", line);
 }
 
 std::string DecisionLog::kernelKillText(const KernelKillCheck& checked) {

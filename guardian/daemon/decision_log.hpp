@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,11 @@ class DecisionLog {
  public:
   // The namespace/pod/container of a cgroup once its pod is known; empty otherwise.
   using LabelsOf = std::function<kube::WorkloadLabels(const std::string& cgroup)>;
+  // A domain's time-to-OOM forecast in seconds ("/" = the host); nullopt while it is not growing.
+  using ForecastOf = std::function<std::optional<double>(const std::string& domain)>;
 
-  DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of);
+  // `forecast_of` may be empty (no forecasts): then no line has "oom_forecast_s".
+  DecisionLog(io::EventLog& log, const config::Config& config, LabelsOf labels_of, ForecastOf forecast_of = {});
 
   // One "decision" line, except a held decision repeating within kHeldQuietUs of the last logged held
   // decision of its domain (the level watch re-reads a crossed domain every 100 ms while a victim is in
@@ -52,6 +56,9 @@ class DecisionLog {
   io::EventLog& log_;
   const config::Config& config_;
   LabelsOf labels_of_;
+  ForecastOf forecast_of_;
+  // Adds "oom_forecast_s" (0.1 s resolution) to `line` when the domain is growing.
+  void appendForecast(const std::string& domain, nlohmann::ordered_json& line) const;
   std::map<std::string, HeldLog> held_;  // by domain, while it has held decisions to count
 };
 

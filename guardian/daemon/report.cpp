@@ -100,8 +100,8 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
   if (const auto& meminfo = facts_.meminfo; meminfo.mem_available_kb) {
     const uint64_t ram_used_kb = meminfo.mem_total_kb - std::min(*meminfo.mem_available_kb, meminfo.mem_total_kb);
     const uint64_t swap_used_kb = meminfo.swap_total_kb - std::min(meminfo.swap_free_kb, meminfo.swap_total_kb);
-    metrics_.setDomainMemory("host", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024,
-                             (ram_used_kb + swap_used_kb) * 1024);
+    recordDomainMemory("/", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024, (ram_used_kb + swap_used_kb) * 1024,
+                       clock_.monotonic_us());
   }
   // An acting domain's memory.current is the level watch's last reading (read at least every
   // kLevelReadingFreshRefreshes refreshes by its safety net, more often near its threshold): published
@@ -120,7 +120,7 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     const bool level_fresh = level && level->at_us >= watched->added_us && level->at_us + fresh_us >= now_us &&
                              level->memory_max_bytes == watched->memory_max_bytes;
     if (level_fresh) {
-      metrics_.setDomainMemory(path, *watched->memory_max_bytes, level->current_bytes);
+      recordDomainMemory(path, *watched->memory_max_bytes, level->current_bytes, level->at_us);
     }
     if (!full_scan) {
       continue;
@@ -130,10 +130,22 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     }
     if (!level_fresh) {
       if (auto current = node_.cgroupfs().readMemoryCurrent(path)) {
-        metrics_.setDomainMemory(path, *watched->memory_max_bytes, current.value());
+        recordDomainMemory(path, *watched->memory_max_bytes, current.value(), clock_.monotonic_us());
       }
     }
   }
+}
+
+void Daemon::recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
+                                uint64_t at_us) {
+  auto& forecast = forecasts_[domain];
+  forecast.reading(at_us, usage_bytes, limit_bytes);
+  metrics_.setDomainMemory(domain == "/" ? "host" : domain, limit_bytes, usage_bytes, forecast.secondsToLimit());
+}
+
+std::optional<double> Daemon::oomForecastSeconds(const std::string& domain) const {
+  const auto found = forecasts_.find(domain);
+  return found == forecasts_.end() ? std::nullopt : found->second.secondsToLimit();
 }
 
 void Daemon::logWatchSet(const char* event) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,8 +45,11 @@ class Metrics {
   virtual void setPressure(const std::string& cgroup, const cgroupfs::Pressure& memory_pressure) = 0;
   // The memory limit and use of a domain ("host" or a cgroup path, as in setVictimRanking), in bytes:
   // for the host MemTotal + SwapTotal and (MemTotal - MemAvailable) + (SwapTotal - SwapFree), for a
-  // memcg memory.max and memory.current. forgetDomain drops them.
-  virtual void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes) = 0;
+  // memcg memory.max and memory.current. `oom_in_seconds`: the time-to-OOM forecast from the readings so
+  // far (policies::OomForecast), nullopt while the domain is not growing (then no sample). forgetDomain
+  // drops them.
+  virtual void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
+                               std::optional<double> oom_in_seconds) = 0;
   virtual void countKill(const std::string& policy, const std::string& reason, const std::string& result) = 0;
   virtual void countKernelOomKill(const std::string& constraint) = 0;
   // "match" or "mismatch": the kernel's OOM victim against oomguard's prediction for that domain.
@@ -90,7 +94,7 @@ class NullMetrics final : public Metrics {
   void forgetCgroup(const std::string&) override {}
   void countMemoryEvent(const std::string&, const std::string&, uint64_t) override {}
   void setPressure(const std::string&, const cgroupfs::Pressure&) override {}
-  void setDomainMemory(const std::string&, uint64_t, uint64_t) override {}
+  void setDomainMemory(const std::string&, uint64_t, uint64_t, std::optional<double>) override {}
   void countKill(const std::string&, const std::string&, const std::string&) override {}
   void countKernelOomKill(const std::string&) override {}
   void countPrediction(const std::string&) override {}

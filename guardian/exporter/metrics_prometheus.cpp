@@ -176,11 +176,13 @@ void PrometheusMetrics::setPressure(const std::string& cgroup, const cgroupfs::P
   series.pressure_shown.store(true, std::memory_order_release);
 }
 
-void PrometheusMetrics::setDomainMemory(const std::string& domain, uint64_t limit_bytes,
-                                        uint64_t usage_bytes) {
+void PrometheusMetrics::setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
+                                        std::optional<double> oom_in_seconds) {
   DomainMemorySeries& series = scoped_->domainMemory(domain);
   series.limit_bytes.store(limit_bytes, std::memory_order_relaxed);
   series.usage_bytes.store(usage_bytes, std::memory_order_relaxed);
+  series.oom_in_seconds.store(oom_in_seconds && *oom_in_seconds >= 0 ? *oom_in_seconds : -1.0,
+                              std::memory_order_relaxed);
 }
 
 void PrometheusMetrics::countKill(const std::string& policy, const std::string& reason,

@@ -84,7 +84,8 @@ class PrometheusMetrics final : public Metrics {
   void forgetCgroup(const std::string& cgroup) override;
   void countMemoryEvent(const std::string& cgroup, const std::string& event, uint64_t delta) override;
   void setPressure(const std::string& cgroup, const cgroupfs::Pressure& memory_pressure) override;
-  void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes) override;
+  void setDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
+                       std::optional<double> oom_in_seconds) override;
   void countKill(const std::string& policy, const std::string& reason, const std::string& result) override;
   void countKernelOomKill(const std::string& constraint) override;
   void countPrediction(const std::string& result) override;

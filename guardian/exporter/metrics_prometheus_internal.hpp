@@ -91,6 +91,7 @@ struct DomainMemorySeries {
   const std::string label;  // domain="..."
   std::atomic<uint64_t> limit_bytes{0};
   std::atomic<uint64_t> usage_bytes{0};
+  std::atomic<double> oom_in_seconds{-1.0};  // negative: not growing (no sample)
 };
 
 // One cgroup's memory.events and PSI: atomics written by the daemon's thread and read by scrapes.

@@ -58,6 +58,12 @@ constexpr ScopedFamily kDomainUsageBytes{
     "Memory in use in an OOM domain (domain = \"host\" or the cgroup with the memory limit): for the host "
     "(MemTotal - MemAvailable) + (SwapTotal - SwapFree) of /proc/meminfo, for a cgroup its "
     "memory.current. Headroom = 1 - usage / limit. Unit: bytes."};
+constexpr ScopedFamily kDomainOomForecastSeconds{
+    "oomguard_domain_oom_forecast_seconds", "gauge",
+    "Time until an OOM domain's usage reaches its limit at the rate it is growing now (domain = \"host\" "
+    "or the cgroup with the memory limit): a least-squares fit of the last minute of usage readings, "
+    "shown once the low envelope of the usage has risen (a leak, not a sawtooth or noise); no sample "
+    "while the domain is not growing. 0 = at the limit. Unit: seconds."};
 constexpr ScopedFamily kMemoryEventsTotal{
     "oomguard_memory_events_total", "counter",
     "Events of a cgroup's memory.events (hierarchical) counted since oomguard started tracking the cgroup: "
@@ -81,7 +87,7 @@ constexpr ScopedFamily kPressureRatio{
 const std::vector<const ScopedFamily*>& PrometheusMetrics::ScopedSeries::families() {
   static const std::vector<const ScopedFamily*> all = {
       &kVictimRank,        &kVictimPoints,   &kVictimOomScore, &kDomainLimitBytes, &kDomainUsageBytes,
-      &kMemoryEventsTotal, &kWaitingSeconds, &kStalledSeconds, &kPressureRatio};
+      &kDomainOomForecastSeconds, &kMemoryEventsTotal, &kWaitingSeconds, &kStalledSeconds, &kPressureRatio};
   return all;
 }
 
@@ -274,6 +280,20 @@ bool PrometheusMetrics::ScopedSeries::View::write(std::string_view family, Sink&
         out.push_back('\n');
         sink.lineDone();
       }
+    }
+    return true;
+  }
+  if (&f == &kDomainOomForecastSeconds) {
+    for (const auto& series : domain_memory) {
+      const double seconds = series->oom_in_seconds.load(std::memory_order_relaxed);
+      if (seconds < 0) {
+        continue;
+      }
+      begin();
+      out.append("{").append(series->label).append("} ");
+      appendNumber(out, seconds);
+      out.push_back('\n');
+      sink.lineDone();
     }
     return true;
   }

@@ -484,7 +484,7 @@ TEST_F(PrometheusEndToEnd, ARealPrometheusScrapesItEvaluatesTheRulesAndAnswersTh
   EXPECT_EQ(alerts, (std::set<std::string>{"OomguardNextVictimOutOfHeadroom", "OomguardKilled",
                                            "OomguardKernelOomKill", "OomguardPredictionMismatch",
                                            "OomguardMemoryPressureStalled", "OomguardDown", "OomguardAbsent",
-                                           "OomguardSysctlDrift", "OomguardWorkloadOomKilled"}));
+                                           "OomguardSysctlDrift", "OomguardWorkloadOomKilled", "OomguardOomForecast"}));
   // Nothing is wrong on this machine: no alert of oomguard's fires (Down and Absent included).
   EXPECT_TRUE(results("ALERTS{alertname=~\"Oomguard.*\", alertstate=\"firing\"}").empty());
 

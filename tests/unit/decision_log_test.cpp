@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -80,6 +81,26 @@ TEST(DecisionLog, RepeatedHeldDecisionsAreCountedNotLogged) {
   logged = lines(text.str());
   ASSERT_EQ(logged.size(), 4U);
   EXPECT_FALSE(logged.back().contains("held_suppressed"));
+}
+
+TEST(DecisionLog, AGrowingDomainsLinesCarryItsTimeToOomForecast) {
+  std::ostringstream text;
+  io::EventLog log(text, [] { return std::chrono::system_clock::time_point{}; });
+  const config::Config config;
+  DecisionLog decisions(
+      log, config, [](const std::string&) { return kube::WorkloadLabels{}; },
+      [](const std::string& domain) { return domain == "/pod" ? std::optional<double>(41.26) : std::nullopt; });
+  decisions.decision(held("/pod"), 1'000'000);
+  decisions.decision(held("/other"), 1'000'000);
+  DomainState state;
+  state.domain.cgroup = "/pod";
+  decisions.nextVictim(state);
+  const auto logged = lines(text.str());
+  ASSERT_EQ(logged.size(), 3U);
+  EXPECT_EQ(logged[0]["oom_forecast_s"], 41.3) << "rounded to 0.1 s";
+  EXPECT_FALSE(logged[1].contains("oom_forecast_s")) << "not growing: no field";
+  EXPECT_EQ(logged[2]["event"], "next_victim");
+  EXPECT_EQ(logged[2]["oom_forecast_s"], 41.3);
 }
 
 }  // namespace

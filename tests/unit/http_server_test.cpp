@@ -51,7 +51,7 @@ config::HostPort loopback() { return config::parseListenAddress("127.0.0.1:0").v
 TEST(HttpServer, HealthzAnswersWhile200IdleAnd50SlowHeaderClientsHoldConnections) {
   auto metrics = PrometheusMetrics(10, "1.2.3", "6.1.0-test");
   for (int i = 0; i < 200; ++i) {
-    metrics.setDomainMemory("/pods/p" + std::to_string(i), 1U << 30, 1U << 29);
+    metrics.setDomainMemory("/pods/p" + std::to_string(i), 1U << 30, 1U << 29, 60.0);
   }
   metrics.serve("127.0.0.1:0");
   const auto port = static_cast<uint16_t>(metrics.listeningPorts().at(0));

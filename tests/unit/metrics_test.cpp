@@ -166,6 +166,8 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
       {"oomguard_kubernetes_events_total", "counter"},
       {"oomguard_kubernetes_pods", "gauge"},
       {"oomguard_kubernetes_pods_synced", "gauge"},
+      // Beyond DESIGN.md section 5: the time-to-OOM forecast (README, "Metrics, alerts and dashboard").
+      {"oomguard_domain_oom_forecast_seconds", "gauge"},
   };
   for (const auto& [name, type] : expected) {
     ASSERT_TRUE(exposition.types.contains(name)) << name;
@@ -174,7 +176,8 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
   }
   for (const auto& [name, type] : exposition.types) {
     if (name.rfind("oomguard_", 0) == 0) {
-      EXPECT_TRUE(expected.contains(name)) << "not in DESIGN.md section 5 nor docs/kubernetes.md: " << name;
+      EXPECT_TRUE(expected.contains(name)) << "not in DESIGN.md section 5, docs/kubernetes.md nor the README: "
+                                           << name;
     }
     if (type == "counter") {
       EXPECT_TRUE(name.ends_with("_total")) << name;
@@ -307,10 +310,10 @@ TEST(PrometheusMetrics, ForgetDomainDropsBothRankingsOfThatDomainOnly) {
 TEST(PrometheusMetrics, DomainMemoryIsOneLimitAndOneUsageSeriesPerDomainUntilForgotten) {
   auto metrics = makeMetrics();
   const size_t start = metrics.seriesCount();
-  metrics.setDomainMemory("host", 16ULL << 30, 12ULL << 30);
-  metrics.setDomainMemory("/pods/a", 512ULL << 20, 100ULL << 20);
-  metrics.setDomainMemory("/pods/a", 512ULL << 20, 480ULL << 20);  // replaced, not added
-  metrics.setDomainMemory("/pods/ab", 1ULL << 30, 1);
+  metrics.setDomainMemory("host", 16ULL << 30, 12ULL << 30, std::nullopt);
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 100ULL << 20, 30.0);
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 480ULL << 20, 12.5);  // replaced, not added
+  metrics.setDomainMemory("/pods/ab", 1ULL << 30, 1, std::nullopt);
   auto e = parseExposition(metrics.render());
   EXPECT_EQ(e.types.at("oomguard_domain_limit_bytes"), "gauge");
   EXPECT_EQ(e.types.at("oomguard_domain_usage_bytes"), "gauge");
@@ -325,7 +328,15 @@ TEST(PrometheusMetrics, DomainMemoryIsOneLimitAndOneUsageSeriesPerDomainUntilFor
   for (const auto& sample : e.find("oomguard_domain_limit_bytes")) {
     EXPECT_EQ(sample.labels.size(), 1U) << "only the domain label";
   }
-  EXPECT_EQ(metrics.seriesCount(), start + 6);
+  EXPECT_EQ(metrics.seriesCount(), start + 7) << "a limit and a usage per domain, a forecast for /pods/a";
+  // The forecast: a sample only where the domain is growing, the latest value.
+  EXPECT_EQ(e.types.at("oomguard_domain_oom_forecast_seconds"), "gauge");
+  EXPECT_NE(e.helps.at("oomguard_domain_oom_forecast_seconds").find("seconds"), std::string::npos);
+  EXPECT_EQ(e.find("oomguard_domain_oom_forecast_seconds").size(), 1U);
+  EXPECT_EQ(e.value("oomguard_domain_oom_forecast_seconds", {{"domain", "/pods/a"}}), 12.5);
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 480ULL << 20, std::nullopt);  // no longer growing
+  EXPECT_TRUE(parseExposition(metrics.render()).find("oomguard_domain_oom_forecast_seconds").empty());
+  metrics.setDomainMemory("/pods/a", 512ULL << 20, 480ULL << 20, 12.5);
 
   metrics.forgetDomain("/pods/a");
   e = parseExposition(metrics.render());
