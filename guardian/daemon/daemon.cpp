@@ -62,6 +62,7 @@ void Daemon::start() {
   }
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
+    facts_read_us_ = clock_.monotonic_us();
   } else {
     log_.write("read_error", Json{{"what", "node facts"}, {"error", facts.error().describe()}});
   }
@@ -399,6 +400,7 @@ void Daemon::refresh() {
   }
   if (auto facts = node_.readFacts()) {
     facts_ = std::move(facts).value();
+    facts_read_us_ = clock_.monotonic_us();
   }
   // Limits: young cgroups every refresh, all of them every kFullLimitScanEvery-th.
   constexpr uint64_t kFullLimitScanEvery = 6;

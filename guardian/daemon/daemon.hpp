@@ -91,10 +91,12 @@ class Daemon final : private WatchSet::Listener {
   // A domain's ranking changed: its metrics, and a next_victim line when the prediction changed.
   void publishRanking(const DomainState& state, bool changed);
   void publishDomainMemory(const std::vector<std::string>& limited, bool full_scan);
-  // One reading of a domain's use ("/" = the host) taken at `at_us`: to its time-to-OOM forecast and, with
-  // the forecast, to the exporter.
+  // One reading of a domain's use ("/" = the host) taken at `at_us` (a reading seen before, same time, is
+  // published again but not fitted twice): to its time-to-OOM forecast and, with the forecast, to the
+  // exporter.
   void recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes, uint64_t at_us);
-  // The domain's time-to-OOM forecast in seconds; nullopt while it is not growing (or never read).
+  // The domain's time-to-OOM forecast in seconds, counted down from its last reading to now; nullopt
+  // while it is not growing (or never read).
   [[nodiscard]] std::optional<double> oomForecastSeconds(const std::string& domain) const;
   void printSummary(const std::string& kmsg_status, const std::string& self_status);
   // Logs the watch set and counters (SIGUSR1, and on stop).
@@ -112,6 +114,7 @@ class Daemon final : private WatchSet::Listener {
   Clock clock_;
   io::Node node_;
   io::NodeFacts facts_;
+  uint64_t facts_read_us_ = 0;  // when facts_ was last read whole (monotonic)
   DaemonStats stats_;
   WatchSet watch_set_;
   Rankings rankings_;
@@ -121,8 +124,12 @@ class Daemon final : private WatchSet::Listener {
   OomReports oom_reports_;
   KillHistory history_;
   // Each domain's time-to-OOM forecast ("/" = the host), fed by publishDomainMemory's readings: the host's
-  // every refresh, an acting memcg's from its level watch every refresh, the others' at the full scans.
-  std::map<std::string, policies::OomForecast> forecasts_;
+  // every refresh, an acting memcg's level watch readings, the others' at the full scans.
+  struct DomainForecast {
+    policies::OomForecast fit;
+    uint64_t reading_us = 0;  // the last reading's time
+  };
+  std::map<std::string, DomainForecast> forecasts_;
   DecisionLog decision_log_;
   boost::asio::steady_timer refresh_timer_;
   boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)

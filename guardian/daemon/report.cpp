@@ -101,7 +101,7 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     const uint64_t ram_used_kb = meminfo.mem_total_kb - std::min(*meminfo.mem_available_kb, meminfo.mem_total_kb);
     const uint64_t swap_used_kb = meminfo.swap_total_kb - std::min(meminfo.swap_free_kb, meminfo.swap_total_kb);
     recordDomainMemory("/", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024, (ram_used_kb + swap_used_kb) * 1024,
-                       clock_.monotonic_us());
+                       facts_read_us_);  // a failed read leaves the last one, not fitted again
   }
   // An acting domain's memory.current is the level watch's last reading (read at least every
   // kLevelReadingFreshRefreshes refreshes by its safety net, more often near its threshold): published
@@ -139,13 +139,20 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
 void Daemon::recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
                                 uint64_t at_us) {
   auto& forecast = forecasts_[domain];
-  forecast.reading(at_us, usage_bytes, limit_bytes);
-  metrics_.setDomainMemory(domain == "/" ? "host" : domain, limit_bytes, usage_bytes, forecast.secondsToLimit());
+  forecast.fit.reading(at_us, usage_bytes, limit_bytes);  // ignored unless later than the last
+  forecast.reading_us = std::max(forecast.reading_us, at_us);
+  metrics_.setDomainMemory(domain == "/" ? "host" : domain, limit_bytes, usage_bytes, oomForecastSeconds(domain));
 }
 
 std::optional<double> Daemon::oomForecastSeconds(const std::string& domain) const {
   const auto found = forecasts_.find(domain);
-  return found == forecasts_.end() ? std::nullopt : found->second.secondsToLimit();
+  if (found == forecasts_.end() || !found->second.fit.secondsToLimit()) {
+    return std::nullopt;
+  }
+  // As of now: a domain read every 6th refresh keeps counting down between its readings.
+  const uint64_t now_us = clock_.monotonic_us();
+  const double age_s = now_us > found->second.reading_us ? static_cast<double>(now_us - found->second.reading_us) / 1e6 : 0;
+  return std::max(0.0, *found->second.fit.secondsToLimit() - age_s);
 }
 
 void Daemon::logWatchSet(const char* event) {

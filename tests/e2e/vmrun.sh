@@ -304,8 +304,9 @@ set --
 [ -f /vmrun/args ] && . /vmrun/args
 if [ -n "$VMRUN_SHARE" ]; then cd "$VMRUN_SHARE"; else cd /tmp; fi
 # The watchdog: a guest still running 15 s before the host's wall-clock limit is hung or too slow.
-# It leaves evidence on the console before QEMU is killed: where every process is, the kernel's
-# blocked tasks, memory and pressure. It does not stop the script (the host's limit does).
+# It leaves evidence on the console before QEMU is killed: memory, pressure, the kernel's blocked tasks,
+# and every process that is not an idle sleeper or kernel thread (with its kernel stack when it runs or
+# is blocked). It does not stop the script (the host's limit does).
 if [ "$timeout" -gt 45 ]; then
   (
     due=$((timeout - 15))
@@ -313,25 +314,33 @@ if [ "$timeout" -gt 45 ]; then
     [ "$due" -gt "$up" ] && sleep $((due - up))   # one sleep: no wake-ups in the guest until then
     printf '\n@@VMRUN-WATCHDOG uptime=%s: still running %s s before the limit; the state follows@@\n' \
       "$(cut -d' ' -f1 /proc/uptime)" 15
-    sleeping=0
-    for d in /proc/[0-9]*; do
-      st=$(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1)
-      cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null | cut -c1-120)
-      case "$st:$cmd" in
-        S:sleep\ *) sleeping=$((sleeping + 1)); continue ;;   # the scenarios' idle sleepers
-        :*) continue ;;                                       # gone
-        [!D]:) continue ;;                                    # a kernel thread, not blocked
-      esac
-      printf 'watchdog: pid %s state %s wchan %s cmd %s\n' "${d#/proc/}" "$st" "$(cat "$d/wchan" 2>/dev/null)" "$cmd"
-      case "$st" in
-        D|R) sed 's/^/watchdog:   /' "$d/stack" 2>/dev/null | head -n 16 ;;
-      esac
-    done
-    echo "watchdog: and $sleeping sleeping 'sleep' processes"
+    # Memory, pressure and the kernel's blocked tasks first (the likeliest evidence, and cheap), then
+    # the processes, parsed with shell builtins: a hung guest may hold a thousand of them and forks
+    # are slow under emulation.
     grep -E '^(MemTotal|MemFree|MemAvailable|SwapFree):' /proc/meminfo | sed 's/^/watchdog: /'
     sed 's/^/watchdog: pressure memory /' /proc/pressure/memory 2>/dev/null
     dmesg -n 7
     echo w > /proc/sysrq-trigger
+    idle=0
+    for d in /proc/[0-9]*; do
+      s=
+      { read -r s < "$d/stat"; } 2>/dev/null
+      [ -n "$s" ] || continue                      # gone
+      comm=${s#*(}; comm=${comm%)*}
+      set -- ${s##*) }                             # state, ppid, ...
+      st=$1 ppid=$2
+      case "$st" in
+        S|I)                                       # asleep: shown unless an idle sleeper or kernel thread
+          if [ "$comm" = sleep ] || [ "$ppid" = 2 ] || [ "$ppid" = 0 ]; then idle=$((idle + 1)); continue; fi ;;
+      esac
+      w=
+      { read -r w < "$d/wchan"; } 2>/dev/null
+      printf 'watchdog: pid %s state %s wchan %s comm %s\n' "${d#/proc/}" "$st" "$w" "$comm"
+      case "$st" in
+        D|R) { sed 's/^/watchdog:   /' "$d/stack" | head -n 16; } 2>/dev/null ;;
+      esac
+    done
+    echo "watchdog: and $idle idle sleepers and kernel threads"
     printf '@@VMRUN-WATCHDOG-END@@\n'
   ) &
 fi

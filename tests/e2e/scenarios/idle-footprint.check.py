@@ -90,9 +90,12 @@ def check_run(share, name):
         err.append("RSS grew %d kB in %.0f s of idling" % (r1 - r0, seconds))
     if cpu_pct > CPU_LIMIT_PCT:
         err.append("CPU %.3f %% of a core, limit %.1f %%" % (cpu_pct, CPU_LIMIT_PCT))
-    stop_s = float(p.get("stop_s") or "nan")
+    try:
+        stop_s = float(p.get("stop_s"))
+    except (TypeError, ValueError):
+        stop_s = None
     run["figures"]["stop_s"] = stop_s
-    if not stop_s <= STOP_LIMIT_S:
+    if stop_s is None or stop_s > STOP_LIMIT_S:
         err.append("exited %s s after SIGTERM, limit %.1f s" % (p.get("stop_s"), STOP_LIMIT_S))
     if p.get("alive_at_end") != "1" or p.get("exit_code") != "0":
         err.append("alive at the end %s, exit code %s" % (p.get("alive_at_end"), p.get("exit_code")))
