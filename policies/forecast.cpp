@@ -29,6 +29,15 @@ void OomForecast::reading(uint64_t now_us, uint64_t used_bytes, uint64_t limit_b
   fit(limit_bytes);
 }
 
+std::optional<double> OomForecast::secondsToLimitAt(uint64_t now_us) const {
+  if (!seconds_ || readings_.empty()) {
+    return seconds_;
+  }
+  const uint64_t last_us = readings_.back().first;
+  const double age_s = now_us > last_us ? static_cast<double>(now_us - last_us) / 1e6 : 0;
+  return std::max(0.0, *seconds_ - age_s);
+}
+
 void OomForecast::fit(uint64_t limit_bytes) {
   const size_t n = readings_.size();
   rate_ = 0;

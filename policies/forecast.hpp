@@ -39,6 +39,9 @@ class OomForecast {
   // forecast from flapping on one noisy reading. A leak is seen about a third of the window after it
   // starts (20 s at the default), once the last third of the readings lies wholly above the first.
   [[nodiscard]] std::optional<double> secondsToLimit() const { return seconds_; }
+  // The same, counted down from the last reading to `now_us` (a domain read rarely keeps counting down
+  // between its readings), never below 0.
+  [[nodiscard]] std::optional<double> secondsToLimitAt(uint64_t now_us) const;
   // The least-squares growth in bytes per second over the fitted readings (0 before there are two).
   [[nodiscard]] double bytesPerSecond() const { return rate_; }
 

@@ -125,11 +125,7 @@ class Daemon final : private WatchSet::Listener {
   KillHistory history_;
   // Each domain's time-to-OOM forecast ("/" = the host), fed by publishDomainMemory's readings: the host's
   // every refresh, an acting memcg's level watch readings, the others' at the full scans.
-  struct DomainForecast {
-    policies::OomForecast fit;
-    uint64_t reading_us = 0;  // the last reading's time
-  };
-  std::map<std::string, DomainForecast> forecasts_;
+  std::map<std::string, policies::OomForecast> forecasts_;
   DecisionLog decision_log_;
   boost::asio::steady_timer refresh_timer_;
   boost::asio::steady_timer level_timer_;  // the next due level reading (checkLevels)

@@ -138,21 +138,13 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
 
 void Daemon::recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,
                                 uint64_t at_us) {
-  auto& forecast = forecasts_[domain];
-  forecast.fit.reading(at_us, usage_bytes, limit_bytes);  // ignored unless later than the last
-  forecast.reading_us = std::max(forecast.reading_us, at_us);
+  forecasts_[domain].reading(at_us, usage_bytes, limit_bytes);  // ignored unless later than the last
   metrics_.setDomainMemory(domain == "/" ? "host" : domain, limit_bytes, usage_bytes, oomForecastSeconds(domain));
 }
 
 std::optional<double> Daemon::oomForecastSeconds(const std::string& domain) const {
   const auto found = forecasts_.find(domain);
-  if (found == forecasts_.end() || !found->second.fit.secondsToLimit()) {
-    return std::nullopt;
-  }
-  // As of now: a domain read every 6th refresh keeps counting down between its readings.
-  const uint64_t now_us = clock_.monotonic_us();
-  const double age_s = now_us > found->second.reading_us ? static_cast<double>(now_us - found->second.reading_us) / 1e6 : 0;
-  return std::max(0.0, *found->second.fit.secondsToLimit() - age_s);
+  return found == forecasts_.end() ? std::nullopt : found->second.secondsToLimitAt(clock_.monotonic_us());
 }
 
 void Daemon::logWatchSet(const char* event) {

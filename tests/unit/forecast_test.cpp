@@ -150,6 +150,12 @@ TEST(OomForecast, ADomainReadEveryThirtySecondsStillGetsAForecast) {
   const auto answers = feed(forecast, 900, 30, [](double t) { return 100 * kMiB + 0.5 * kMiB * t; });
   ASSERT_TRUE(answers.back().seconds) << "its readings reach back up to 10 minutes";
   EXPECT_NEAR(*answers.back().seconds, (1024.0 - 100.0 - 450.0) / 0.5, 1);
+  // Between its readings the forecast counts down from the last one (at 900 s), and stops at 0.
+  const double at_last = *forecast.secondsToLimit();
+  EXPECT_DOUBLE_EQ(*forecast.secondsToLimitAt(900'000'000), at_last);
+  EXPECT_NEAR(*forecast.secondsToLimitAt(920'000'000), at_last - 20, 1e-9);
+  EXPECT_DOUBLE_EQ(*forecast.secondsToLimitAt(900'000'000 + 10'000'000'000ULL), 0);
+  EXPECT_FALSE(OomForecast().secondsToLimitAt(1'000'000)) << "no readings: no forecast";
 }
 
 TEST(OomForecast, ReadingsOutOfOrderAreIgnoredAndTheLimitReachedIsZero) {
