@@ -51,14 +51,13 @@ measure() {
   shift
   dir="$OUT/runs/$name"
   mkdir -p "$dir"
-  oomguard run "$@" --metrics-listen 127.0.0.1:0 > "$dir/daemon.jsonl" 2> "$dir/daemon.err" &
+  # guestlib's daemon_* helpers, on this run's own log.
+  DAEMON_LOG="$dir/daemon.jsonl"
+  oomguard run "$@" --metrics-listen 127.0.0.1:0 > "$DAEMON_LOG" 2> "$dir/daemon.err" &
   pid=$!
+  DAEMON_PID=$pid
   s0=$(uptime_s)
-  n=0
-  while ! grep -q '"event":"started"' "$dir/daemon.jsonl" 2>/dev/null && [ "$n" -lt 300 ]; do
-    sleep 0.1
-    n=$((n + 1))
-  done
+  daemon_wait_for '"event":"started"' 30 0 || log "$name: no started line after 30 s"
   start_s=$(awk -v a="$s0" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }')
   log "$name: started after $start_s s"
   sleep "$WARMUP_S"
@@ -72,29 +71,15 @@ measure() {
   until grep -q '"event":"watch_set"' "$dir/daemon.jsonl" 2>/dev/null || [ "$n" -ge 50 ]; do sleep 0.1; n=$((n + 1)); done
   grep '"event":"watch_set"' "$dir/daemon.jsonl" | head -n 1 > "$dir/watch_set.json"
   alive=0
-  [ -r "/proc/$pid/status" ] && alive=1
-  # SIGTERM, then a bounded wait: a daemon that does not exit is this scenario's failure, with the
-  # stacks of its threads as evidence, not a guest that runs into the VM's limit.
-  e0=$(uptime_s)
-  kill -TERM "$pid" 2>/dev/null
-  n=0
-  while [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] && [ -d "/proc/$pid" ] \
-        && [ "$n" -lt 600 ]; do
-    sleep 0.1
-    n=$((n + 1))
-  done
-  stop_s=$(awk -v a="$e0" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }')
-  if [ "$n" -ge 600 ]; then
-    log "$name: STILL RUNNING $stop_s s after SIGTERM; its threads:"
-    for t in /proc/"$pid"/task/*; do
-      echo "  thread ${t##*/} $(cat "$t/comm") state $(sed 's/.*) //' "$t/stat" | cut -d' ' -f1) wchan $(cat "$t/wchan")"
-      sed 's/^/    /' "$t/stack" 2>/dev/null
-    done
-    tail -n 3 "$dir/daemon.jsonl" | cut -c1-300
-    kill -KILL "$pid"
-  fi
-  wait "$pid"
-  rc=$?
+  daemon_alive && alive=1
+  # guestlib's daemon_stop: SIGTERM, a wait bounded at 5 s, then each thread's state and wait channel
+  # (daemon.stuck) and SIGKILL, the exit code "timeout"; a daemon that does not exit is this scenario's
+  # failure, not a guest that runs into the VM's limit.
+  daemon_stop
+  mv "$OUT/daemon.stop" "$dir/daemon.stop"
+  [ -f "$OUT/daemon.stuck" ] && { log "$name: STILL RUNNING after SIGTERM; its threads:"; cat "$OUT/daemon.stuck"; mv "$OUT/daemon.stuck" "$dir/"; }
+  rc=$(sed -n 's/^exit_code //p' "$dir/daemon.stop")
+  stop_s=$(awk '$1 == "stop_ms" { printf "%.2f", $2 / 1000 }' "$dir/daemon.stop")
   log "$name: exited $stop_s s after SIGTERM, code $rc"
   {
     echo "name $name"
