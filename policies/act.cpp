@@ -374,8 +374,11 @@ std::optional<std::string> KillGate::refusal(const std::string& domain, uint64_t
 }
 
 void KillGate::recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget,
-                          uint64_t grace_us) {
+                          uint64_t grace_us, bool counts) {
   victims_.push_back(VictimInProgress{cgroup, pid, false, now_us, grace_us});
+  if (!counts) {
+    return;
+  }
   std::deque<uint64_t>& kills = budget.empty() ? recent_kills_us_ : tenant_kills_us_[budget];
   kills.push_back(now_us);
   constexpr uint64_t kMinuteUs = 60'000'000;
@@ -399,6 +402,13 @@ void KillGate::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t n
     return;  // the same subtree is already waited on
   }
   victims_.push_back(VictimInProgress{cgroup, pid, true, now_us});
+}
+
+void KillGate::refund(const std::string& budget, uint64_t at_us) {
+  std::deque<uint64_t>& kills = budget.empty() ? recent_kills_us_ : tenant_kills_us_[budget];
+  if (const auto found = std::find(kills.begin(), kills.end(), at_us); found != kills.end()) {
+    kills.erase(found);
+  }
 }
 
 void KillGate::release(pid_t pid) {

@@ -174,13 +174,17 @@ class KillGate {
   // The victim in progress that blocks `domain` now, if any (the oldest).
   [[nodiscard]] std::optional<VictimInProgress> blocking(const std::string& domain, uint64_t now_us) const;
   // oomguard killed `pid` (0 for a cgroup kill) in `cgroup`, with a SIGTERM grace of `grace_us` (0: at
-  // once); counts toward the per-minute cap. It is waited on for the grace plus the bounded wait.
+  // once); counts toward the per-minute cap unless `counts` is false (the kill was counted when its
+  // pre_kill hook started). It is waited on for the grace plus the bounded wait.
   void recordKill(const std::string& cgroup, pid_t pid, uint64_t now_us, const std::string& budget = "",
-                  uint64_t grace_us = 0);
+                  uint64_t grace_us = 0, bool counts = true);
   // The kernel killed in `cgroup`: `pid` 0 when only memory.events said so (then `cgroup` is the
   // subtree it happened in). A report that names the task replaces the unknown entries it explains
   // (those whose subtree holds `cgroup`).
   void recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us);
+  // A kill counted at `at_us` (recordKill) was not made after all: it no longer counts toward the cap
+  // of `budget` (its victim entry is released separately).
+  void refund(const std::string& budget, uint64_t at_us);
   // The victim `pid` is gone (a cgroup kill: `cgroup` is empty).
   void release(pid_t pid);
   void releaseCgroup(const std::string& cgroup);

@@ -42,6 +42,8 @@ const char* toString(DecisionResult result) {
       return "gone";
     case DecisionResult::kChanged:
       return "changed";
+    case DecisionResult::kPreKillHook:
+      return "pre_kill_hook";
   }
   return "observed";
 }

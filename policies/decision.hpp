@@ -36,9 +36,10 @@ enum class DecisionResult {
   kFailed,          // the actuator could not act
   kGone,            // the victim exited before the kill
   kChanged,         // the pid no longer names the chosen process (exited, moved, recycled)
+  kPreKillHook,     // the operator's pre_kill hook runs; the kill follows when it ends or at its timeout
 };
 // observed | no_candidate | no_data | below_threshold | held | no_victim | panicking | dry_run | killed |
-// failed | gone | changed
+// failed | gone | changed | pre_kill_hook
 const char* toString(DecisionResult result);
 
 // What started a decision.

@@ -3,6 +3,7 @@
 #include "guardian/config/address.hpp"
 #include "guardian/config/config_json.hpp"
 #include "guardian/config/glob.hpp"
+#include "guardian/config/object_reader.hpp"
 
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,120 +15,8 @@ const char* toString(Mode mode) { return mode == Mode::kAct ? "act" : "observe";
 
 namespace {
 
-using Json = nlohmann::json;
-
-std::string typeName(const Json& value) { return value.type_name(); }
-
-// Reads one JSON object, tracking its path; finish() rejects keys nobody asked for.
-class ObjectReader {
- public:
-  ObjectReader(const Json& value, std::string path) : value_(value), path_(std::move(path)) {
-    if (!value_.is_object()) {
-      fail(path_, "must be an object, got " + typeName(value_));
-    }
-  }
-
-  [[nodiscard]] std::string pathOf(std::string_view key) const { return path_ + "/" + std::string(key); }
-  [[noreturn]] static void fail(const std::string& path, const std::string& reason) {
-    throw ConfigError((path.empty() ? std::string("/") : path) + ": " + reason);
-  }
-
-  const Json* find(std::string_view key) {
-    known_.insert(std::string(key));
-    const auto found = value_.find(std::string(key));
-    return found == value_.end() ? nullptr : &*found;
-  }
-
-  bool boolean(std::string_view key, bool fallback) {
-    const Json* value = find(key);
-    if (value == nullptr) {
-      return fallback;
-    }
-    if (!value->is_boolean()) {
-      fail(pathOf(key), "must be true or false, got " + typeName(*value));
-    }
-    return value->get<bool>();
-  }
-
-  std::string string(std::string_view key, const std::string& fallback, std::initializer_list<const char*> allowed = {}) {
-    const Json* value = find(key);
-    if (value == nullptr) {
-      return fallback;
-    }
-    if (!value->is_string()) {
-      fail(pathOf(key), "must be a string, got " + typeName(*value));
-    }
-    auto text = value->get<std::string>();
-    if (allowed.size() > 0) {
-      std::string choices;
-      for (const char* choice : allowed) {
-        if (text == choice) {
-          return text;
-        }
-        choices += choices.empty() ? "" : ", ";
-        choices += std::string("\"") + choice + "\"";
-      }
-      fail(pathOf(key), "must be one of " + choices + ", got \"" + text + "\"");
-    }
-    return text;
-  }
-
-  std::string requiredString(std::string_view key) {
-    if (find(key) == nullptr) {
-      fail(pathOf(key), "is required");
-    }
-    return string(key, "");
-  }
-
-  // An integer in [min, max].
-  int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) {
-    const Json* value = find(key);
-    if (value == nullptr) {
-      return fallback;
-    }
-    if (!value->is_number_integer()) {
-      fail(pathOf(key), "must be an integer, got " + (value->is_number() ? std::string("a fraction") : typeName(*value)));
-    }
-    const auto number = value->is_number_unsigned() && value->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
-                            ? INT64_MAX
-                            : value->get<int64_t>();
-    if (number < min || number > max) {
-      fail(pathOf(key), "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
-                            std::to_string(number));
-    }
-    return number;
-  }
-
-  double number(std::string_view key, double fallback, double min, double max) {
-    const Json* value = find(key);
-    if (value == nullptr) {
-      return fallback;
-    }
-    if (!value->is_number()) {
-      fail(pathOf(key), "must be a number, got " + typeName(*value));
-    }
-    const double number = value->get<double>();
-    if (!(number >= min && number <= max)) {
-      std::ostringstream text;
-      text << "must be between " << min << " and " << max << ", got " << number;
-      fail(pathOf(key), text.str());
-    }
-    return number;
-  }
-
-  void finish() const {
-    for (const auto& [key, unused] : value_.items()) {
-      if (!known_.contains(key)) {
-        fail(pathOf(key), "unknown key");
-      }
-    }
-  }
-
- private:
-  const Json& value_;
-  std::string path_;
-  std::set<std::string, std::less<>> known_;
-};
+using detail::Json;
+using detail::ObjectReader;
 
 PressureTrigger readPressure(const Json& value, const std::string& path) {
   ObjectReader reader(value, path);
@@ -357,9 +246,12 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
       }
       reader.finish();
     }
+    if (const Json* hooks = root.find("hooks")) {
+      config.hooks = parseHooks(*hooks);
+    }
     if (const Json* cgroups = root.find("cgroups")) {
       if (!cgroups->is_array()) {
-        ObjectReader::fail("/cgroups", "must be an array, got " + typeName(*cgroups));
+        ObjectReader::fail("/cgroups", "must be an array, got " + detail::typeName(*cgroups));
       }
       config.cgroups.clear();
       for (size_t i = 0; i < cgroups->size(); ++i) {

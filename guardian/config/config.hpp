@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -74,6 +75,30 @@ struct History {
   bool operator==(const History&) const = default;
 };
 
+// An operator's command, run at one stage of a kill (io::HookRunner). Only from the config file, never from
+// a pod's annotations: a pod cannot make the guardian run a command.
+struct Hook {
+  std::vector<std::string> argv;  // argv[0]: an absolute path; no PATH search, no shell
+  uint32_t timeout_ms = 0;        // then its process group gets SIGKILL
+  size_t max_output_bytes = 4096; // of stdout and stderr together, kept for the log; the rest is read and dropped
+  bool operator==(const Hook&) const = default;
+};
+
+// hooks (hooks.cpp): pre_kill runs after the decision and before the signal, which waits for it at most its
+// timeout_ms (10..5000, default 500) and is sent whatever the hook did; post_kill once the victim is gone.
+// A storm is capped: at most max_concurrent hooks run at once and
+// max_per_minute start in any minute; one more is dropped and counted, and never delays a kill.
+struct Hooks {
+  std::optional<Hook> pre_kill;
+  std::optional<Hook> post_kill;
+  size_t max_concurrent = 4;
+  size_t max_per_minute = 30;
+  // The hooks' own oom_score_adj: they do not inherit oomguard's -1000, so a hook that grows is the
+  // kernel's first choice and never the workload.
+  int oom_score_adj = 1000;
+  bool operator==(const Hooks&) const = default;
+};
+
 struct Config {
   Mode mode = Mode::kObserve;
   double refresh_interval_s = 5.0;
@@ -110,6 +135,7 @@ struct Config {
   std::map<std::string, long> sysctls;  // "vm.panic_on_oom" -> 0
   bool enforce_sysctls = false;
   std::vector<CgroupRule> cgroups = {defaultCgroupRule()};
+  Hooks hooks;
 
   // Pod metadata from the API server (names, annotations as per-workload policy, Events on kills).
   struct Kubernetes {
@@ -124,6 +150,9 @@ struct Config {
     TenantPolicy tenant;
   } kubernetes;
 };
+
+// Reads /hooks (hooks.cpp); throws ConfigError naming the JSON path.
+Hooks parseHooks(const nlohmann::json& value);
 
 // Parses and validates. `source` names the input in messages (a file name).
 Config parseConfig(std::string_view json_text, const std::string& source);

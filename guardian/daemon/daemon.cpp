@@ -35,7 +35,8 @@ Daemon::Daemon(boost::asio::io_context& io, config::Config config, DaemonOptions
       watch_set_(io, node_, config_, log, stats_, clock_, *this),
       rankings_(node_, config_, stats_, clock_,
                 [this](const DomainState& state, bool changed) { publishRanking(state, changed); }),
-      executor_(node_, actuator, config_, options_, log, metrics, stats_, clock_),
+      hooks_(io, clock_.monotonic_us),
+      executor_(node_, actuator, hooks_, config_, options_, log, metrics, stats_, clock_),
       pods_(io, node_, config_, facts_, log, metrics, executor_, stats_, clock_, [this] { requestRefresh(); }),
       decider_(node_, config_, watch_set_, rankings_, executor_, pods_.workloads(), stats_),
       oom_reports_(actuator, clock_, log, metrics, stats_, rankings_),
@@ -486,6 +487,7 @@ void Daemon::stop() {
     boost::system::error_code ignored;
     signals_->cancel(ignored);
   }
+  executor_.stopHooks();
   executor_.restoreMemoryHigh();
   watch_set_.close();
   if (kmsg_) {

@@ -118,6 +118,7 @@ class Daemon final : private WatchSet::Listener {
   DaemonStats stats_;
   WatchSet watch_set_;
   Rankings rankings_;
+  io::HookRunner hooks_;  // the operator's hooks; stopped (their processes killed) in stop()
   Executor executor_;
   Pods pods_;
   Decider decider_;

@@ -244,7 +244,8 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
     outcome.chosen_because = choice.reason + gone;
     executor.kill(domain, *choice.victim, rule, policies::toString(outcome.reason->kind), now_us, outcome);
     if (outcome.result != policies::DecisionResult::kGone) {
-      if (outcome.result == policies::DecisionResult::kKilled) {
+      if (outcome.result == policies::DecisionResult::kKilled ||
+          outcome.result == policies::DecisionResult::kPreKillHook) {
         const auto& victim = *choice.victim;
         if (victim.group_kill_cgroup) {
           victimTaken(*victim.group_kill_cgroup, true);

@@ -15,15 +15,15 @@ namespace oomguard::guardian::daemon {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using policies::DecisionAction;
-using policies::DecisionResult;
 
 }  // namespace
 
-Executor::Executor(io::Node& node, io::Actuator& actuator, const config::Config& config, const DaemonOptions& options,
-                   io::EventLog& log, exporter::Metrics& metrics, DaemonStats& stats, const Clock& clock)
+Executor::Executor(io::Node& node, io::Actuator& actuator, io::HookRunner& hooks, const config::Config& config,
+                   const DaemonOptions& options, io::EventLog& log, exporter::Metrics& metrics, DaemonStats& stats,
+                   const Clock& clock)
     : node_(node),
       actuator_(actuator),
+      hooks_(hooks),
       config_(config),
       options_(options),
       log_(log),
@@ -63,150 +63,6 @@ void Executor::findNeverKill() {
   }
 }
 
-void Executor::kill(const std::string& domain, const policies::VictimCandidate& victim, const config::ActRule& rule,
-                    const std::string& reason_kind, uint64_t now_us, policies::Outcome& outcome) {
-  const std::string policy = policies::toString(rule.action);
-  // The pod the victim belongs to, when the API server has told.
-  const kube::Workloads::Resolved resolved =
-      workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : kube::Workloads::Resolved{};
-  outcome.target = policies::Target{victim, resolved.pod != nullptr, resolved.labels.namespace_name,
-                                    resolved.labels.pod, resolved.labels.container};
-  // What every kill does once the actuator has answered.
-  // A kill the pod asked for (its own pressure limit) spends the pod's budget, not the node's.
-  const std::string budget = reason_kind == kPodPressureReason ? domain : std::string();
-  std::optional<cgroupfs::ProcStatus> victim_status;  // read once pinned
-  uint32_t grace_ms = 0;                               // the SIGTERM grace the kill gives (set below)
-  auto finish = [&](const io::ActionResult& result, std::shared_ptr<io::PinnedProcess> pinned,
-                    const std::string& killed_cgroup) {
-    outcome.result = result.ok ? (options_.dry_run ? DecisionResult::kDryRun : DecisionResult::kKilled)
-                               : DecisionResult::kFailed;
-    outcome.detail = result.detail;
-    if (result.ok && !options_.dry_run && resolved.pod != nullptr && on_pod_kill_) {
-      // After the kill, never before it: the Event is queued and sent later on the loop.
-      std::string message = "oomguard killed ";
-      message += victim.group_kill_cgroup ? "cgroup " + *victim.group_kill_cgroup + " (memory.oom.group)"
-                                          : "pid " + std::to_string(victim.pid) + " (" + victim.comm + ")";
-      if (!resolved.labels.container.empty()) {
-        message += " in container " + resolved.labels.container;
-      }
-      message += ": OOM domain " + (domain == "/" ? std::string("host") : domain) + ", " +
-                 std::to_string(victim.points) + " points, policy " + policy + ", trigger " + reason_kind;
-      on_pod_kill_(*resolved.pod, message);
-    }
-    metrics_.countKill(policy, reason_kind, result.ok ? "success" : "failed");
-    if (result.ok && !options_.dry_run) {
-      metrics_.countOomKill(resolved.labels, "oomguard", domain == "/" ? "CONSTRAINT_NONE" : "CONSTRAINT_MEMCG");
-      if (on_kill_) {
-        on_kill_(OomguardKill{domain, victim, victim_status,
-                              killed_cgroup.empty() ? std::nullopt : std::optional<std::string>(killed_cgroup),
-                              policy, reason_kind, resolved.labels});
-      }
-    }
-    if (result.ok) {
-      ++stats_.kills;
-      // One OOM, one victim: the domains that hold it wait until its memory is back.
-      if (pinned) {
-        gate_.recordKill(victim.cgroup.empty() ? domain : victim.cgroup, pinned->pid(), now_us, budget,
-                         uint64_t{grace_ms} * 1000);
-        victim_pins_[pinned->pid()] = std::move(pinned);
-      } else {
-        gate_.recordKill(killed_cgroup, 0, now_us, budget);
-        killed_cgroups_.insert(killed_cgroup);
-      }
-    }
-  };
-  auto killGroup = [&] {
-    // memory.oom.group: the kernel would take the whole cgroup, and so does oomguard.
-    outcome.action = DecisionAction::kKillCgroup;
-    outcome.killed_cgroup = *victim.group_kill_cgroup;
-    const io::ActionResult result = actuator_.killCgroup(*victim.group_kill_cgroup);
-    outcome.signalled_at_us = clock_.monotonic_us();
-    finish(result, nullptr, *victim.group_kill_cgroup);
-  };
-  if (victim.pid == 0 && victim.group_kill_cgroup) {
-    killGroup();  // a whole cgroup asked for as such (a pod's pressure-action kill-group): no member ranked
-    return;
-  }
-  // Pinned first, for a single task and a group kill through it alike: what /proc and the tree show then
-  // belong to the pinned process. A group is killed only through a member that is still the one chosen
-  // (a grower measured at the last refresh may have exited, and its group with it be innocent now).
-  outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
-  auto pinned = actuator_.pin(victim.pid);
-  if (!pinned) {
-    outcome.result = DecisionResult::kGone;
-    outcome.detail = pinned.error().describe();
-    metrics_.countKill(policy, reason_kind, "gone");
-    return;
-  }
-  // Membership is checked in the tree (cgroup.procs), where it was found: paths in /proc/<pid>/cgroup
-  // are relative to the reader's cgroup namespace. A victim whose cgroup is unknown is never killed
-  // (policies::exclusionReason): it is a member of none.
-  auto now = node_.procfs().readProcess(victim.pid, false);
-  if (now) {
-    // --dry-run: the oom_score_adj it would have written stands in for /proc's, as in the ranking.
-    std::vector<cgroupfs::ProcessSnapshot> read{now.value()};
-    node_.overlayIntendedAdj(read);
-    now.value().oom_score_adj = read.front().oom_score_adj;
-  }
-  bool member = false;
-  if (!victim.cgroup.empty()) {
-    if (auto procs = node_.cgroupfs().readText(victim.cgroup, cgroupfs::files::kProcs)) {
-      if (auto pids = cgroupfs::parsePidList(procs.value())) {
-        member = std::find(pids.value().begin(), pids.value().end(), victim.pid) != pids.value().end();
-      }
-    }
-  }
-  // And it started before the candidates were read: a process that started later holds a recycled pid
-  // (same comm and cgroup are no proof: a pool respawning its workers).
-  const auto started = node_.procfs().readStartTimeTicks(victim.pid);
-  const bool older = started && started.value() <= snapshot_boot_ticks_;
-  // Made unkillable since it was ranked (oom_score_adj -1000): the kernel would pass it over, and so does
-  // oomguard. (A lower value that leaves it killable is the kernel's call too: it may still be first.)
-  const bool unprotected = now && now.value().oom_score_adj != -1000;
-  const bool same = now && !pinned.value()->exited() && now.value().status.comm == victim.comm && member && older &&
-                    unprotected;
-  if (!same) {
-    ++stats_.kills_no_data;
-    outcome.result = DecisionResult::kChanged;
-    outcome.detail = !now       ? now.error().describe()
-                     : !started ? started.error().describe()
-                     : !older   ? "pid " + std::to_string(victim.pid) +
-                                    " started after the candidates were read: a new process under a recycled pid"
-                     : !unprotected ? "pid " + std::to_string(victim.pid) + " has oom_score_adj -1000 now, " +
-                                          std::to_string(victim.oom_score_adj) + " when it was ranked"
-                                : "pid " + std::to_string(victim.pid) + " is no longer the chosen process";
-    metrics_.countKill(policy, reason_kind, "gone");
-    return;
-  }
-  if (victim.group_kill_cgroup) {
-    killGroup();
-    return;
-  }
-  victim_status = now.value().status;
-  // A pod's own grace replaces the rule's; outside protected_namespaces the rule's grace bounds it (an
-  // operator who kills at once is never made to wait by a tenant).
-  grace_ms = rule.sigterm_grace_ms;
-  if (const auto pod_grace = kube::Workloads::sigtermGraceSeconds(resolved); pod_grace && config_.kubernetes.annotations) {
-    // A kill the pod asked for itself (its pressure limit) takes its own grace as it is.
-    const bool trusted = (resolved.pod != nullptr &&
-                          config::mayEscalate(config_.kubernetes.tenant, resolved.pod->namespace_name)) ||
-                         reason_kind == kPodPressureReason;
-    grace_ms = trusted ? *pod_grace * 1000 : std::min(*pod_grace * 1000, rule.sigterm_grace_ms);
-    outcome.sigterm_grace_ms = grace_ms;
-  }
-  io::ActionResult result = actuator_.kill(pinned.value(), grace_ms);
-  // The signal is what stops the leak (a killed process charges no more memory); the release after it
-  // only returns the memory sooner.
-  outcome.signalled_at_us = clock_.monotonic_us();
-  if (result.ok && grace_ms == 0) {
-    result.detail += ", " + actuator_.release(pinned.value()).detail;
-  }
-  // The victim holds its domain until it has exited, reaped or not: releasing the gate at the reap let a
-  // memory.events "high" rise that predated the kill choose the neighbour next (beat-the-kernel, subrun
-  // worst, in CI). To be redone for level triggers only.
-  finish(result, pinned.value(), {});
-}
-
 void Executor::configChanged() {
   gate_.setLimits(static_cast<uint64_t>(config_.victim_wait_s * 1e6), config_.max_kills_per_minute);
 }
@@ -216,9 +72,11 @@ void Executor::releaseVictims(uint64_t now_us) {
   // torn down); a cgroup kill once the cgroup is empty. Past the wait the gate forgets it anyway.
   for (auto it = victim_pins_.begin(); it != victim_pins_.end();) {
     if (it->second->exited()) {
-      gate_.release(it->first);
-      log_.write("victim_released", Json{{"pid", it->first}, {"reason", "gone"}});
+      const pid_t pid = it->first;
+      gate_.release(pid);
+      log_.write("victim_released", Json{{"pid", pid}, {"reason", "gone"}});
       it = victim_pins_.erase(it);
+      runPostKill("pid:" + std::to_string(pid), true);
     } else {
       ++it;
     }
@@ -233,9 +91,11 @@ void Executor::releaseVictims(uint64_t now_us) {
       return entry.first == "populated" && entry.second == 0;
     }) : events.error().vanished();
     if (empty) {
-      gate_.releaseCgroup(*it);
-      log_.write("victim_released", Json{{"cgroup", *it}, {"reason", "empty"}});
+      const std::string cgroup = *it;
+      gate_.releaseCgroup(cgroup);
+      log_.write("victim_released", Json{{"cgroup", cgroup}, {"reason", "empty"}});
       it = killed_cgroups_.erase(it);
+      runPostKill("cgroup:" + cgroup, true);
     } else {
       ++it;
     }
@@ -249,19 +109,18 @@ void Executor::releaseVictims(uint64_t now_us) {
   std::erase_if(killed_cgroups_, [&](const std::string& cgroup) {
     return std::none_of(waiting.begin(), waiting.end(), [&](const auto& v) { return v.pid == 0 && v.cgroup == cgroup; });
   });
-}
-
-void Executor::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {
-  gate_.recordKernelKill(cgroup, pid, now_us);
-  if (pid <= 0) {
-    return;
+  // Kills whose victim outlived the wait: their post_kill hook runs now, with victim_gone false.
+  std::vector<std::string> overdue;
+  for (const auto& [key, plan] : post_kill_due_) {
+    const bool pid_waited = key.starts_with("pid:") && victim_pins_.contains(plan.victim.pid);
+    const bool cgroup_waited = key.starts_with("cgroup:") && killed_cgroups_.contains(key.substr(7));
+    if (!pid_waited && !cgroup_waited) {
+      overdue.push_back(key);
+    }
   }
-  if (auto pinned = actuator_.pin(pid); pinned && !pinned.value()->exited()) {
-    victim_pins_[pid] = std::move(pinned).value();
-  } else if (pinned || pinned.error().vanished()) {
-    gate_.release(pid);  // already gone: its memory is back
+  for (const auto& key : overdue) {
+    runPostKill(key, false);
   }
-  // Otherwise (no descriptor left, say) nothing is known of it: the gate waits for it its bounded time.
 }
 
 void Executor::applyProtections(const HostScan& scan, const std::vector<std::string>& cgroups) {

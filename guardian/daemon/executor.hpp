@@ -22,6 +22,7 @@
 #include "guardian/exporter/metrics.hpp"
 #include "guardian/io/actuator.hpp"
 #include "guardian/io/event_log.hpp"
+#include "guardian/io/hooks.hpp"
 #include "guardian/io/node.hpp"
 #include "guardian/kube/workloads.hpp"
 #include "policies/act.hpp"
@@ -46,8 +47,9 @@ struct OomguardKill {
 
 class Executor {
  public:
-  Executor(io::Node& node, io::Actuator& actuator, const config::Config& config, const DaemonOptions& options,
-           io::EventLog& log, exporter::Metrics& metrics, DaemonStats& stats, const Clock& clock);
+  Executor(io::Node& node, io::Actuator& actuator, io::HookRunner& hooks, const config::Config& config,
+           const DaemonOptions& options, io::EventLog& log, exporter::Metrics& metrics, DaemonStats& stats,
+           const Clock& clock);
 
   // mlockall and the configured oom_score_adj of the daemon itself; returns the status for the summary.
   std::string protectSelf();
@@ -75,12 +77,18 @@ class Executor {
   // outcome: target, action, result and detail. A pid is pinned first and then checked to be the chosen
   // process: same comm, still in its cgroup, started before the decision's snapshot; if not, no kill.
   // A kill that worked holds the gate until its memory is back.
+  // With a pre_kill hook (hooks.pre_kill, not in --dry-run): the result is kPreKillHook. The gate holds
+  // the victim's domains and counts the kill from then on; the hook runs, and when it ends (or at its
+  // timeout, or at once when it was dropped or could not start) the victim is checked again and killed,
+  // whatever the hook did, unless it has gone or the kernel killed in its domain meanwhile (one OOM, one
+  // victim). That end is logged as a "kill" line (executor_hooks.cpp).
   void kill(const std::string& domain, const policies::VictimCandidate& victim, const config::ActRule& rule,
             const std::string& reason_kind, uint64_t now_us, policies::Outcome& outcome);
 
   // Crashes the kernel (policy panic); returns only when that failed (or in dry-run).
   io::ActionResult panic() { return actuator_.panic(); }
-  // Releases the victims that are gone (pidfd readable; a killed cgroup empty) and those past their wait.
+  // Releases the victims that are gone (pidfd readable; a killed cgroup empty) and those past their wait;
+  // each one's post_kill hook then runs (hooks.post_kill), with victim_gone false for those past the wait.
   void releaseVictims(uint64_t now_us);
   // The kernel has a victim in progress: `pid` 0 when only memory.events said so (then `cgroup` is the
   // subtree it happened in); a known pid is pinned until it is gone.
@@ -97,6 +105,9 @@ class Executor {
   // is left alone and logged once, unless the rule has memory_high_override and theirs lies above the
   // threshold. A domain whose rule no longer asks gets back what was there before ("max" or theirs).
   void applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t>>& domains);
+  // At exit: every hook's process group gets SIGKILL (io::HookRunner::stop), and each kill that waited
+  // for its pre_kill hook is made now (the hook counted as "cancelled").
+  void stopHooks();
   // The config was replaced (a reload): the kill gate takes its victim wait and kill cap.
   void configChanged();
   // At exit and before a reload: every memory.high oomguard set goes back to what was there before
@@ -109,11 +120,46 @@ class Executor {
   }
 
  private:
-  // A victim in progress: a pinned process (ours or the kernel's) or a cgroup oomguard killed whole.
-  void holdVictim(const std::string& cgroup, std::shared_ptr<io::PinnedProcess> pinned, uint64_t now_us);
+  // A kill from its decision to its signal (executor_kill.cpp), and across a pre_kill hook.
+  struct KillPlan {
+    std::string domain;
+    policies::VictimCandidate victim;
+    config::ActRule rule;
+    std::string reason_kind;
+    std::string policy;
+    std::string budget;             // empty: the node's kill cap; else the pod's own (kPodPressureReason)
+    uint64_t decided_us = 0;
+    uint64_t snapshot_boot_ticks = 0;  // the candidates were read then (a later start: a recycled pid)
+    uint32_t grace_ms = 0;          // the SIGTERM grace the kill gives
+    bool reserved = false;          // the gate holds its domains and counted it (its pre_kill hook ran)
+    bool kernel_killed = false;     // the kernel killed in its domain while its hook ran
+    std::string kernel_kill;        // what it killed
+    pid_t kernel_kill_pid = 0;      // its pid, when known
+    // A whole cgroup asked for as such (pid 0): its inode at the decision, so that a cgroup removed and
+    // made again under the same path during the hook is not killed in its place.
+    std::optional<uint64_t> cgroup_inode;
+  };
+  // Why `pinned` is no longer the plan's victim (nullopt: it is); `status` gets its /proc status.
+  std::optional<std::string> changedSince(const KillPlan& plan, const io::PinnedProcess& pinned,
+                                          std::optional<cgroupfs::ProcStatus>& status);
+  // Sends the signal (or writes cgroup.kill) and records it: gate, victim pins, metrics, the pod's Event,
+  // the kill history.
+  void signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& pinned,
+              const std::optional<cgroupfs::ProcStatus>& status, policies::Outcome& outcome);
+  // executor_hooks.cpp: the pre_kill hook's start and the kill at its end; the post_kill hook.
+  void startPreKill(KillPlan plan, const std::shared_ptr<io::PinnedProcess>& pinned, policies::Outcome& outcome);
+  void completeKill(const std::shared_ptr<KillPlan>& plan, const std::shared_ptr<io::PinnedProcess>& pinned,
+                    const io::HookOutcome& hook);
+  void runPostKill(const std::string& key, bool victim_gone);
+  // The event a hook gets on stdin (JSON) and in its environment.
+  void runHook(const std::string& stage, const config::Hook& hook, const KillPlan& plan, const std::string& key,
+               nlohmann::ordered_json extra, std::function<void(const io::HookOutcome&)> then);
+  // Logs a hook's end ("hook" line) and counts it.
+  void reportHook(const io::HookOutcome& outcome, const KillPlan& plan);
 
   io::Node& node_;
   io::Actuator& actuator_;
+  io::HookRunner& hooks_;
   const config::Config& config_;
   const DaemonOptions& options_;
   io::EventLog& log_;
@@ -131,6 +177,10 @@ class Executor {
   // cgroups oomguard killed whole; released once gone.
   std::map<pid_t, std::shared_ptr<io::PinnedProcess>> victim_pins_;
   std::set<std::string> killed_cgroups_;
+  // Kills waiting for their pre_kill hook, with their pinned victim (none: a whole cgroup asked for as such).
+  std::vector<std::pair<std::shared_ptr<KillPlan>, std::shared_ptr<io::PinnedProcess>>> pending_kills_;
+  // Kills whose post_kill hook runs once the victim is gone: "pid:N" or "cgroup:/path" -> its plan.
+  std::map<std::string, KillPlan> post_kill_due_;
   std::map<std::string, bool> sysctl_drift_;
   struct MemoryHighWritten {
     uint64_t bytes = 0;                   // what oomguard wrote

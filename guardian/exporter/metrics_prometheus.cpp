@@ -83,6 +83,9 @@ PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, c
               "OOM kills by the kernel itself, read from its reports on /dev/kmsg, by constraint "
               "(CONSTRAINT_NONE = host OOM, CONSTRAINT_MEMCG = a cgroup's memory.max, "
               "CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY). Unit: kills.");
+  hooks_ = &family(pm::BuildCounter(), "oomguard_hooks_total", "counter",
+                   "Runs of the operator's hooks, by hook (pre_kill, post_kill) and result (ok, failed, "
+                   "timeout, missing, spawn_failed, dropped, cancelled). Unit: runs.");
   predictions_ =
       &family(pm::BuildCounter(), "oomguard_predictions_total", "counter",
               "Kernel OOM kills checked against oomguard's predicted next victim of that domain: "
@@ -183,6 +186,16 @@ void PrometheusMetrics::setDomainMemory(const std::string& domain, uint64_t limi
   series.usage_bytes.store(usage_bytes, std::memory_order_relaxed);
   series.oom_in_seconds.store(oom_in_seconds && *oom_in_seconds >= 0 ? *oom_in_seconds : -1.0,
                               std::memory_order_relaxed);
+}
+
+void PrometheusMetrics::countHook(const std::string& hook, const std::string& result) {
+  auto key = std::make_pair(hook, result);
+  auto found = hook_series_.find(key);
+  if (found == hook_series_.end()) {
+    auto& counter = hooks_->Add({{"hook", text::validUtf8(hook)}, {"result", text::validUtf8(result)}});
+    found = hook_series_.emplace(std::move(key), &counter).first;
+  }
+  found->second->Increment();
 }
 
 void PrometheusMetrics::countKill(const std::string& policy, const std::string& reason,

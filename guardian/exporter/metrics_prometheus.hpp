@@ -95,6 +95,7 @@ class PrometheusMetrics final : public Metrics {
   void countAnnotationIssue(const std::string& namespace_name, const std::string& kind) override;
   void countKubernetesEvents(const std::string& result, uint64_t count) override;
   void setKubernetesPods(bool synced, size_t pods) override;
+  void countHook(const std::string& hook, const std::string& result) override;
 
   // Bucket upper bounds (seconds) of the two histograms.
   static const std::vector<double>& scanBuckets();
@@ -124,6 +125,8 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>* build_info_;
   prometheus::Family<prometheus::Counter>* annotation_issues_;
   prometheus::Family<prometheus::Counter>* kubernetes_events_;
+  prometheus::Family<prometheus::Counter>* hooks_;
+  std::map<std::pair<std::string, std::string>, prometheus::Counter*> hook_series_;
   prometheus::Gauge* kubernetes_synced_;
   prometheus::Gauge* kubernetes_pods_;
   prometheus::Histogram* scan_duration_;

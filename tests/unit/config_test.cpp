@@ -39,6 +39,8 @@ TEST(Config, TheExampleIsValid) {
   EXPECT_EQ(config.cgroups[0].pressure->kind, "full");
   EXPECT_FALSE(config.cgroups[1].pressure.has_value());
   EXPECT_EQ(config.metrics_listen, "127.0.0.1:9743");
+  ASSERT_TRUE(config.hooks.pre_kill && config.hooks.post_kill);
+  EXPECT_EQ(config.hooks.pre_kill->argv.front(), "/usr/bin/logger");
 }
 
 TEST(Config, TheRecommendedActingConfigIsValidAndActsWithTheDefaultRefresh) {
@@ -338,6 +340,75 @@ TEST(CgroupGlob, FirstMatchingRuleWins) {
   EXPECT_EQ(ruleFor(config, "/other")->pressure->kind, "full");
   const Config none = parseConfig(R"({"cgroups":[]})", "t");
   EXPECT_EQ(ruleFor(none, "/x"), nullptr);
+}
+
+// /hooks: what is read, and what is refused with its JSON path.
+TEST(ConfigHooks, NoneByDefault) {
+  const Config config = parseConfig("{}", "t");
+  EXPECT_FALSE(config.hooks.pre_kill);
+  EXPECT_FALSE(config.hooks.post_kill);
+  EXPECT_EQ(config.hooks.max_concurrent, 4U);
+  EXPECT_EQ(config.hooks.max_per_minute, 30U);
+  EXPECT_EQ(config.hooks.oom_score_adj, 1000);
+}
+
+TEST(ConfigHooks, EachStageWithItsDefaults) {
+  const Config config = parseConfig(R"({"hooks": {
+      "pre_kill": {"argv": ["/usr/local/bin/heap-dump", "--pid-from-env"], "max_output_bytes": 65536},
+      "post_kill": {"argv": ["/usr/bin/logger", "-t", "oomguard"], "timeout_ms": 2000, "max_output_bytes": 0},
+      "max_concurrent": 2, "max_per_minute": 10, "oom_score_adj": 500}})",
+                                    "t");
+  ASSERT_TRUE(config.hooks.pre_kill);
+  EXPECT_EQ(config.hooks.pre_kill->argv, (std::vector<std::string>{"/usr/local/bin/heap-dump", "--pid-from-env"}));
+  EXPECT_EQ(config.hooks.pre_kill->timeout_ms, 500U);  // short by default: the kill waits for it
+  EXPECT_EQ(config.hooks.pre_kill->max_output_bytes, 65536U);
+  ASSERT_TRUE(config.hooks.post_kill);
+  EXPECT_EQ(config.hooks.post_kill->timeout_ms, 2000U);
+  EXPECT_EQ(config.hooks.post_kill->max_output_bytes, 0U);
+  EXPECT_EQ(config.hooks.post_kill->argv.size(), 3U);
+  EXPECT_EQ(config.hooks.max_concurrent, 2U);
+  EXPECT_EQ(config.hooks.max_per_minute, 10U);
+  EXPECT_EQ(config.hooks.oom_score_adj, 500);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hooks, ConfigErrors,
+    ::testing::Values(
+        BadConfig{"not_object", R"({"hooks":[]})", "/hooks: must be an object"},
+        BadConfig{"unknown_stage", R"({"hooks":{"pre_oom":{"argv":["/bin/true"]}}})", "/hooks/pre_oom: unknown key"},
+        // The warn stage of the act rules is not built yet: its hook is not accepted before it is.
+        BadConfig{"warn_not_yet", R"({"hooks":{"warn":{"argv":["/bin/true"]}}})", "/hooks/warn: unknown key"},
+        BadConfig{"no_argv", R"({"hooks":{"pre_kill":{"timeout_ms":100}}})", "/hooks/pre_kill/argv: is required"},
+        BadConfig{"empty_argv", R"({"hooks":{"post_kill":{"argv":[]}}})", "/hooks/post_kill/argv: must be a non-empty array"},
+        BadConfig{"string_argv", R"({"hooks":{"post_kill":{"argv":"/bin/true"}}})", "/hooks/post_kill/argv: must be a non-empty array"},
+        BadConfig{"relative", R"({"hooks":{"post_kill":{"argv":["notify-send","x"]}}})",
+                "/hooks/post_kill/argv/0: must be an absolute path"},
+        BadConfig{"shell_line", R"({"hooks":{"post_kill":{"argv":["rm -rf /tmp/x"]}}})",
+                "/hooks/post_kill/argv/0: must be an absolute path"},
+        BadConfig{"number_arg", R"({"hooks":{"post_kill":{"argv":["/bin/echo", 3]}}})",
+                "/hooks/post_kill/argv/1: must be a string, got number"},
+        BadConfig{"nul_arg", R"({"hooks":{"post_kill":{"argv":["/bin/echo", "a\u0000b"]}}})",
+                "/hooks/post_kill/argv/1: holds a NUL byte"},
+        BadConfig{"pre_kill_too_long", R"({"hooks":{"pre_kill":{"argv":["/bin/true"],"timeout_ms":5001}}})",
+                "/hooks/pre_kill/timeout_ms: must be between 10 and 5000, got 5001"},
+        BadConfig{"pre_kill_zero", R"({"hooks":{"pre_kill":{"argv":["/bin/true"],"timeout_ms":0}}})",
+                "/hooks/pre_kill/timeout_ms: must be between 10 and 5000"},
+        BadConfig{"output_too_big", R"({"hooks":{"post_kill":{"argv":["/bin/true"],"max_output_bytes":65537}}})",
+                "/hooks/post_kill/max_output_bytes: must be between 0 and 65536"},
+        BadConfig{"hook_unknown_key", R"({"hooks":{"post_kill":{"argv":["/bin/true"],"shell":true}}})",
+                "/hooks/post_kill/shell: unknown key"},
+        BadConfig{"no_concurrency", R"({"hooks":{"max_concurrent":0}})", "/hooks/max_concurrent: must be between 1 and 64"},
+        BadConfig{"adj_out_of_range", R"({"hooks":{"oom_score_adj":1001}})",
+                "/hooks/oom_score_adj: must be between -1000 and 1000"}));
+
+TEST(ConfigHooks, TooManyArguments) {
+  std::string argv = R"(["/bin/echo")";
+  for (int i = 0; i < 64; ++i) {
+    argv += R"(,"x")";
+  }
+  argv += "]";
+  EXPECT_NE(errorOf(R"({"hooks":{"post_kill":{"argv":)" + argv + "}}}").find("/hooks/post_kill/argv: has more than 64 elements"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ class DeciderTest : public ::testing::Test {
     watch_set = std::make_unique<WatchSet>(io, *node, config, *log, stats, fixture.clock, listener);
     watch_set->add("/");
     rankings = std::make_unique<Rankings>(*node, config, stats, fixture.clock, [](const DomainState&, bool) {});
-    executor = std::make_unique<Executor>(*node, actuator, config, options, *log, metrics, stats, fixture.clock);
+    hooks = std::make_unique<io::HookRunner>(io, [] { return monotonicNowUs(); });
+    executor = std::make_unique<Executor>(*node, actuator, *hooks, config, options, *log, metrics, stats, fixture.clock);
     decider = std::make_unique<Decider>(*node, config, *watch_set, *rankings, *executor, workloads, stats);
     facts = node->readFacts().value();
   }
@@ -71,6 +72,7 @@ class DeciderTest : public ::testing::Test {
   io::NodeFacts facts;
   std::unique_ptr<WatchSet> watch_set;
   std::unique_ptr<Rankings> rankings;
+  std::unique_ptr<io::HookRunner> hooks;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<Decider> decider;
 };

@@ -35,7 +35,8 @@ class ExecutorTest : public ::testing::Test {
     node = std::make_unique<io::Node>(fixture.procRoot(), fixture.cgroupRoot());
     options.proc_root = fixture.procRoot();
     log = std::make_unique<io::EventLog>(log_text, [] { return std::chrono::system_clock::now(); });
-    executor = std::make_unique<Executor>(*node, actuator, config, options, *log, metrics, stats, fixture.clock);
+    hooks = std::make_unique<io::HookRunner>(io_context, [] { return monotonicNowUs(); });
+    executor = std::make_unique<Executor>(*node, actuator, *hooks, config, options, *log, metrics, stats, fixture.clock);
     executor->markSnapshot();
   }
 
@@ -66,6 +67,8 @@ class ExecutorTest : public ::testing::Test {
   DaemonStats stats;
   FakeActuator actuator;
   exporter::NullMetrics metrics;
+  boost::asio::io_context io_context;  // the hooks' processes are watched on it
+  std::unique_ptr<io::HookRunner> hooks;
   std::unique_ptr<Executor> executor;
 };
 

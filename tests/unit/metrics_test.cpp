@@ -168,6 +168,8 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
       {"oomguard_kubernetes_pods_synced", "gauge"},
       // Beyond DESIGN.md section 5: the time-to-OOM forecast (README, "Metrics, alerts and dashboard").
       {"oomguard_domain_oom_forecast_seconds", "gauge"},
+      // Beyond DESIGN.md section 5: the operator's hooks (README, docs/config.md "hooks").
+      {"oomguard_hooks_total", "counter"},
   };
   for (const auto& [name, type] : expected) {
     ASSERT_TRUE(exposition.types.contains(name)) << name;
