@@ -165,8 +165,10 @@ background_checks() {
 }
 rm -f build/tidy.rc build/fuzz.log
 background_start=$SECONDS
-nice -n 19 bash -c "$(declare -f background_checks); background_checks" &
+# Its own process group (setsid), so that an early exit of this script takes it along.
+setsid -w nice -n 19 bash -c "$(declare -f background_checks); background_checks" &
 background_pid=$!
+trap 'kill -- -"$background_pid" 2>/dev/null' EXIT
 
 section "end-to-end suite (real kernel under QEMU)"
 if [ -x tests/e2e/run-suite.sh ]; then
@@ -204,6 +206,7 @@ fi
 
 section "clang-tidy and the parser fuzzers (run in the background since $background_start s)"
 wait "$background_pid"
+trap - EXIT  # done: its group id may name another group later
 echo "background checks done $((SECONDS - background_start)) s after they started"
 if [ "$(cat build/tidy.rc 2>/dev/null)" = 0 ]; then
   passed=$((passed + 1))

@@ -134,7 +134,7 @@ class Executor {
     bool reserved = false;          // the gate holds its domains and counted it (its pre_kill hook ran)
     bool kernel_killed = false;     // the kernel killed in its domain while its hook ran
     std::string kernel_kill;        // what it killed
-    pid_t kernel_kill_pid = 0;      // its pid, when known
+    bool kernel_killed_victim = false;  // the kernel's victim was this kill's victim
     // A whole cgroup asked for as such (pid 0): its inode at the decision, so that a cgroup removed and
     // made again under the same path during the hook is not killed in its place.
     std::optional<uint64_t> cgroup_inode;

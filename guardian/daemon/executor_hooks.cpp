@@ -148,7 +148,7 @@ void Executor::completeKill(const std::shared_ptr<KillPlan>& plan, const std::sh
     // (a kernel victim holds it by its own entry). Unless the kernel's victim is this very process: its
     // entry has the same pid, and it is released when the process is gone (releaseVictims).
     gate_.refund(plan->budget, plan->decided_us);
-    if (pinned && plan->kernel_kill_pid != pinned->pid()) {
+    if (pinned && !plan->kernel_killed_victim) {
       gate_.release(pinned->pid());
       victim_pins_.erase(pinned->pid());
     } else if (!pinned && victim.group_kill_cgroup) {
@@ -214,7 +214,7 @@ void Executor::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t n
       const std::string& domain = pending->domain;
       if (cgroupfs::isSameOrBelow(cgroup, domain) || (pid > 0 && cgroupfs::isSameOrBelow(domain, cgroup))) {
         pending->kernel_killed = true;
-        pending->kernel_kill_pid = pid;
+        pending->kernel_killed_victim = pending->kernel_killed_victim || (pid > 0 && pid == pending->victim.pid);
         pending->kernel_kill = (pid > 0 ? "pid " + std::to_string(pid) + " in " : std::string("a task in ")) + cgroup;
       }
     }

@@ -176,6 +176,18 @@ void Executor::signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& 
     }
   }
   if (!result.ok) {
+    if (plan.reserved) {
+      // Not made (the actuator failed): as when a pre_kill hook's kill is not made (completeKill), it no
+      // longer counts toward the cap, and its reservation no longer holds the gate.
+      gate_.refund(plan.budget, plan.decided_us);
+      if (pinned) {
+        gate_.release(pinned->pid());
+        victim_pins_.erase(pinned->pid());
+      } else if (victim.group_kill_cgroup) {
+        gate_.releaseCgroup(*victim.group_kill_cgroup);
+        killed_cgroups_.erase(*victim.group_kill_cgroup);
+      }
+    }
     return;
   }
   ++stats_.kills;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -103,17 +104,18 @@ HookRunner::~HookRunner() {
 }
 
 bool HookRunner::isHook(pid_t pid) const {
-  for (const auto& [id, hook] : running_) {
-    if (hook->outcome.pid == pid) {
+  const uint64_t now_us = monotonic_us_();
+  for (const auto& [reaped_pid, at_us] : reaped_) {
+    if (reaped_pid == pid && now_us - at_us < 10'000'000) {
       return true;
     }
   }
-  return false;
+  return std::any_of(running_.begin(), running_.end(), [pid](const auto& entry) { return entry.second->outcome.pid == pid; });
 }
 
 bool HookRunner::runningFor(const std::string& key) const {
   for (const auto& [id, hook] : running_) {
-    if (hook->key == key) {
+    if (hook->key == key && !hook->delivered) {
       return true;
     }
   }
@@ -127,7 +129,11 @@ void HookRunner::run(const std::string& name, const config::Hook& hook, const co
   auto answer = [&](const char* result, std::string detail) {
     early.result = result;
     early.detail = std::move(detail);
-    boost::asio::post(io_, [done = std::move(done), early = std::move(early)] { done(early); });
+    boost::asio::post(io_, [done = std::move(done), early = std::move(early), accepting = accepting_] {
+      if (*accepting) {
+        done(early);
+      }
+    });
   };
   const uint64_t now_us = monotonic_us_();
   while (!started_us_.empty() && now_us - started_us_.front() >= 60'000'000) {
@@ -357,6 +363,10 @@ void HookRunner::deliver(const std::shared_ptr<Running>& hook) {
 }
 
 void HookRunner::finish(const std::shared_ptr<Running>& hook) {
+  reaped_.emplace_back(hook->outcome.pid, monotonic_us_());
+  while (reaped_.size() > 64) {
+    reaped_.pop_front();
+  }
   boost::system::error_code ignored;
   hook->exit_watch.close(ignored);
   hook->deadline.cancel();
@@ -366,6 +376,8 @@ void HookRunner::finish(const std::shared_ptr<Running>& hook) {
 }
 
 void HookRunner::stop() {
+  *accepting_ = false;  // outcomes already posted by run() are not delivered
+  accepting_ = std::make_shared<bool>(true);
   if (running_.empty()) {
     return;
   }

@@ -54,9 +54,11 @@ class HookRunner {
            std::string input, std::vector<std::string> env, Done done);
   // Hooks started and not yet reaped (a timed-out one stays until it dies).
   [[nodiscard]] size_t running() const { return running_.size(); }
-  // Whether `pid` is a hook this runner started and has not reaped.
+  // Whether `pid` is a hook this runner started: running, or reaped within the last 10 s (the kernel's
+  // report of a hook it killed may be read after the reap).
   [[nodiscard]] bool isHook(pid_t pid) const;
-  // Whether a hook of `key` is running.
+  // Whether a hook of `key` is running and has not had its outcome (a timed-out hook that is slow to
+  // die no longer runs for its victim).
   [[nodiscard]] bool runningFor(const std::string& key) const;
   // SIGKILL to every running hook's process group; reaps those that are gone within 100 ms (at exit the
   // others are left to init). No `done` is called after it.
@@ -76,6 +78,10 @@ class HookRunner {
   MonotonicUs monotonic_us_;
   std::map<uint64_t, std::shared_ptr<Running>> running_;
   std::deque<uint64_t> started_us_;  // the starts of the last minute, for max_per_minute
+  std::deque<std::pair<pid_t, uint64_t>> reaped_;  // hooks reaped in the last 10 s (at most 64), for isHook
+  // The outcomes posted by run() (dropped, missing, spawn_failed) check it: stop() turns it off, so that
+  // none is delivered after it.
+  std::shared_ptr<bool> accepting_ = std::make_shared<bool>(true);
   uint64_t next_id_ = 1;
 };
 

@@ -33,6 +33,7 @@ class FakeActuator final : public io::Actuator {
   std::set<pid_t> gone;  // pin() fails as for an exited process (ESRCH), after calling on_gone
   std::set<pid_t> unpinnable;  // pin fails with EMFILE: not known to be gone
   std::function<void(pid_t)> on_gone;
+  bool fail_kills = false;  // kill() and killCgroup() record the action and report a failure
   cgroupfs::Result<std::shared_ptr<io::PinnedProcess>> pin(pid_t pid) override {
     if (gone.contains(pid)) {
       if (on_gone) {
@@ -46,7 +47,9 @@ class FakeActuator final : public io::Actuator {
     return std::make_shared<io::PinnedProcess>(pid, cgroupfs::UniqueFd());
   }
   io::ActionResult kill(const std::shared_ptr<io::PinnedProcess>& process, uint32_t grace_ms) override {
-    return record("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
+    auto result = record("kill " + std::to_string(process->pid()) + " grace " + std::to_string(grace_ms));
+    result.ok = !fail_kills;
+    return result;
   }
   io::ActionResult release(const std::shared_ptr<io::PinnedProcess>& process) override {
     released.push_back(process->pid());  // not an action of its own: what follows a kill

@@ -220,6 +220,16 @@ TEST_F(ExecutorHooksTest, AKillNotMadeNoLongerCountsTowardTheCap) {
   EXPECT_FALSE(executor->gate().refusal("/other", fixture.now_us)) << "a kill not made still counted";
 }
 
+TEST_F(ExecutorHooksTest, AKillThatFailsAfterItsHookFreesTheDomainAndTheCap) {
+  start(R"({"pre_kill": )" + shell("true") + "}", R"("policy": {"max_kills_per_minute": 1}, )");
+  actuator.fail_kills = true;
+  EXPECT_EQ(kill(big, "leaker", "/pod/app").result, DecisionResult::kPreKillHook);
+  turnUntil([&] { return log_text.str().find(R"("event":"kill")") != std::string::npos; });
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{killAction(big)}));
+  EXPECT_NE(log_text.str().find(R"("result":"failed")"), std::string::npos) << log_text.str();
+  EXPECT_FALSE(executor->gate().refusal("/pod", fixture.now_us)) << "the next decision may try again";
+}
+
 TEST_F(ExecutorHooksTest, AVictimThatChangedDuringTheHookIsNotKilledAndFreesTheDomain) {
   start(R"({"pre_kill": )" + shell("sleep 0.2") + "}");
   EXPECT_EQ(kill(big, "leaker", "/pod/app").result, DecisionResult::kPreKillHook);

@@ -152,6 +152,9 @@ TEST_F(HookRunnerTest, StopKillsWhatRunsAndCallsNothingBack) {
   runner_.run("post_kill", shell("sleep 30"), limits_, "a", "", {}, [&](const HookOutcome&) { called = true; });
   turn(50);
   EXPECT_EQ(runner_.running(), 1U);
+  // An outcome run() has posted but the loop has not delivered yet is not delivered after stop() either.
+  runner_.run("post_kill", config::Hook{{"/nonexistent/hook"}, 500, 4096}, limits_, "b", "", {},
+              [&](const HookOutcome&) { called = true; });
   const uint64_t start_us = nowUs();
   runner_.stop();
   EXPECT_LT(nowUs() - start_us, 500'000U);
