@@ -146,6 +146,12 @@ class Executor {
   // the kill history.
   void signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& pinned,
               const std::optional<cgroupfs::ProcStatus>& status, policies::Outcome& outcome);
+  // The pod `victim` belongs to, when the API server has told (an empty Resolved otherwise).
+  [[nodiscard]] kube::Workloads::Resolved podOf(const policies::VictimCandidate& victim) const;
+  // A kill reserved for its pre_kill hook (plan.reserved) that was not made after all: refunded to the
+  // cap, and its reservation no longer holds the gate, unless the kernel's victim is this very process
+  // (its entry has the same pid; it is released when the process is gone, in releaseVictims).
+  void unreserve(const KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& pinned);
   // executor_hooks.cpp: the pre_kill hook's start and the kill at its end; the post_kill hook.
   void startPreKill(KillPlan plan, const std::shared_ptr<io::PinnedProcess>& pinned, policies::Outcome& outcome);
   void completeKill(const std::shared_ptr<KillPlan>& plan, const std::shared_ptr<io::PinnedProcess>& pinned,

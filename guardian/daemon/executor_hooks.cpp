@@ -36,8 +36,7 @@ std::string keyOf(const policies::VictimCandidate& victim) {
 void Executor::runHook(const std::string& stage, const config::Hook& hook, const KillPlan& plan, const std::string& key,
                        Json extra, std::function<void(const io::HookOutcome&)> then) {
   const policies::VictimCandidate& victim = plan.victim;
-  const kube::Workloads::Resolved resolved =
-      workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : kube::Workloads::Resolved{};
+  const kube::Workloads::Resolved resolved = podOf(victim);
   // stdin: one JSON document (invalid UTF-8 of a name replaced, as in the log). The environment: the
   // same facts as plain values (a name's bytes as they are).
   Json event{{"hook", stage},
@@ -144,17 +143,7 @@ void Executor::completeKill(const std::shared_ptr<KillPlan>& plan, const std::sh
     outcome.result = pinned && pinned->exited() ? DecisionResult::kGone : DecisionResult::kChanged;
     outcome.detail = *no_kill;
     metrics_.countKill(plan->policy, plan->reason_kind, "gone");
-    // Not made: it no longer counts toward the kill cap, and its reservation no longer holds the gate
-    // (a kernel victim holds it by its own entry). Unless the kernel's victim is this very process: its
-    // entry has the same pid, and it is released when the process is gone (releaseVictims).
-    gate_.refund(plan->budget, plan->decided_us);
-    if (pinned && !plan->kernel_killed_victim) {
-      gate_.release(pinned->pid());
-      victim_pins_.erase(pinned->pid());
-    } else if (!pinned && victim.group_kill_cgroup) {
-      gate_.releaseCgroup(*victim.group_kill_cgroup);
-      killed_cgroups_.erase(*victim.group_kill_cgroup);
-    }
+    unreserve(*plan, pinned);  // a kernel victim holds the gate by its own entry
   } else {
     signal(*plan, pinned, status, outcome);
   }
@@ -170,6 +159,17 @@ void Executor::completeKill(const std::shared_ptr<KillPlan>& plan, const std::sh
     line["killed_cgroup"] = *outcome.killed_cgroup;
   }
   log_.write("kill", line);
+}
+
+void Executor::unreserve(const KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& pinned) {
+  gate_.refund(plan.budget, plan.decided_us);
+  if (pinned && !plan.kernel_killed_victim) {
+    gate_.release(pinned->pid());
+    victim_pins_.erase(pinned->pid());
+  } else if (!pinned && plan.victim.group_kill_cgroup) {
+    gate_.releaseCgroup(*plan.victim.group_kill_cgroup);
+    killed_cgroups_.erase(*plan.victim.group_kill_cgroup);
+  }
 }
 
 void Executor::stopHooks() {
@@ -193,14 +193,13 @@ void Executor::runPostKill(const std::string& key, bool victim_gone) {
   if (found == post_kill_due_.end()) {
     return;
   }
-  KillPlan plan = std::move(found->second);
+  auto plan = std::make_shared<KillPlan>(std::move(found->second));
   post_kill_due_.erase(found);
   if (!config_.hooks.post_kill) {
     return;  // a reload took it away
   }
-  auto done = std::make_shared<KillPlan>(plan);
-  runHook("post_kill", *config_.hooks.post_kill, plan, key, Json{{"victim_gone", victim_gone}},
-          [this, done](const io::HookOutcome& result) { reportHook(result, *done); });
+  runHook("post_kill", *config_.hooks.post_kill, *plan, key, Json{{"victim_gone", victim_gone}},
+          [this, plan](const io::HookOutcome& result) { reportHook(result, *plan); });
 }
 
 void Executor::recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us) {

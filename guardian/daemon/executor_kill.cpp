@@ -27,8 +27,7 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   plan.decided_us = now_us;
   plan.snapshot_boot_ticks = snapshot_boot_ticks_;
   // The pod the victim belongs to, when the API server has told.
-  const kube::Workloads::Resolved resolved =
-      workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : kube::Workloads::Resolved{};
+  const kube::Workloads::Resolved resolved = podOf(victim);
   outcome.target = policies::Target{victim, resolved.pod != nullptr, resolved.labels.namespace_name,
                                     resolved.labels.pod, resolved.labels.container};
   outcome.action = victim.group_kill_cgroup ? DecisionAction::kKillCgroup : DecisionAction::kKill;
@@ -85,6 +84,11 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
   signal(plan, pinned, status, outcome);
 }
 
+kube::Workloads::Resolved Executor::podOf(const policies::VictimCandidate& victim) const {
+  return workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup)
+                                                         : kube::Workloads::Resolved{};
+}
+
 std::optional<std::string> Executor::changedSince(const KillPlan& plan, const io::PinnedProcess& pinned,
                                                   std::optional<cgroupfs::ProcStatus>& status) {
   const policies::VictimCandidate& victim = plan.victim;
@@ -131,8 +135,7 @@ void Executor::signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& 
   const policies::VictimCandidate& victim = plan.victim;
   const std::string& domain = plan.domain;
   // Resolved now: after a pre_kill hook the pod may have changed (or gone) since the decision.
-  const kube::Workloads::Resolved resolved =
-      workloads_ != nullptr && !victim.cgroup.empty() ? workloads_->resolve(victim.cgroup) : kube::Workloads::Resolved{};
+  const kube::Workloads::Resolved resolved = podOf(victim);
   io::ActionResult result;
   std::string killed_cgroup;
   if (victim.group_kill_cgroup) {
@@ -177,16 +180,7 @@ void Executor::signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& 
   }
   if (!result.ok) {
     if (plan.reserved) {
-      // Not made (the actuator failed): as when a pre_kill hook's kill is not made (completeKill), it no
-      // longer counts toward the cap, and its reservation no longer holds the gate.
-      gate_.refund(plan.budget, plan.decided_us);
-      if (pinned) {
-        gate_.release(pinned->pid());
-        victim_pins_.erase(pinned->pid());
-      } else if (victim.group_kill_cgroup) {
-        gate_.releaseCgroup(*victim.group_kill_cgroup);
-        killed_cgroups_.erase(*victim.group_kill_cgroup);
-      }
+      unreserve(plan, pinned);  // not made: the actuator failed
     }
     return;
   }
