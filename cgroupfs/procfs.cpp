@@ -1,6 +1,8 @@
 #include "cgroupfs/procfs.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <memory>
@@ -68,7 +70,7 @@ Result<std::vector<pid_t>> ProcFs::listPids() const {
   return pids;
 }
 
-Result<std::string_view> ProcFs::readOfPid(pid_t pid, const char* file) {
+Result<int> ProcFs::rootFd() {
   if (!root_fd_.valid()) {
     auto handle = openDirectory(root_);
     if (!handle) {
@@ -76,10 +78,18 @@ Result<std::string_view> ProcFs::readOfPid(pid_t pid, const char* file) {
     }
     root_fd_ = std::move(handle).value();
   }
+  return root_fd_.get();
+}
+
+Result<std::string_view> ProcFs::readOfPid(pid_t pid, const char* file) {
+  const auto root = rootFd();
+  if (!root) {
+    return root.error();
+  }
   relative_ = std::to_string(pid);
   relative_ += '/';
   relative_ += file;
-  auto text = reader_.read(root_fd_.get(), relative_.c_str(), std::string());
+  auto text = reader_.read(root.value(), relative_.c_str(), std::string());
   if (!text) {
     return std::move(text).withPath(root_ + "/" + relative_);
   }
@@ -145,6 +155,26 @@ std::vector<ProcessSnapshot> ProcFs::readProcesses(std::span<const pid_t> pids, 
     }
   }
   return processes;
+}
+
+Result<std::string> ProcFs::readCmdline(pid_t pid, size_t max_bytes) {
+  const auto root = rootFd();
+  if (!root) {
+    return root.error();
+  }
+  const std::string relative = std::to_string(pid) + "/cmdline";
+  const int fd = ::openat(root.value(), relative.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    return systemError(errno, root_ + "/" + relative, "cannot open");
+  }
+  const UniqueFd file(fd);
+  std::string text(max_bytes, '\0');
+  const ssize_t got = ::read(fd, text.data(), text.size());
+  if (got < 0) {
+    return systemError(errno, root_ + "/" + relative, "cannot read");
+  }
+  text.resize(static_cast<size_t>(got));
+  return text;
 }
 
 Result<std::string_view> ProcFs::readFile(std::string_view relative) {

@@ -60,6 +60,9 @@ class ProcFs {
   Result<long> readOomScore(pid_t pid);
   // /proc/<pid>/stat field 22: when the process started, in clock ticks since boot.
   Result<uint64_t> readStartTimeTicks(pid_t pid);
+  // The first `max_bytes` of /proc/<pid>/cmdline, as they are (a NUL after each argument; empty for a
+  // kernel thread or a zombie), in one read. The kernel takes the process's mmap lock to produce it.
+  Result<std::string> readCmdline(pid_t pid, size_t max_bytes);
   Result<MemInfo> readMemInfo();
   // /proc/vmstat's pgalloc_* counters summed: every page the host has allocated since boot.
   Result<uint64_t> readAllocatedPages();
@@ -83,6 +86,8 @@ class ProcFs {
   // `file` of `pid` ("status"), opened relative to the root's handle (opened at the first read): two
   // path components to walk instead of the whole path, and no path built unless the read fails.
   Result<std::string_view> readOfPid(pid_t pid, const char* file);
+  // root_ opened as a directory (once; kept), for the reads relative to it.
+  Result<int> rootFd();
 
   std::string root_;
   FileReader reader_;

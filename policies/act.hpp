@@ -36,6 +36,7 @@ const char* toString(Action action);
 struct VictimCandidate {
   pid_t pid = 0;
   std::string comm;
+  uid_t uid = 0;                        // real uid (the process rules match it)
   std::string cgroup;
   long points = 0;                      // the kernel's badness in this domain
   int oom_score_adj = 0;

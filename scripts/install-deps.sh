@@ -16,6 +16,7 @@ build_packages=(
   prometheus-cpp-dev      # metrics exporter
   libcli11-dev            # command line parsing
   libssl-dev              # TLS to the Kubernetes API server (Boost.Asio's OpenSSL binding)
+  libre2-dev              # the process rules' patterns: RE2 matches in linear time, whatever the config holds
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 test_packages=(

@@ -32,6 +32,9 @@ int runTop(io::Node& node, const TopOptions& options, std::ostream& out, std::os
 struct ExplainOptions {
   pid_t pid = 0;
   bool json = false;
+  // With a config: which of its rules apply to the process (a process rule, a cgroup rule), and the
+  // preference and protection they give it (explain_rules.cpp).
+  std::optional<std::string> config_path;
 };
 int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out, std::ostream& err);
 

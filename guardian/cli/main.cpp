@@ -58,6 +58,8 @@ int runMain(int argc, char** argv) {
   auto* explain = app.add_subcommand("explain", "How each term of a process's score arises, in every domain it is in");
   explain->add_option("pid", explain_options.pid, "The process")->required()->check(CLI::PositiveNumber);
   explain->add_flag("--json", explain_options.json, "JSON output");
+  explain->add_option("--config", explain_options.config_path,
+                      "Also say which of this config's rules (processes, cgroups) apply to the process");
 
   ExplainOomOptions explain_oom_options;
   auto* explain_oom = app.add_subcommand(

@@ -6,6 +6,7 @@
 
 #include "cgroupfs/paths.hpp"
 #include "guardian/cli/commands.hpp"
+#include "guardian/cli/explain_rules.hpp"
 #include "guardian/text/format.hpp"
 #include "policies/badness.hpp"
 
@@ -243,6 +244,15 @@ int runTop(io::Node& node, const TopOptions& options, std::ostream& out, std::os
 }
 
 int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out, std::ostream& err) {
+  std::optional<config::Config> config;
+  if (options.config_path) {
+    try {
+      config = config::loadConfigFile(*options.config_path);
+    } catch (const config::ConfigError& error) {
+      err << "oomguard explain: " << text::printable(error.what()) << "\n";
+      return kExitUsage;
+    }
+  }
   auto facts_result = node.readFacts();
   if (!facts_result) {
     err << "oomguard: " << text::printable(facts_result.error().describe()) << "\n";
@@ -350,7 +360,8 @@ int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out,
                                           : Json(policies::describe(reports.front().terms.unkillable))},
                 {"oom_score", computed_score},
                 {"kernel_oom_score", kernel_oom_score ? Json(kernel_oom_score.value()) : Json(nullptr)},
-                {"domains", std::move(domains)}})
+                {"domains", std::move(domains)},
+                {"rules", config ? rulesJson(*config, matchRules(*config, node, process)) : Json(nullptr)}})
         << "\n";
     return kExitOk;
   }
@@ -401,6 +412,9 @@ int runExplain(io::Node& node, const ExplainOptions& options, std::ostream& out,
       out << "  memory.oom.group: killing it would kill all of " << text::printable(*report.group) << " (" << report.group_pids.size()
           << " tasks)\n";
     }
+  }
+  if (config) {
+    printRules(*config, matchRules(*config, node, process), *options.config_path, out);
   }
   return kExitOk;
 }

@@ -47,6 +47,90 @@ std::optional<PressureTrigger> readOptionalPressure(ObjectReader& parent, std::s
   return readPressure(*value, parent.pathOf(key));
 }
 
+// An act rule's "when" (or, `levels_only`, its warn stage's levels: no memory.events conditions).
+policies::Thresholds readThresholds(const Json& value, const std::string& path, bool host, bool levels_only) {
+  ObjectReader conditions(value, path);
+  policies::Thresholds t;
+  if (const Json* pressure = conditions.find("pressure")) {
+    ObjectReader p(*pressure, conditions.pathOf("pressure"));
+    t.pressure_kind = p.string("kind", "some", {"some", "full"});
+    t.pressure_avg10 = p.number("avg10", 0.2, 0.0, 1.0);
+    t.pressure_held_us = static_cast<uint64_t>(p.number("held_s", 0, 0, 3600) * 1e6);
+    p.finish();
+  }
+  if (conditions.find("headroom_below") != nullptr) {
+    if (host) {
+      ObjectReader::fail(conditions.pathOf("headroom_below"), "applies to cgroups (memory.max); the host has mem_available_below");
+    }
+    t.headroom_below = conditions.number("headroom_below", 0, 0.0, 1.0);
+  }
+  if (conditions.find("mem_available_below") != nullptr || conditions.find("swap_free_below") != nullptr) {
+    if (!host) {
+      ObjectReader::fail(path, "mem_available_below and swap_free_below apply to the host only");
+    }
+    if (conditions.find("mem_available_below") != nullptr) {
+      t.mem_available_below = conditions.number("mem_available_below", 0, 0.0, 1.0);
+    }
+    if (conditions.find("swap_free_below") != nullptr) {
+      t.swap_free_below = conditions.number("swap_free_below", 0, 0.0, 1.0);
+    }
+  }
+  if (levels_only) {
+    for (const char* event : {"on_memory_max", "on_memory_high"}) {
+      if (conditions.find(event) != nullptr) {
+        ObjectReader::fail(conditions.pathOf(event), "is not a warn level: the kernel raises it at the limit, too late "
+                                                     "to warn (use headroom_below)");
+      }
+    }
+  } else {
+    t.on_memory_max = conditions.boolean("on_memory_max", false);
+    t.on_memory_high = conditions.boolean("on_memory_high", false);
+  }
+  conditions.finish();
+  return t;
+}
+
+// The warn stage: levels before the act rule's (`act`), and the interval between two warnings.
+WarnStage readWarn(const Json& value, const std::string& path, bool host, const policies::Thresholds& act) {
+  WarnStage warn;
+  ObjectReader reader(value, path);  // refuses what is not an object
+  warn.interval_s = reader.number("interval_s", warn.interval_s, 1, 86400);
+  Json levels = value;
+  levels.erase("interval_s");
+  warn.when = readThresholds(levels, path, host, /*levels_only=*/true);  // refuses unknown keys
+  const auto& w = warn.when;
+  if (!w.pressure_avg10 && !w.headroom_below && !w.mem_available_below && !w.swap_free_below) {
+    ObjectReader::fail(path, "names no level (headroom_below, mem_available_below, swap_free_below or pressure)");
+  }
+  // Before the act level: more room left, or less pressure of the same kind.
+  const auto number = [](double figure) {
+    std::ostringstream text;
+    text << figure;
+    return text.str();
+  };
+  const auto before = [&](const char* key, const std::optional<double>& warn_at, const std::optional<double>& act_at) {
+    if (warn_at && act_at && *warn_at <= *act_at) {
+      ObjectReader::fail(path + "/" + key, "must be above when." + std::string(key) + " (" + number(*act_at) +
+                                               "): a warning comes before the action");
+    }
+  };
+  before("headroom_below", w.headroom_below, act.headroom_below);
+  before("mem_available_below", w.mem_available_below, act.mem_available_below);
+  before("swap_free_below", w.swap_free_below, act.swap_free_below);
+  if (w.pressure_avg10 && act.pressure_avg10 && w.pressure_kind == act.pressure_kind) {
+    if (*w.pressure_avg10 >= *act.pressure_avg10) {
+      ObjectReader::fail(path + "/pressure/avg10", "must be below when.pressure.avg10 (" + number(*act.pressure_avg10) +
+                                                      "; 0.2 when not given): a warning comes before the action");
+    }
+    if (w.pressure_held_us > act.pressure_held_us) {
+      ObjectReader::fail(path + "/pressure/held_s", "must be at most when.pressure.held_s (" +
+                                                      number(static_cast<double>(act.pressure_held_us) / 1e6) +
+                                                      "): a warning comes before the action");
+    }
+  }
+  return warn;
+}
+
 ActRule readAct(const Json& value, const std::string& path, bool host) {
   ObjectReader reader(value, path);
   ActRule act;
@@ -65,42 +149,17 @@ ActRule readAct(const Json& value, const std::string& path, bool host) {
     ObjectReader::fail(reader.pathOf("memory_high_override"), "needs memory_high_at_threshold: true");
   }
   if (const Json* when = reader.find("when")) {
-    const std::string when_path = reader.pathOf("when");
-    ObjectReader conditions(*when, when_path);
-    auto& t = act.when;
-    if (const Json* pressure = conditions.find("pressure")) {
-      ObjectReader p(*pressure, conditions.pathOf("pressure"));
-      t.pressure_kind = p.string("kind", "some", {"some", "full"});
-      t.pressure_avg10 = p.number("avg10", 0.2, 0.0, 1.0);
-      t.pressure_held_us = static_cast<uint64_t>(p.number("held_s", 0, 0, 3600) * 1e6);
-      p.finish();
-    }
-    if (conditions.find("headroom_below") != nullptr) {
-      if (host) {
-        ObjectReader::fail(conditions.pathOf("headroom_below"), "applies to cgroups (memory.max); the host has mem_available_below");
-      }
-      t.headroom_below = conditions.number("headroom_below", 0, 0.0, 1.0);
-    }
-    if (conditions.find("mem_available_below") != nullptr || conditions.find("swap_free_below") != nullptr) {
-      if (!host) {
-        ObjectReader::fail(when_path, "mem_available_below and swap_free_below apply to the host only");
-      }
-      if (conditions.find("mem_available_below") != nullptr) {
-        t.mem_available_below = conditions.number("mem_available_below", 0, 0.0, 1.0);
-      }
-      if (conditions.find("swap_free_below") != nullptr) {
-        t.swap_free_below = conditions.number("swap_free_below", 0, 0.0, 1.0);
-      }
-    }
-    t.on_memory_max = conditions.boolean("on_memory_max", false);
-    t.on_memory_high = conditions.boolean("on_memory_high", false);
-    conditions.finish();
+    act.when = readThresholds(*when, reader.pathOf("when"), host, /*levels_only=*/false);
+    const auto& t = act.when;
     if (!t.pressure_avg10 && !t.headroom_below && !t.mem_available_below && !t.swap_free_below && !t.on_memory_max &&
         !t.on_memory_high && act.action != policies::Action::kObserve) {
-      ObjectReader::fail(when_path, "names no condition: the action would never run");
+      ObjectReader::fail(reader.pathOf("when"), "names no condition: the action would never run");
     }
   } else if (act.action != policies::Action::kObserve) {
     ObjectReader::fail(reader.pathOf("when"), "is required for action \"" + action + "\"");
+  }
+  if (const Json* warn = reader.find("warn")) {
+    act.warn = readWarn(*warn, reader.pathOf("warn"), host, act.when);
   }
   if (act.memory_high_at_threshold && !act.when.headroom_below) {
     ObjectReader::fail(reader.pathOf("memory_high_at_threshold"), "needs when.headroom_below: the threshold it is set at");
@@ -249,6 +308,9 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
     if (const Json* hooks = root.find("hooks")) {
       config.hooks = parseHooks(*hooks);
     }
+    if (const Json* processes = root.find("processes")) {
+      config.processes = parseProcessRules(*processes);
+    }
     if (const Json* cgroups = root.find("cgroups")) {
       if (!cgroups->is_array()) {
         ObjectReader::fail("/cgroups", "must be an array, got " + detail::typeName(*cgroups));
@@ -265,19 +327,7 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
         rule.watch_events = reader.boolean("watch_events", true);
         rule.pressure = readOptionalPressure(reader, "pressure", std::nullopt);
         rule.pressure_only_if_limited = reader.boolean("pressure_only_if_limited", true);
-        if (const Json* protection = reader.find("protection")) {
-          if (protection->is_string()) {
-            const auto level = policies::parseProtectionClass(protection->get<std::string>());
-            if (!level) {
-              ObjectReader::fail(reader.pathOf("protection"),
-                                 "must be critical, high, normal, low, sacrificial or an oom_score_adj, got \"" +
-                                     protection->get<std::string>() + "\"");
-            }
-            rule.oom_score_adj = policies::oomScoreAdjFor(*level);
-          } else {
-            rule.oom_score_adj = static_cast<int>(reader.integer("protection", 0, -1000, 1000));
-          }
-        }
+        rule.oom_score_adj = detail::readProtection(reader);
         if (const Json* group = reader.find("oom_group"); group != nullptr) {
           rule.oom_group = reader.boolean("oom_group", false);
         }

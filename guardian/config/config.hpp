@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "guardian/config/processes.hpp"
 #include "guardian/config/tenant.hpp"
 #include "policies/act.hpp"
 
@@ -32,9 +33,21 @@ struct PressureTrigger {
 };
 
 // When and how oomguard acts in one OOM domain (mode "act" only).
+// An act rule's warn stage: levels before its act levels. Crossing one makes a warning (a "warning" line
+// with the domain's time-to-OOM forecast and the victim the rule would choose, oomguard_warnings_total, a
+// Warning Event on that victim's pod, the warn hook), never a kill: once per excursion above the level,
+// and at most one per interval_s in a domain (policies::warningDue). Levels only (headroom_below,
+// mem_available_below, swap_free_below, pressure): the kernel's memory.events come at the limit, too
+// late to warn. Each level lies before the act level of the same kind.
+struct WarnStage {
+  policies::Thresholds when;
+  double interval_s = 300;
+};
+
 struct ActRule {
   policies::Action action = policies::Action::kObserve;
   policies::Thresholds when;
+  std::optional<WarnStage> warn;  // with action "observe": a warning and nothing else
   uint32_t sigterm_grace_ms = 0;
   // cgroup rules with when.headroom_below: oomguard sets the domain's memory.high at the threshold
   // (memory.max * (1 - headroom_below)), so the kernel throttles a leak there and raises "high" events.
@@ -85,12 +98,14 @@ struct Hook {
 };
 
 // hooks (hooks.cpp): pre_kill runs after the decision and before the signal, which waits for it at most its
-// timeout_ms (10..5000, default 500) and is sent whatever the hook did; post_kill once the victim is gone.
+// timeout_ms (10..5000, default 500) and is sent whatever the hook did; post_kill once the victim is gone;
+// warn at a warning (an act rule's warn stage). post_kill and warn: timeout_ms 10..600000, default 10000.
 // A storm is capped: at most max_concurrent hooks run at once and
 // max_per_minute start in any minute; one more is dropped and counted, and never delays a kill.
 struct Hooks {
   std::optional<Hook> pre_kill;
   std::optional<Hook> post_kill;
+  std::optional<Hook> warn;  // at a warning (WarnStage); delays nothing
   size_t max_concurrent = 4;
   size_t max_per_minute = 30;
   // The hooks' own oom_score_adj: they do not inherit oomguard's -1000, so a hook that grows is the
@@ -135,6 +150,9 @@ struct Config {
   std::map<std::string, long> sysctls;  // "vm.panic_on_oom" -> 0
   bool enforce_sysctls = false;
   std::vector<CgroupRule> cgroups = {defaultCgroupRule()};
+  // Process rules (processes.hpp): by comm, cmdline and uid. A matching process rule's protection and
+  // preference win over its cgroup rule's, which win over a pod's annotations.
+  std::vector<ProcessRule> processes;
   Hooks hooks;
 
   // Pod metadata from the API server (names, annotations as per-workload policy, Events on kills).
@@ -162,6 +180,17 @@ Config loadConfigFile(const std::string& path);
 bool cgroupMatches(std::string_view pattern, std::string_view path);
 // The first rule matching `path`, or nullptr.
 const CgroupRule* ruleFor(const Config& config, std::string_view path);
+
+// What the operator's rules give one process, and from which: its first matching process rule over its
+// cgroup rule (either may be null), setting by setting as each gives it (a process rule's preference
+// "none", or no protection, leaves the cgroup rule's). A pod's annotations come after (the caller's).
+struct RulesApplied {
+  policies::Preference preference = policies::Preference::kNone;
+  const char* preference_source = "default";  // "process rule", "cgroup rule" or "default"
+  std::optional<int> oom_score_adj;            // the protection written in mode act
+  const char* protection_source = "none";      // "process rule", "cgroup rule" or "none"
+};
+RulesApplied rulesApplied(const ProcessRule* process_rule, const CgroupRule* cgroup_rule);
 
 // The settings bound or connected at start that a reload cannot change (metrics.listen, metrics.top_k,
 // kubernetes.enabled, api_server, node_name, service_account_dir): the JSON paths of those that differ

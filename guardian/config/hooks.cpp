@@ -67,6 +67,9 @@ Hooks parseHooks(const nlohmann::json& value) {
   if (const Json* hook = reader.find("post_kill")) {
     hooks.post_kill = readHook(*hook, "/hooks/post_kill", {10, 600000, 10000});
   }
+  if (const Json* hook = reader.find("warn")) {
+    hooks.warn = readHook(*hook, "/hooks/warn", {10, 600000, 10000});
+  }
   hooks.max_concurrent = static_cast<size_t>(reader.integer("max_concurrent", 4, 1, 64));
   hooks.max_per_minute = static_cast<size_t>(reader.integer("max_per_minute", 30, 1, 600));
   hooks.oom_score_adj = static_cast<int>(reader.integer("oom_score_adj", 1000, -1000, 1000));

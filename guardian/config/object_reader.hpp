@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -128,5 +129,23 @@ class ObjectReader {
   std::string path_;
   std::set<std::string, std::less<>> known_;
 };
+
+// "protection": a class (critical, high, normal, low, sacrificial) or an oom_score_adj (-1000..1000);
+// nullopt when the key is absent.
+inline std::optional<int> readProtection(ObjectReader& reader) {
+  const Json* protection = reader.find("protection");
+  if (protection == nullptr) {
+    return std::nullopt;
+  }
+  if (protection->is_string()) {
+    const auto level = policies::parseProtectionClass(protection->get<std::string>());
+    if (!level) {
+      ObjectReader::fail(reader.pathOf("protection"), "must be critical, high, normal, low, sacrificial or an "
+                                                      "oom_score_adj, got \"" + protection->get<std::string>() + "\"");
+    }
+    return policies::oomScoreAdjFor(*level);
+  }
+  return static_cast<int>(reader.integer("protection", 0, -1000, 1000));
+}
 
 }  // namespace oomguard::guardian::config::detail

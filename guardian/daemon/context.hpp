@@ -45,6 +45,7 @@ struct DaemonStats {
   uint64_t kills = 0;
   uint64_t kills_held = 0;       // a threshold was crossed but the kill gate refused
   uint64_t kills_no_data = 0;    // a decision that could not read what it needed: no kill
+  uint64_t warnings = 0;         // an act rule's warn level crossed (Daemon::warn)
   uint64_t protections_applied = 0;
 };
 

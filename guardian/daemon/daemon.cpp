@@ -74,6 +74,9 @@ void Daemon::start() {
     signals_->add(SIGUSR1);
     waitForSignal();
   }
+  // Descriptors: the soft limit raised to the hard one, and the triggers kept within it (io/fd_budget.hpp).
+  const io::OpenFileLimit open_files = io::raiseOpenFileLimit();
+  node_.triggerBudget().setMax(io::triggerBudgetFor(open_files.soft));
   watch_set_.open();
   watch_set_.armHost();
   if (node_.cgroupfs().hasFile("/", cgroupfs::files::kProcs)) {
@@ -115,6 +118,9 @@ void Daemon::start() {
                              {"dry_run", options_.dry_run},
                              {"watched_cgroups", watch_set_.cgroups().size()},
                              {"pressure_triggers", armedPressureTriggers()},
+                             {"pressure_trigger_budget", node_.triggerBudget().max()},
+                             {"open_files_limit", open_files.soft},
+                             {"open_files_limit_before", open_files.soft_before},
                              {"domains", rankings_.all().size()}});
   scheduleRefresh();
   // Ready: every source armed and every domain ranked once.
@@ -298,29 +304,6 @@ void Daemon::decide(policies::Trigger trigger, policies::DomainObservation obser
     const auto result = executor_.panic();
     log_.write("panic_failed", Json{{"detail", result.detail}});
   }
-}
-
-void Daemon::checkLevels(uint64_t now_us, bool all) {
-  for (auto& [path, observation] : decider_.checkLevels(now_us, all)) {
-    event_arrived_us_ = clock_.monotonic_us();
-    decide(policies::Trigger{policies::Trigger::Kind::kThreshold, path, {}, {}, {}, {}}, observation);
-  }
-  scheduleLevels();
-}
-
-void Daemon::scheduleLevels() {
-  const auto due = decider_.nextLevelDueUs();
-  if (stopped_ || !due) {
-    return;
-  }
-  const uint64_t now = clock_.monotonic_us();
-  level_timer_.expires_after(std::chrono::microseconds(*due > now ? *due - now : 0));
-  level_timer_.async_wait([this](const boost::system::error_code& error) {
-    if (error || stopped_) {
-      return;
-    }
-    checkLevels(clock_.monotonic_us(), false);
-  });
 }
 
 void Daemon::onKmsg(const std::string& record) {

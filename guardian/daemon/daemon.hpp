@@ -82,6 +82,10 @@ class Daemon final : private WatchSet::Listener {
   void decide(policies::Trigger trigger, policies::DomainObservation observation, bool may_act = true);
   // The level thresholds due now (`all`: every one), a decision for each crossed; then the next reading.
   void checkLevels(uint64_t now_us, bool all);
+  // A domain crossed its act rule's warn level (daemon_warn.cpp): the domain ranked again, the victim
+  // the rule would choose now, a "warning" line, the counter, a Warning Event on the victim's pod and the
+  // warn hook. No kill.
+  void warn(const Decider::Warned& warned);
   void scheduleLevels();
   void scheduleRefresh();
   // The background pass: limits, every domain's ranking, protections, pods, victims, sysctls, metrics.
@@ -95,6 +99,9 @@ class Daemon final : private WatchSet::Listener {
   // published again but not fitted twice): to its time-to-OOM forecast and, with the forecast, to the
   // exporter.
   void recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes, uint64_t at_us);
+  // The host's: its limit RAM + swap, its use RAM not available + swap used, from /proc/meminfo's figures.
+  void recordHostMemory(uint64_t mem_total_kb, uint64_t mem_available_kb, uint64_t swap_total_kb,
+                        uint64_t swap_free_kb, uint64_t at_us);
   // The domain's time-to-OOM forecast in seconds, counted down from its last reading to now; nullopt
   // while it is not growing (or never read).
   [[nodiscard]] std::optional<double> oomForecastSeconds(const std::string& domain) const;

@@ -1,5 +1,6 @@
-// The daemon's own timers beside the refresh and the level watch: the service manager's watchdog, and
-// the limit probes of young cgroups, with the domains they find. Also the real clocks (context.hpp).
+// The daemon's own timers beside the refresh: the level watch's (with the warnings and decisions its
+// readings bring), the service manager's watchdog, and the limit probes of young cgroups, with the
+// domains they find. Also the real clocks (context.hpp).
 #include <time.h>
 #include <unistd.h>
 
@@ -87,6 +88,33 @@ void Daemon::onDomainFound(const std::string& cgroup) {
       }
     });
   }
+}
+
+void Daemon::checkLevels(uint64_t now_us, bool all) {
+  auto checks = decider_.checkLevels(now_us, all);
+  for (const auto& warned : checks.warned) {
+    warn(warned);
+  }
+  for (auto& [path, observation] : checks.crossed) {
+    event_arrived_us_ = clock_.monotonic_us();
+    decide(policies::Trigger{policies::Trigger::Kind::kThreshold, path, {}, {}, {}, {}}, observation);
+  }
+  scheduleLevels();
+}
+
+void Daemon::scheduleLevels() {
+  const auto due = decider_.nextLevelDueUs();
+  if (stopped_ || !due) {
+    return;
+  }
+  const uint64_t now = clock_.monotonic_us();
+  level_timer_.expires_after(std::chrono::microseconds(*due > now ? *due - now : 0));
+  level_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error || stopped_) {
+      return;
+    }
+    checkLevels(clock_.monotonic_us(), false);
+  });
 }
 
 }  // namespace oomguard::guardian::daemon

@@ -23,6 +23,7 @@
 #include "policies/act.hpp"
 #include "policies/decision.hpp"
 #include "policies/level_watch.hpp"
+#include "policies/warn.hpp"
 
 namespace oomguard::guardian::daemon {
 
@@ -36,8 +37,8 @@ class Decider {
   [[nodiscard]] const config::ActRule* actRuleFor(const std::string& domain) const;
 
   // Fills what the rule's thresholds look at, read now: memory.current of a memcg (and memory.high when
-  // a "high" event is judged), MemAvailable and swap of the host, and PSI when the rule has a PSI
-  // threshold and the event did not bring a reading. memory.max: read now with `fresh_limit` (a
+  // a "high" event is judged), MemAvailable and swap of the host, and PSI when the rule (or its warn
+  // stage) has a PSI threshold and the event did not bring a reading. memory.max: read now with `fresh_limit` (a
   // decision: the watch set's copy may be up to a minute old, and a raised limit must not make a
   // kill), else the watch set's (the level watch, whose crossings a decision confirms).
   // Returns what could not be read (a decision on it would rest on missing data), or nullopt.
@@ -66,11 +67,22 @@ class Decider {
                         policies::DomainObservation observation, uint64_t now_us, Executor& executor);
 
   // The level thresholds (headroom, MemAvailable, SwapFree, held PSI) of every acting domain due at
-  // `now_us` (`all`: every one), read now. A memcg domain with a headroom threshold is due when the
-  // host has allocated half its room since its last reading (one read of /proc/vmstat for all of
-  // them), else at the refresh. Returns the domains that crossed, with their readings; the next due
-  // time is nextLevelDueUs().
-  std::vector<std::pair<std::string, policies::DomainObservation>> checkLevels(uint64_t now_us, bool all);
+  // `now_us` (`all`: every one), read now, and its warn stage's. A memcg domain with a headroom threshold
+  // is due when the host has allocated half its room since its last reading (one read of /proc/vmstat
+  // for all of them), else at the refresh; one whose warn level is not crossed is due by its room to the
+  // warn level. The next due time is nextLevelDueUs().
+  struct Warned {
+    std::string domain;
+    policies::Crossing crossing;               // the warn level crossed, in words
+    policies::DomainObservation observation;   // the reading that crossed it
+  };
+  struct LevelChecks {
+    // The domains that crossed an act level, with their readings: a decision each.
+    std::vector<std::pair<std::string, policies::DomainObservation>> crossed;
+    // The domains whose warn level makes a warning now (policies::warningDue): once per excursion.
+    std::vector<Warned> warned;
+  };
+  LevelChecks checkLevels(uint64_t now_us, bool all);
   // When the next level reading is due; nullopt when no acting domain has a level threshold.
   [[nodiscard]] std::optional<uint64_t> nextLevelDueUs() const;
   // A PSI trigger fired for `domain` (lmkd's response to pressure): its level thresholds are read now and
@@ -120,6 +132,7 @@ class Decider {
     const config::ActRule* rule = nullptr;
     uint64_t seen_in_scan = 0;
     std::optional<LevelReading> last_reading;  // memcg: its last successful memory.current reading
+    policies::WarnState warn;                  // the rule's warn stage, when it has one
   };
 
   // act() itself; act() notes what a host decision that read every process found.

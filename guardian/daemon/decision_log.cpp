@@ -169,6 +169,21 @@ void DecisionLog::nextVictim(const DomainState& state) {
   log_.write("next_victim", line);
 }
 
+void DecisionLog::warning(const Warning& warning) {
+  Json line{{"domain", domainJson(warning.domain)},
+            {"reason", policies::toString(warning.crossing.kind)},
+            {"reading", warning.crossing.text}};
+  appendForecast(warning.domain.cgroup, line);
+  line["policy"] = policies::toString(warning.policy);
+  line["victim"] = warning.victim ? candidate(*warning.victim) : Json(nullptr);
+  line["chosen_because"] = warning.chosen_because;
+  line["hook"] = warning.hook ? Json(*warning.hook + (warning.dry_run ? " (not run: --dry-run)" : "")) : Json(nullptr);
+  if (warning.dry_run) {
+    line["dry_run"] = true;
+  }
+  log_.write("warning", line);
+}
+
 std::string DecisionLog::kernelKillText(const KernelKillCheck& checked) {
   const auto& victim = checked.kill.victim;
   const auto kb = [](const std::optional<uint64_t>& value) {

@@ -1,6 +1,6 @@
 // The one place a Decision, a Candidate or a kernel OOM report becomes a JSON log line (DESIGN.md
 // section 4; the e2e checks and the docs read these lines, so their shape is a contract): "decision",
-// "next_victim", "kernel_oom_kill", "kernel_oom_group_kill", "kernel_oom_group_member_killed", and the
+// "next_victim", "warning", "kernel_oom_kill", "kernel_oom_group_kill", "kernel_oom_group_member_killed", and the
 // outcome fields of a "pod_pressure" line.
 #pragma once
 
@@ -20,6 +20,17 @@
 
 namespace oomguard::guardian::daemon {
 
+// A warning: an act rule's warn stage crossed (config::WarnStage), and the victim the rule would choose now.
+struct Warning {
+  policies::OomDomain domain;
+  policies::Crossing crossing;
+  policies::Action policy = policies::Action::kKillWorst;
+  std::optional<policies::VictimCandidate> victim;
+  std::string chosen_because;  // why that victim, or why none
+  std::optional<std::string> hook;  // the warn hook's executable, when one is configured
+  bool dry_run = false;             // --dry-run: the hook is not run, no Event is sent
+};
+
 class DecisionLog {
  public:
   // The namespace/pod/container of a cgroup once its pod is known; empty otherwise.
@@ -36,6 +47,9 @@ class DecisionLog {
   void decision(const policies::Decision& decision, uint64_t now_us);
   static constexpr uint64_t kHeldQuietUs = 1'000'000;
   void nextVictim(const DomainState& state);
+  // One "warning" line: the domain, the level crossed, the time-to-OOM forecast, the policy and the victim
+  // it would choose now, and the warn hook.
+  void warning(const Warning& warning);
   void kernelReport(const OomReport& report);
   // One line of plain text about a kernel kill, for its Kubernetes Event: the victim, its memory, the
   // constraint and domain, and what oomguard had predicted.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "cgroupfs/files.hpp"
@@ -124,10 +125,41 @@ void Executor::releaseVictims(uint64_t now_us) {
 }
 
 void Executor::applyProtections(const HostScan& scan, const std::vector<std::string>& cgroups) {
+  // The process rules first, in every mode: the command lines they need are read here, once per process,
+  // and kept for the decisions (io::Node::cmdline). A process rule's protection wins over its cgroup's:
+  // those processes are set here (mode act) and passed over below. Never pid 1 (what it starts would
+  // inherit the value), a kernel thread, or one of oomguard's hooks (they keep hooks.oom_score_adj).
+  node_.retainCmdlines([&](pid_t pid) { return scan.by_pid.contains(pid); });
+  std::unordered_map<pid_t, size_t> by_process_rule;  // pid -> the index of its rule
+  if (!config_.processes.empty()) {
+    for (const auto& process : scan.processes) {
+      size_t index = 0;
+      const config::ProcessRule* rule = config::processRuleFor(
+          config_.processes, process.status.comm, process.status.uid,
+          [&] { return node_.cmdline(process.pid, process.status.comm, /*may_read=*/true); }, &index);
+      if (rule != nullptr && rule->oom_score_adj && process.pid > 1 && process.status.has_mm &&
+          !hooks_.isHook(process.pid) && !never_kill_.contains(process.pid)) {
+        by_process_rule[process.pid] = index;
+      }
+    }
+  }
   if (config_.mode != config::Mode::kAct) {
     return;  // observe: never writes
   }
   std::erase_if(intended_adj_, [&](const auto& entry) { return !scan.by_pid.contains(entry.first); });
+  for (const auto& [pid, index] : by_process_rule) {
+    const config::ProcessRule& rule = config_.processes[index];
+    if (auto written = protect(scan, pid, *rule.oom_score_adj, Json{{"process_rule", index}, {"match", rule.text}},
+                               "config")) {
+      auto [entry, added] = process_rule_writes_.try_emplace(pid, *written);
+      if (!added && entry->second.started_ticks == written->started_ticks) {
+        entry->second.adj_written = written->adj_written;  // the value before the first write is the one kept
+      } else if (!added) {
+        entry->second = *written;  // another process under the pid
+      }
+    }
+  }
+  std::unordered_set<pid_t> set_by_cgroup_rule;
   // The operator's config rule wins over a pod's annotations for the same setting.
   const bool pods_known = workloads_ != nullptr && workloads_->podCount() > 0 && config_.kubernetes.annotations;
   for (const auto& path : cgroups) {
@@ -170,42 +202,109 @@ void Executor::applyProtections(const HostScan& scan, const std::vector<std::str
       continue;
     }
     for (const pid_t pid : pids.value()) {
-      const auto found = scan.by_pid.find(pid);
-      if (found == scan.by_pid.end() || never_kill_.contains(pid)) {
-        continue;
+      if (!by_process_rule.contains(pid)) {
+        protect(scan, pid, wanted_adj, Json{{"cgroup", path}}, adj_source);
+        set_by_cgroup_rule.insert(pid);
       }
-      // A quiet process (not read by this refresh) has its oom_score_adj read now: someone may have
-      // changed it, and a write of ours since its last read must not be made again.
-      int adj = scan.processes[found->second].oom_score_adj;
-      if (!scan.readNow(found->second)) {
-        const auto now = node_.procfs().readOomScoreAdj(pid);
-        if (!now) {
-          continue;  // gone: the next refresh sees it as it is
-        }
-        adj = now.value();
-        if (const auto intended = intended_adj_.find(pid); intended != intended_adj_.end()) {
-          adj = intended->second;  // --dry-run: as the model reads it (Node::overlayIntendedAdj)
-        }
-      }
-      if (adj == wanted_adj) {
-        continue;
-      }
-      // Through a verified pin: the pinned process started before the scan read it, so it is the one
-      // the scan saw (not a new process under a recycled pid).
-      auto pinned = actuator_.pin(pid);
-      const auto started = pinned ? node_.procfs().readStartTimeTicks(pid) : cgroupfs::Result<uint64_t>(pinned.error());
-      if (!pinned || !started || started.value() > scan.read_boot_ticks) {
-        continue;  // gone, or a recycled pid: the next refresh sees it as it is
-      }
-      const auto result = actuator_.setOomScoreAdj(pinned.value(), wanted_adj);
-      if (options_.dry_run && result.ok) {
-        intended_adj_[pid] = wanted_adj;  // what act mode's model would read back from /proc
-      }
-      ++stats_.protections_applied;
-      log_.write("protection", Json{{"cgroup", path}, {"pid", pid}, {"oom_score_adj", wanted_adj},
-                                    {"source", adj_source}, {"ok", result.ok}, {"detail", result.detail}});
     }
   }
+  // A process rule's protection outlives its match: put back what the process had, unless its cgroup's
+  // rule has set it above. A process this refresh did not read is not judged (it may match still); one
+  // unread for kForgetAfterScans refreshes in a row is forgotten (it has exited, in all likelihood).
+  constexpr uint32_t kForgetAfterScans = 3;
+  for (auto it = process_rule_writes_.begin(); it != process_rule_writes_.end();) {
+    auto& [pid, written] = *it;
+    if (by_process_rule.contains(pid)) {
+      written.missed_scans = 0;
+      ++it;
+      continue;
+    }
+    if (!scan.by_pid.contains(pid)) {
+      it = ++written.missed_scans >= kForgetAfterScans ? process_rule_writes_.erase(it) : std::next(it);
+      continue;
+    }
+    const bool settled = set_by_cgroup_rule.contains(pid) || restoreAdj(pid, written);
+    it = settled ? process_rule_writes_.erase(it) : std::next(it);
+  }
+}
+
+bool Executor::restoreAdj(pid_t pid, const AdjWrite& written) {
+  const auto now = node_.procfs().readOomScoreAdj(pid);
+  if (!now) {
+    return now.error().vanished();
+  }
+  int adj = now.value();
+  if (const auto intended = intended_adj_.find(pid); intended != intended_adj_.end()) {
+    adj = intended->second;  // --dry-run: as the model reads it
+  }
+  if (adj != written.adj_written) {
+    return true;  // changed since the rule wrote it: whoever did (the new program, an operator) stands
+  }
+  auto pinned = actuator_.pin(pid);
+  if (!pinned) {
+    return pinned.error().vanished();
+  }
+  const auto started = node_.procfs().readStartTimeTicks(pid);
+  if (!started) {
+    return started.error().vanished();
+  }
+  if (started.value() != written.started_ticks) {
+    return true;  // another process under the pid
+  }
+  writeAdj(pinned.value(), written.adj_before,
+           Json{{"process_rule", nullptr}, {"restored", "no process rule matches the process now"}}, "restore");
+  return true;  // a refused write is not retried at every refresh
+}
+
+std::optional<Executor::AdjWrite> Executor::protect(const HostScan& scan, pid_t pid, int wanted_adj, Json where,
+                                                    const char* source) {
+  const auto found = scan.by_pid.find(pid);
+  if (found == scan.by_pid.end() || never_kill_.contains(pid)) {
+    return std::nullopt;
+  }
+  // A quiet process (not read by this refresh) has its oom_score_adj read now: someone may have
+  // changed it, and a write of ours since its last read must not be made again.
+  int adj = scan.processes[found->second].oom_score_adj;
+  if (!scan.readNow(found->second)) {
+    const auto now = node_.procfs().readOomScoreAdj(pid);
+    if (!now) {
+      return std::nullopt;  // gone: the next refresh sees it as it is
+    }
+    adj = now.value();
+    if (const auto intended = intended_adj_.find(pid); intended != intended_adj_.end()) {
+      adj = intended->second;  // --dry-run: as the model reads it (Node::overlayIntendedAdj)
+    }
+  }
+  if (adj == wanted_adj) {
+    return std::nullopt;
+  }
+  // Through a verified pin: the pinned process started before the scan read it, so it is the one
+  // the scan saw (not a new process under a recycled pid).
+  auto pinned = actuator_.pin(pid);
+  const auto started = pinned ? node_.procfs().readStartTimeTicks(pid) : cgroupfs::Result<uint64_t>(pinned.error());
+  if (!pinned || !started || started.value() > scan.read_boot_ticks) {
+    return std::nullopt;  // gone, or a recycled pid: the next refresh sees it as it is
+  }
+  if (!writeAdj(pinned.value(), wanted_adj, std::move(where), source)) {
+    return std::nullopt;
+  }
+  return AdjWrite{adj, wanted_adj, started.value(), 0};
+}
+
+bool Executor::writeAdj(const std::shared_ptr<io::PinnedProcess>& pinned, int adj, Json where, const char* source) {
+  const auto result = actuator_.setOomScoreAdj(pinned, adj);
+  if (options_.dry_run && result.ok) {
+    intended_adj_[pinned->pid()] = adj;  // what act mode's model would read back from /proc
+  }
+  ++stats_.protections_applied;
+  Json line = std::move(where);
+  line["pid"] = pinned->pid();
+  line["oom_score_adj"] = adj;
+  line["source"] = source;
+  line["ok"] = result.ok;
+  line["detail"] = result.detail;
+  log_.write("protection", line);
+  return result.ok;
 }
 
 void Executor::checkSysctls(bool at_start) {

@@ -85,6 +85,14 @@ class Executor {
   void kill(const std::string& domain, const policies::VictimCandidate& victim, const config::ActRule& rule,
             const std::string& reason_kind, uint64_t now_us, policies::Outcome& outcome);
 
+  // A warning (an act rule's warn stage): the warn hook (hooks.warn) with `victim`, the victim the rule
+  // would choose now (pid 0: none), and `extra` (the warning's reading and forecast) in its event; at most
+  // one per domain at a time, under the hooks' caps. Nothing without a warn hook, nor in --dry-run.
+  // `policy`: the one the victim was chosen by (an "observe" rule that only warns: kill-worst).
+  void runWarnHook(const std::string& domain, const config::ActRule& rule, policies::Action policy,
+                   const policies::VictimCandidate& victim, const std::string& reason_kind,
+                   nlohmann::ordered_json extra);
+
   // Crashes the kernel (policy panic); returns only when that failed (or in dry-run).
   io::ActionResult panic() { return actuator_.panic(); }
   // Releases the victims that are gone (pidfd readable; a killed cgroup empty) and those past their wait;
@@ -94,7 +102,8 @@ class Executor {
   // subtree it happened in); a known pid is pinned until it is gone.
   void recordKernelKill(const std::string& cgroup, pid_t pid, uint64_t now_us);
 
-  // Mode act: the rules' and the pods' protections on every watched cgroup, for the processes of `scan`.
+  // Mode act: the rules' and the pods' protections on every watched cgroup, for the processes of `scan`;
+  // a process rule's protection (config::ProcessRule) wins over its cgroup's.
   void applyProtections(const HostScan& scan, const std::vector<std::string>& cgroups);
   // Declared sysctls: applied at start (mode act), compared at every refresh (and enforced if asked).
   void checkSysctls(bool at_start);
@@ -139,9 +148,32 @@ class Executor {
     // made again under the same path during the hook is not killed in its place.
     std::optional<uint64_t> cgroup_inode;
   };
+  // A plan for `victim` by `rule` in `domain` (the rest at its defaults).
+  static KillPlan planFor(const std::string& domain, const policies::VictimCandidate& victim,
+                          const config::ActRule& rule, const std::string& reason_kind);
   // Why `pinned` is no longer the plan's victim (nullopt: it is); `status` gets its /proc status.
   std::optional<std::string> changedSince(const KillPlan& plan, const io::PinnedProcess& pinned,
                                           std::optional<cgroupfs::ProcStatus>& status);
+  // `pid`'s oom_score_adj set to `wanted_adj` unless it has it already (a quiet process's read again), through
+  // a pin verified against the scan's time (writeAdj). Returns what a write found (the value before it,
+  // the process's start), nullopt when none was made or it failed.
+  struct AdjWrite {
+    int adj_before = 0;          // what the process had before the first write of a process rule
+    int adj_written = 0;         // the last value a process rule wrote
+    uint64_t started_ticks = 0;  // the process written (a recycled pid is another)
+    uint32_t missed_scans = 0;   // refreshes in a row that did not read the process
+  };
+  std::optional<AdjWrite> protect(const HostScan& scan, pid_t pid, int wanted_adj, nlohmann::ordered_json where,
+                                  const char* source);
+  // A process rule's protection put back (process_rule_writes_). True when settled: put back, or nothing
+  // to put back to (the process is gone, it is another process, or its value was changed since, by its
+  // new program or someone else: theirs stands). False: not known now (a read or a pin failed), tried
+  // again at the next refresh.
+  bool restoreAdj(pid_t pid, const AdjWrite& written);
+  // Writes `adj` to the pinned process (in --dry-run, what the model reads back) and logs a "protection"
+  // line: `where` (the rule), pid, oom_score_adj, `source`, the result. True when written.
+  bool writeAdj(const std::shared_ptr<io::PinnedProcess>& pinned, int adj, nlohmann::ordered_json where,
+                const char* source);
   // Sends the signal (or writes cgroup.kill) and records it: gate, victim pins, metrics, the pod's Event,
   // the kill history.
   void signal(KillPlan& plan, const std::shared_ptr<io::PinnedProcess>& pinned,
@@ -178,6 +210,11 @@ class Executor {
   policies::KillGate gate_;
   std::set<pid_t> never_kill_;
   std::unordered_map<pid_t, int> intended_adj_;
+  // The processes a process rule's protection was written to, with what they had before the first such
+  // write: put back when no process rule matches the process any more (it exec'd another program, a
+  // reload changed the rules) and no cgroup rule sets it instead. Forgotten once settled, or after
+  // refreshes in a row that did not read the process (applyProtections).
+  std::unordered_map<pid_t, AdjWrite> process_rule_writes_;
   uint64_t snapshot_boot_ticks_ = 0;
   // Victims in progress (see policies::KillGate): pinned processes, ours and the kernel's, and the
   // cgroups oomguard killed whole; released once gone.

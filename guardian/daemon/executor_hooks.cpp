@@ -75,6 +75,17 @@ void Executor::runHook(const std::string& stage, const config::Hook& hook, const
   hooks_.run(stage, hook, config_.hooks, key, text::jsonText(event), std::move(env), std::move(then));
 }
 
+void Executor::runWarnHook(const std::string& domain, const config::ActRule& rule, policies::Action policy,
+                           const policies::VictimCandidate& victim, const std::string& reason_kind, Json extra) {
+  if (!config_.hooks.warn || options_.dry_run) {
+    return;
+  }
+  KillPlan plan = planFor(domain, victim, rule, reason_kind);
+  plan.policy = policies::toString(policy);
+  runHook("warn", *config_.hooks.warn, plan, "warn:" + domain, std::move(extra),
+          [this, plan](const io::HookOutcome& outcome) { reportHook(outcome, plan); });
+}
+
 void Executor::reportHook(const io::HookOutcome& outcome, const KillPlan& plan) {
   metrics_.countHook(outcome.hook, outcome.result);
   Json line{{"hook", outcome.hook},  {"result", outcome.result},       {"detail", outcome.detail},

@@ -16,12 +16,7 @@ using policies::DecisionResult;
 
 void Executor::kill(const std::string& domain, const policies::VictimCandidate& victim, const config::ActRule& rule,
                     const std::string& reason_kind, uint64_t now_us, policies::Outcome& outcome) {
-  KillPlan plan;
-  plan.domain = domain;
-  plan.victim = victim;
-  plan.rule = rule;
-  plan.reason_kind = reason_kind;
-  plan.policy = policies::toString(rule.action);
+  KillPlan plan = planFor(domain, victim, rule, reason_kind);
   // A kill the pod asked for (its own pressure limit) spends the pod's budget, not the node's.
   plan.budget = reason_kind == kPodPressureReason ? domain : std::string();
   plan.decided_us = now_us;
@@ -82,6 +77,17 @@ void Executor::kill(const std::string& domain, const policies::VictimCandidate& 
     return;
   }
   signal(plan, pinned, status, outcome);
+}
+
+Executor::KillPlan Executor::planFor(const std::string& domain, const policies::VictimCandidate& victim,
+                                     const config::ActRule& rule, const std::string& reason_kind) {
+  KillPlan plan;
+  plan.domain = domain;
+  plan.victim = victim;
+  plan.rule = rule;
+  plan.reason_kind = reason_kind;
+  plan.policy = policies::toString(rule.action);
+  return plan;
 }
 
 kube::Workloads::Resolved Executor::podOf(const policies::VictimCandidate& victim) const {

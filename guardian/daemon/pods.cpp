@@ -1,6 +1,7 @@
 #include "guardian/daemon/pods.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 
 #include "cgroupfs/files.hpp"
@@ -290,10 +291,15 @@ void Pods::reconcilePressure(const WatchSet& watch_set) {
       }
     }
   }
+  // Limits refused for want of a descriptor are tried again, as many as there are free descriptors (the
+  // rest would only be refused, and logged, again).
+  size_t free_descriptors = node_.triggerBudget().free();
   for (auto it = pressure_.begin(); it != pressure_.end();) {
     const auto found = wanted.find(it->first);
+    const bool retry = it->second.no_descriptor && free_descriptors > 0;
+    free_descriptors -= retry ? 1 : 0;
     if (found == wanted.end() || found->second.first != it->second.cgroup ||
-        !(found->second.second == it->second.limit)) {
+        !(found->second.second == it->second.limit) || retry) {
       if (it->second.watch) {
         it->second.watch->close();
       }
@@ -316,9 +322,14 @@ void Pods::reconcilePressure(const WatchSet& watch_set) {
     trigger.stall_us = static_cast<uint64_t>(limit.percent / 100.0 * static_cast<double>(window_s) * 1e6);
     PodPressure entry{cgroup, limit, nullptr, 0, 0};
     const std::string file = node_.cgroupfs().directoryOf(cgroup) + "/memory.pressure";
-    auto watch = io::PressureWatch::arm(
-        io_, file, trigger,
-        [this, uid = uid](bool gone, const std::string& text) { onPodPressure(uid, gone, text); });
+    auto share = node_.triggerBudget().take();
+    entry.no_descriptor = !share;
+    auto watch = share ? io::PressureWatch::arm(
+                             io_, file, trigger,
+                             [this, uid = uid](bool gone, const std::string& text) { onPodPressure(uid, gone, text); },
+                             std::move(share))
+                       : cgroupfs::Result<std::shared_ptr<io::PressureWatch>>(cgroupfs::systemError(
+                             EMFILE, file, "not armed: the open-file limit leaves no descriptor for another PSI trigger"));
     Json line{{"cgroup", cgroup}, {"limit", limit.text()}, {"trigger", trigger.triggerText()}};
     if (const kube::KubePod* pod = workloads_->pod(uid)) {
       line["namespace"] = pod->namespace_name;
@@ -427,6 +438,7 @@ void Pods::onPodPressure(const std::string& uid, bool gone, const std::string& t
       policies::VictimCandidate c;
       c.pid = process.pid;
       c.comm = process.status.comm;
+      c.uid = process.status.uid;
       c.cgroup = process.cgroup.value_or(entry.cgroup);
       c.points = ranked.points;
       c.oom_score_adj = process.oom_score_adj;

@@ -70,6 +70,7 @@ class Pods {
     std::string cgroup;  // the pod-level cgroup
     kube::PressureLimit limit;
     std::shared_ptr<io::PressureWatch> watch;  // null when arming failed (tried once per limit)
+    bool no_descriptor = false;                // not armed for want of a descriptor: tried again when one is free
     uint64_t first_fire_us = 0;                // the current streak of fires (limits longer than a window)
     uint64_t last_fire_us = 0;
   };

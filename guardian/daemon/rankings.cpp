@@ -1,6 +1,7 @@
 #include "guardian/daemon/rankings.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "cgroupfs/files.hpp"
 #include "cgroupfs/parse.hpp"
@@ -31,6 +32,7 @@ policies::VictimCandidate Rankings::candidateOf(const cgroupfs::ProcessSnapshot&
   policies::VictimCandidate candidate;
   candidate.pid = process.pid;
   candidate.comm = process.status.comm;
+  candidate.uid = process.status.uid;
   candidate.cgroup = std::move(cgroup);
   candidate.points = ranked.points;
   candidate.oom_score_adj = process.oom_score_adj;
@@ -172,13 +174,20 @@ std::vector<cgroupfs::ProcessSnapshot> Rankings::readHost(cgroupfs::ReadCounters
 }
 
 void Rankings::readMembership(const std::vector<const std::string*>& members, const std::vector<pid_t>& newcomers) {
+  // A newcomer is placed at its first two refreshes: a child is forked where its parent is and then
+  // moved (hog -g, a container runtime's init), and the first look may come between the two.
+  std::vector<pid_t> placing;
+  placing.reserve(newcomers.size() + previous_newcomers_.size());
+  std::set_union(newcomers.begin(), newcomers.end(), previous_newcomers_.begin(), previous_newcomers_.end(),
+                 std::back_inserter(placing));
+  previous_newcomers_ = newcomers;
   // Placing a newcomer costs about what reading a cgroup's procs does: past one per member cgroup, read
   // them all.
-  bool full = refreshes_ % kQuietEvery == 1 || newcomers.size() > members.size();
+  bool full = refreshes_ % kQuietEvery == 1 || placing.size() > members.size();
   std::unordered_map<std::string, std::vector<pid_t>> placed;
-  for (size_t i = 0; !full && i < newcomers.size(); ++i) {
-    if (auto path = node_.readCgroupPath(newcomers[i])) {
-      placed[std::move(path).value()].push_back(newcomers[i]);
+  for (size_t i = 0; !full && i < placing.size(); ++i) {
+    if (auto path = node_.readCgroupPath(placing[i])) {
+      placed[std::move(path).value()].push_back(placing[i]);
     } else if (!path.error().vanished()) {
       full = true;  // not placed (no place in the tree, or unread): the procs are read instead
     }
@@ -196,7 +205,7 @@ void Rankings::readMembership(const std::vector<const std::string*>& members, co
     if (!full && !added) {
       // A newcomer under a recycled pid is not the process listed here before: it is placed anew.
       std::erase_if(membership.pids,
-                    [&](pid_t pid) { return std::binary_search(newcomers.begin(), newcomers.end(), pid); });
+                    [&](pid_t pid) { return std::binary_search(placing.begin(), placing.end(), pid); });
       if (const auto found = placed.find(*member); found != placed.end()) {
         membership.pids.insert(membership.pids.end(), found->second.begin(), found->second.end());
       }
@@ -318,6 +327,7 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
       policies::VictimCandidate grower;
       grower.pid = process.pid;
       grower.comm = process.status.comm;
+      grower.uid = process.status.uid;
       grower.oom_score_adj = process.oom_score_adj;
       grower.growth_pages = *grew;
       growers.push_back(std::move(grower));
@@ -366,8 +376,11 @@ void Rankings::rerankHost(const io::NodeFacts& facts, HostReread reread) {
       }
     }
     // Bounded, so that a fork storm cannot stall the reaction: the highest pids (the newest, but for a
-    // wrap of pid_max) first.
+    // wrap of pid_max) first. /proc lists in pid order; sorted anyway, the contract being the pids'.
     constexpr size_t kMaxNewcomers = 2000;
+    if (newcomers.size() > kMaxNewcomers) {
+      std::sort(newcomers.begin(), newcomers.end());
+    }
     const size_t skip = newcomers.size() > kMaxNewcomers ? newcomers.size() - kMaxNewcomers : 0;
     pids.insert(pids.end(), newcomers.begin() + static_cast<std::ptrdiff_t>(skip), newcomers.end());
   }

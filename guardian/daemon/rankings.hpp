@@ -134,10 +134,11 @@ class Rankings {
                                                   std::vector<pid_t>& newcomers);
   // The members of the limited cgroups `members` (each read once, however many domains nest), by
   // cgroup. Their cgroup.procs are read at one refresh in kQuietEvery, and for a cgroup not known
-  // before; in between, the last membership stands, a newcomer is placed by its /proc/<pid>/cgroup (one
-  // small read each: far fewer than the cgroups on a quiet node), and a gone process drops out when
-  // the members are matched to the scan. A process moved between cgroups without a fork is seen at the
-  // next full read (a decision reads its domain's membership anew).
+  // before; in between, the last membership stands, a newcomer is placed by its /proc/<pid>/cgroup at
+  // its first two refreshes (one small read each: far fewer than the cgroups on a quiet node; the second
+  // finds a child moved after its fork), and a gone process drops out when the members are matched to
+  // the scan. A process moved between cgroups later is seen at the next full read (a decision reads its
+  // domain's membership anew).
   void readMembership(const std::vector<const std::string*>& members, const std::vector<pid_t>& newcomers);
   // Whether a rule of the config in force acts on growth (kill-allocating): only then is it sampled.
   [[nodiscard]] bool tracksGrowth() const;
@@ -167,6 +168,7 @@ class Rankings {
   };
   std::unordered_map<std::string, Membership> membership_;  // readMembership's, by cgroup
   uint64_t membership_scan_ = 0;
+  std::vector<pid_t> previous_newcomers_;  // the last readMembership's newcomers, placed again by the next
   uint64_t refreshes_ = 0;
   HostReread last_host_read_ = HostReread::kTopAndNewcomers;
   policies::GrowthTracker growth_;

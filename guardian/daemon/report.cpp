@@ -98,10 +98,8 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
     metrics_.setPressure("/", pressure.value());
   }
   if (const auto& meminfo = facts_.meminfo; meminfo.mem_available_kb) {
-    const uint64_t ram_used_kb = meminfo.mem_total_kb - std::min(*meminfo.mem_available_kb, meminfo.mem_total_kb);
-    const uint64_t swap_used_kb = meminfo.swap_total_kb - std::min(meminfo.swap_free_kb, meminfo.swap_total_kb);
-    recordDomainMemory("/", (meminfo.mem_total_kb + meminfo.swap_total_kb) * 1024, (ram_used_kb + swap_used_kb) * 1024,
-                       facts_read_us_);  // a failed read leaves the last one, not fitted again
+    recordHostMemory(meminfo.mem_total_kb, *meminfo.mem_available_kb, meminfo.swap_total_kb, meminfo.swap_free_kb,
+                     facts_read_us_);  // a failed read leaves the last one, not fitted again
   }
   // An acting domain's memory.current is the level watch's last reading (read at least every
   // kLevelReadingFreshRefreshes refreshes by its safety net, more often near its threshold): published
@@ -134,6 +132,13 @@ void Daemon::publishDomainMemory(const std::vector<std::string>& limited, bool f
       }
     }
   }
+}
+
+void Daemon::recordHostMemory(uint64_t mem_total_kb, uint64_t mem_available_kb, uint64_t swap_total_kb,
+                              uint64_t swap_free_kb, uint64_t at_us) {
+  const uint64_t ram_used_kb = mem_total_kb - std::min(mem_available_kb, mem_total_kb);
+  const uint64_t swap_used_kb = swap_total_kb - std::min(swap_free_kb, swap_total_kb);
+  recordDomainMemory("/", (mem_total_kb + swap_total_kb) * 1024, (ram_used_kb + swap_used_kb) * 1024, at_us);
 }
 
 void Daemon::recordDomainMemory(const std::string& domain, uint64_t limit_bytes, uint64_t usage_bytes,

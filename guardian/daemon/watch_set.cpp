@@ -49,9 +49,10 @@ void WatchSet::armHost() {
   }
   const auto& trigger = *config_.host_pressure;
   const std::string file = node_.procfs().root() + "/pressure/" + trigger.resource;
-  auto watch = io::PressureWatch::arm(io_, file, trigger, [this](bool gone, const std::string& text) {
-    listener_.onPressure("/", gone, text);
-  });
+  // The host's trigger, armed first, counts against the budget; it is armed whatever the budget says.
+  auto watch = io::PressureWatch::arm(
+      io_, file, trigger, [this](bool gone, const std::string& text) { listener_.onPressure("/", gone, text); },
+      node_.triggerBudget().take());
   if (watch) {
     host_pressure_ = std::move(watch).value();
     host_pressure_status_ = host_pressure_->adjustment().empty()
@@ -145,6 +146,7 @@ std::vector<std::string> WatchSet::refreshLimits(uint64_t now_us, bool full_scan
   full_scan = full_scan || (swap_total_kb > 0 && !swap_in_use_);
   swap_in_use_ = swap_total_kb > 0;
   std::vector<std::string> limited;
+  capped_in_pass_ = false;
   for (auto& [path, watched] : cgroups_) {
     const bool young = now_us - watched.added_us < kYoungCgroupUs;
     if ((full_scan || young) && readLimit(path, watched)) {
@@ -152,14 +154,33 @@ std::vector<std::string> WatchSet::refreshLimits(uint64_t now_us, bool full_scan
       if (!watched.limited) {
         listener_.onDomainGone(path);
       }
-    } else if (watched.pressure_pending) {
+    } else if (watched.pressure_pending && node_.triggerBudget().available()) {
       applyRule(path, watched);  // a trigger waiting for its cgroup to be old enough and populated
+    } else if (watched.pressure_waits_for_fd) {
+      noteCapped(path);
     }
     if (watched.limited) {
       limited.push_back(path);
     }
   }
+  if (!capped_in_pass_) {
+    trigger_budget_spent_logged_ = false;  // a refresh with no trigger waiting for a descriptor
+  }
   return limited;
+}
+
+void WatchSet::noteCapped(const std::string& path) {
+  capped_in_pass_ = true;
+  if (trigger_budget_spent_logged_) {
+    return;
+  }
+  trigger_budget_spent_logged_ = true;
+  log_.write("pressure_triggers_capped",
+             Json{{"cgroup", path},
+                  {"armed", node_.triggerBudget().used()},
+                  {"max", node_.triggerBudget().max()},
+                  {"reason", "the open-file limit (RLIMIT_NOFILE) leaves no descriptor for another PSI trigger; "
+                             "raise LimitNOFILE, or arm fewer (pressure_only_if_limited)"}});
 }
 
 bool WatchSet::armablePressure(const std::string& path, const WatchedCgroup& watched) {
@@ -213,20 +234,32 @@ void WatchSet::applyRule(const std::string& path, WatchedCgroup& watched) {
     watched.pressure.reset();
   }
   watched.pressure_pending = false;
+  watched.pressure_waits_for_fd = false;
   if (trigger && !armablePressure(path, watched)) {
     watched.pressure_pending = true;
     return;
   }
+  if (trigger && !node_.triggerBudget().available()) {
+    // Every descriptor the open-file limit leaves for triggers is in use: armed at the first refresh after
+    // one is given back (a cgroup removed); refreshes skip it until then. Said once while it lasts.
+    watched.pressure_pending = true;
+    watched.pressure_waits_for_fd = true;
+    noteCapped(path);
+    return;
+  }
   if (trigger) {
     const std::string file = directory + "/" + trigger->resource + ".pressure";
-    auto watch = io::PressureWatch::arm(io_, file, *trigger, [this, path](bool gone, const std::string& text) {
-      if (gone) {
-        if (auto found = cgroups_.find(path); found != cgroups_.end()) {
-          found->second.pressure.reset();
-        }
-      }
-      listener_.onPressure(path, gone, text);
-    });
+    auto watch = io::PressureWatch::arm(
+        io_, file, *trigger,
+        [this, path](bool gone, const std::string& text) {
+          if (gone) {
+            if (auto found = cgroups_.find(path); found != cgroups_.end()) {
+              found->second.pressure.reset();
+            }
+          }
+          listener_.onPressure(path, gone, text);
+        },
+        node_.triggerBudget().take());
     if (watch) {
       watched.pressure = std::move(watch).value();
       if (!watched.pressure->adjustment().empty()) {

@@ -35,6 +35,7 @@ struct WatchedCgroup {
   cgroupfs::LimitBytes swap_max_bytes;
   std::shared_ptr<io::PressureWatch> pressure;
   bool pressure_pending = false;  // a trigger is wanted but not safe to write yet (see armablePressure)
+  bool pressure_waits_for_fd = false;  // ... or armable, but no descriptor is left for it (FdBudget)
   bool preexisting = false;       // found by the start-up walk: its age is unknown, not young
   uint8_t young_probes = 0;       // limit probes done since it appeared (probeYoungLimits)
 };
@@ -154,6 +155,10 @@ class WatchSet {
   std::map<std::string, WatchedCgroup> cgroups_;
   std::unordered_map<int, std::pair<std::string, WatchKind>> watches_;
   bool closed_ = false;
+  bool trigger_budget_spent_logged_ = false;  // pressure_triggers_capped said; reset by a refresh with none waiting
+  bool capped_in_pass_ = false;  // a trigger waited for a descriptor in this refreshLimits pass
+  // A trigger of `path` waits for a descriptor: pressure_triggers_capped, once while that lasts.
+  void noteCapped(const std::string& path);
 };
 
 }  // namespace oomguard::guardian::daemon

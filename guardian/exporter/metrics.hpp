@@ -65,9 +65,12 @@ class Metrics {
   virtual void countKubernetesEvents(const std::string& result, uint64_t count) = 0;
   // The API server's pod watch: 1 while its cache reflects a completed list, and the pods it holds.
   virtual void setKubernetesPods(bool synced, size_t pods) = 0;
-  // One run of an operator's hook (io::HookRunner): hook pre_kill | post_kill, result ok | failed |
+  // One run of an operator's hook (io::HookRunner): hook pre_kill | post_kill | warn, result ok | failed |
   // timeout | missing | spawn_failed | dropped | cancelled (a pre_kill hook cut short when oomguard stops).
   virtual void countHook(const std::string& /*hook*/, const std::string& /*result*/) {}
+  // One warning (an act rule's warn stage): `reason` the level crossed (headroom | mem_available |
+  // swap_free | pressure).
+  virtual void countWarning(const std::string& /*reason*/) {}
   // The decision loop turned (a refresh ran): /healthz fails once it has not for the stall limit.
   virtual void loopTurned() {}
   // The stall limit (the daemon's: loopStallLimit of its refresh interval, set again at each refresh).

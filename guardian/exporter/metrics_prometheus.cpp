@@ -84,8 +84,11 @@ PrometheusMetrics::PrometheusMetrics(size_t top_k, const std::string& version, c
               "(CONSTRAINT_NONE = host OOM, CONSTRAINT_MEMCG = a cgroup's memory.max, "
               "CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY). Unit: kills.");
   hooks_ = &family(pm::BuildCounter(), "oomguard_hooks_total", "counter",
-                   "Runs of the operator's hooks, by hook (pre_kill, post_kill) and result (ok, failed, "
+                   "Runs of the operator's hooks, by hook (pre_kill, post_kill, warn) and result (ok, failed, "
                    "timeout, missing, spawn_failed, dropped, cancelled). Unit: runs.");
+  warnings_ = &family(pm::BuildCounter(), "oomguard_warnings_total", "counter",
+                      "Warnings: an act rule's warn level crossed, by the level (reason: headroom, mem_available, "
+                      "swap_free, pressure). Unit: warnings.");
   predictions_ =
       &family(pm::BuildCounter(), "oomguard_predictions_total", "counter",
               "Kernel OOM kills checked against oomguard's predicted next victim of that domain: "
@@ -194,6 +197,14 @@ void PrometheusMetrics::countHook(const std::string& hook, const std::string& re
   if (found == hook_series_.end()) {
     auto& counter = hooks_->Add({{"hook", text::validUtf8(hook)}, {"result", text::validUtf8(result)}});
     found = hook_series_.emplace(std::move(key), &counter).first;
+  }
+  found->second->Increment();
+}
+
+void PrometheusMetrics::countWarning(const std::string& reason) {
+  auto found = warning_series_.find(reason);
+  if (found == warning_series_.end()) {
+    found = warning_series_.emplace(reason, &warnings_->Add({{"reason", text::validUtf8(reason)}})).first;
   }
   found->second->Increment();
 }

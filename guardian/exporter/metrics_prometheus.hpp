@@ -96,6 +96,7 @@ class PrometheusMetrics final : public Metrics {
   void countKubernetesEvents(const std::string& result, uint64_t count) override;
   void setKubernetesPods(bool synced, size_t pods) override;
   void countHook(const std::string& hook, const std::string& result) override;
+  void countWarning(const std::string& reason) override;
 
   // Bucket upper bounds (seconds) of the two histograms.
   static const std::vector<double>& scanBuckets();
@@ -126,6 +127,8 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Counter>* annotation_issues_;
   prometheus::Family<prometheus::Counter>* kubernetes_events_;
   prometheus::Family<prometheus::Counter>* hooks_;
+  prometheus::Family<prometheus::Counter>* warnings_;
+  std::map<std::string, prometheus::Counter*> warning_series_;
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> hook_series_;
   prometheus::Gauge* kubernetes_synced_;
   prometheus::Gauge* kubernetes_pods_;

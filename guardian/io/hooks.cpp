@@ -136,17 +136,24 @@ void HookRunner::run(const std::string& name, const config::Hook& hook, const co
     });
   };
   const uint64_t now_us = monotonic_us_();
-  while (!started_us_.empty() && now_us - started_us_.front() >= 60'000'000) {
-    started_us_.pop_front();
+  // The warn hooks and the kill hooks have caps of their own: warnings (every domain past its warn level
+  // warns at start-up) never use up what a kill's hooks may spend.
+  const bool warn = name == "warn";
+  auto& started_us = started_us_[warn ? 1 : 0];
+  while (!started_us.empty() && now_us - started_us.front() >= 60'000'000) {
+    started_us.pop_front();
   }
   if (runningFor(key)) {
     return answer("dropped", "a hook for the same victim is still running");
   }
-  if (running_.size() >= limits.max_concurrent) {
-    return answer("dropped", std::to_string(running_.size()) + " hooks running (hooks.max_concurrent)");
+  const auto in_pool = static_cast<size_t>(std::count_if(
+      running_.begin(), running_.end(), [warn](const auto& entry) { return (entry.second->outcome.hook == "warn") == warn; }));
+  const std::string kind = warn ? "warn hooks" : "kill hooks";
+  if (in_pool >= limits.max_concurrent) {
+    return answer("dropped", std::to_string(in_pool) + " " + kind + " running (hooks.max_concurrent)");
   }
-  if (started_us_.size() >= limits.max_per_minute) {
-    return answer("dropped", std::to_string(started_us_.size()) + " hooks started in the last minute (hooks.max_per_minute)");
+  if (started_us.size() >= limits.max_per_minute) {
+    return answer("dropped", std::to_string(started_us.size()) + " " + kind + " started in the last minute (hooks.max_per_minute)");
   }
   if (hook.argv.empty()) {
     return answer("spawn_failed", "no argv");
@@ -225,7 +232,7 @@ void HookRunner::run(const std::string& name, const config::Hook& hook, const co
   if (spawned != 0) {
     return answer(spawned == ENOENT ? "missing" : "spawn_failed", hook.argv.front() + ": " + errnoText(spawned));
   }
-  started_us_.push_back(now_us);
+  started_us.push_back(now_us);
   input_read = cgroupfs::UniqueFd();
   output_write = cgroupfs::UniqueFd();
 

@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <array>
 #include <deque>
 #include <functional>
 #include <map>
@@ -49,7 +50,8 @@ class HookRunner {
   // Starts `hook` as `name` for `key` (a victim; at most one hook per key runs at a time), with `input` on
   // its stdin and `env` ("NAME=value" each) beside PATH=/usr/sbin:/usr/bin:/sbin:/bin as its environment,
   // and limits.oom_score_adj. `done` is called exactly once, on the loop and never from within run():
-  // dropped, missing and spawn_failed soon after, the others once the hook has been reaped.
+  // dropped, missing and spawn_failed soon after, the others once the hook has been reaped. The caps
+  // (limits.max_concurrent, max_per_minute) count the "warn" hooks and the kill hooks apart.
   void run(const std::string& name, const config::Hook& hook, const config::Hooks& limits, const std::string& key,
            std::string input, std::vector<std::string> env, Done done);
   // Hooks started and not yet reaped (a timed-out one stays until it dies).
@@ -77,7 +79,8 @@ class HookRunner {
   boost::asio::io_context& io_;
   MonotonicUs monotonic_us_;
   std::map<uint64_t, std::shared_ptr<Running>> running_;
-  std::deque<uint64_t> started_us_;  // the starts of the last minute, for max_per_minute
+  // The starts of the last minute, for max_per_minute: the kill hooks' [0] and the warn hooks' [1].
+  std::array<std::deque<uint64_t>, 2> started_us_;
   std::deque<std::pair<pid_t, uint64_t>> reaped_;  // hooks reaped in the last 10 s (at most 64), for isHook
   // The outcomes posted by run() (dropped, missing, spawn_failed) check it: stop() turns it off, so that
   // none is delivered after it.

@@ -1,12 +1,12 @@
 #include "guardian/io/node.hpp"
 
-#include "cgroupfs/files.hpp"
-#include "cgroupfs/parse.hpp"
-#include "cgroupfs/paths.hpp"
-
 #include <unistd.h>
 
 #include <algorithm>
+
+#include "cgroupfs/files.hpp"
+#include "cgroupfs/parse.hpp"
+#include "cgroupfs/paths.hpp"
 
 namespace oomguard::guardian::io {
 
@@ -255,6 +255,23 @@ bool Node::oomGroupSet(std::string_view cgroup) {
 bool Node::readOomGroup(std::string_view cgroup) {
   auto text = cgroupfs_.readText(cgroup, cgroupfs::files::kMemoryOomGroup);
   return text && text.value().starts_with('1');
+}
+
+std::optional<std::string> Node::cmdline(pid_t pid, std::string_view comm, bool may_read) {
+  if (const auto kept = cmdlines_.find(pid); kept != cmdlines_.end() && kept->second.comm == comm) {
+    return kept->second.text;
+  }
+  if (!may_read) {
+    return std::nullopt;
+  }
+  auto read = procfs_.readCmdline(pid, kCmdlineBytes);
+  std::optional<std::string> text = read ? std::optional<std::string>(std::move(read).value()) : std::nullopt;
+  cmdlines_[pid] = KeptCmdline{std::string(comm), text};
+  return text;
+}
+
+void Node::retainCmdlines(const std::function<bool(pid_t)>& alive) {
+  std::erase_if(cmdlines_, [&](const auto& entry) { return !alive(entry.first); });
 }
 
 std::optional<std::string> Node::groupKillCgroup(cgroupfs::ProcessSnapshot& process,

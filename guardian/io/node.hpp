@@ -2,14 +2,17 @@
 // rankings of its domains, built from cgroupfs snapshots with the pure model in policies/.
 #pragma once
 
+#include <functional>
 #include <map>
-#include <unordered_map>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cgroupfs/cgroup_tree.hpp"
 #include "cgroupfs/procfs.hpp"
+#include "guardian/io/fd_budget.hpp"
 #include "policies/ranking.hpp"
 
 namespace oomguard::guardian::io {
@@ -40,6 +43,9 @@ class Node {
   Node(std::string proc_root, std::string cgroup_root);
 
   cgroupfs::ProcFs& procfs() { return procfs_; }
+  // The descriptors the PSI triggers of the node's cgroups (WatchSet's, Pods') may hold together: set from
+  // the open-file limit at the daemon's start (unbounded until then).
+  FdBudget& triggerBudget() { return trigger_budget_; }
   cgroupfs::CgroupFs& cgroupfs() { return cgroupfs_; }
   // The page size (sysconf, once): the one source for every page-to-byte conversion the daemon makes
   // (NodeFacts::page_size_bytes, /proc/vmstat's page counts, memory.high on a page boundary).
@@ -90,6 +96,16 @@ class Node {
   bool oomGroupSet(std::string_view cgroup);
   // memory.oom.group of a cgroup, read now (the daemon's view: a write can change it at any time).
   bool readOomGroup(std::string_view cgroup);
+  // /proc/<pid>/cmdline as it is (NUL after each argument; empty for a kernel thread or a zombie), its
+  // first kCmdlineBytes, for the process rules (config::processRuleFor); nullopt when it cannot be read.
+  // Reading it takes the process's mmap lock (and may wait for its argument pages), which a process in
+  // reclaim can hold: so it is read once per process, by a refresh (`may_read`), and kept; a decision
+  // passes may_read false and uses only what is kept. A pid whose comm has changed is another process
+  // (or an exec): read again.
+  std::optional<std::string> cmdline(pid_t pid, std::string_view comm, bool may_read);
+  // Drops the kept command lines of the pids `alive` says are gone.
+  void retainCmdlines(const std::function<bool(pid_t)>& alive);
+  static constexpr size_t kCmdlineBytes = 4096;
   // The cgroup a group kill would take with a victim of `process` in `domain`, if any.
   std::optional<std::string> groupKillCgroup(cgroupfs::ProcessSnapshot& process,
                                              const policies::OomDomain& domain);
@@ -98,6 +114,12 @@ class Node {
   cgroupfs::Result<DomainRanking> rankSubtree(const NodeFacts& facts, std::string_view cgroup, bool host_scale);
   uint64_t page_bytes_;
   cgroupfs::ProcFs procfs_;
+  FdBudget trigger_budget_{kMaxOpenFiles};
+  struct KeptCmdline {
+    std::string comm;
+    std::optional<std::string> text;  // nullopt: unreadable when read
+  };
+  std::unordered_map<pid_t, KeptCmdline> cmdlines_;
   cgroupfs::CgroupFs cgroupfs_;
   std::map<std::string, bool, std::less<>> oom_group_cache_;
   const std::unordered_map<pid_t, int>* intended_adj_ = nullptr;

@@ -47,7 +47,8 @@ int openTrigger(const std::string& file, const config::PressureTrigger& trigger,
 }  // namespace
 
 cgroupfs::Result<std::shared_ptr<PressureWatch>> PressureWatch::arm(boost::asio::io_context& io, const std::string& file,
-                                                                    const config::PressureTrigger& trigger, Callback callback) {
+                                                                    const config::PressureTrigger& trigger, Callback callback,
+                                                                    FdBudget::Share share) {
   int error = 0;
   config::PressureTrigger effective = trigger;
   int fd = openTrigger(file, effective, error);
@@ -68,6 +69,7 @@ cgroupfs::Result<std::shared_ptr<PressureWatch>> PressureWatch::arm(boost::asio:
   auto watch = std::make_shared<PressureWatch>(io, fd, file, effective, std::move(callback));
   watch->adjusted_ = std::move(adjusted);
   watch->requested_ = trigger;
+  watch->share_ = std::move(share);
   // The stall total at arming: a fire must grow it.
   std::string initial(512, '\0');
   if (const ssize_t got = ::pread(fd, initial.data(), initial.size(), 0); got > 0) {
@@ -90,7 +92,7 @@ void PressureWatch::wait() {
                            const int fd = self->descriptor_.native_handle();
                            const ssize_t got = ::pread(fd, self->buffer_.data(), self->buffer_.size(), 0);
                            if (got < 0 && errno != EAGAIN && errno != EINTR) {
-                             self->descriptor_.close();
+                             self->close();
                              self->callback_(true, {});
                              return;
                            }
@@ -136,12 +138,14 @@ std::optional<uint64_t> PressureWatch::stallTotal(const std::string& text) const
 void PressureWatch::close() {
   boost::system::error_code ignored;
   descriptor_.close(ignored);
+  share_ = {};
 }
 
 int PressureWatch::release() {
   if (!descriptor_.is_open()) {
     return -1;
   }
+  share_ = {};  // the caller closes the descriptor now
   return descriptor_.release();  // the pending wait ends with operation_aborted; the reactor forgets it
 }
 

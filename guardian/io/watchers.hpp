@@ -15,6 +15,7 @@
 #include "cgroupfs/result.hpp"
 #include "cgroupfs/types.hpp"
 #include "guardian/config/config.hpp"
+#include "guardian/io/fd_budget.hpp"
 
 namespace oomguard::guardian::io {
 
@@ -23,9 +24,11 @@ namespace oomguard::guardian::io {
 class PressureWatch : public std::enable_shared_from_this<PressureWatch> {
  public:
   using Callback = std::function<void(bool gone, const std::string& pressure_text)>;
-  // Opens `file` O_RDWR|O_NONBLOCK, writes the trigger, and starts waiting.
+  // Opens `file` O_RDWR|O_NONBLOCK, writes the trigger, and starts waiting. The watch holds `share` (its
+  // descriptor's place in the caller's FdBudget) until it is closed; an empty share is no budget.
   static cgroupfs::Result<std::shared_ptr<PressureWatch>> arm(boost::asio::io_context& io, const std::string& file,
-                                                              const config::PressureTrigger& trigger, Callback callback);
+                                                              const config::PressureTrigger& trigger, Callback callback,
+                                                              FdBudget::Share share = {});
   void close();
   // Stops waiting and hands the descriptor to the caller (-1 when already closed): for closeDescriptors.
   [[nodiscard]] int release();
@@ -53,6 +56,7 @@ class PressureWatch : public std::enable_shared_from_this<PressureWatch> {
   std::string adjusted_;
   config::PressureTrigger requested_;
   std::optional<uint64_t> last_total_us_;  // the trigger kind's stall total at arming / the last fire
+  FdBudget::Share share_;                  // given back when the descriptor is closed or released
   [[nodiscard]] std::optional<uint64_t> stallTotal(const std::string& text) const;
 };
 

@@ -264,7 +264,16 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
-setup_failed() { printf '\n@@VMRUN-SETUP-FAILED: %s@@\n' "$*"; poweroff -f; sleep 10; }
+# marker TEXT: a line for the host's reading of the console, written twice. A write to the console's tty
+# returns once its bytes are queued for the UART, which sends them from interrupts; poweroff -f right
+# after it can cut them off (a CI run lost an exit marker that way, after the script's last line had
+# reached the host). The kernel prints a /dev/kmsg record to its console synchronously, before the
+# power-off's own "reboot: Power down"; at level 2 it passes loglevel=3. The host takes the first copy.
+marker() {
+  printf '\n%s\n' "$1"
+  printf '<2>%s\n' "$1" > /dev/kmsg 2>/dev/null
+}
+setup_failed() { marker "@@VMRUN-SETUP-FAILED: $*@@"; poweroff -f; sleep 10; }
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
@@ -353,7 +362,7 @@ else
   rc=125
 fi
 sync
-printf '\n@@VMRUN-EXIT=%d@@\n' "$rc"
+marker "@@VMRUN-EXIT=$rc@@"
 poweroff -f
 sleep 10
 INIT

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "daemon_test_support.hpp"
@@ -365,6 +366,92 @@ TEST_F(DaemonAct, SysctlsAreAppliedAtStartInActMode) {
   start(kKillWorstOnMax, "act", R"("sysctls": {"values": {"vm.panic_on_oom": )" + std::to_string(other) + "}},");
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"sysctl vm.panic_on_oom " + std::to_string(other)}));
   EXPECT_NE(log_text.str().find(R"("result":"applied")"), std::string::npos) << log_text.str();
+}
+
+// The warn stage: a warning line with the victim the rule would choose, the warn hook with the event on
+// its stdin, and no kill while the act level is still ahead.
+TEST_F(DaemonAct, AWarnLevelWarnsOnceRunsTheWarnHookAndKillsNothing) {
+  const fs::path event_file = root / "warn-event.json";
+  writeFile(root / "pod/memory.current", "800000000\n");  // 1 GiB limit: 25.5 % headroom, past 30 %, not 10 %
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10},
+                                       "warn": {"headroom_below": 0.30}}}, {"match": "/**"}])",
+        "act", R"("hooks": {"warn": {"argv": ["/bin/sh", "-c", "cat > )" + event_file.string() + R"("]}},)");
+  for (int i = 0; i < 300 && logLines(log_text.str(), "hook").empty(); ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  auto warnings = logLines(log_text.str(), "warning");
+  ASSERT_EQ(warnings.size(), 1U) << log_text.str();
+  Json warning = warnings.front();
+  EXPECT_EQ(warning["domain"]["cgroup"], "/pod");
+  EXPECT_EQ(warning["reason"], "headroom");
+  EXPECT_EQ(warning["policy"], "kill-worst");
+  EXPECT_EQ(warning["victim"]["pid"], big) << warning.dump();
+  EXPECT_EQ(warning["hook"], "/bin/sh");
+  Json hook = logLines(log_text.str(), "hook").front();
+  EXPECT_EQ(hook["hook"], "warn");
+  EXPECT_EQ(hook["result"], "ok") << hook.dump();
+  std::ifstream in(event_file);
+  const Json event = Json::parse(in, nullptr, false);
+  ASSERT_FALSE(event.is_discarded()) << "the warn hook's stdin was not one JSON document";
+  EXPECT_EQ(event["hook"], "warn");
+  EXPECT_EQ(event["victim"]["pid"], big);
+  EXPECT_NE(event["reading"].get<std::string>().find("headroom"), std::string::npos) << event.dump();
+  EXPECT_TRUE(event.contains("oom_forecast_s"));
+  // The same excursion, read again: no second warning; and no kill, the act level is still ahead.
+  writeFile(root / "pod/memory.current", "810000000\n");
+  const uint64_t reads = daemon->stats().level_reads;
+  // Past the warn stage's interval (300 s) and the next reading of a domain watched through the host's
+  // allocations (its safety net: every 6 refreshes, here 6 hours).
+  now_us += 6 * 3'600'000'000ULL + 1'000'000;
+  for (int i = 0; i < 300 && daemon->stats().level_reads == reads; ++i) {
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GT(daemon->stats().level_reads, reads) << "not read again";
+  EXPECT_EQ(logLines(log_text.str(), "warning").size(), 1U);
+  EXPECT_EQ(daemon->stats().warnings, 1U);
+  for (const auto& action : actuator.actions) {
+    EXPECT_FALSE(action.starts_with("kill")) << action;
+  }
+}
+
+TEST_F(DaemonAct, DryRunWarnsAndNamesTheHookItWouldRun) {
+  const fs::path event_file = root / "warn-event.json";
+  dry_run = true;
+  writeFile(root / "pod/memory.current", "800000000\n");
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"headroom_below": 0.10},
+                                       "warn": {"headroom_below": 0.30}}}, {"match": "/**"}])",
+        "act", R"("hooks": {"warn": {"argv": ["/bin/sh", "-c", "cat > )" + event_file.string() + R"("]}},)");
+  io.run_for(std::chrono::milliseconds(300));
+  auto warnings = logLines(log_text.str(), "warning");
+  ASSERT_EQ(warnings.size(), 1U) << log_text.str();
+  EXPECT_EQ(warnings.front()["dry_run"], true);
+  EXPECT_EQ(warnings.front()["hook"], "/bin/sh (not run: --dry-run)");
+  EXPECT_TRUE(logLines(log_text.str(), "hook_start").empty());
+  EXPECT_FALSE(fs::exists(event_file));
+}
+
+TEST_F(DaemonAct, AProcessRulesProtectionWinsOverItsCgroupRules) {
+  // /pod/app's rule says 300 for big and small, /pod/side's 200 for medium; a process rule by comm and uid
+  // says -500 for all three (children of this test: its comm, its uid). No cgroup rule's value is written.
+  std::ifstream in("/proc/" + std::to_string(big) + "/comm");
+  std::string comm;
+  std::getline(in, comm);
+  ASSERT_FALSE(comm.empty());
+  dry_run = true;  // the adj is recorded, and read back by the model, without a write
+  start(R"([{"match": "/pod", "act": {"action": "kill-worst", "when": {"on_memory_max": true}}},
+            {"match": "/pod/app", "protection": 300}, {"match": "/pod/side", "protection": 200}, {"match": "/**"}])",
+        "act", R"("processes": [{"comm": "^)" + comm + R"($", "uid": [)" + std::to_string(::getuid()) +
+                   R"(], "protection": -500}],)");
+  std::set<pid_t> by_process_rule;
+  for (const auto& line : logLines(log_text.str(), "protection")) {
+    EXPECT_TRUE(line.contains("process_rule")) << "a cgroup rule's protection was written: " << line.dump();
+    if (line["oom_score_adj"] == -500 && line["process_rule"] == 0 && line["source"] == "config") {
+      by_process_rule.insert(line["pid"].get<pid_t>());
+    }
+  }
+  for (const pid_t pid : {big, small, medium}) {
+    EXPECT_TRUE(by_process_rule.contains(pid)) << pid << " " << log_text.str();
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "config_error_of.hpp"
 #include "guardian/config/config.hpp"
 #include "guardian/config/config_json.hpp"
 #include "guardian/config/glob.hpp"
@@ -12,15 +13,6 @@
 
 namespace oomguard::guardian::config {
 namespace {
-
-std::string errorOf(const std::string& json) {
-  try {
-    (void)parseConfig(json, "test.json");
-  } catch (const ConfigError& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
 
 TEST(Config, EmptyObjectGivesTheDefaults) {
   const Config config = parseConfig("{}", "test.json");
@@ -376,8 +368,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadConfig{"not_object", R"({"hooks":[]})", "/hooks: must be an object"},
         BadConfig{"unknown_stage", R"({"hooks":{"pre_oom":{"argv":["/bin/true"]}}})", "/hooks/pre_oom: unknown key"},
-        // The warn stage of the act rules is not built yet: its hook is not accepted before it is.
-        BadConfig{"warn_not_yet", R"({"hooks":{"warn":{"argv":["/bin/true"]}}})", "/hooks/warn: unknown key"},
+        BadConfig{"warn_too_long", R"({"hooks":{"warn":{"argv":["/bin/true"],"timeout_ms":600001}}})",
+                "/hooks/warn/timeout_ms: must be between 10 and 600000"},
         BadConfig{"no_argv", R"({"hooks":{"pre_kill":{"timeout_ms":100}}})", "/hooks/pre_kill/argv: is required"},
         BadConfig{"empty_argv", R"({"hooks":{"post_kill":{"argv":[]}}})", "/hooks/post_kill/argv: must be a non-empty array"},
         BadConfig{"string_argv", R"({"hooks":{"post_kill":{"argv":"/bin/true"}}})", "/hooks/post_kill/argv: must be a non-empty array"},
@@ -400,6 +392,58 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"no_concurrency", R"({"hooks":{"max_concurrent":0}})", "/hooks/max_concurrent: must be between 1 and 64"},
         BadConfig{"adj_out_of_range", R"({"hooks":{"oom_score_adj":1001}})",
                 "/hooks/oom_score_adj: must be between -1000 and 1000"}));
+
+// An act rule's warn stage: levels before the act levels, never the kernel's events.
+TEST(ConfigWarn, LevelsBeforeTheActLevelsAndAnInterval) {
+  const Config config = parseConfig(R"({"mode": "act",
+      "host": {"act": {"action": "kill-worst", "when": {"mem_available_below": 0.05},
+                       "warn": {"mem_available_below": 0.15, "pressure": {"avg10": 0.1}}}},
+      "cgroups": [{"match": "/pods/**", "act": {"action": "observe", "warn": {"headroom_below": 0.2, "interval_s": 30}}}],
+      "hooks": {"warn": {"argv": ["/usr/bin/logger", "-t", "oomguard-warn"]}}})",
+                                    "t");
+  ASSERT_TRUE(config.host_act && config.host_act->warn);
+  EXPECT_EQ(config.host_act->warn->when.mem_available_below, 0.15);
+  EXPECT_EQ(config.host_act->warn->when.pressure_avg10, 0.1);
+  EXPECT_EQ(config.host_act->warn->interval_s, 300);  // the default
+  EXPECT_FALSE(config.host_act->warn->when.on_memory_max);
+  const CgroupRule* rule = ruleFor(config, "/pods/a");
+  ASSERT_TRUE(rule != nullptr && rule->act && rule->act->warn);
+  // action observe with a warn stage: warnings and nothing else.
+  EXPECT_EQ(rule->act->action, policies::Action::kObserve);
+  EXPECT_EQ(rule->act->warn->when.headroom_below, 0.2);
+  EXPECT_EQ(rule->act->warn->interval_s, 30);
+  ASSERT_TRUE(config.hooks.warn);
+  EXPECT_EQ(config.hooks.warn->timeout_ms, 10000U);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Warn, ConfigErrors,
+    ::testing::Values(
+        BadConfig{"warn_after_act", R"({"host":{"act":{"action":"kill-worst","when":{"mem_available_below":0.1},
+                  "warn":{"mem_available_below":0.05}}}})",
+                  "/host/act/warn/mem_available_below: must be above when.mem_available_below (0.1)"},
+        BadConfig{"warn_at_act", R"({"cgroups":[{"match":"/**","act":{"action":"kill-worst","when":{"headroom_below":0.1},
+                  "warn":{"headroom_below":0.1}}}]})",
+                  "/cgroups/0/act/warn/headroom_below: must be above when.headroom_below (0.1)"},
+        BadConfig{"warn_pressure_after_act", R"({"host":{"act":{"action":"kill-worst","when":{"pressure":{"avg10":0.3}},
+                  "warn":{"pressure":{"avg10":0.5}}}}})",
+                  "/host/act/warn/pressure/avg10: must be below when.pressure.avg10 (0.3;"},
+        BadConfig{"warn_held_longer", R"({"host":{"act":{"action":"kill-worst","when":{"pressure":{"avg10":0.3}},
+                  "warn":{"pressure":{"avg10":0.1,"held_s":60}}}}})",
+                  "/host/act/warn/pressure/held_s: must be at most when.pressure.held_s (0)"},
+        BadConfig{"warn_on_event", R"({"cgroups":[{"match":"/**","act":{"action":"kill-worst","when":{"on_memory_max":true},
+                  "warn":{"on_memory_max":true}}}]})",
+                  "/cgroups/0/act/warn/on_memory_max: is not a warn level"},
+        BadConfig{"warn_empty", R"({"host":{"act":{"action":"kill-worst","when":{"mem_available_below":0.1},"warn":{}}}})",
+                  "/host/act/warn: names no level"},
+        BadConfig{"warn_unknown", R"({"host":{"act":{"action":"kill-worst","when":{"mem_available_below":0.1},
+                  "warn":{"mem_available_below":0.2,"email":"ops@example.com"}}}})",
+                  "/host/act/warn/email: unknown key"},
+        BadConfig{"warn_headroom_on_host", R"({"host":{"act":{"warn":{"headroom_below":0.2}}}})",
+                  "/host/act/warn/headroom_below: applies to cgroups"},
+        BadConfig{"warn_interval", R"({"host":{"act":{"warn":{"mem_available_below":0.2,"interval_s":0}}}})",
+                  "/host/act/warn/interval_s: must be between 1 and 86400"},
+        BadConfig{"warn_not_object", R"({"host":{"act":{"warn":0.2}}})", "/host/act/warn: must be an object"}));
 
 TEST(ConfigHooks, TooManyArguments) {
   std::string argv = R"(["/bin/echo")";

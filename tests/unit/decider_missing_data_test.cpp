@@ -82,14 +82,14 @@ TEST_F(DeciderTest, AReloadJudgesNoDomainByItsOldBudget) {
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
   fixture.write("proc/vmstat", "pgalloc_normal 1000000\n");
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   config = config::parseConfig(
       R"({"mode": "act", "refresh_interval_s": 1, "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
           "when": {"headroom_below": 0.60}}}, {"match": "/**"}]})",
       "test");
   decider->configChanged();
   fixture.now_us += 1'000'000;  // the refresh that follows a reload
-  const auto crossed = decider->checkLevels(fixture.now_us, true);
+  const auto crossed = decider->checkLevels(fixture.now_us, true).crossed;
   ASSERT_EQ(crossed.size(), 1U) << "judged by the budget of the old 10 % threshold";
   EXPECT_EQ(crossed.front().first, "/pod");
 }
@@ -105,7 +105,7 @@ TEST_F(DeciderTest, AHeldPressureRuleIsReadAtEveryRefresh) {
                                               "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
   for (int refresh = 0; refresh < 3; ++refresh) {
-    EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+    EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
     fixture.now_us += 1'000'000;
   }
   EXPECT_EQ(stats.level_reads, 3U);

@@ -220,12 +220,12 @@ TEST_F(DeciderTest, ObserveModeHasNoActRule) {
 TEST_F(DeciderTest, AReloadToObserveLeavesNothingToWatch) {
   start(kHeadroom);
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   ASSERT_TRUE(decider->nextLevelDueUs());
   config.mode = config::Mode::kObserve;  // what a reload to mode observe leaves
   decider->domainsChanged();
   fixture.now_us += 10'000'000;
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   EXPECT_FALSE(decider->nextLevelDueUs()) << "a due time in the past re-arms the level timer at 0 forever";
 }
 
@@ -235,7 +235,7 @@ TEST_F(DeciderTest, TheLevelWatchsLastReadingIsKeptForTheMetrics) {
   EXPECT_FALSE(decider->levelReading("/pod")) << "nothing read yet";
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   const auto reading = decider->levelReading("/pod");
   ASSERT_TRUE(reading);
   EXPECT_EQ(reading->current_bytes, NodeFixture::kLimitBytes / 2);
@@ -257,17 +257,17 @@ TEST_F(DeciderTest, LevelsAreReadWhenDueAndCrossingsReported) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   const auto due = decider->nextLevelDueUs();
   ASSERT_TRUE(due);
   EXPECT_GT(*due, fixture.now_us);
   EXPECT_LE(*due, fixture.now_us + 1'000'000);  // never later than the refresh interval
   // Not due yet: nothing is read.
   const uint64_t reads = stats.level_reads;
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 1, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 1, false).crossed.empty());
   EXPECT_EQ(stats.level_reads, reads);
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
-  const auto crossed = decider->checkLevels(*due, false);
+  const auto crossed = decider->checkLevels(*due, false).crossed;
   ASSERT_EQ(crossed.size(), 1U);
   EXPECT_EQ(crossed.front().first, "/pod");
 }
@@ -280,19 +280,19 @@ TEST_F(DeciderTest, TheHostsAllocationsStandInForReadingEveryDomain) {
   const uint64_t half_room_pages = NodeFixture::kLimitBytes / 5 / page;
   fixture.write("proc/vmstat", "pgalloc_dma32 10\npgalloc_normal 1000000\npgalloc_movable 0\n");
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   EXPECT_EQ(stats.level_reads, 1U);
   // Idle: each tick reads /proc/vmstat only.
   for (int tick = 0; tick < 3; ++tick) {
     fixture.now_us = *decider->nextLevelDueUs();
-    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   }
   EXPECT_EQ(stats.level_reads, 1U) << "memory.current read while the host allocated nothing";
   EXPECT_EQ(stats.allocation_reads, 4U);
   // Nor at a refresh: a domain watched through the allocations is re-read every 6 refreshes.
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   EXPECT_EQ(stats.level_reads, 1U);
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 6'000'000, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us + 6'000'000, true).crossed.empty());
   EXPECT_EQ(stats.level_reads, 2U) << "the safety net: read again after 6 refresh intervals";
   fixture.now_us += 6'000'000;
   const uint64_t idle_tick_us = *decider->nextLevelDueUs() - fixture.now_us;
@@ -300,7 +300,7 @@ TEST_F(DeciderTest, TheHostsAllocationsStandInForReadingEveryDomain) {
   fixture.write("proc/vmstat", "pgalloc_dma32 10\npgalloc_normal " + std::to_string(1000000 + half_room_pages - 10) +
                                    "\npgalloc_movable 0\n");
   fixture.now_us = *decider->nextLevelDueUs();
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   EXPECT_EQ(stats.level_reads, 2U);
   EXPECT_LT(*decider->nextLevelDueUs() - fixture.now_us, idle_tick_us);
   // Half its room allocated somewhere on the host: the domain is read, and its crossing seen.
@@ -308,7 +308,7 @@ TEST_F(DeciderTest, TheHostsAllocationsStandInForReadingEveryDomain) {
                                    "\npgalloc_movable 0\n");
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
   fixture.now_us = *decider->nextLevelDueUs();
-  const auto crossed = decider->checkLevels(fixture.now_us, false);
+  const auto crossed = decider->checkLevels(fixture.now_us, false).crossed;
   EXPECT_EQ(stats.level_reads, 3U);
   ASSERT_EQ(crossed.size(), 1U);
   EXPECT_EQ(crossed.front().first, "/pod");
@@ -322,26 +322,26 @@ TEST_F(DeciderTest, APressureEventBreaksThroughTheAllocationShortcut) {
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
   fixture.write("proc/vmstat", "pgalloc_normal 1000000\n");
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   for (int tick = 0; tick < 3; ++tick) {
     fixture.now_us = *decider->nextLevelDueUs();
-    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+    EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   }
   EXPECT_EQ(stats.level_reads, 1U);
   fixture.now_us += 1000;
   ASSERT_TRUE(decider->pressureEvent("/pod", fixture.now_us));
   EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us);
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 95);
-  const auto crossed = decider->checkLevels(fixture.now_us, false);
+  const auto crossed = decider->checkLevels(fixture.now_us, false).crossed;
   EXPECT_EQ(stats.level_reads, 2U);
   ASSERT_EQ(crossed.size(), 1U);
   EXPECT_EQ(crossed.front().first, "/pod");
   // A domain found between refreshes (Daemon::onDomainFound) is read at the next tick.
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);
   fixture.now_us += 2'000'000;
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   fixture.now_us = *decider->nextLevelDueUs();
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   const uint64_t reads = stats.level_reads;
   std::filesystem::create_directories(fixture.root / "cgroup/pod2");
   fixture.write("cgroup/pod2/cgroup.procs", "");
@@ -350,7 +350,7 @@ TEST_F(DeciderTest, APressureEventBreaksThroughTheAllocationShortcut) {
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod2").ok());
   decider->domainsChanged();
   fixture.now_us += 1000;
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   EXPECT_EQ(stats.level_reads, reads + 1) << "the new domain waited for a budget or the refresh";
 }
 
@@ -390,12 +390,12 @@ TEST_F(DeciderTest, AFailedReadingKeepsTheWatchClose) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // near the threshold: a fast schedule
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   // memory.current cannot be read for a moment: no decision, and the next reading stays close (it
   // used to fall back to the refresh interval, blind for a whole refresh while a leak went on).
   std::filesystem::remove(fixture.root / "cgroup/pod/memory.current");
   fixture.now_us = *decider->nextLevelDueUs();
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   EXPECT_LE(*decider->nextLevelDueUs() - fixture.now_us, 100'000U);
 }
 
@@ -403,18 +403,18 @@ TEST_F(DeciderTest, PressurePollsTheLevelsFastForAWindow) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 2);  // far from the threshold: the slow schedule
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   const uint64_t relaxed_us = *decider->nextLevelDueUs() - fixture.now_us;
   EXPECT_GT(relaxed_us, Decider::kPressurePollUs);
   // A PSI trigger fires: read now, then every kPressurePollUs for the PSI window.
   fixture.now_us += 1000;
   ASSERT_TRUE(decider->pressureEvent("/pod", fixture.now_us));
   EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us);
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, false).crossed.empty());
   EXPECT_EQ(*decider->nextLevelDueUs(), fixture.now_us + Decider::kPressurePollUs);
   // After the window without another trigger, the schedule relaxes again.
   fixture.now_us += Decider::kPressureWindowUs;
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   EXPECT_GT(*decider->nextLevelDueUs() - fixture.now_us, Decider::kPressurePollUs);
   // A domain without level thresholds has nothing to poll.
   EXPECT_FALSE(decider->pressureEvent("/elsewhere", fixture.now_us));
@@ -425,12 +425,12 @@ TEST_F(DeciderTest, AMemoryHighAtTheThresholdTurnsThePollIntoAnEvent) {
              "memory_high_at_threshold": true}}, {"match": "/**"}])");
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // 10 % of the limit from the threshold
   ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   EXPECT_LT(*decider->nextLevelDueUs() - fixture.now_us, 1'000'000U) << "polled while memory.high is not set";
   fixture.write("cgroup/pod/memory.high", "max\n");
   executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
   ASSERT_TRUE(executor->memoryHighInForce("/pod"));
-  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).empty());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
   EXPECT_EQ(*decider->nextLevelDueUs() - fixture.now_us, 1'000'000U) << "the refresh interval: the kernel will tell";
 }
 

@@ -267,6 +267,85 @@ TEST_F(ExecutorTest, AQuietProcesssProtectionComparesTheValueReadNow) {
   EXPECT_EQ(actuator.actions, (std::vector<std::string>{"adj " + std::to_string(big) + " -500"}));
 }
 
+// A process rule's protection is put back once no process rule matches the process (an exec into
+// another program): to what it had before the first write, and only to that process (its start time);
+// where its cgroup's rule sets a value, that value stands instead.
+class ProcessRuleProtection : public ExecutorTest {
+ protected:
+  HostScan scan;
+  void SetUp() override {
+    ExecutorTest::SetUp();
+    cgroupfs::ProcessSnapshot process;
+    process.pid = big;
+    process.status.comm = "leaker";
+    process.status.has_mm = true;
+    process.oom_score_adj = 100;  // as its runtime set it
+    fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", "100\n");
+    scan.processes.push_back(process);
+    scan.by_pid[big] = 0;
+    scan.read_boot_ticks = fixture.boot_ticks;
+  }
+  // The process as the next refresh reads it: its name, and its oom_score_adj (in /proc too: the fake
+  // actuator writes nothing).
+  void runs(const std::string& comm, int adj) {
+    scan.processes[0].status.comm = comm;
+    scan.processes[0].oom_score_adj = adj;
+    fixture.write("proc/" + std::to_string(big) + "/oom_score_adj", std::to_string(adj) + "\n");
+  }
+  [[nodiscard]] std::string adj(int value) const { return "adj " + std::to_string(big) + " " + std::to_string(value); }
+};
+
+TEST_F(ProcessRuleProtection, IsPutBackWhenTheProcessNoLongerMatches) {
+  start(R"({"mode": "act", "processes": [{"comm": "^leaker$", "protection": -800}], "cgroups": [{"match": "/**"}]})");
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800)}));
+  runs("leaker", -800);
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions.size(), 1U) << "set already: nothing written";
+  runs("postgres", -800);  // exec'd another program
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800), adj(100)})) << "the value before the rule's write";
+  EXPECT_NE(log_text.str().find("\"restored\""), std::string::npos);
+  runs("postgres", 100);
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions.size(), 2U) << "put back once";
+}
+
+TEST_F(ProcessRuleProtection, AValueSetSinceByTheNewProgramStandsAndAnUnreadProcessIsNotJudged) {
+  start(R"({"mode": "act", "processes": [{"comm": "^leaker$", "protection": -800}], "cgroups": [{"match": "/**"}]})");
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  runs("leaker", -800);
+  HostScan unread = scan;  // a refresh whose read of the process failed: not in its scan
+  unread.processes.clear();
+  unread.by_pid.clear();
+  executor->applyProtections(unread, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800)})) << "not judged unread";
+  runs("postgres", 300);  // exec'd, and the new program set its own value
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800)})) << "the new program's 300 stands";
+}
+
+TEST_F(ProcessRuleProtection, ItsCgroupsRuleStandsInsteadAndARecycledPidIsLeftAlone) {
+  start(R"({"mode": "act", "processes": [{"comm": "^leaker$", "protection": -800}],
+            "cgroups": [{"match": "/pod/app", "protection": -500}, {"match": "/**"}]})");
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  runs("postgres", -800);
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800), adj(-500)})) << "the cgroup's rule, not 100";
+
+  start(R"({"mode": "act", "processes": [{"comm": "^leaker$", "protection": -800}], "cgroups": [{"match": "/**"}]})");
+  actuator.actions.clear();
+  runs("leaker", 100);
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800)}));
+  // Another process under the same pid, started after the write (tick 50'001): not the one written.
+  fixture.addProcess(big, "postgres", "/pod/app", 600 * 1024, 50'001);
+  runs("postgres", -800);
+  scan.read_boot_ticks = 60'000;
+  executor->applyProtections(scan, {"/", "/pod", "/pod/app", "/pod/side"});
+  EXPECT_EQ(actuator.actions, (std::vector<std::string>{adj(-800)})) << "a recycled pid keeps what it has";
+}
+
 TEST_F(ExecutorTest, TheKernelsVictimHoldsItsSubtree) {
   start(kAct);
   executor->recordKernelKill("/pod/app", 0, fixture.now_us);  // memory.events oom_kill: pid not known yet

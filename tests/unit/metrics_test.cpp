@@ -170,6 +170,8 @@ TEST(PrometheusMetrics, DeclaresEveryFamilyOfTheContractWithItsType) {
       {"oomguard_domain_oom_forecast_seconds", "gauge"},
       // Beyond DESIGN.md section 5: the operator's hooks (README, docs/config.md "hooks").
       {"oomguard_hooks_total", "counter"},
+      // Beyond DESIGN.md section 5: the warn stage (README, docs/config.md "The warn stage").
+      {"oomguard_warnings_total", "counter"},
   };
   for (const auto& [name, type] : expected) {
     ASSERT_TRUE(exposition.types.contains(name)) << name;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -264,7 +265,7 @@ TEST(TopAll, KernelScoresOnlyWhenAskedAndTheSameJsonAsAWholeDocument) {
 TEST_F(FixtureTree, ExplainMissingPidFailsClearly) {
   std::ostringstream out;
   std::ostringstream err;
-  EXPECT_EQ(guardian::cli::runExplain(node, {4242, false}, out, err), guardian::cli::kExitFailure);
+  EXPECT_EQ(guardian::cli::runExplain(node, {4242, false, std::nullopt}, out, err), guardian::cli::kExitFailure);
   EXPECT_NE(err.str().find("no process 4242"), std::string::npos) << err.str();
   EXPECT_TRUE(out.str().empty());
 }
@@ -272,7 +273,7 @@ TEST_F(FixtureTree, ExplainMissingPidFailsClearly) {
 TEST_F(FixtureTree, ExplainEveryDomain) {
   std::ostringstream out;
   std::ostringstream err;
-  ASSERT_EQ(guardian::cli::runExplain(node, {101, true}, out, err), 0) << err.str();
+  ASSERT_EQ(guardian::cli::runExplain(node, {101, true, std::nullopt}, out, err), 0) << err.str();
   const std::string json = out.str();
   // Host, then /pods (the only limited ancestor of /pods/a).
   EXPECT_NE(json.find(R"("domain":{"kind":"host","cgroup":"/","totalpages":316535})"), std::string::npos) << json;
@@ -280,6 +281,43 @@ TEST_F(FixtureTree, ExplainEveryDomain) {
   EXPECT_NE(json.find(R"("points":179298,"rank":2)"), std::string::npos) << json;
   EXPECT_NE(json.find(R"("points":53798,"rank":2)"), std::string::npos) << json;
   EXPECT_NE(json.find(R"("group_kill_cgroup":"/pods/a","group_kill_pids":[100,101])"), std::string::npos) << json;
+}
+
+TEST_F(FixtureTree, ExplainSaysWhichRulesApply) {
+  // A process rule by comm (101 is php-fpm, uid 0, no cmdline file: a cmdline rule cannot match), over
+  // the cgroup rule of /pods/**.
+  const std::string path = ::testing::TempDir() + "/explain-rules.json";
+  {
+    std::ofstream file(path);
+    file << R"({"mode": "act",
+      "processes": [{"cmdline": "php", "preference": "omit"}, {"comm": "^php-fpm$", "uid": 0, "preference": "avoid", "protection": "low"}],
+      "cgroups": [{"match": "/pods/**", "preference": "prefer", "protection": "high"}]})";
+  }
+  std::ostringstream out;
+  std::ostringstream err;
+  ASSERT_EQ(guardian::cli::runExplain(node, {101, true, path}, out, err), 0) << err.str();
+  const auto json = nlohmann::json::parse(out.str());
+  const auto& rules = json["rules"];
+  EXPECT_EQ(rules["process_rule"]["path"], "/processes/1") << rules.dump();
+  EXPECT_EQ(rules["process_rule"]["match"], R"(comm "^php-fpm$", uid [0])");
+  EXPECT_EQ(rules["cgroup_rule"]["path"], "/cgroups/0");
+  EXPECT_EQ(rules["preference"]["value"], "avoid");
+  EXPECT_EQ(rules["preference"]["source"], "process rule");
+  EXPECT_EQ(rules["protection"]["oom_score_adj"], 500);
+  EXPECT_EQ(rules["protection"]["source"], "process rule");
+  // In words; and a bad config is refused with its path before anything is read.
+  std::ostringstream text;
+  ASSERT_EQ(guardian::cli::runExplain(node, {101, false, path}, text, err), 0) << err.str();
+  EXPECT_NE(text.str().find("process rule /processes/1 (comm \"^php-fpm$\", uid [0]) matches"), std::string::npos)
+      << text.str();
+  {
+    std::ofstream file(path);
+    file << R"({"processes": [{"comm": "(", "preference": "avoid"}]})";
+  }
+  std::ostringstream refused;
+  EXPECT_EQ(guardian::cli::runExplain(node, {101, false, path}, out, refused), guardian::cli::kExitUsage);
+  EXPECT_NE(refused.str().find("/processes/0/comm"), std::string::npos) << refused.str();
+  std::remove(path.c_str());
 }
 
 }  // namespace

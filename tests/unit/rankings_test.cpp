@@ -1,6 +1,7 @@
 // Rankings' refresh on a fixture node: quiet processes are taken from the last refresh, a change or a
 // new process under a recycled pid is read at once, and the members of a limited cgroup follow
-// newcomers without reading its cgroup.procs. Files only; nothing is spawned.
+// newcomers without reading its cgroup.procs (one moved in after its first refresh too). Files only;
+// nothing is spawned.
 #include "guardian/daemon/rankings.hpp"
 
 #include <gtest/gtest.h>
@@ -54,6 +55,21 @@ class RankingsTest : public ::testing::Test {
       }
     }
     return {process.status.rss_anon_kb, in_pod};
+  }
+
+  // After three refreshes of the fixture's processes, a process forked in `forked_in`, listed by one
+  // refresh and then moved to `moved_to` (its /proc/<pid>/cgroup; the fixture's cgroup.procs are left
+  // as they were, so only a placement can see the move). Returns what /pod's ranking gave it at the
+  // refresh that first listed it, and the pid (any number: the fixture is files).
+  std::pair<uint64_t, pid_t> forkThenMove(const std::string& forked_in, const std::string& moved_to) {
+    for (int i = 0; i < 3; ++i) {
+      refresh(one);
+    }
+    const pid_t newcomer = two + 100000;
+    fixture.addProcess(newcomer, "forked", forked_in, 900ULL * 1024);
+    const uint64_t first_points = refresh(newcomer).second;
+    fixture.write("proc/" + std::to_string(newcomer) + "/cgroup", "0::" + moved_to + "\n");
+    return {first_points, newcomer};
   }
 };
 
@@ -120,6 +136,32 @@ TEST_F(RankingsTest, ANewcomerJoinsItsLimitedCgroupWithoutAReadOfCgroupProcs) {
   EXPECT_EQ(host_kb, 900ULL * 1024);
   EXPECT_GT(pod_points, 0U);
   EXPECT_EQ(rankings->find("/pod")->top.front().pid, newcomer);
+}
+
+TEST_F(RankingsTest, ANewcomerMovedIntoItsCgroupAfterItsFirstRefreshJoinsItAtTheNext) {
+  // Forked outside /pod and moved in just after the refresh that first listed it (a runtime's init, the
+  // lab's hog -g): that refresh placed it where it was; the next one must find where it went, not wait
+  // for the refresh that reads every cgroup.procs (one in six, and the next two are not it).
+  const auto [first_points, newcomer] = forkThenMove("/elsewhere", "/pod/side");
+  EXPECT_EQ(first_points, 0U);
+  EXPECT_GT(refresh(newcomer).second, 0U) << "moved after its first refresh, it is a member of /pod at the next";
+  EXPECT_EQ(rankings->find("/pod")->top.front().pid, newcomer);
+}
+
+TEST_F(RankingsTest, ANewcomerMovedBetweenMemberCgroupsIsListedOnceWhereItWent) {
+  // Forked in /pod/app, moved to /pod/side after its first refresh: both are members of /pod, so the
+  // second placement must take it out of the one and put it in the other, once.
+  const auto [first_points, newcomer] = forkThenMove("/pod/app", "/pod/side");
+  EXPECT_GT(first_points, 0U);
+  refresh(newcomer);
+  int listed = 0;
+  for (const auto& candidate : rankings->find("/pod")->top) {
+    if (candidate.pid == newcomer) {
+      ++listed;
+      EXPECT_EQ(candidate.cgroup, "/pod/side");
+    }
+  }
+  EXPECT_EQ(listed, 1);
 }
 
 }  // namespace

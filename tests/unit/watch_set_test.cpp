@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "daemon_fixture.hpp"
 
@@ -27,11 +29,13 @@ class CountingListener final : public WatchSet::Listener {
   void onDomainFound(const std::string& cgroup) override { found.push_back(cgroup); }
 };
 
-class YoungCgroups : public ::testing::Test {
+// A WatchSet on the fixture tree with `config_text`, made by make() (a test may set up the tree first).
+class WatchSetTest : public ::testing::Test {
  protected:
+  explicit WatchSetTest(const std::string& config_text) : config(config::parseConfig(config_text, "test")) {}
   NodeFixture fixture;
   boost::asio::io_context io;
-  config::Config config = config::parseConfig(R"({"mode": "act", "cgroups": [{"match": "/**"}]})", "test");
+  config::Config config;
   std::ostringstream log_text;
   io::EventLog log{log_text, [] { return std::chrono::system_clock::now(); }};
   DaemonStats stats;
@@ -39,9 +43,18 @@ class YoungCgroups : public ::testing::Test {
   std::unique_ptr<io::Node> node;
   std::unique_ptr<WatchSet> watch_set;
 
-  void SetUp() override {
+  void make(size_t trigger_budget = io::kMaxOpenFiles) {
     node = std::make_unique<io::Node>(fixture.procRoot(), fixture.cgroupRoot());
+    node->triggerBudget().setMax(trigger_budget);
     watch_set = std::make_unique<WatchSet>(io, *node, config, log, stats, fixture.clock, listener);
+  }
+};
+
+class YoungCgroups : public WatchSetTest {
+ protected:
+  YoungCgroups() : WatchSetTest(R"({"mode": "act", "cgroups": [{"match": "/**"}]})") {}
+  void SetUp() override {
+    make();
     watch_set->add("/");  // the start-up walk: /pod and its children are preexisting
     stats.refreshes = 1;  // running from now on
   }
@@ -142,6 +155,93 @@ TEST_F(YoungCgroups, SwapMaxIsReadOnlyWhileTheHostHasSwapAndAtOnceWhenSwapAppear
   watch_set->refreshLimits(fixture.now_us, false, 1024ULL * 1024);
   EXPECT_EQ(watch_set->find("/ctr")->swap_max_bytes, uint64_t{67108864})
       << "swap still there: the next refresh without a full scan reads no limit";
+}
+
+// The PSI triggers kept within the node's trigger budget (the open-file limit less a reserve): past it a
+// cgroup's trigger waits, said once in the log, and is armed at the refresh after another is given back.
+// Fixture pressure files are regular files: the trigger is written and its wait ends at once, unarmed by
+// epoll, which is all this needs.
+class TriggerBudget : public WatchSetTest {
+ protected:
+  TriggerBudget()
+      : WatchSetTest(R"({"cgroups": [{"match": "/**", "pressure_only_if_limited": false,
+                       "pressure": {"resource": "memory", "kind": "some", "stall_us": 100000, "window_ms": 1000}}]})") {}
+
+  void SetUp() override {
+    for (const char* name : {"/a", "/b", "/c"}) {
+      std::filesystem::create_directories(fixture.root / ("cgroup" + std::string(name)));
+      fixture.write("cgroup" + std::string(name) + "/cgroup.events", "populated 1\nfrozen 0\n");
+      fixture.write("cgroup" + std::string(name) + "/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+    }
+    make(2);
+  }
+  [[nodiscard]] size_t cappedLines() const {
+    size_t count = 0;
+    std::istringstream lines(log_text.str());
+    for (std::string line; std::getline(lines, line);) {
+      count += line.find("\"event\":\"pressure_triggers_capped\"") != std::string::npos ? 1 : 0;
+    }
+    return count;
+  }
+};
+
+// The children are taken in inode order (creation order on cgroupfs); a fixture's inode numbers are the
+// file system's choice (ext4 reuses freed ones, XFS spreads directories), so which of the three waits is
+// found, not assumed.
+TEST_F(TriggerBudget, TriggersPastTheBudgetWaitAndAreArmedWhenOneIsGivenBack) {
+  watch_set->add("/");
+  EXPECT_EQ(watch_set->armedPressureTriggers(), size_t{2}) << "two of /a, /b, /c; the third waits (the root has none)";
+  EXPECT_EQ(node->triggerBudget().used(), size_t{2});
+  EXPECT_EQ(cappedLines(), size_t{1});
+  std::vector<std::string> armed;
+  std::vector<std::string> waiting;
+  for (const char* name : {"/a", "/b", "/c"}) {
+    const auto* watched = watch_set->find(name);
+    ASSERT_NE(watched, nullptr) << name;
+    EXPECT_NE(static_cast<bool>(watched->pressure), watched->pressure_pending) << name << ": armed or waiting";
+    (watched->pressure_pending ? waiting : armed).emplace_back(name);
+  }
+  ASSERT_EQ(armed.size(), size_t{2});
+  ASSERT_EQ(waiting.size(), size_t{1});
+  watch_set->refreshLimits(fixture.now_us, true, 0);
+  EXPECT_EQ(watch_set->armedPressureTriggers(), size_t{2});
+  EXPECT_TRUE(watch_set->find(waiting[0])->pressure_pending) << "no trigger given back: it still waits";
+  EXPECT_EQ(cappedLines(), size_t{1}) << "said once, not at every refresh";
+  std::filesystem::remove_all(fixture.root / ("cgroup" + armed[0]));
+  watch_set->remove(armed[0]);
+  EXPECT_EQ(node->triggerBudget().used(), size_t{1}) << "the removed cgroup's trigger is given back";
+  watch_set->refreshLimits(fixture.now_us, true, 0);
+  EXPECT_EQ(watch_set->armedPressureTriggers(), size_t{2}) << armed[1] << " and now " << waiting[0];
+  EXPECT_TRUE(watch_set->find(waiting[0])->pressure);
+  EXPECT_FALSE(watch_set->find(waiting[0])->pressure_pending);
+  EXPECT_EQ(node->triggerBudget().used(), size_t{2});
+  EXPECT_EQ(cappedLines(), size_t{1}) << "no cgroup waits now: nothing more said";
+}
+
+TEST_F(TriggerBudget, ChurnAtTheCapIsSaidOnceNotOncePerArmedTrigger) {
+  std::filesystem::create_directories(fixture.root / "cgroup/d");
+  fixture.write("cgroup/d/cgroup.events", "populated 1\nfrozen 0\n");
+  fixture.write("cgroup/d/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+  watch_set->add("/");  // two of /a../d armed (inode order), two wait
+  EXPECT_EQ(cappedLines(), size_t{1});
+  std::filesystem::remove_all(fixture.root / "cgroup/a");
+  watch_set->remove("/a");
+  watch_set->refreshLimits(fixture.now_us, true, 0);  // whichever waited armed if /a held one; one waits
+  EXPECT_EQ(watch_set->armedPressureTriggers(), size_t{2});
+  EXPECT_EQ(cappedLines(), size_t{1}) << "still capped: not said again";
+  std::filesystem::remove_all(fixture.root / "cgroup/b");
+  watch_set->remove("/b");
+  watch_set->refreshLimits(fixture.now_us, true, 0);  // /c and /d armed: none waits
+  watch_set->refreshLimits(fixture.now_us, true, 0);
+  EXPECT_EQ(watch_set->armedPressureTriggers(), size_t{2});
+  std::filesystem::create_directories(fixture.root / "cgroup/e");
+  fixture.write("cgroup/e/cgroup.events", "populated 1\nfrozen 0\n");
+  fixture.write("cgroup/e/memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+  fixture.now_us += 3'000'000;  // old enough to be armed
+  watch_set->add("/e");
+  fixture.now_us += 3'000'000;
+  watch_set->refreshLimits(fixture.now_us, true, 0);
+  EXPECT_EQ(cappedLines(), size_t{2}) << "capped again after a stretch with none waiting: said again";
 }
 
 }  // namespace

@@ -159,6 +159,58 @@ settle_memory() {
   done
 }
 
+# --- the operator's hooks (hooks, warn) -----------------------------------------------------------------
+# kill_hooks: writes the kill hooks to /tmp/hooks (guest tmpfs; what they record goes to /tmp/hooks/out,
+# named by the victim's pid): pre-hang.sh records its start (uptime), the victim's state (alive | gone)
+# and its stdin, then sleeps an hour; pre-fail.sh records its start and exits 3; post.sh records when it
+# ran, the victim's state and its stdin.
+kill_hooks() {
+  mkdir -p /tmp/hooks || fail "no hook dir"
+cat > /tmp/hooks/pre-hang.sh <<'EOF'
+#!/bin/sh
+d=/tmp/hooks/out
+state=gone
+[ -r "/proc/$OOMGUARD_PID/status" ] && ! grep -q '^State:.*Z' "/proc/$OOMGUARD_PID/status" 2>/dev/null && state=alive
+echo "pre_start $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID comm $OOMGUARD_COMM cgroup $OOMGUARD_CGROUP victim $state" > "$d/pre-$OOMGUARD_PID.txt"
+cat > "$d/pre-$OOMGUARD_PID.json"
+sleep 3600
+EOF
+cat > /tmp/hooks/pre-fail.sh <<'EOF'
+#!/bin/sh
+echo "pre_start $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID" > "/tmp/hooks/out/pre-$OOMGUARD_PID.txt"
+exit 3
+EOF
+cat > /tmp/hooks/post.sh <<'EOF'
+#!/bin/sh
+state=gone
+[ -r "/proc/$OOMGUARD_PID/status" ] && ! grep -q '^State:.*Z' "/proc/$OOMGUARD_PID/status" 2>/dev/null && state=alive
+echo "post $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID victim $state" > "/tmp/hooks/out/post-$OOMGUARD_PID.txt"
+cat > "/tmp/hooks/out/post-$OOMGUARD_PID.json"
+EOF
+chmod 0755 /tmp/hooks/*.sh
+mkdir -p /tmp/hooks/out
+}
+
+# post_kill_record PID: waits (at most 5 s) for the post_kill hook's record of victim PID; 1 if none came.
+post_kill_record() {
+  _n=0
+  while [ ! -s "/tmp/hooks/out/post-$1.txt" ]; do
+    [ "$_n" -lt 100 ] || return 1
+    sleep 0.05
+    _n=$((_n + 1))
+  done
+}
+
+# hang_hook_sleepers: how many pre-hang.sh `sleep 3600` are still running (none should outlive its hook's
+# timeout: it goes with the hook's process group).
+hang_hook_sleepers() {
+  _left=0
+  for _p in /proc/[0-9]*; do
+    [ "$(tr '\0' ' ' < "$_p/cmdline" 2>/dev/null)" = "sleep 3600 " ] && _left=$((_left + 1))
+  done
+  echo "$_left"
+}
+
 # --- oomguard run (the daemon) in the guest -----------------------------------------------------
 # daemon_start JSON: writes JSON as the config, starts `oomguard run --config` in the background with
 # its JSON log in $OUT/daemon.jsonl and its summary in $OUT/daemon.err; sets DAEMON_PID and waits

@@ -8,7 +8,14 @@
  *   -a RATIO  record when MemAvailable / MemTotal first drops below RATIO (0..1)
  *   -g DIR    a cgroup: record when its memory.events "high" and "max" first rise, and the peak
  *             memory.current seen
- *   -t S      kill the command (SIGKILL) if it still runs after S seconds (default 60): "timed_out 1"
+ *   -t S      kill the command (SIGKILL) if it still runs after S seconds (default 60): "timed_out 1".
+ *             A command that outlives its SIGKILL by 5 s is stuck in reclaim with the whole guest (zram
+ *             full of incompressible pages, reclaim "progressing" by swapping, no killer acting: a SIGKILL
+ *             is not acted on inside the page allocator's retry loop): "stalled 1", and the kernel's OOM
+ *             killer is invoked by hand, once (sysrq f): "forced_oom 1" when that write went through. A
+ *             stall like that most likely held a CI run of race for its whole limit (25 minutes).
+ *             leakwatch keeps its memory locked (mlockall) and the sysrq file open from the start, and
+ *             reads no file once the deadline has passed, so it can act while the guest stalls.
  *
  * The command's death is seen at once (poll on a pidfd), not at the next poll tick. Times are
  * CLOCK_MONOTONIC and CLOCK_REALTIME seconds (the realtime ones compare with oomguard's "time"
@@ -16,7 +23,7 @@
  *   pid, start_mono/start_real (just before fork), cross_mono/cross_real (MemAvailable below RATIO),
  *   high_mono/high_real, max_mono/max_real (memory.events rises), death_mono/death_real,
  *   status (exited N | signaled N), timed_out, min_available_kb, mem_total_kb, peak_current_bytes,
- *   last_rss_kb (the command's VmRSS at the last poll), polls.
+ *   last_rss_kb (the command's VmRSS at the last poll), polls, stalled, forced_oom.
  * Exit: 0 recorded, 2 usage, 3 setup failed.
  */
 #define _GNU_SOURCE
@@ -27,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -119,6 +127,11 @@ int main(int argc, char **argv) {
     max0 = event_count(text, "max");
   }
 
+  /* Opened now: an open() in a stalled guest waits in reclaim like everything else. */
+  int sysrq_fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC);
+  if (sysrq_fd < 0) perror("leakwatch: /proc/sysrq-trigger");
+  /* Resident whatever reclaim does (the command does not inherit it: locks end at fork). */
+  if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) perror("leakwatch: mlockall");
   struct stamp start = {0}, cross = {0}, high = {0}, max = {0}, death = {0};
   mark(&start);
   pid_t child = fork();
@@ -143,42 +156,56 @@ int main(int argc, char **argv) {
   long min_avail = -1, total = -1, last_rss = -1;
   long long peak_current = -1;
   long polls = 0;
-  int timed_out = 0;
+  int timed_out = 0, stalled = 0, forced_oom = 0;
+  double killed_at = 0;
   char status_path[64];
   snprintf(status_path, sizeof status_path, "/proc/%d/status", (int)child);
   for (;;) {
     polls++;
-    if (read_file("/proc/meminfo", text, sizeof text) == 0) {
-      long avail = field_kb(text, "MemAvailable:");
-      total = field_kb(text, "MemTotal:");
-      if (avail >= 0 && (min_avail < 0 || avail < min_avail)) min_avail = avail;
-      if (ratio >= 0 && avail >= 0 && total > 0 && (double)avail / (double)total < ratio) mark(&cross);
+    double now = clock_s(CLOCK_MONOTONIC);
+    if (!timed_out && now - start.mono > (double)timeout_s) {
+      timed_out = 1;
+      killed_at = now;
+      kill(child, SIGKILL);
     }
-    if (cgroup != NULL) {
-      if (read_file(events_path, text, sizeof text) == 0) {
-        if (event_count(text, "high") > high0) mark(&high);
-        if (event_count(text, "max") > max0) mark(&max);
-      }
-      if (read_file(current_path, text, sizeof text) == 0) {
-        long long cur = strtoll(text, NULL, 10);
-        if (cur > peak_current) peak_current = cur;
-      }
+    if (timed_out && !stalled && now - killed_at > 5.0) {
+      /* Once: a manual OOM does not wait for a victim still exiting, so a second one would kill
+         another process (the innocent, a contender, the shell). */
+      stalled = 1;
+      if (sysrq_fd >= 0 && write(sysrq_fd, "f", 1) == 1) forced_oom = 1;
+      else perror("leakwatch: sysrq f");
     }
-    if (read_file(status_path, text, sizeof text) == 0) {
-      long rss = field_kb(text, "VmRSS:");
-      if (rss >= 0) last_rss = rss;
+    /* Sampled until the kill; after it, only its death is waited for (a file read allocates, and the
+       guest may be stalled). */
+    if (!timed_out) {
+      if (read_file("/proc/meminfo", text, sizeof text) == 0) {
+        long avail = field_kb(text, "MemAvailable:");
+        total = field_kb(text, "MemTotal:");
+        if (avail >= 0 && (min_avail < 0 || avail < min_avail)) min_avail = avail;
+        if (ratio >= 0 && avail >= 0 && total > 0 && (double)avail / (double)total < ratio) mark(&cross);
+      }
+      if (cgroup != NULL) {
+        if (read_file(events_path, text, sizeof text) == 0) {
+          if (event_count(text, "high") > high0) mark(&high);
+          if (event_count(text, "max") > max0) mark(&max);
+        }
+        if (read_file(current_path, text, sizeof text) == 0) {
+          long long cur = strtoll(text, NULL, 10);
+          if (cur > peak_current) peak_current = cur;
+        }
+      }
+      if (read_file(status_path, text, sizeof text) == 0) {
+        long rss = field_kb(text, "VmRSS:");
+        if (rss >= 0) last_rss = rss;
+      }
     }
     struct pollfd pfd = {pidfd, POLLIN, 0};
-    int n = poll(&pfd, 1, (int)interval_ms);
+    int n = poll(&pfd, 1, timed_out ? 100 : (int)interval_ms);
     if (n > 0) {
       mark(&death);
       break;
     }
     if (n < 0 && errno != EINTR) { perror("leakwatch: poll"); break; }
-    if (clock_s(CLOCK_MONOTONIC) - start.mono > (double)timeout_s) {
-      timed_out = 1;
-      kill(child, SIGKILL);
-    }
   }
   int status = 0;
   while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
@@ -194,8 +221,8 @@ int main(int argc, char **argv) {
   put_stamp(f, "death", &death);
   if (WIFSIGNALED(status)) fprintf(f, "status signaled %d\n", WTERMSIG(status));
   else fprintf(f, "status exited %d\n", WEXITSTATUS(status));
-  fprintf(f, "timed_out %d\nmin_available_kb %ld\nmem_total_kb %ld\nlast_rss_kb %ld\npolls %ld\n", timed_out,
-          min_avail, total, last_rss, polls);
+  fprintf(f, "timed_out %d\nstalled %d\nforced_oom %d\nmin_available_kb %ld\nmem_total_kb %ld\nlast_rss_kb %ld\npolls %ld\n",
+          timed_out, stalled, forced_oom, min_avail, total, last_rss, polls);
   if (cgroup != NULL) fprintf(f, "peak_current_bytes %lld\n", peak_current);
   if (ratio >= 0) fprintf(f, "ratio %.4f\n", ratio);
   return fclose(f) == 0 ? 0 : 3;

@@ -119,5 +119,21 @@ def memory_events(path):
     return {k: intval(v) for k, v in read_kv(path).items()}
 
 
+def kernel_oom_errors(run_dir, params, domain):
+    """Why the kernel's OOM killer must have run in a sub-run (none: it never did): memory.events oom or
+    oom_kill of the domain (run_dir/memory.events), vmstat oom_kill before and after (params), a kmsg OOM
+    record (run_dir/kmsg-oom.txt)."""
+    errors = []
+    events_file = memory_events(os.path.join(run_dir, "memory.events"))
+    if events_file.get("oom") or events_file.get("oom_kill"):
+        errors.append("the kernel's OOM killer ran in %s: %s" % (domain, events_file))
+    if intval(params.get("vmstat_oom_kill_after"), 0) != intval(params.get("vmstat_oom_kill_before"), 0):
+        errors.append("vmstat oom_kill rose: the kernel killed")
+    oom_text = kmsg_oom_text(os.path.join(run_dir, "kmsg-oom.txt"))
+    if oom_text:
+        errors.append("kernel OOM report: %s" % oom_text[:2])
+    return errors
+
+
 def exists(path):
     return os.path.exists(path)

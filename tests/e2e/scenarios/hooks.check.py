@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from act_check import decisions, in_range, intval, kmsg_oom_text, memory_events, num, read_kv, read_leak, slim  # noqa: E402
+from act_check import decisions, in_range, intval, kernel_oom_errors, memory_events, num, read_kv, read_leak, slim  # noqa: E402
 from daemon_check import check_lifecycle, read_daemon_log  # noqa: E402
 from e2e_common import read_text, write_result  # noqa: E402
 
@@ -118,15 +118,8 @@ def check_subrun(share, name, events):
 
     if p.get("neighbour_alive_after") != "1":
         err.append("the neighbour died")
-    events_file = memory_events(os.path.join(d, "memory.events"))
-    run["memory_events"] = events_file
-    if events_file.get("oom") or events_file.get("oom_kill"):
-        err.append("the kernel's OOM killer ran in %s: %s" % (domain, events_file))
-    if intval(p.get("vmstat_oom_kill_after"), 0) != intval(p.get("vmstat_oom_kill_before"), 0):
-        err.append("vmstat oom_kill rose: the kernel killed")
-    oom_text = kmsg_oom_text(os.path.join(d, "kmsg-oom.txt"))
-    if oom_text:
-        err.append("kernel OOM report: %s" % oom_text[:2])
+    run["memory_events"] = memory_events(os.path.join(d, "memory.events"))
+    err += kernel_oom_errors(d, p, domain)
     run["passed"] = not err
     return run
 

@@ -24,30 +24,7 @@ command -v leakwatch >/dev/null || fail "leakwatch is not in the guest"
 lo_up
 mkdir -p "$OUT/runs" /tmp/hooks || fail "no share dir"
 
-# The hooks (guest tmpfs; $OUT gets copies of what they wrote).
-cat > /tmp/hooks/pre-hang.sh <<'EOF'
-#!/bin/sh
-d=/tmp/hooks/out
-state=gone
-[ -r "/proc/$OOMGUARD_PID/status" ] && ! grep -q '^State:.*Z' "/proc/$OOMGUARD_PID/status" 2>/dev/null && state=alive
-echo "pre_start $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID comm $OOMGUARD_COMM cgroup $OOMGUARD_CGROUP victim $state" > "$d/pre-$OOMGUARD_PID.txt"
-cat > "$d/pre-$OOMGUARD_PID.json"
-sleep 3600
-EOF
-cat > /tmp/hooks/pre-fail.sh <<'EOF'
-#!/bin/sh
-echo "pre_start $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID" > "/tmp/hooks/out/pre-$OOMGUARD_PID.txt"
-exit 3
-EOF
-cat > /tmp/hooks/post.sh <<'EOF'
-#!/bin/sh
-state=gone
-[ -r "/proc/$OOMGUARD_PID/status" ] && ! grep -q '^State:.*Z' "/proc/$OOMGUARD_PID/status" 2>/dev/null && state=alive
-echo "post $(cut -d' ' -f1 /proc/uptime) pid $OOMGUARD_PID victim $state" > "/tmp/hooks/out/post-$OOMGUARD_PID.txt"
-cat > "/tmp/hooks/out/post-$OOMGUARD_PID.json"
-EOF
-chmod 0755 /tmp/hooks/*.sh
-mkdir -p /tmp/hooks/out
+kill_hooks
 
 # config PRE_KILL_ARGV0: the daemon's config with that pre_kill hook (timeout 300 ms) and post.sh.
 config() {
@@ -92,11 +69,7 @@ subrun() {
   leaker=$(awk '$1 == "pid" { print $2 }' "$dir/leak.txt")
   # The kill line, then the post_kill hook's record (it runs once the victim is gone).
   daemon_wait_for '"event":"kill"' 10 "$line_start" || log "$1: no kill line within 10 s"
-  n=0
-  while [ ! -s "/tmp/hooks/out/post-$leaker.txt" ] && [ "$n" -lt 100 ]; do
-    sleep 0.05
-    n=$((n + 1))
-  done
+  post_kill_record "$leaker" || log "no post_kill record for $leaker within 5 s"
   daemon_wait_for '"hook":"post_kill"' 5 "$line_start" || log "$1: no post_kill hook line within 5 s"
   {
     echo "leaker_pid $leaker"
@@ -117,11 +90,7 @@ subrun() {
 
 subrun hang /tmp/hooks/pre-hang.sh
 # No hook process outlives its timeout: the hang hook's `sleep 3600` went with its process group.
-left=0
-for p in /proc/[0-9]*; do
-  [ "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" = "sleep 3600 " ] && left=$((left + 1))
-done
-echo "hook_sleepers_left $left" > "$OUT/after.txt"
+echo "hook_sleepers_left $(hang_hook_sleepers)" > "$OUT/after.txt"
 subrun fail /tmp/hooks/pre-fail.sh
 subrun missing /tmp/hooks/absent-pre-kill
 echo "done" > "$OUT/runs.done"

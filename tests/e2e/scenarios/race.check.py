@@ -9,6 +9,9 @@ judged from the guest's records:
 and the cell's figures are: trials, wins, trials with a kernel kill, kernel kills, innocents killed (and by
 whom), the median time from the leak's start to the last leaker's death, and the leak rate reached.
 Each cell's first leak is a warm-up (race.sh says why): judged, reported, not counted in its wins.
+A trial whose leaker outlived leakwatch's SIGKILL stalled the guest (its reclaim looping on zram, no killer
+acting) and was ended by the kernel's OOM killer invoked by hand: counted per cell as a stall, and an error
+in an oomguard cell (keeping the node out of that state is its job).
 Asserted: oomguard kills no innocent in any trial (the warm-up included); it wins at least 95 % of the trials at slow and medium
 in both domains; at full speed on the host it wins at least as often as earlyoom; the config it ran is
 examples/act-recommended.json unchanged (default refresh interval). Every trial must have its records
@@ -80,6 +83,9 @@ def judge_trial(cdir, tdir, contender, leakers):
         "leaker_pids": leaker_pids,
         "leaker_status": [leak.get("status") for leak in leaks],
         "timed_out": any(leak.get("timed_out") for leak in leaks),
+        # The guest stalled: a leaker outlived leakwatch's SIGKILL by 5 s, and the kernel's OOM killer was
+        # invoked by hand (sysrq f, once) to end it (leakwatch.c says why); that kill is in kernel_kills.
+        "stalled": any(leak.get("stalled") for leak in leaks),
         "kernel_kills": kernel_kills,
         "kernel_oom_records": len(koom),
         "contender_killed": killed,
@@ -122,7 +128,8 @@ def judge_cell(share, name):
         if os.path.isdir(os.path.join(cdir, "warmup")) else None
     if warmup is None:
         cell["errors"].append("the warm-up leak did not run")
-    for t in judged + ([warmup] if warmup else []):
+    every = judged + ([warmup] if warmup else [])  # the warm-up included
+    for t in every:
         cell["errors"].extend("%s: %s" % (t["trial"], e) for e in t["errors"])
     if contender == "oomguard":
         stop = read_stop(cdir)
@@ -148,12 +155,12 @@ def judge_cell(share, name):
         "trials_with_kernel_kill": sum(1 for t in judged if t["kernel_kills"]),
         "kernel_kills": sum(t["kernel_kills"] or 0 for t in judged),
         "innocents_killed": sum(1 for t in judged if not t["innocent_alive"]),
-        "innocents_killed_by_contender": sum(1 for t in judged + ([warmup] if warmup else [])
-                                             if t["innocent_killed_by_contender"]),
+        "innocents_killed_by_contender": sum(1 for t in every if t["innocent_killed_by_contender"]),
+        "stalls": sum(1 for t in every if t["stalled"]),
         "warmup_won": warmup["win"] if warmup else None,
         "median_leak_to_death_ms": round(statistics.median(times), 1) if times else None,
         "median_rate_mib_s": round(statistics.median(rates), 1) if rates else None,
-        "trial_details": judged + ([warmup] if warmup else []),
+        "trial_details": every,
     })
     return cell
 
@@ -179,6 +186,9 @@ def main(share):
             errors.append("cell %s ran %d trials of %d" % (name, cells[name]["trials"], expected_trials))
     for cell in cells.values():
         errors.extend("%s: %s" % (cell["cell"], e) for e in cell["errors"])
+        if cell["contender"] == "oomguard" and cell["stalls"]:
+            errors.append("%s: the guest stalled in %d trials (a leaker outlived its SIGKILL; see sysrq f)" % (
+                cell["cell"], cell["stalls"]))
         if cell["contender"] == "oomguard" and cell["innocents_killed_by_contender"]:
             errors.append("%s: oomguard killed the innocent in %d trials" % (cell["cell"], cell["innocents_killed_by_contender"]))
     for domain in ("memcg", "host"):
@@ -194,10 +204,11 @@ def main(share):
         errors.append("host-full: oomguard won %d, earlyoom %d" % (ours["wins"], theirs["wins"]))
     figures = {"trials_per_cell": expected_trials}
     for name, cell in cells.items():
-        figures[name] = "%d/%d won, kernel %d, innocents %d, median %s ms, %s MiB/s; warm-up %s" % (
+        figures[name] = "%d/%d won, kernel %d, innocents %d, median %s ms, %s MiB/s; warm-up %s%s" % (
             cell["wins"], cell["trials"], cell["kernel_kills"], cell["innocents_killed"],
             cell["median_leak_to_death_ms"], cell["median_rate_mib_s"],
-            {True: "won", False: "lost", None: "missing"}[cell["warmup_won"]])
+            {True: "won", False: "lost", None: "missing"}[cell["warmup_won"]],
+            "; guest stalled %d times (sysrq f)" % cell["stalls"] if cell["stalls"] else "")
     summary = {name: {k: v for k, v in cell.items() if k != "trial_details"} for name, cell in cells.items()}
     write_result(share, "race", not errors, figures, errors=errors, cells=summary,
                  trials={name: cell["trial_details"] for name, cell in cells.items()})
