@@ -299,6 +299,7 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
     const auto ranked =
         policies::rankDomain({members, domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
     std::vector<policies::VictimCandidate> top;
+    top.reserve(std::min(keep_count, ranked.size()));  // kept with the domain: no spare capacity
     for (const auto& candidate : ranked) {
       if (!candidate.killable || top.size() >= keep_count) {
         break;

@@ -109,6 +109,7 @@ void PrometheusMetrics::ScopedSeries::setRanking(const std::string& domain, cons
   }
   auto snapshot = std::make_shared<RankingSnapshot>();
   snapshot->rows.assign(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(count));
+  snapshot->labels.reserve(count);
   for (const auto& victim : snapshot->rows) {
     std::string text = "{";
     appendLabel(text, "domain", domain);
@@ -127,6 +128,7 @@ void PrometheusMetrics::ScopedSeries::setRanking(const std::string& domain, cons
     text.push_back(',');
     appendLabel(text, "comm", victim.comm);
     text.push_back('}');
+    text.shrink_to_fit();  // kept until the ranking changes: not the doubling's spare half (~100 B a row)
     snapshot->labels.push_back(std::move(text));
   }
   publish(key, std::move(snapshot));
