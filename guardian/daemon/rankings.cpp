@@ -299,7 +299,9 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
     const auto ranked =
         policies::rankDomain({members, domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
     std::vector<policies::VictimCandidate> top;
-    top.reserve(std::min(keep_count, ranked.size()));  // kept with the domain: no spare capacity
+    // Kept with the domain: no spare capacity. The unkillable come last in `ranked` and are not kept.
+    const auto unkillable = std::find_if(ranked.begin(), ranked.end(), [](const auto& c) { return !c.killable; });
+    top.reserve(std::min(keep_count, static_cast<size_t>(unkillable - ranked.begin())));
     for (const auto& candidate : ranked) {
       if (!candidate.killable || top.size() >= keep_count) {
         break;
