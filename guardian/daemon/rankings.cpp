@@ -298,16 +298,15 @@ const HostScan& Rankings::refresh(const io::NodeFacts& facts, const WatchSet& wa
                                   facts.vm_swappiness, facts.page_size_bytes)};
     const auto ranked =
         policies::rankDomain({members, domain.totalpages, facts.host_totalpages, facts.kernel, facts.page_size_bytes});
-    std::vector<policies::VictimCandidate> top;
-    // Kept with the domain: no spare capacity. The unkillable come last in `ranked` and are not kept.
+    // The first keep_count killable ones (the unkillable come last in `ranked`), kept with the domain:
+    // reserved to size, no spare capacity.
     const auto unkillable = std::find_if(ranked.begin(), ranked.end(), [](const auto& c) { return !c.killable; });
-    top.reserve(std::min(keep_count, static_cast<size_t>(unkillable - ranked.begin())));
-    for (const auto& candidate : ranked) {
-      if (!candidate.killable || top.size() >= keep_count) {
-        break;
-      }
-      const auto& process = members[candidate.scan_index];
-      top.push_back(candidateOf(process, candidate, process.cgroup.value_or("")));
+    const size_t kept = std::min(keep_count, static_cast<size_t>(unkillable - ranked.begin()));
+    std::vector<policies::VictimCandidate> top;
+    top.reserve(kept);
+    for (size_t i = 0; i < kept; ++i) {
+      const auto& process = members[ranked[i].scan_index];
+      top.push_back(candidateOf(process, ranked[i], process.cgroup.value_or("")));
     }
     auto& state = domains_[path];
     state.domain = domain;
