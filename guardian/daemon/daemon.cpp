@@ -237,6 +237,7 @@ void Daemon::onPressure(const std::string& cgroup, bool gone, const std::string&
 
 void Daemon::onDomainGone(const std::string& cgroup) {
   forecasts_.erase(cgroup);
+  decision_log_.forgetDomain(cgroup);
   if (rankings_.forget(cgroup)) {
     metrics_.forgetDomain(cgroup);
     decider_.domainsChanged();

@@ -190,7 +190,7 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
   }
   executor.releaseVictims(now_us);
   holdPressureWhileBlocked(domain, rule, now_us);
-  outcome.reason = policies::thresholdCrossed(rule.when, observation, threshold_states_[domain], now_us);
+  outcome.reason = policies::thresholdCrossed(rule.when, observation, thresholdState(domain, rule.when), now_us);
   if (!outcome.reason) {
     outcome.result = policies::DecisionResult::kBelowThreshold;
     if ((rule.when.on_memory_high && observation.events_high > 0) || (rule.when.on_memory_max && observation.events_max > 0)) {
@@ -202,7 +202,7 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
   }
   if (auto refusal = executor.gate().refusal(domain, now_us)) {
     // Held pressure starts over once the victim has gone (policies::ThresholdState).
-    policies::restartPressureHold(threshold_states_[domain]);
+    policies::restartPressureHold(thresholdState(domain, rule.when));
     ++stats_.kills_held;
     outcome.result = policies::DecisionResult::kHeld;
     outcome.held_by = std::move(refusal);
@@ -273,7 +273,7 @@ policies::Outcome Decider::actOn(const std::string& domain, const DomainState& s
                     "): no second choice on missing data" + gone;
       return outcome;
     }
-    if (!policies::thresholdCrossed(rule.when, again, threshold_states_[domain], now_us)) {
+    if (!policies::thresholdCrossed(rule.when, again, thresholdState(domain, rule.when), now_us)) {
       outcome.result = policies::DecisionResult::kGone;
       outcome.why = "the chosen victim had gone, and the domain is no longer over its threshold" + gone;
       return outcome;

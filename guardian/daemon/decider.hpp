@@ -85,6 +85,9 @@ class Decider {
   LevelChecks checkLevels(uint64_t now_us, bool all);
   // When the next level reading is due; nullopt when no acting domain has a level threshold.
   [[nodiscard]] std::optional<uint64_t> nextLevelDueUs() const;
+  // The domains with a held-pressure state (a pressure threshold read at least once): bounded by the
+  // domains that exist, not by every domain there ever was.
+  [[nodiscard]] size_t heldPressureStates() const { return threshold_states_.size(); }
   // A PSI trigger fired for `domain` (lmkd's response to pressure): its level thresholds are read now and
   // then every kPressurePollUs until a window (kPressureWindowUs) passes without another trigger.
   // Returns whether the domain has a level watch (then the caller reschedules the level timer).
@@ -138,6 +141,8 @@ class Decider {
   // act() itself; act() notes what a host decision that read every process found.
   policies::Outcome actOn(const std::string& domain, const DomainState& state, const config::ActRule& rule,
                           policies::DomainObservation observation, uint64_t now_us, Executor& executor);
+  // The domain's held-pressure state when `when` has a pressure threshold; else an empty scratch one.
+  policies::ThresholdState& thresholdState(const std::string& domain, const policies::Thresholds& when);
   // Held pressure after a kill starts over while a victim still blocks `domain` (policies::ThresholdState).
   void holdPressureWhileBlocked(const std::string& domain, const config::ActRule& rule, uint64_t now_us);
   // Fills the summaries below from levels_ (after each pass that reads or re-schedules a domain).
@@ -150,7 +155,10 @@ class Decider {
   const Executor& executor_;
   const kube::Workloads* const& workloads_;
   DaemonStats& stats_;
+  // Held pressure's state, by domain: only for a rule with a pressure threshold (no other field of a
+  // ThresholdState is read), and only for a domain that exists (pruned at each scan of checkLevels).
   std::map<std::string, policies::ThresholdState> threshold_states_;
+  policies::ThresholdState stateless_;  // what thresholdState() lends a rule without one: reset at each use
   std::map<std::string, LevelWatch> levels_;  // acting domains with level thresholds
   bool rules_current_ = false;                 // levels_ holds every acting domain with its rule
   bool config_changed_ = false;                // configChanged() since the last scan of the domains

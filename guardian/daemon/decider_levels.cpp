@@ -40,6 +40,7 @@ Decider::LevelChecks Decider::checkLevels(uint64_t now_us, bool all) {
     // Nothing is watched (a reload from act to observe: the old watch's due times, in the past, armed
     // the level timer at 0 again after every tick, a loop spinning at a full core).
     levels_.clear();
+    threshold_states_.clear();
     allocation_due_us_.reset();
     budgets_summarised_ = false;
     return checks;
@@ -80,6 +81,12 @@ Decider::LevelChecks Decider::checkLevels(uint64_t now_us, bool all) {
     }
     config_changed_ = false;
     std::erase_if(levels_, [&](const auto& entry) { return entry.second.seen_in_scan != scans_; });
+    // A domain that is gone keeps no held-pressure state (pods come and go: the map would only grow),
+    // nor one whose rule no longer has a pressure threshold (a reload).
+    std::erase_if(threshold_states_, [&](const auto& entry) {
+      const config::ActRule* rule = rankings_.all().contains(entry.first) ? actRuleFor(entry.first) : nullptr;
+      return rule == nullptr || !rule->when.pressure_avg10;
+    });
     rules_current_ = true;
     budgets_summarised_ = false;  // a domain added here is due now
   }
@@ -148,7 +155,7 @@ Decider::LevelChecks Decider::checkLevels(uint64_t now_us, bool all) {
       }
     }
     const bool acts = actsOnLevel(*rule);
-    if (acts && policies::thresholdCrossed(when, observation, threshold_states_[path], now_us)) {
+    if (acts && policies::thresholdCrossed(when, observation, thresholdState(path, when), now_us)) {
       crossed.emplace_back(path, observation);
       level.due_us = now_us + kAfterCrossingUs;
       continue;
@@ -231,7 +238,8 @@ void Decider::victimTaken(const std::string& cgroup, bool anywhere_below) {
     return cgroupfs::isSameOrBelow(cgroup, domain) || (anywhere_below && cgroupfs::isSameOrBelow(domain, cgroup));
   };
   for (const auto& [domain, level] : levels_) {
-    if (holds(domain)) {
+    // Not level.rule: a reload may have replaced the config since the last scan.
+    if (const config::ActRule* rule = holds(domain) ? actRuleFor(domain) : nullptr; rule && rule->when.pressure_avg10) {
       policies::restartPressureHold(threshold_states_[domain]);
     }
   }
@@ -242,11 +250,22 @@ void Decider::victimTaken(const std::string& cgroup, bool anywhere_below) {
   }
 }
 
+policies::ThresholdState& Decider::thresholdState(const std::string& domain, const policies::Thresholds& when) {
+  if (!when.pressure_avg10) {
+    stateless_ = {};
+    return stateless_;
+  }
+  return threshold_states_[domain];
+}
+
 void Decider::holdPressureWhileBlocked(const std::string& domain, const config::ActRule& rule, uint64_t now_us) {
   // A victim not yet gone (as far as the gate knows: its release is noted by the next decision, the
   // refresh, or the gate's bounded wait) still stalls the domain: no stall baseline is taken from it.
+  if (!rule.when.pressure_avg10) {
+    return;  // no held pressure: no state to keep
+  }
   auto& state = threshold_states_[domain];
-  if (rule.when.pressure_avg10 && state.after_kill && executor_.gate().blocking(domain, now_us)) {
+  if (state.after_kill && executor_.gate().blocking(domain, now_us)) {
     policies::restartPressureHold(state);
   }
 }

@@ -46,6 +46,9 @@ class DecisionLog {
   // progress): counted instead, and the domain's next logged decision says how many ("held_suppressed").
   void decision(const policies::Decision& decision, uint64_t now_us);
   static constexpr uint64_t kHeldQuietUs = 1'000'000;
+  // The domain is gone: its held decisions not logged yet are dropped with it (a domain held once,
+  // after a kill, and never decided again would keep its entry for ever).
+  void forgetDomain(const std::string& domain) { held_.erase(domain); }
   void nextVictim(const DomainState& state);
   // One "warning" line: the domain, the level crossed, the time-to-OOM forecast, the policy and the victim
   // it would choose now, and the warn hook.

@@ -417,6 +417,9 @@ void Executor::applyMemoryHigh(const std::vector<std::pair<std::string, uint64_t
     }
     it = memory_high_set_.erase(it);
   }
+  // Someone else's, noted for a domain gone or no longer asked: forgotten (pods come and go; said again
+  // if it is asked again).
+  std::erase_if(memory_high_left_, [&](const std::string& cgroup) { return !wanted_here.contains(cgroup); });
 }
 
 void Executor::restoreMemoryHigh() {

@@ -79,7 +79,7 @@ std::vector<OomReport> OomReports::feed(const std::string& record_text) {
     } else if (const auto* group = std::get_if<cgroupfs::KernelOomGroupKill>(&event)) {
       reports.emplace_back(*group);
     } else if (const auto* member = std::get_if<cgroupfs::KernelGroupMemberKilled>(&event)) {
-      kernel_killed_.insert(member->process.pid);
+      noteKernelKilled(member->process.pid);
       reports.emplace_back(*member);
     }
   }
@@ -122,11 +122,19 @@ KernelKillCheck OomReports::check(const cgroupfs::KernelOomKill& kill) {
   } else {
     ++stats_.predictions_missing;
   }
-  kernel_killed_.insert(kill.victim.pid);
-  if (kernel_killed_.size() > kKernelKilledKept) {
-    kernel_killed_.erase(kernel_killed_.begin());
-  }
+  noteKernelKilled(kill.victim.pid);
   return checked;
+}
+
+void OomReports::noteKernelKilled(pid_t pid) {
+  // A group kill reports each member: one report can add hundreds, so the cap holds after every insert.
+  if (kernel_killed_.insert(pid).second) {
+    kernel_killed_order_.push_back(pid);
+  }
+  while (kernel_killed_.size() > kKernelKilledKept) {
+    kernel_killed_.erase(kernel_killed_order_.front());
+    kernel_killed_order_.pop_front();
+  }
 }
 
 }  // namespace oomguard::guardian::daemon

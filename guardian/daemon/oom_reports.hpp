@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <set>
 #include <string>
@@ -60,6 +61,9 @@ class OomReports {
 
  private:
   KernelKillCheck check(const cgroupfs::KernelOomKill& kill);
+  // Notes a victim of a kernel OOM kill (its own, or a member of a group kill); keeps the newest
+  // kKernelKilledKept, in the order they were reported (pids wrap: the smallest is not the oldest).
+  void noteKernelKilled(pid_t pid);
 
   io::Actuator& actuator_;
   const Clock& clock_;
@@ -68,7 +72,8 @@ class OomReports {
   DaemonStats& stats_;
   const Rankings& rankings_;
   cgroupfs::OomReportAssembler assembler_;
-  std::set<pid_t> kernel_killed_;          // victims of kernel OOM kills seen (bounded)
+  std::set<pid_t> kernel_killed_;          // victims of kernel OOM kills seen (bounded: noteKernelKilled)
+  std::deque<pid_t> kernel_killed_order_;  // the same pids, oldest first
   std::optional<int64_t> offset_us_;       // CLOCK_MONOTONIC minus the kmsg clock, bounded from above
   std::optional<uint64_t> last_sequence_;  // of the record last fed, when it parsed
   std::string mark_;                       // the text of our clock mark until it is read back

@@ -319,27 +319,34 @@ void Rankings::trackGrowth(const io::NodeFacts& facts, HostScan& scan, uint64_t 
                            const std::vector<pid_t>& previous_pids) {
   // Growth over the trend window (kill-allocating): each process's charge in pages, sampled at every
   // refresh; the host's fastest growers are kept with the host's domain.
-  std::vector<policies::VictimCandidate> growers;
-  for (const auto& process : scan.processes) {
+  // (growth in pages, index in scan.processes) of each process growing now: 16 bytes each, not a whole
+  // candidate (a host whose every process grew, as at start-up, held one for each).
+  std::vector<std::pair<long, size_t>> growing;
+  for (size_t i = 0; i < scan.processes.size(); ++i) {
+    const auto& process = scan.processes[i];
     // A quiet one is sampled as last read (it was unchanged three reads in a row): its samples must
     // outlive the trend window, or a quiet process that starts to leak would have no growth at all.
     sampleOne(process, facts, now_us, previous_us, previous_pids);
     if (const auto grew = growth_.growth(process.pid);
         grew && *grew > 0 && process.status.has_mm && growth_.growingNow(process.pid)) {
-      policies::VictimCandidate grower;
-      grower.pid = process.pid;
-      grower.comm = process.status.comm;
-      grower.uid = process.status.uid;
-      grower.oom_score_adj = process.oom_score_adj;
-      grower.growth_pages = *grew;
-      growers.push_back(std::move(grower));
+      growing.emplace_back(*grew, i);
     }
   }
   growth_.forgetOlderThan(now_us - std::min(now_us, static_cast<uint64_t>(2 * config_.trend_window_s * 1e6)));
-  std::sort(growers.begin(), growers.end(), [](const auto& a, const auto& b) { return *a.growth_pages > *b.growth_pages; });
-  growers.resize(std::min(growers.size(), keep()));
-  for (auto& grower : growers) {
-    auto& process = scan.processes[scan.by_pid[grower.pid]];
+  // The fastest first; equal growth in pid order (the scan's).
+  const auto kept = static_cast<std::ptrdiff_t>(std::min(growing.size(), keep()));
+  std::partial_sort(growing.begin(), growing.begin() + kept, growing.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<policies::VictimCandidate> growers(static_cast<size_t>(kept));
+  for (size_t k = 0; k < growers.size(); ++k) {
+    auto& process = scan.processes[growing[k].second];
+    auto& grower = growers[k];
+    grower.pid = process.pid;
+    grower.comm = process.status.comm;
+    grower.uid = process.status.uid;
+    grower.oom_score_adj = process.oom_score_adj;
+    grower.growth_pages = growing[k].first;
     node_.ensureCgroup(process);
     grower.cgroup = process.cgroup.value_or("");
     grower.points = policies::oomBadness(process, facts.host_totalpages, facts.page_size_bytes);

@@ -74,10 +74,12 @@ struct ScopedFamily {
   const char* help;
 };
 
-// One (domain, ranking) top K: immutable once published.
+// One (domain, ranking) top K: immutable once published. A domain's rankings share one snapshot while
+// their rows are equal (the guardian's order is the kernel's on a node without protections). The labels
+// are written at each scrape: from the rows, the domain, and the ranking's name (its key).
 struct RankingSnapshot {
-  std::vector<RankedVictim> rows;   // as given, for comparison and the cgroup references
-  std::vector<std::string> labels;  // per row: {domain="..",ranking="..",rank="..",cgroup="..",...}
+  std::string domain;               // "host" or the cgroup with the memory limit
+  std::vector<RankedVictim> rows;   // as given: the values, the labels, the comparison, the cgroup references
 };
 
 // One domain's limit and usage: atomics written by the daemon's thread and read by scrapes.
@@ -125,7 +127,8 @@ class PrometheusMetrics::ScopedSeries {
 
   // What one scrape writes: the snapshots and cgroups of one moment (pointer copies under the lock).
   struct View {
-    std::vector<std::shared_ptr<const detail::RankingSnapshot>> rankings;
+    // (ranking name, its snapshot), in the order of (domain, ranking).
+    std::vector<std::pair<std::string, std::shared_ptr<const detail::RankingSnapshot>>> rankings;
     std::vector<std::shared_ptr<const detail::CgroupSeries>> cgroups;
     std::vector<std::shared_ptr<const detail::DomainMemorySeries>> domain_memory;
     // Writes family `family` (HELP, TYPE, samples); false when it is not one of ours.

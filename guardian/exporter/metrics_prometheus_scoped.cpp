@@ -32,6 +32,30 @@ bool sameVictim(const RankedVictim& a, const RankedVictim& b) {
          a.workload.pod == b.workload.pod && a.workload.container == b.workload.container;
 }
 
+// `{domain="..",ranking="..",rank="..",cgroup="..",namespace="..",pod="..",container="..",comm=".."} `: a
+// ranking row's labels, written at each scrape (kept with the row, they cost ~130 B a row for as long
+// as the ranking stands; written, a few hundred ns a row).
+void appendRankingLabels(std::string& out, std::string_view ranking, std::string_view domain,
+                         const RankedVictim& row) {
+  out.push_back('{');
+  appendLabel(out, "domain", domain);
+  out.push_back(',');
+  appendLabel(out, "ranking", ranking);
+  out.append(",rank=\"");
+  appendNumber(out, static_cast<uint64_t>(row.rank));
+  out.append("\",");
+  appendLabel(out, "cgroup", row.cgroup);
+  out.push_back(',');
+  appendLabel(out, "namespace", row.workload.namespace_name);
+  out.push_back(',');
+  appendLabel(out, "pod", row.workload.pod);
+  out.push_back(',');
+  appendLabel(out, "container", row.workload.container);
+  out.push_back(',');
+  appendLabel(out, "comm", row.comm);
+  out.append("} ");
+}
+
 // ---- The families scoped to a domain or a cgroup ------------------------------------------------------
 
 constexpr ScopedFamily kVictimRank{
@@ -107,30 +131,18 @@ void PrometheusMetrics::ScopedSeries::setRanking(const std::string& domain, cons
     }
     return;
   }
-  auto snapshot = std::make_shared<RankingSnapshot>();
-  snapshot->rows.assign(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(count));
-  snapshot->labels.reserve(count);
-  for (const auto& victim : snapshot->rows) {
-    std::string text = "{";
-    appendLabel(text, "domain", domain);
-    text.push_back(',');
-    appendLabel(text, "ranking", ranking);
-    text.append(",rank=\"");
-    appendNumber(text, static_cast<uint64_t>(victim.rank));
-    text.append("\",");
-    appendLabel(text, "cgroup", victim.cgroup);
-    text.push_back(',');
-    appendLabel(text, "namespace", victim.workload.namespace_name);
-    text.push_back(',');
-    appendLabel(text, "pod", victim.workload.pod);
-    text.push_back(',');
-    appendLabel(text, "container", victim.workload.container);
-    text.push_back(',');
-    appendLabel(text, "comm", victim.comm);
-    text.push_back('}');
-    text.shrink_to_fit();  // kept until the ranking changes: not the doubling's spare half (~100 B a row)
-    snapshot->labels.push_back(std::move(text));
+  // Another ranking of the domain with these rows: its snapshot is shared (the ranking label is the key's).
+  for (auto it = rankings_.lower_bound({domain, ""}); it != rankings_.end() && it->first.first == domain; ++it) {
+    if (it->first.second != ranking && it->second->rows.size() == count &&
+        std::equal(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(count), it->second->rows.begin(),
+                   sameVictim)) {
+      publish(key, it->second);
+      return;
+    }
   }
+  auto snapshot = std::make_shared<RankingSnapshot>();
+  snapshot->domain = domain;
+  snapshot->rows.assign(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(count));
   publish(key, std::move(snapshot));
 }
 
@@ -201,19 +213,27 @@ void PrometheusMetrics::ScopedSeries::forgetCgroup(const std::string& cgroup) {
     return;
   }
   std::vector<std::pair<RankingKey, std::shared_ptr<const RankingSnapshot>>> changed;
+  // A snapshot the domain's rankings share is replaced by one snapshot they still share.
+  std::map<const RankingSnapshot*, std::shared_ptr<const RankingSnapshot>> replaced;
   for (const auto& [key, snapshot] : rankings_) {
     if (std::none_of(snapshot->rows.begin(), snapshot->rows.end(),
                      [&](const auto& row) { return row.cgroup == cgroup; })) {
       continue;
     }
+    if (const auto done = replaced.find(snapshot.get()); done != replaced.end()) {
+      changed.emplace_back(key, done->second);
+      continue;
+    }
     auto kept = std::make_shared<RankingSnapshot>();
-    for (size_t i = 0; i < snapshot->rows.size(); ++i) {
-      if (snapshot->rows[i].cgroup != cgroup) {
-        kept->rows.push_back(snapshot->rows[i]);
-        kept->labels.push_back(snapshot->labels[i]);
+    kept->domain = snapshot->domain;
+    for (const auto& row : snapshot->rows) {
+      if (row.cgroup != cgroup) {
+        kept->rows.push_back(row);
       }
     }
-    changed.emplace_back(key, kept->rows.empty() ? nullptr : std::move(kept));
+    std::shared_ptr<const RankingSnapshot> replacement = kept->rows.empty() ? nullptr : std::move(kept);
+    replaced.emplace(snapshot.get(), replacement);
+    changed.emplace_back(key, std::move(replacement));
   }
   for (auto& [key, snapshot] : changed) {
     publish(key, std::move(snapshot));
@@ -247,7 +267,7 @@ PrometheusMetrics::ScopedSeries::View PrometheusMetrics::ScopedSeries::view() co
   const std::lock_guard lock(mutex_);
   view.rankings.reserve(rankings_.size());
   for (const auto& entry : rankings_) {
-    view.rankings.push_back(entry.second);
+    view.rankings.emplace_back(entry.first.second, entry.second);
   }
   view.cgroups.reserve(cgroups_.size());
   for (const auto& entry : cgroups_) {
@@ -271,11 +291,10 @@ bool PrometheusMetrics::ScopedSeries::View::write(std::string_view family, Sink&
   appendHeader(out, f.name, f.help, f.type);
   auto begin = [&] { out.append(f.name); };
   if (&f == &kVictimRank || &f == &kVictimPoints || &f == &kVictimOomScore) {
-    for (const auto& snapshot : rankings) {
-      for (size_t i = 0; i < snapshot->rows.size(); ++i) {
-        const auto& row = snapshot->rows[i];
+    for (const auto& [ranking, snapshot] : rankings) {
+      for (const auto& row : snapshot->rows) {
         begin();
-        out.append(snapshot->labels[i]).push_back(' ');
+        appendRankingLabels(out, ranking, snapshot->domain, row);
         appendNumber(out, &f == &kVictimRank     ? static_cast<long>(row.rank)
                           : &f == &kVictimPoints ? row.points
                                                  : row.oom_score);

@@ -386,6 +386,33 @@ TEST_F(HeldPressure, AVictimOutsideTheDomainLeavesTheHold) {
   EXPECT_EQ(actInPod().result, DecisionResult::kKilled) << "held 2.5 s, no victim in /pod";
 }
 
+TEST_F(HeldPressure, AGoneDomainKeepsNoHeldPressureState) {
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
+  EXPECT_EQ(decider->heldPressureStates(), 1U) << "/pod's hold";
+  ASSERT_TRUE(rankings->forget("/pod"));  // the pod is gone
+  decider->domainsChanged();
+  fixture.now_us += 1'000'000;
+  decider->checkLevels(fixture.now_us, true);
+  EXPECT_EQ(decider->heldPressureStates(), 0U) << "pods come and go: the states would only grow";
+}
+
+TEST_F(HeldPressure, AReloadThatDropsThePressureThresholdDropsItsState) {
+  EXPECT_EQ(decider->heldPressureStates(), 1U) << "/pod's hold";
+  config = config::parseConfig(R"({"mode": "act", "refresh_interval_s": 1, "cgroups": [{"match": "/pod",
+      "act": {"action": "kill-worst", "when": {"headroom_below": 0.10}}}, {"match": "/**"}]})", "test");
+  decider->configChanged();
+  decider->checkLevels(fixture.now_us, true);
+  EXPECT_EQ(decider->heldPressureStates(), 0U);
+}
+
+TEST_F(DeciderTest, ALevelWithoutPressureKeepsNoHeldPressureState) {
+  start(kHeadroom);
+  ASSERT_TRUE(rankings->rerankMemcg(facts, "/pod").ok());
+  EXPECT_TRUE(decider->checkLevels(fixture.now_us, true).crossed.empty());
+  EXPECT_GT(stats.level_reads, 0U);
+  EXPECT_EQ(decider->heldPressureStates(), 0U) << "~120 B for each of hundreds of domains, never used";
+}
+
 TEST_F(DeciderTest, AFailedReadingKeepsTheWatchClose) {
   start(kHeadroom);
   fixture.setCurrent(NodeFixture::kLimitBytes / 100 * 80);  // near the threshold: a fast schedule

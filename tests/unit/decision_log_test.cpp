@@ -35,11 +35,17 @@ policies::Decision held(const std::string& domain) {
   return decision;
 }
 
-TEST(DecisionLog, TheLineKeepsItsFieldOrder) {
+// A DecisionLog writing into `text`, with the default config and no Kubernetes workloads.
+struct LogInText {
   std::ostringstream text;
-  io::EventLog log(text, [] { return std::chrono::system_clock::time_point{}; });
+  io::EventLog log{text, [] { return std::chrono::system_clock::time_point{}; }};
   const config::Config config;
-  DecisionLog decisions(log, config, [](const std::string&) { return kube::WorkloadLabels{}; });
+  DecisionLog decisions{log, config, [](const std::string&) { return kube::WorkloadLabels{}; }};
+};
+
+TEST(DecisionLog, TheLineKeepsItsFieldOrder) {
+  LogInText out;
+  auto& [text, log, config, decisions] = out;
   decisions.decision(held("/pod"), 1'000'000);
   const auto logged = lines(text.str());
   ASSERT_EQ(logged.size(), 1U);
@@ -59,10 +65,8 @@ TEST(DecisionLog, TheLineKeepsItsFieldOrder) {
 }
 
 TEST(DecisionLog, RepeatedHeldDecisionsAreCountedNotLogged) {
-  std::ostringstream text;
-  io::EventLog log(text, [] { return std::chrono::system_clock::time_point{}; });
-  const config::Config config;
-  DecisionLog decisions(log, config, [](const std::string&) { return kube::WorkloadLabels{}; });
+  LogInText out;
+  auto& [text, log, config, decisions] = out;
   const uint64_t t0 = 5'000'000;
   decisions.decision(held("/pod"), t0);
   for (uint64_t i = 1; i <= 9; ++i) {
@@ -80,6 +84,21 @@ TEST(DecisionLog, RepeatedHeldDecisionsAreCountedNotLogged) {
   decisions.decision(killed, t0 + DecisionLog::kHeldQuietUs + 1);
   logged = lines(text.str());
   ASSERT_EQ(logged.size(), 4U);
+  EXPECT_FALSE(logged.back().contains("held_suppressed"));
+}
+
+TEST(DecisionLog, AGoneDomainsHeldDecisionsGoWithIt) {
+  // A pod held once after a kill and then deleted: nothing of it stays (pods come and go for months).
+  LogInText out;
+  auto& [text, log, config, decisions] = out;
+  const uint64_t t0 = 5'000'000;
+  decisions.decision(held("/pod"), t0);
+  decisions.decision(held("/pod"), t0 + 100'000);  // counted, not logged
+  decisions.forgetDomain("/pod");
+  // A new pod under the same path: its first held decision is its own, logged, with nothing counted.
+  decisions.decision(held("/pod"), t0 + 200'000);
+  const auto logged = lines(text.str());
+  ASSERT_EQ(logged.size(), 2U) << text.str();
   EXPECT_FALSE(logged.back().contains("held_suppressed"));
 }
 

@@ -381,6 +381,18 @@ TEST_F(ExecutorTest, AMemoryHighSetBySomeoneElseIsLeftAlone) {
   EXPECT_EQ(text.find("memory_high_left"), text.rfind("memory_high_left")) << "logged once: " << text;
 }
 
+TEST_F(ExecutorTest, AForeignMemoryHighIsForgottenWithItsDomain) {
+  start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
+            "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true}}, {"match": "/**"}]})");
+  fixture.write("cgroup/pod/memory.high", "900000000\n");
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});
+  executor->applyMemoryHigh({});  // the pod is gone: its note goes too (pods come and go for months)
+  executor->applyMemoryHigh({{"/pod", NodeFixture::kLimitBytes}});  // a new pod under the same path
+  const std::string text = log_text.str();
+  EXPECT_NE(text.find("memory_high_left"), text.rfind("memory_high_left")) << "said for each pod: " << text;
+  EXPECT_TRUE(actuator.actions.empty());
+}
+
 TEST_F(ExecutorTest, MemoryHighOverrideLowersAForeignValueAboveTheThresholdAndPutsItBack) {
   start(R"({"mode": "act", "cgroups": [{"match": "/pod", "act": {"action": "kill-worst",
             "when": {"headroom_below": 0.25}, "memory_high_at_threshold": true, "memory_high_override": true}},

@@ -281,6 +281,29 @@ TEST(PrometheusMetrics, AReplacedRankingRemovesTheRanksThatAreGone) {
   EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "oomguard"}}).size(), 5U);
 }
 
+TEST(PrometheusMetrics, EqualRankingsOfADomainShareTheirRowsAndEachKeepsItsRankingLabel) {
+  // The guardian's order equals the kernel's on a node without protections: one snapshot serves both.
+  auto metrics = makeMetrics();
+  metrics.setVictimRanking("/pod", "kernel", victims(3));
+  metrics.setVictimRanking("/pod", "oomguard", victims(3));
+  auto e = parseExposition(metrics.render());
+  for (const char* ranking : {"kernel", "oomguard"}) {
+    EXPECT_EQ(e.find("oomguard_victim_rank", {{"domain", "/pod"}, {"ranking", ranking}}).size(), 3U) << ranking;
+    EXPECT_EQ(e.value("oomguard_victim_points", {{"ranking", ranking}, {"rank", "2"}, {"cgroup", "/app1"}}), 9990);
+  }
+  // A cgroup that goes leaves both rankings; a change of one leaves the other as it was.
+  metrics.forgetCgroup("/app1");
+  e = parseExposition(metrics.render());
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "kernel"}}).size(), 2U);
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "oomguard"}}).size(), 2U);
+  metrics.setVictimRanking("/pod", "oomguard", victims(1, "/other"));
+  e = parseExposition(metrics.render());
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "kernel"}}).size(), 2U);
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "oomguard"}}).size(), 1U);
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "oomguard"}, {"cgroup", "/other0"}}).size(), 1U);
+  EXPECT_EQ(e.find("oomguard_victim_rank", {{"ranking", "kernel"}, {"cgroup", "/app0"}}).size(), 1U);
+}
+
 TEST(PrometheusMetrics, ARankingIsCutAtTopK) {
   auto metrics = makeMetrics(4);
   metrics.setVictimRanking("host", "kernel", victims(12));
