@@ -111,6 +111,11 @@ void Daemon::start() {
     pods_.reportEvent(pod, "OomguardKilled", message, true);
   });
   executor_.checkSysctls(true);
+  // Before the first refresh, whose pages the daemon keeps using: the peak RSS (VmHWM) is then the RSS
+  // start-up reached or the idle loop's, whichever is more, not start-up's plus the first refresh's. The
+  // only other threads now are the metrics server's, which map no file (io/startup_pages.hpp).
+  const std::string released =
+      options_.protect_self ? executor_.releaseStartupPages() : "kept (protect_self off)";
   refresh();
   printSummary(kmsg_status, self_status);
   log_.write("started", Json{{"version", kVersion},
@@ -121,6 +126,7 @@ void Daemon::start() {
                              {"pressure_trigger_budget", node_.triggerBudget().max()},
                              {"open_files_limit", open_files.soft},
                              {"open_files_limit_before", open_files.soft_before},
+                             {"startup_pages_released", released},
                              {"domains", rankings_.all().size()}});
   scheduleRefresh();
   // Ready: every source armed and every domain ranked once.

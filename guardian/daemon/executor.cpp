@@ -11,6 +11,7 @@
 
 #include "cgroupfs/files.hpp"
 #include "cgroupfs/parse.hpp"
+#include "guardian/io/startup_pages.hpp"
 
 namespace oomguard::guardian::daemon {
 namespace {
@@ -50,6 +51,22 @@ std::string Executor::protectSelf() {
   }
   if (config_.self.oom_score_adj) {
     status += ", " + actuator_.setOwnOomScoreAdj(*config_.self.oom_score_adj).detail;
+  }
+  return status;
+}
+
+std::string Executor::releaseStartupPages() {
+  const auto released = io::releaseStartupPages(io::ownFiles());
+  if (!released) {
+    return "none: " + released.error().describe();
+  }
+  std::string status = std::to_string(released->rss_bytes / 1024) + " KiB in " +
+                       std::to_string(released->mappings) + " mappings";
+  if (released->locked_kept > 0) {
+    status += "; " + std::to_string(released->locked_kept) + " locked mappings kept (Linux < 5.18)";
+  }
+  if (released->failed > 0) {
+    status += "; " + std::to_string(released->failed) + " failed (first " + released->first_failure + ")";
   }
   return status;
 }

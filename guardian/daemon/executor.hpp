@@ -53,6 +53,11 @@ class Executor {
 
   // mlockall and the configured oom_score_adj of the daemon itself; returns the status for the summary.
   std::string protectSelf();
+  // Once start-up is done: releases the resident pages of the shared libraries' code and read-only data
+  // (io/startup_pages.hpp), most of which only start-up touched; oomguard's own files stay as they are.
+  // Locked pages stay locked where the kernel cannot release them (before Linux 5.18). Returns the
+  // status for the log: "N KiB in M mappings", what was kept and what failed.
+  std::string releaseStartupPages();
   // oomguard and the processes that started it: never chosen, never given another oom_score_adj.
   void findNeverKill();
   [[nodiscard]] const std::set<pid_t>& neverKill() const { return never_kill_; }

@@ -1,9 +1,10 @@
 """Host check for idle-footprint: two idle daemons on 500 real limited cgroups, the default config
 (observe) and examples/act-recommended.json (act, the adaptive level watch on every domain). Each
 must have started with every limited cgroup watched and its PSI trigger armed (500, and the host's:
-what the defaults arm, and what bench/idle_footprint.sh cannot arm on its fixture tree), stayed alive
-and exited 0 within STOP_LIMIT_S of SIGTERM; its RSS at the end of the window must stay within RSS_LIMIT_MIB (the target
-is 8 MiB; the margin is the test command's, for a regression, not noise), no bigger than
+what the defaults arm, and what bench/idle_footprint.sh cannot arm on its fixture tree) and its
+start-up pages released, stayed alive and exited 0 within STOP_LIMIT_S of SIGTERM; its RSS at the end
+of the window must stay within RSS_LIMIT_MIB (the target is 8 MiB; the margin is the test command's,
+for a regression, not noise), no bigger than
 RSS_GROWTH_LIMIT_KB over the window (a leak while idle), and its CPU within CPU_LIMIT_PCT of one core.
 The guest is emulated (TCG, 1 vCPU): CPU costs there are 20-35 times a real core's (the default
 config's 1.7 % here is 0.05-0.1 % in bench/idle_footprint.sh on this host), so the CPU limit is wide;
@@ -11,6 +12,7 @@ it still catches the recommended config reading every domain's memory.current on
 here before its domains were watched through the host's allocations). Writes SHARE/result.json."""
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -58,6 +60,11 @@ def check_run(share, name):
     mode = "act" if name == "recommended" else "observe"
     if started.get("mode") != mode:
         err.append("mode %r, expected %r" % (started.get("mode"), mode))
+    # The pages only start-up touched are given back before the first refresh (io/startup_pages.hpp):
+    # "N KiB in M mappings"; anything else ("none: ..." with the reason) is a failure here.
+    released = str(started.get("startup_pages_released", ""))
+    if not re.fullmatch(r"[1-9][0-9]* KiB in [1-9][0-9]* mappings", released):
+        err.append("start-up pages not released: %r" % released)
     try:
         with open(os.path.join(d, "watch_set.json")) as f:
             watch_set = json.loads(f.read() or "{}")
@@ -83,7 +90,8 @@ def check_run(share, name):
     run["figures"] = {"watched_cgroups": watched, "pressure_triggers": triggers, "seconds": seconds,
                       "rss_start_mib": round(r0 / 1024, 2), "rss_end_mib": round(r1 / 1024, 2),
                       "rss_peak_mib": round(peak / 1024, 2), "cpu_pct_of_a_core": round(cpu_pct, 3),
-                      "level_reads": stats.get("level_reads"), "allocation_reads": stats.get("allocation_reads")}
+                      "level_reads": stats.get("level_reads"), "allocation_reads": stats.get("allocation_reads"),
+                      "startup_pages_released": started.get("startup_pages_released")}
     if r1 > RSS_LIMIT_MIB * 1024:
         err.append("RSS %.2f MiB at the end, limit %d MiB" % (r1 / 1024, RSS_LIMIT_MIB))
     if r1 - r0 > RSS_GROWTH_LIMIT_KB:
