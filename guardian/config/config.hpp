@@ -122,6 +122,8 @@ struct Config {
   struct Self {
     std::optional<int> oom_score_adj = -1000;
     bool mlock = true;
+    // Give back the libraries' pages only start-up touched (io/startup_pages.hpp); read at start only.
+    bool release_startup_pages = true;
   } self;
   std::string metrics_listen = "127.0.0.1:9743";
   // A second listener that serves only /healthz (empty: none), e.g. on loopback for an exec probe, so

@@ -112,8 +112,10 @@ void Daemon::start() {
   });
   executor_.checkSysctls(true);
   // Before the first refresh, whose pages the daemon keeps using: the peak RSS (VmHWM) is then the RSS
-  // start-up reached or the idle loop's, whichever is more, not start-up's plus the first refresh's. The
-  // only other threads now are the metrics server's, which map no file (io/startup_pages.hpp).
+  // start-up reached or the idle loop's, whichever is more, not start-up's plus the first refresh's.
+  // io/startup_pages.hpp must not race a thread that maps or unmaps files: the only other threads now are
+  // the metrics and health servers', which do not (the module was dlopen'ed above, synchronously; the
+  // resolver thread and the NSS modules getaddrinfo may load start with the loop, after this).
   const std::string released =
       options_.protect_self ? executor_.releaseStartupPages() : "kept (protect_self off)";
   refresh();

@@ -56,14 +56,21 @@ std::string Executor::protectSelf() {
 }
 
 std::string Executor::releaseStartupPages() {
-  const auto released = io::releaseStartupPages(io::ownFiles());
+  if (!config_.self.release_startup_pages) {
+    return "kept (self.release_startup_pages: false)";
+  }
+  const std::vector<std::string> own = io::ownFiles();
+  if (own.empty()) {
+    return "none: oomguard's own files are unknown (/proc/self/exe unreadable), and they are never released";
+  }
+  const auto released = io::releaseStartupPages(own);
   if (!released) {
     return "none: " + released.error().describe();
   }
   std::string status = std::to_string(released->rss_bytes / 1024) + " KiB in " +
                        std::to_string(released->mappings) + " mappings";
   if (released->locked_kept > 0) {
-    status += "; " + std::to_string(released->locked_kept) + " locked mappings kept (Linux < 5.18)";
+    status += "; " + std::to_string(released->locked_kept) + " locked mappings kept (the kernel refused MADV_DONTNEED_LOCKED: Linux < 5.18?)";
   }
   if (released->failed > 0) {
     status += "; " + std::to_string(released->failed) + " failed (first " + released->first_failure + ")";

@@ -53,10 +53,11 @@ class Executor {
 
   // mlockall and the configured oom_score_adj of the daemon itself; returns the status for the summary.
   std::string protectSelf();
-  // Once start-up is done: releases the resident pages of the shared libraries' code and read-only data
-  // (io/startup_pages.hpp), most of which only start-up touched; oomguard's own files stay as they are.
-  // Locked pages stay locked where the kernel cannot release them (before Linux 5.18). Returns the
-  // status for the log: "N KiB in M mappings", what was kept and what failed.
+  // Once start-up is done, unless config.self.release_startup_pages is false: releases the resident pages
+  // of the shared libraries' code and read-only data (io/startup_pages.hpp), most of which only start-up
+  // touched; oomguard's own files stay as they are, and so does everything when they cannot be told.
+  // Locked pages stay where the kernel cannot release them (before Linux 5.18). Returns the status for
+  // the log: "N KiB in M mappings", then what was kept and what failed.
   std::string releaseStartupPages();
   // oomguard and the processes that started it: never chosen, never given another oom_score_adj.
   void findNeverKill();

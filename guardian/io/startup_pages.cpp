@@ -185,12 +185,13 @@ cgroupfs::Result<ReleasedPages> releaseStartupPages(const std::vector<std::strin
     // NOLINTNEXTLINE(performance-no-int-to-ptr): the address is the kernel's own, from smaps
     void* start = reinterpret_cast<void*>(range.start);
     if (::madvise(start, range.end - range.start, range.locked ? kMadvDontneedLocked : MADV_DONTNEED) != 0) {
+      const int error = errno;
       if (released.failed++ == 0) {
         std::array<char, 64> addresses{};
         std::snprintf(addresses.data(), addresses.size(),
                       "%lx-%lx: ", static_cast<unsigned long>(range.start),
                       static_cast<unsigned long>(range.end));
-        released.first_failure = addresses.data() + std::string(std::strerror(errno));
+        released.first_failure = addresses.data() + std::string(std::strerror(error));
       }
       continue;
     }

@@ -5,10 +5,11 @@
 // daemon's RSS, for as long as it runs; the kernel also maps up to 64 KiB around each page fault
 // (fault-around). With 500 watched cgroups, after 30 s idle: libstdc++ had 1.7 MiB resident of which the
 // idle loop had touched 56 KiB (smaps Referenced after clear_refs). Released, such pages stay in the
-// page cache (a library is mapped by most processes of the node), and a later use maps one again with a
-// minor fault. oomguard's own executable and modules are kept: under memory pressure, file pages that
-// only oomguard maps are among the first the kernel reclaims, and start-up ran code the daemon needs
-// again then (the OOM report parser, the config parser of a reload).
+// page cache, and a later use maps one again with a minor fault; under memory pressure, unmapped file
+// pages are among the first the kernel reclaims, and a later use may then wait for a disk read (the
+// trade-off config.self.release_startup_pages documents). oomguard's own executable and modules are
+// kept: its kill path is there, and start-up ran code of theirs the daemon needs again under pressure
+// (the OOM report parser, the config parser of a reload).
 #pragma once
 
 #include <cstddef>

@@ -19,6 +19,8 @@ TEST(Config, EmptyObjectGivesTheDefaults) {
   EXPECT_EQ(config.mode, Mode::kObserve);
   EXPECT_DOUBLE_EQ(config.refresh_interval_s, 5.0);
   EXPECT_EQ(config.self.oom_score_adj, std::optional<int>(-1000));
+  EXPECT_TRUE(config.self.mlock);
+  EXPECT_TRUE(config.self.release_startup_pages);
   ASSERT_TRUE(config.host_pressure.has_value());
   EXPECT_EQ(config.host_pressure->triggerText(), "some 150000 1000000");
   ASSERT_EQ(config.cgroups.size(), 1U);
@@ -78,6 +80,10 @@ TEST(Config, NullTurnsThingsOff) {
   EXPECT_FALSE(config.host_pressure.has_value());
   EXPECT_FALSE(config.self.oom_score_adj.has_value());
   EXPECT_FALSE(config.history.has_value());
+}
+
+TEST(Config, StartupPagesCanBeKept) {
+  EXPECT_FALSE(parseConfig(R"({"self":{"release_startup_pages":false}})", "t").self.release_startup_pages);
 }
 
 TEST(Config, TheKillHistoryIsOnByDefaultUnderVarLib) {
