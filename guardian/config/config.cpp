@@ -214,7 +214,8 @@ Config parseConfigDocument(const Json& document, const std::string& source) {
         config.self.oom_score_adj = static_cast<int>(reader.integer("oom_score_adj", -1000, -1000, 1000));
       }
       config.self.mlock = reader.boolean("mlock", config.self.mlock);
-      config.self.release_startup_pages = reader.boolean("release_startup_pages", config.self.release_startup_pages);
+      config.self.release_startup_pages =
+          reader.boolean("release_startup_pages", config.self.release_startup_pages);
       reader.finish();
     }
     if (const Json* metrics = root.find("metrics")) {

@@ -70,7 +70,8 @@ std::string Executor::releaseStartupPages() {
   std::string status = std::to_string(released->rss_bytes / 1024) + " KiB in " +
                        std::to_string(released->mappings) + " mappings";
   if (released->locked_kept > 0) {
-    status += "; " + std::to_string(released->locked_kept) + " locked mappings kept (the kernel refused MADV_DONTNEED_LOCKED: Linux < 5.18?)";
+    status += "; " + std::to_string(released->locked_kept) +
+              " locked mappings kept (the kernel refused MADV_DONTNEED_LOCKED: Linux < 5.18?)";
   }
   if (released->failed > 0) {
     status += "; " + std::to_string(released->failed) + " failed (first " + released->first_failure + ")";
