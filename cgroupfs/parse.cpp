@@ -49,17 +49,6 @@ bool parseWhole(std::string_view text, T& out) {
   return ec == std::errc() && ptr == end;
 }
 
-// "  1234 kB" -> 1234. More than 2^50 kB (1 EiB) is no real memory size and is refused: sums of a
-// few such values, turned into pages and points (signed long), can then never overflow.
-bool parseKbValue(std::string_view value, uint64_t& out) {
-  constexpr uint64_t kMaxKb = uint64_t{1} << 50;
-  value = trim(value);
-  if (value.size() < 3 || value.substr(value.size() - 3) != " kB") {
-    return false;
-  }
-  return parseWhole(trim(value.substr(0, value.size() - 3)), out) && out <= kMaxKb;
-}
-
 std::string quoted(std::string_view text) {
   constexpr size_t kMaxShown = 40;
   std::string out = "'";
@@ -78,6 +67,15 @@ Error badValue(std::string_view key, std::string_view value) {
 }
 
 }  // namespace
+
+bool parseKbValue(std::string_view value, uint64_t& out) {
+  constexpr uint64_t kMaxKb = uint64_t{1} << 50;
+  value = trim(value);
+  if (value.size() < 3 || value.substr(value.size() - 3) != " kB") {
+    return false;
+  }
+  return parseWhole(trim(value.substr(0, value.size() - 3)), out) && out <= kMaxKb;
+}
 
 Result<ProcStatus> parseProcStatus(std::string_view text) {
   ProcStatus status;

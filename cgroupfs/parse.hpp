@@ -14,6 +14,10 @@ namespace oomguard::cgroupfs {
 
 // `text` without leading and trailing spaces, tabs, newlines and carriage returns: the one trim.
 std::string_view trim(std::string_view text);
+// A value of /proc's "Name:   1234 kB" lines ("  1234 kB" -> 1234), the one kB parser. False when
+// malformed, or above 2^50 kB (1 EiB: no real memory size; sums of a few such values, turned into pages
+// and points (signed long), can then never overflow).
+bool parseKbValue(std::string_view value, uint64_t& out);
 
 Result<ProcStatus> parseProcStatus(std::string_view text);
 // /proc/<pid>/oom_score_adj: an integer in -1000..1000.

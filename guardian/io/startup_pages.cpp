@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "cgroupfs/file_reader.hpp"
+#include "cgroupfs/parse.hpp"
 
 namespace oomguard::guardian::io {
 namespace {
@@ -47,16 +48,6 @@ std::string_view nextToken(std::string_view& text) {
   const std::string_view token = text.substr(0, space);
   text = space == std::string_view::npos ? std::string_view() : text.substr(space);
   return token;
-}
-
-// "   1234 kB" -> 1234.
-std::optional<uint64_t> parseKb(std::string_view value) {
-  value = skipSpaces(value);
-  const size_t space = value.find(' ');
-  if (space == std::string_view::npos || value.substr(space) != " kB") {
-    return std::nullopt;
-  }
-  return parseNumber<uint64_t>(value.substr(0, space), 10);
 }
 
 struct Mapping {
@@ -135,16 +126,16 @@ cgroupfs::Result<std::vector<ReleasableRange>> releasableRanges(
             current->device_or_hugetlb || flag == "pf" || flag == "io" || flag == "ht";
       }
     } else if (first == "Rss:" || first == "Anonymous:" || first == "Swap:") {
-      const auto kb = parseKb(rest);
-      if (!kb) {
+      uint64_t kb = 0;
+      if (!cgroupfs::parseKbValue(rest, kb)) {
         return cgroupfs::parseError("malformed field \"" + std::string(line.substr(0, 120)) + "\"");
       }
       if (first == "Rss:") {
-        current->range.rss_bytes = *kb * 1024;
+        current->range.rss_bytes = kb * 1024;
       } else if (first == "Anonymous:") {
-        current->anonymous_kb = *kb;
+        current->anonymous_kb = kb;
       } else {
-        current->swap_kb = *kb;
+        current->swap_kb = kb;
       }
     }
   }
