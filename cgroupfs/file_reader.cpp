@@ -51,12 +51,22 @@ bool producedWhole(std::string_view name) {
 
 Result<std::string_view> FileReader::read(int directory_fd, const char* name,
                                           const std::string& path_for_errors) {
-  constexpr size_t kInitialCapacity = 4096;
   const int fd = ::openat(directory_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     return systemError(errno, path_for_errors, "cannot open");
   }
   const UniqueFd file(fd);
+  return readOpen(fd, false, name, path_for_errors);
+}
+
+Result<std::string_view> FileReader::readFromStart(int fd, std::string_view name,
+                                                   const std::string& path_for_errors) {
+  return readOpen(fd, true, name, path_for_errors);
+}
+
+Result<std::string_view> FileReader::readOpen(int fd, bool positioned, std::string_view name,
+                                              const std::string& path_for_errors) {
+  constexpr size_t kInitialCapacity = 4096;
   if (buffer_.size() < kInitialCapacity) {
     buffer_.resize(kInitialCapacity);
   }
@@ -78,7 +88,10 @@ Result<std::string_view> FileReader::read(int directory_fd, const char* name,
       }
       buffer_.resize(std::min(buffer_.size() * 2, kMaxBytes));
     }
-    const ssize_t got = ::read(fd, buffer_.data() + used, buffer_.size() - used);
+    char* const into = buffer_.data() + used;
+    const size_t room = buffer_.size() - used;
+    const ssize_t got =
+        positioned ? ::pread(fd, into, room, static_cast<off_t>(used)) : ::read(fd, into, room);
     if (got < 0) {
       if (errno == EINTR) {
         continue;

@@ -46,8 +46,17 @@ class FileReader {
   // one piece (producedWhole) is whole after a read shorter than asked: no second read for its end.
   Result<std::string_view> read(int directory_fd, const char* name, const std::string& path_for_errors);
   Result<std::string_view> read(const std::string& path);
+  // Reads the whole of the open file `fd` (named `name`, for producedWhole) from offset 0, with pread: a
+  // file kept open and read again. A seq_file makes its text anew for a read at offset 0 and goes on
+  // from where it stopped for a read at the offset it reached (fs/seq_file.c seq_read_iter); a regular
+  // file is read as it is now. The file's own offset is left alone.
+  Result<std::string_view> readFromStart(int fd, std::string_view name, const std::string& path_for_errors);
 
  private:
+  // The read loop of both: read() (`positioned` false) or pread() at the bytes read so far.
+  Result<std::string_view> readOpen(int fd, bool positioned, std::string_view name,
+                                    const std::string& path_for_errors);
+
   std::string buffer_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -229,19 +231,55 @@ Result<uint64_t> parseStatStartTime(std::string_view text) {
 
 namespace {
 
-// Reads a file and parses it, attributing parse errors to the file.
+// `text` (read from `path`) parsed, with parse errors attributed to the file.
 template <class Parser>
-auto readParsed(ProcFs& procfs, FileReader& reader, std::string_view relative, Parser parser)
+auto parsedText(Result<std::string_view> text, const std::string& path, Parser parser)
     -> decltype(parser(std::string_view())) {
-  const std::string path = procfs.root() + "/" + std::string(relative);
-  auto text = reader.read(path);
   if (!text) {
     return text.error();
   }
   return parser(text.value()).withPath(path);
 }
 
+// Reads a file and parses it, attributing parse errors to the file.
+template <class Parser>
+auto readParsed(ProcFs& procfs, FileReader& reader, std::string_view relative, Parser parser)
+    -> decltype(parser(std::string_view())) {
+  const std::string path = procfs.root() + "/" + std::string(relative);
+  return parsedText(reader.read(path), path, parser);
+}
+
 }  // namespace
+
+Result<std::string_view> ProcFs::readHeld(std::string_view relative, HeldFile& held) {
+  if (held.path.empty()) {
+    held.path = root_ + "/" + std::string(relative);
+  }
+  if (!held.fd.valid() && !held.unheld) {
+    const int fd = ::open(held.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+      return systemError(errno, held.path, "cannot open");  // tried again at the next read
+    }
+    UniqueFd file(fd);
+    struct statfs filesystem {};
+    if (::fstatfs(fd, &filesystem) != 0) {
+      return reader_.read(held.path);  // not known: read as any file, and asked again at the next read
+    }
+    if (filesystem.f_type != PROC_SUPER_MAGIC) {
+      held.unheld = true;
+    } else {
+      held.fd = std::move(file);
+    }
+  }
+  if (held.unheld) {
+    return reader_.read(held.path);
+  }
+  auto text = reader_.readFromStart(held.fd.get(), relative, held.path);
+  if (!text) {
+    held.fd = UniqueFd();
+  }
+  return text;
+}
 
 Result<uint64_t> ProcFs::readStartTimeTicks(pid_t pid) {
   return readParsed(*this, reader_, std::to_string(pid) + "/stat", parseStatStartTime);
@@ -251,13 +289,21 @@ Result<long> ProcFs::readOomScore(pid_t pid) {
   return readParsed(*this, reader_, std::to_string(pid) + "/oom_score", parseInteger);
 }
 
-Result<MemInfo> ProcFs::readMemInfo() { return readParsed(*this, reader_, "meminfo", parseMemInfo); }
+Result<MemInfo> ProcFs::readMemInfo() {
+  auto text = readHeld("meminfo", meminfo_);
+  return parsedText(std::move(text), meminfo_.path, parseMemInfo);
+}
 
 Result<uint64_t> ProcFs::readAllocatedPages() {
-  return readParsed(*this, reader_, "vmstat", parseAllocatedPages);
+  auto text = readHeld("vmstat", vmstat_);
+  return parsedText(std::move(text), vmstat_.path, parseAllocatedPages);
 }
 
 Result<Pressure> ProcFs::readPressure(std::string_view resource) {
+  if (resource == "memory") {
+    auto text = readHeld("pressure/memory", memory_pressure_);
+    return parsedText(std::move(text), memory_pressure_.path, parsePressure);
+  }
   return readParsed(*this, reader_, "pressure/" + std::string(resource), parsePressure);
 }
 

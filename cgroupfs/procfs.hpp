@@ -89,8 +89,24 @@ class ProcFs {
   // root_ opened as a directory (once; kept), for the reads relative to it.
   Result<int> rootFd();
 
+  // A /proc file the level watch reads several times a second (vmstat, meminfo, pressure/memory): kept
+  // open after its first read and read again from offset 0 (FileReader::readFromStart), as lmkd reads
+  // its /proc files. That saves the open's path walk and file set-up and the close, about half of what
+  // a read of /proc/vmstat costs. Only a file on procfs is kept: a fixture tree's file may be replaced
+  // by a new one under its name, so it is opened at each read (`unheld`), as is every other file.
+  struct HeldFile {
+    UniqueFd fd;
+    std::string path;     // root_/<relative>, made at the first read
+    bool unheld = false;  // not on procfs: opened at each read
+  };
+  // `relative`'s text through `held`. A failed read of a kept file closes it: the next read opens it anew.
+  Result<std::string_view> readHeld(std::string_view relative, HeldFile& held);
+
   std::string root_;
   FileReader reader_;
+  HeldFile vmstat_;
+  HeldFile meminfo_;
+  HeldFile memory_pressure_;
   UniqueFd root_fd_;
   std::string relative_;  // readOfPid's "<pid>/<file>", reused
 };

@@ -57,7 +57,7 @@ TEST_F(FileReaderLimits, ACharacterDeviceIsRefusedAfterTheFirstMegabyte) {
 TEST_F(FileReaderLimits, AFileOverTheCapIsRefusedAndTheReaderStaysUsable) {
   {
     std::ofstream out(dir + "/big");
-    const std::string block(1024 * 1024, 'x');
+    const std::string block(size_t{1024} * 1024, 'x');
     for (size_t i = 0; i <= FileReader::kMaxBytes / block.size(); ++i) {
       out << block;
     }
@@ -87,7 +87,9 @@ TEST(FileReaderWhole, OnlyOneRecordFilesStopAtAShortRead) {
 
 TEST(FileReaderWhole, AMultiRecordKernelFileLargerThanAPageIsReadToItsEnd) {
   // Multi-record seq_files that pass a page on usual kernels; counters move between two reads, the
-  // first word of each line (the keys and their order) does not.
+  // first word of each line (the keys and their order) does not. Read whole by read(), and by
+  // readFromStart() again and again on one kept descriptor: several preads, each at the offset reached,
+  // and each new read at 0 makes the text anew.
   auto keys = [](std::string_view body) {
     std::string out;
     for (size_t at = 0; at < body.size();) {
@@ -110,6 +112,13 @@ TEST(FileReaderWhole, AMultiRecordKernelFileLargerThanAPageIsReadToItsEnd) {
     const auto text = reader.read(file);
     ASSERT_TRUE(text.ok()) << text.error().describe();
     EXPECT_EQ(keys(text.value()), keys(expected)) << file;
+    const UniqueFd kept(::open(file, O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(kept.valid()) << file;
+    for (int read = 0; read < 3; ++read) {
+      const auto again = reader.readFromStart(kept.get(), file, file);
+      ASSERT_TRUE(again.ok()) << again.error().describe();
+      EXPECT_EQ(keys(again.value()), keys(expected)) << file << ", kept, read " << read;
+    }
     ++checked;
   }
   if (checked == 0) {
