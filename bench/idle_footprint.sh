@@ -11,7 +11,9 @@
 #                level watch on 500 domains (through the host's real /proc/vmstat), with --dry-run
 #                (mode act refuses a cgroup root that is not a cgroup2 mount: this one is a fixture).
 # Prints, for each, its RSS at start and end, its peak RSS, and the CPU it used as a share of one core.
-# Targets: RSS <= 8 MiB, CPU <= 0.1% of a core.
+# Targets: RSS <= 8 MiB, CPU <= 0.1% of a core. Then the floor (bench_idle_floor, beside the binary: the
+# least reading that the recommended config's freshness contract needs on this fixture, at the fewest
+# wake-ups) for the same window, and the recommended config's CPU as a ratio to it.
 # Usage: bench/idle_footprint.sh [SECONDS] [OOMGUARD_BINARY]
 set -euo pipefail
 seconds="${1:-60}"
@@ -83,6 +85,10 @@ measure() {
   peak_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$daemon/status")
   watched=$(grep -o '"watched_cgroups":[0-9]*' "$out" | head -1 | cut -d: -f2)
   kill -TERM "$daemon"; wait "$daemon" || true; daemon=
+  if [ "$1" = recommended ]; then
+    recommended_cpu_ns=$((end_ns - start_ns))
+    recommended_s=$(awk -v a="$start_time" -v b="$end_time" 'BEGIN {print b - a}')
+  fi
   awk -v name="$1" -v t0="$start_time" -v t1="$end_time" -v c0="$start_ns" -v c1="$end_ns" \
       -v r0="$start_rss" -v r1="$end_rss" -v peak="$peak_kb" -v watched="$watched" \
       -v reads="$((reads1 - reads0))" 'BEGIN {
@@ -103,3 +109,34 @@ measure recommended '{"version": 1, "mode": "act", "history": {"dir": "'"$tree"'
   "host": {"pressure": null, "act": {"action": "kill-allocating", "when": {"mem_available_below": 0.10}}},
   "cgroups": [{"match": "/**", "watch_events": true, "pressure": null,
                "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}}]}' --dry-run
+
+# The floor, on the same fixture for as long.
+floor_binary="$(dirname "$binary")/bench_idle_floor"
+if [ ! -x "$floor_binary" ]; then
+  echo "idle floor: SKIPPED, $floor_binary is not built (configure with -DOOMGUARD_BENCH=ON); no ratio"
+  exit 0
+fi
+"$floor_binary" "$tree" 0.10 512 > "$out" 2>&1 &
+daemon=$!
+floor_alive() {
+  kill -0 "$daemon" 2>/dev/null && return 0
+  echo "idle floor: FAILED, bench_idle_floor exited $1:"; cat "$out"; daemon=; exit 1
+}
+sleep 1; floor_alive "at its start"
+# The same warm-up as the daemon's: a process is quiet from its third read on (the refresh at 10 s).
+sleep "${WARMUP_S:-35}"
+floor_alive "in its warm-up"
+start_ns=$(cpu_ns); start_time=$(date +%s.%N)
+sleep "$seconds"
+floor_alive "in the window"
+end_ns=$(cpu_ns); end_time=$(date +%s.%N)
+kill -TERM "$daemon"; wait "$daemon" || true; daemon=
+cat "$out"
+awk -v t0="$start_time" -v t1="$end_time" -v c0="$start_ns" -v c1="$end_ns" -v rc="$recommended_cpu_ns" \
+    -v rs="$recommended_s" 'BEGIN {
+  floor = 100 * (c1 - c0) / 1e9 / (t1 - t0); recommended = 100 * rc / 1e9 / rs;
+  printf "idle floor: CPU %.4f s = %.3f%% of a core over %.1f s\n", (c1 - c0) / 1e9, floor, t1 - t0;
+  if (floor <= 0) { print "idle ratio recommended/floor: not measured (the floor used no CPU)"; exit }
+  printf "idle ratio recommended/floor %.2f (recommended %.3f%%, floor %.3f%%)\n", recommended / floor,
+         recommended, floor;
+}'
