@@ -123,8 +123,9 @@ floor_alive() {
   echo "idle floor: FAILED, bench_idle_floor exited $1:"; cat "$out"; daemon=; exit 1
 }
 sleep 1; floor_alive "at its start"
-# The same warm-up as the daemon's: a process is quiet from its third read on (the refresh at 10 s).
-sleep "${WARMUP_S:-35}"
+# Its warm-up: a process is quiet from its third read on (the refresh at 10 s), so a window from 12 s on
+# holds only steady refreshes. (The daemon's is 35 s: it re-reads a young cgroup's limit for 30 s.)
+sleep 11
 floor_alive "in its warm-up"
 start_ns=$(cpu_ns); start_time=$(date +%s.%N)
 sleep "$seconds"
