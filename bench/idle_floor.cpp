@@ -16,11 +16,12 @@
 //     the smallest room left to a limited cgroup's headroom_below could be, and a cgroup's
 //     memory.current again once the host has allocated half its room since the cgroup was read; each
 //     between 5 ms and the refresh interval.
-// It keeps /proc/vmstat, /proc/meminfo and /proc/pressure/memory open and reads them from offset 0, keeps
-// /proc open for its listing, opens the rest relative to a directory descriptor (/proc, the tree), does each
-// wake-up's due work at once, and sleeps with clock_nanosleep (no event loop, no timers to re-arm). It parses
-// only what the contract needs (the charge to tell a quiet process, pgalloc_*, MemAvailable), ranks nothing
-// and exports nothing: a lower bound, not an implementation.
+// It keeps /proc/vmstat, /proc/meminfo and /proc/pressure/memory open and reads them from offset 0,
+// keeps /proc open for its listing, opens the rest relative to a directory descriptor (/proc, the
+// tree), does each wake-up's due work at once, and sleeps with clock_nanosleep (no event loop, no timers
+// to re-arm). It parses only what the contract needs (a process's charge to tell a quiet one,
+// pgalloc_*, MemAvailable, the memcg numbers), with cgroupfs's parsers as the daemon does; it ranks
+// nothing and exports nothing: a lower bound, not an implementation.
 //
 // Usage: bench_idle_floor TREE [HEADROOM_BELOW] [ASSUMED_MIB_S] [REFRESHES_PER_CYCLE]
 // (REFRESHES_PER_CYCLE, default 6: what a looser contract, each quiet file once in N refreshes, would
@@ -38,12 +39,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
+#include "cgroupfs/parse.hpp"
 #include "policies/level_watch.hpp"
 
 namespace {
@@ -85,27 +90,25 @@ std::string_view readKept(int fd) {
   return {buffer.data(), total};
 }
 
-// The number after `key` in `text` ("MemAvailable:", "pgalloc_normal "), 0 when absent.
-uint64_t valueAfter(std::string_view text, std::string_view key) {
-  const size_t at = text.find(key);
-  return at == std::string_view::npos ? 0 : std::strtoull(text.data() + at + key.size(), nullptr, 10);
+// A process's ranking inputs: name, charge and oom_score_adj, as cgroupfs parses them; nullopt when a
+// file cannot be read (a process gone). Quiet when two reads in a row are equal (the comparison is
+// guardian/daemon/rankings.cpp's sameAsBefore, private to the daemon).
+using Charge = std::tuple<std::string, bool, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, int>;
+std::optional<Charge> chargeOf(int proc_fd, const std::string& pid) {
+  auto status = oomguard::cgroupfs::parseProcStatus(readAt(proc_fd, (pid + "/status").c_str()));
+  const auto adj = oomguard::cgroupfs::parseOomScoreAdj(readAt(proc_fd, (pid + "/oom_score_adj").c_str()));
+  if (!status || !adj) {
+    return std::nullopt;
+  }
+  auto& value = status.value();
+  return Charge{std::move(value.comm), value.has_mm,  value.rss_anon_kb, value.rss_file_kb,
+                value.rss_shmem_kb,    value.swap_kb, value.pgtables_kb, adj.value()};
 }
 
-// The lines of /proc/<pid>/status that make a process's ranking: its name and charge.
-std::string chargeOf(std::string_view status) {
-  std::string key;
-  size_t start = 0;
-  while (start < status.size()) {
-    size_t end = status.find('\n', start);
-    end = end == std::string_view::npos ? status.size() : end;
-    const std::string_view line = status.substr(start, end - start);
-    if (line.starts_with("Name:") || line.starts_with("Rss") || line.starts_with("VmSwap:") ||
-        line.starts_with("VmPTE:")) {
-      key.append(line);
-    }
-    start = end + 1;
-  }
-  return key;
+// A memory.max or memory.current value in bytes; 0 when it cannot be read or is "max".
+double bytesIn(int tree_fd, const std::string& path) {
+  const auto value = oomguard::cgroupfs::parseLimit(readAt(tree_fd, path.c_str()));
+  return value && value.value() ? static_cast<double>(*value.value()) : 0.0;
 }
 
 uint64_t monotonicUs() {
@@ -129,13 +132,12 @@ struct Limited {
 
 struct Process {
   ino_t inode = 0;  // of /proc/<pid>
-  std::string charge;
+  std::optional<Charge> charge;
   uint32_t quiet_reads = 0;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The benchmark; never returns but on a bad argument or tree.
+int run(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: bench_idle_floor TREE [HEADROOM_BELOW] [ASSUMED_MIB_S] [REFRESHES_PER_CYCLE]\n");
@@ -157,17 +159,8 @@ int main(int argc, char** argv) {
   }
   const auto page_bytes = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   auto allocatedBytes = [&] {
-    const std::string_view vmstat = readKept(vmstat_fd);
-    uint64_t pages = 0;
-    for (size_t at = vmstat.find("pgalloc_"); at != std::string_view::npos;
-         at = vmstat.find("pgalloc_", at + 1)) {
-      const size_t space = vmstat.find(' ', at);
-      if (space == std::string_view::npos) {
-        break;
-      }
-      pages += std::strtoull(vmstat.data() + space, nullptr, 10);
-    }
-    return pages * page_bytes;
+    const auto pages = oomguard::cgroupfs::parseAllocatedPages(readKept(vmstat_fd));
+    return (pages ? pages.value() : 0) * page_bytes;
   };
 
   // The watched cgroups below the root (every directory: the daemon watches them all) and the limited
@@ -182,13 +175,11 @@ int main(int argc, char** argv) {
     }
     const std::string relative = std::filesystem::relative(it->path(), tree, error).string();
     watched.push_back(relative);
-    const std::string_view max = readAt(tree_fd, (relative + "/memory.max").c_str());
-    if (max.empty() || std::isdigit(static_cast<unsigned char>(max[0])) == 0) {
+    Limited cgroup{relative, bytesIn(tree_fd, relative + "/memory.max")};
+    if (cgroup.max_bytes <= 0) {
       continue;
     }
-    Limited cgroup{relative, static_cast<double>(std::strtoull(max.data(), nullptr, 10))};
-    const double current =
-        static_cast<double>(valueAfter(readAt(tree_fd, (relative + "/memory.current").c_str()), ""));
+    const double current = bytesIn(tree_fd, relative + "/memory.current");
     cgroup.room_bytes = std::max(0.0, cgroup.max_bytes * (1 - headroom_below) - current);
     limited.push_back(cgroup);
   }
@@ -205,17 +196,18 @@ int main(int argc, char** argv) {
   uint64_t refresh_due_us = start_us;
   uint64_t tick_due_us = start_us;
   uint64_t host_due_us = start_us;
-  uint64_t first_tick_us = 0;
   bool planned = false;
   for (;;) {
     const uint64_t now_us = std::max(monotonicUs(), std::min({refresh_due_us, tick_due_us, host_due_us}));
     sleepUntilUs(now_us);
     const bool refreshing = now_us >= refresh_due_us;
     if (refreshing || now_us >= host_due_us) {  // the host's level (and the refresh's /proc/meminfo)
-      const std::string_view meminfo = readKept(meminfo_fd);
-      const double room = (static_cast<double>(valueAfter(meminfo, "MemAvailable:")) -
-                           kHostAvailableBelow * static_cast<double>(valueAfter(meminfo, "MemTotal:"))) *
-                          1024;
+      const auto meminfo = oomguard::cgroupfs::parseMemInfo(readKept(meminfo_fd));
+      const double room = meminfo
+                              ? (static_cast<double>(meminfo.value().mem_available_kb.value_or(0)) -
+                                 kHostAvailableBelow * static_cast<double>(meminfo.value().mem_total_kb)) *
+                                    1024
+                              : 0.0;
       const double left = std::max(room, 0.0);
       host_rate.sample(now_us, left);
       // Crossed: the daemon decides, then reads again after 100 ms (kAfterCrossingUs).
@@ -249,9 +241,8 @@ int main(int argc, char** argv) {
               static_cast<uint64_t>(pid) % refreshes_per_cycle != slice) {
             continue;
           }
-          std::string charge = chargeOf(readAt(proc_fd, (std::string(entry->d_name) + "/status").c_str()));
-          charge.append(readAt(proc_fd, (std::string(entry->d_name) + "/oom_score_adj").c_str()));
-          process.quiet_reads = charge == process.charge ? process.quiet_reads + 1 : 0;
+          auto charge = chargeOf(proc_fd, entry->d_name);
+          process.quiet_reads = charge && charge == process.charge ? process.quiet_reads + 1 : 0;
           process.charge = std::move(charge);
         }
         processes = std::move(listed);
@@ -278,8 +269,7 @@ int main(int argc, char** argv) {
       }
       if (net || oomguard::policies::allocationBudgetSpent(cgroup.room_bytes, cgroup.allocated_then_bytes,
                                                            allocated)) {
-        const auto current = static_cast<double>(
-            valueAfter(readAt(tree_fd, (cgroup.relative + "/memory.current").c_str()), ""));
+        const double current = bytesIn(tree_fd, cgroup.relative + "/memory.current");
         cgroup.room_bytes = std::max(0.0, cgroup.max_bytes * (1 - headroom_below) - current);
         cgroup.allocated_then_bytes = allocated;
       }
@@ -290,17 +280,25 @@ int main(int argc, char** argv) {
         oomguard::policies::nextLevelCheckUs(std::max(smallest_left, 0.0), allocation_rate.bytesPerSecond(),
                                              assumed_rate, kMinDelayUs, kRefreshUs);
     tick_due_us = now_us + delay_us;
-    if (first_tick_us == 0) {
-      first_tick_us = delay_us;
-    }
     if (!planned) {
       planned = true;
       std::printf(
           "idle floor: %zu watched cgroups, %zu limited, %zu processes; quiet files once in %lu "
           "refreshes of 5 s; the level watch's first tick %.1f ms\n",
           watched.size(), limited.size(), processes.size(), static_cast<unsigned long>(refreshes_per_cycle),
-          static_cast<double>(first_tick_us) / 1e3);
+          static_cast<double>(delay_us) / 1e3);
       std::fflush(stdout);
     }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "bench_idle_floor: %s\n", error.what());
+    return 1;
   }
 }
