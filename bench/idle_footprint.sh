@@ -16,10 +16,12 @@
 # the fewest wake-ups), and the recommended config's CPU as a ratio to it.
 # The three run at once, on the same fixture, and are measured over the same window: a ratio taken in
 # one window holds the same noise of this shared machine on both sides, and the run takes one warm-up
-# and one window instead of three. Each is idle (0.1-0.3 % of a core), so they do not wait for each
-# other's CPU; each sees the other two among the host's processes (572 instead of 570). The level watch
-# of the recommended config counts the host's page allocations, which include the other two's (they
-# allocate nothing new when idle).
+# and one window instead of three. Each is idle (0.1-0.3 % of a core) and each refreshes every 5 s; they
+# start 1.7 s apart, so that their refreshes do not wake at the same instant and queue for the two cores
+# (their 224 ms level-watch ticks still meet now and then). What they share: the fixture's files and
+# /proc in the page cache and the kernel's caches, warm for whichever reads next; each sees the other two
+# among the host's processes (572 instead of 570); and the level watch of the recommended config counts
+# the host's page allocations, which include the other two's (little when idle: their reads and logs).
 # Usage: bench/idle_footprint.sh [SECONDS] [OOMGUARD_BINARY]
 set -euo pipefail
 seconds="${1:-60}"
@@ -31,8 +33,10 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then tree=$(mktemp -d -p /dev/shm); else 
 sleepers=()
 declare -A pids logs
 cleanup() {
+  set +e  # a pid already gone must not stop the cleanup halfway (an EXIT trap stops at a failure under -e)
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done  # none writes into what is removed below
   [ "${#sleepers[@]}" -gt 0 ] && kill "${sleepers[@]}" 2>/dev/null
   rm -rf "$tree" "$tree".json.* "$tree".log.* "$tree".state-*
 }
@@ -90,17 +94,19 @@ start() {
 
 # Each kill history in a directory of its own beside the fixture (the default, /var/lib/oomguard, is the
 # host's; inside the tree it would be one more cgroup).
-start default '{"history": {"dir": "'"$tree"'.state-default"},
-  "cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}'
 start recommended '{"version": 1, "mode": "act", "history": {"dir": "'"$tree"'.state-recommended"},
   "host": {"pressure": null, "act": {"action": "kill-allocating", "when": {"mem_available_below": 0.10}}},
   "cgroups": [{"match": "/**", "watch_events": true, "pressure": null,
                "act": {"action": "kill-allocating", "when": {"headroom_below": 0.10}}}]}' --dry-run
+sleep 1.7
+start default '{"history": {"dir": "'"$tree"'.state-default"},
+  "cgroups": [{"match": "/**", "watch_events": true, "pressure": null}], "host": {"pressure": null}}'
 names=(default recommended)
 floor_binary="$(dirname "$binary")/bench_idle_floor"
 if [ -x "$floor_binary" ]; then
   # Its own warm-up is shorter (a process is quiet from its third read on, the refresh at 10 s); the
   # daemons' 35 s holds it.
+  sleep 1.6
   logs[floor]="$tree.log.floor"
   "$floor_binary" "$tree" 0.10 512 > "${logs[floor]}" 2>&1 &
   pids[floor]=$!
@@ -112,16 +118,21 @@ for _ in $(seq 50); do
   [ "$(cat "${logs[default]}" "${logs[recommended]}" | grep -c '"event":"started"')" -ge 2 ] && break
   sleep 0.1
 done
+for n in "${names[@]}"; do alive "$n" "at its start"; done
 sleep "${WARMUP_S:-35}"
 
 declare -A reads0 reads1 c0 c1 t0 t1 r0 r1 peak
 for n in "${names[@]}"; do alive "$n" "in the warm-up"; done
 for n in default recommended; do reads0[$n]=$(level_reads "$n"); done
 # The window: each process's CPU and clock read back to back, at its start and at its end.
-for n in "${names[@]}"; do c0[$n]=$(cpu_ns "${pids[$n]}"); t0[$n]=$(date +%s.%N); r0[$n]=$(rss_kb "${pids[$n]}"); done
+for n in "${names[@]}"; do
+  c0[$n]=$(cpu_ns "${pids[$n]}"); t0[$n]=$(date +%s.%N); r0[$n]=$(rss_kb "${pids[$n]}")
+done
 sleep "$seconds"
 for n in "${names[@]}"; do alive "$n" "in the window"; done
-for n in "${names[@]}"; do c1[$n]=$(cpu_ns "${pids[$n]}"); t1[$n]=$(date +%s.%N); r1[$n]=$(rss_kb "${pids[$n]}"); done
+for n in "${names[@]}"; do
+  c1[$n]=$(cpu_ns "${pids[$n]}"); t1[$n]=$(date +%s.%N); r1[$n]=$(rss_kb "${pids[$n]}")
+done
 for n in default recommended; do
   reads1[$n]=$(level_reads "$n")
   peak[$n]=$(awk '/^VmHWM:/ {print $2}' "/proc/${pids[$n]}/status")

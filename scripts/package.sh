@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package dist/oomguard_<version>_<arch>.deb from this checkout (docs/service.md):
-# the build directory `build` (CMake's default RelWithDebInfo: -O2 -g, stripped into the package, as
-# Debian builds its packages), the man pages from the CLI, and CPack's DEB generator with dpkg-shlibdeps.
+# the build directory `build` (CMake's default RelWithDebInfo: -O2 -g without variable tracking, stripped
+# into the package, as Debian builds its packages), the man pages from the CLI, and CPack's DEB generator
+# with dpkg-shlibdeps.
 # Then checks what it made: lintian (no errors allowed), and the unit with systemd-analyze verify and
 # security. Installs what it needs (scripts/install-deps.sh package) when missing.
 # Usage: scripts/package.sh [BUILD_DIR]   (default build)

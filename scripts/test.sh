@@ -122,7 +122,7 @@ tests/helm/run.sh 2>&1 | tee build/helm.log
 count_runner build/helm.log helm
 
 section "unit + integration tests under ASan + UBSan"
-# -g1: line tables only, which is what the sanitizers' stack traces print (function, file, line): six
+# -g1: line tables and function entries, what the sanitizers' stack traces print (function, file, line): six
 # translation units drawn at random compiled 12 % faster than with -g.
 if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DOOMGUARD_SANITIZE=ON \
      -DOOMGUARD_BENCH=OFF >/dev/null &&
@@ -234,7 +234,7 @@ section "benchmarks (short forms; bench/)"
 # 0.98-1.21x its floor and `top --all --json` 1.70x (target 1.3, not met: see bench/host_ranking.cpp),
 # reading /proc/<pid>/cgroup for every process again would put it at 2.0-2.4x; the event-to-kill p99
 # measured 172-400 us (target 1 ms); the idle daemon with 500 populated cgroups 5.8-6.1 MiB and
-# 0.11-0.17 % (default config) / 0.19-0.25 % (recommended) of a core, failing above 2.5 % (targets 8 MiB,
+# 0.09-0.17 % (default config) / 0.18-0.25 % (recommended) of a core, failing above 2.5 % (targets 8 MiB,
 # 0.1 %); its floor on the same fixture (bench_idle_floor: the reads its 30 s freshness contract needs,
 # at the fewest wake-ups) measured 0.16-0.19 % and the recommended config 1.07-1.45 times it (1.07 with
 # both in the same window, as now), failing above 3 (the 20 s window here holds the 30 s full scan or
