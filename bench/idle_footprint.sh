@@ -22,6 +22,9 @@
 # /proc in the page cache and the kernel's caches, warm for whichever reads next; each sees the other two
 # among the host's processes (572 instead of 570); and the level watch of the recommended config counts
 # the host's page allocations, which include the other two's (little when idle: their reads and logs).
+# A window of 30 s (or a multiple) holds whole cycles of both sides: the daemon's full scan every 30 s,
+# where it spends most beyond its floor, and the floor's six refreshes that spread the same reads. A
+# shorter one may hold none of the full scans (ratio 1.03-1.07 in 20 s windows; 1.33 in 30 s).
 # Usage: bench/idle_footprint.sh [SECONDS] [OOMGUARD_BINARY]
 set -euo pipefail
 seconds="${1:-60}"
