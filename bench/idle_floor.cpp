@@ -196,7 +196,6 @@ int run(int argc, char** argv) {
   uint64_t refresh_due_us = start_us;
   uint64_t tick_due_us = start_us;
   uint64_t host_due_us = start_us;
-  bool planned = false;
   for (;;) {
     const uint64_t now_us = std::max(monotonicUs(), std::min({refresh_due_us, tick_due_us, host_due_us}));
     sleepUntilUs(now_us);
@@ -280,8 +279,7 @@ int run(int argc, char** argv) {
         oomguard::policies::nextLevelCheckUs(std::max(smallest_left, 0.0), allocation_rate.bytesPerSecond(),
                                              assumed_rate, kMinDelayUs, kRefreshUs);
     tick_due_us = now_us + delay_us;
-    if (!planned) {
-      planned = true;
+    if (refreshing && refresh == 1) {  // the first wake-up, which is a refresh
       std::printf(
           "idle floor: %zu watched cgroups, %zu limited, %zu processes; quiet files once in %lu "
           "refreshes of 5 s; the level watch's first tick %.1f ms\n",

@@ -237,11 +237,11 @@ section "benchmarks (short forms; bench/)"
 # 0.09-0.17 % (default config) / 0.18-0.25 % (recommended) of a core, failing above 2.5 % (targets 8 MiB,
 # 0.1 %); its floor on the same fixture (bench_idle_floor: the reads its 30 s freshness contract needs,
 # at the fewest wake-ups) measured 0.16-0.19 %, and the recommended config 1.03-1.07 times it in a 20 s
-# window of both at once that held none of its full scans (every 30 s) and 1.46 times in a 45 s one that
-# held one, failing above 3 (the 30 s window here holds one cycle of each: the daemon's full scan, and
-# the floor's six refreshes that spread the same reads); and the recommended config's level watch about
-# 22 readings a second (each domain every 30 s; read on a timer it made 2,200 a second and 19.7 % of the
-# VM's core);
+# window of both at once that held none of its full scans (every 30 s) and 1.33-1.46 times in 30 and 45 s
+# ones that held one, failing above 3 (the 30 s window here holds one cycle of each: the daemon's full
+# scan, and the floor's six refreshes that spread the same reads); and the recommended config's level
+# watch about 22 readings a second (each domain every 30 s; read on a timer it made 2,200 a second and
+# 19.7 % of the VM's core);
 # the level watch kills 4-5 ms after a 50 or 500 MiB/s leak crosses its threshold (6.8 % of the headroom
 # used at 500 MiB/s; a watch blind for a refresh used 4,300 %: the limit, 100 %, is the kernel's OOM).
 bench_list=()
